@@ -1,0 +1,1 @@
+"""pilotboat.cli."""

@@ -1,0 +1,23 @@
+"""The ``pilotboat`` command (also installed as the ``kubectl-pilotboat`` plugin)."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(package_name="pilotboat")
+def main() -> None:
+    """Pilotboat: canary releases coordinated with schema migrations."""
+
+
+def _register() -> None:
+    from pilotboat.cli import crds, run
+
+    main.add_command(crds.crds)
+    main.add_command(run.run)
+
+
+_register()
