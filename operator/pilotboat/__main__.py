@@ -1,0 +1,5 @@
+"""`python -m pilotboat` is the `pilotboat` command."""
+
+from pilotboat.cli.main import main
+
+main()

@@ -1,0 +1,193 @@
+"""The child objects of a Microservice, built as data: Deployments and Services.
+
+Pure functions: a spec in, plain dicts (wire form) out, ready for server-side apply. The
+stable Deployment is named after the Microservice; the canary is `<name>-canary`. Both
+carry the same `app.kubernetes.io/name`, so the Service that selects only that label
+spreads traffic over both in proportion to their ready replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pilotboat import API_VERSION
+from pilotboat.api import MicroserviceSpec
+
+__all__ = [
+    "LABEL_MANAGED_BY",
+    "LABEL_NAME",
+    "LABEL_TRACK",
+    "LABEL_VERSION",
+    "ANNOTATION_TEMPLATE_HASH",
+    "Owner",
+    "Track",
+    "deployment_name",
+    "render_deployment",
+    "render_service",
+    "selector_labels",
+]
+
+Track = Literal["stable", "canary"]
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_VERSION = "app.kubernetes.io/version"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TRACK = "pilotboat.dev/track"
+ANNOTATION_TEMPLATE_HASH = "pilotboat.dev/template-hash"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Microservice that owns the children: its identity, for owner references."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "Microservice",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def deployment_name(service: str, track: Track) -> str:
+    """`payments` for the stable track, `payments-canary` for the canary."""
+    return service if track == "stable" else f"{service}-canary"
+
+
+def selector_labels(service: str, track: Track) -> dict[str, str]:
+    return {LABEL_NAME: service, LABEL_TRACK: track}
+
+
+def _container(spec: MicroserviceSpec) -> dict[str, Any]:
+    env = [{"name": e.name, "value": e.value} for e in spec.env or ()]
+    env += [
+        {"name": "SERVICE_VERSION", "value": spec.version},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": spec.image,
+        "ports": [
+            {
+                "name": p.name,
+                "containerPort": p.target_port or p.port,
+                "protocol": p.protocol,
+            }
+            for p in spec.ports
+        ],
+        "env": env,
+    }
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    if spec.resources is not None:
+        container["resources"] = spec.resources.model_dump(by_alias=True, exclude_none=True)
+    probe = spec.readiness_probe
+    if probe is not None:
+        port: int | str = probe.port if probe.port is not None else spec.ports[0].name
+        container["readinessProbe"] = {
+            "httpGet": {"path": probe.path, "port": port},
+            "periodSeconds": probe.period_seconds,
+        }
+    return container
+
+
+def _pod_template(spec: MicroserviceSpec, service: str, track: Track) -> dict[str, Any]:
+    metrics_port = spec.ports[0].target_port or spec.ports[0].port
+    pod_spec: dict[str, Any] = {"containers": [_container(spec)]}
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
+        ]
+    return {
+        "metadata": {
+            "labels": {
+                **selector_labels(service, track),
+                LABEL_VERSION: spec.version,
+                LABEL_MANAGED_BY: "pilotboat",
+            },
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(metrics_port),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def template_hash(template: Mapping[str, Any], replicas: int) -> str:
+    """A short, stable digest of what a Deployment should run; equal hash, nothing to apply."""
+    blob = json.dumps({"t": template, "r": replicas}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def render_deployment(
+    owner: Owner, spec: MicroserviceSpec, *, track: Track, replicas: int
+) -> dict[str, Any]:
+    """The Deployment of one track, with `replicas` replicas of `spec`'s version."""
+    template = _pod_template(spec, owner.name, track)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(owner.name, track),
+            "namespace": owner.namespace,
+            "labels": {
+                **selector_labels(owner.name, track),
+                LABEL_VERSION: spec.version,
+                LABEL_MANAGED_BY: "pilotboat",
+            },
+            "annotations": {ANNOTATION_TEMPLATE_HASH: template_hash(template, replicas)},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(owner.name, track)},
+            "template": template,
+        },
+    }
+
+
+def render_service(
+    owner: Owner, spec: MicroserviceSpec, *, name: str | None = None, track: Track | None = None
+) -> dict[str, Any]:
+    """A ClusterIP Service: over both tracks by default, or over one `track`."""
+    selector = {LABEL_NAME: owner.name}
+    if track is not None:
+        selector[LABEL_TRACK] = track
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name or owner.name,
+            "namespace": owner.namespace,
+            "labels": {LABEL_NAME: owner.name, LABEL_MANAGED_BY: "pilotboat"},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {
+                    "name": p.name,
+                    "port": p.port,
+                    "targetPort": p.target_port or p.port,
+                    "protocol": p.protocol,
+                }
+                for p in spec.ports
+            ],
+        },
+    }

@@ -1,0 +1,150 @@
+"""Fixtures shared by every test.
+
+- Tests under tests/core are marked `core`, tests/cluster `cluster`, tests/e2e `e2e`.
+- `kubeconfig`: the local control plane (`hack/cluster.sh up`), or the cluster that
+  PILOTBOAT_KUBECONFIG points at (kind, k3d, a cloud).
+- `kube`: a `pilotboat.adapters.kube.Kube` on it, with the CRDs from crds/ applied.
+- `namespace`: a fresh namespace per test, deleted afterwards.
+- `operator`: the operator as a real subprocess (`pilotboat run`), shared by the session;
+  tests may kill and restart it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.testing import OperatorProcess
+from tests.story import Story
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("PILOTBOAT_STATE", REPO / ".state"))
+
+pytest_plugins: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO).parts
+        if len(parts) > 1 and parts[0] == "tests" and parts[1] in {"core", "cluster", "e2e"}:
+            item.add_marker(getattr(pytest.mark, parts[1]))
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Path:
+    given = os.environ.get("PILOTBOAT_KUBECONFIG")
+    if given:
+        return Path(given)
+    subprocess.run([str(REPO / "hack" / "cluster.sh"), "up"], check=True)
+    return STATE / "kubeconfig"
+
+
+def _wait_established(kube: Kube, names: list[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            crd = kube.get("CustomResourceDefinition", None, name) or {}
+            conds = crd.get("status", {}).get("conditions", []) or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+                pending.discard(name)
+        time.sleep(0.2)
+    if pending:
+        raise RuntimeError(f"CRDs not established: {sorted(pending)}")
+
+
+@pytest.fixture(scope="session")
+def kube_api(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    kube = Kube(api, field_manager="pilotboat-tests")
+    names = []
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        kube.apply(crd)
+        names.append(crd["metadata"]["name"])
+    _wait_established(kube, names)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def kube(kube_api: kubernetes.client.ApiClient) -> Kube:
+    return Kube(kube_api, field_manager="pilotboat-tests")
+
+
+# The shared operator watches namespaces named t-*; tests that run an operator of their
+# own (to crash it on purpose) use x-* namespaces, which only that operator sees.
+SHARED_OPERATOR_NAMESPACES = "t-*"
+
+
+def _make_namespace(kube: Kube, request: pytest.FixtureRequest, prefix: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{prefix}-{slug}-{secrets.token_hex(2)}"
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pilotboat.dev/test": "true"}},
+        }
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the ServiceAccount controller must have run
+        if _has_default_sa(kube, name):
+            break
+        time.sleep(0.2)
+    return name
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace that the shared operator watches."""
+    name = _make_namespace(kube, request, "t")
+    yield name
+    kube.delete("Namespace", None, name)
+
+
+@pytest.fixture
+def private_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace that the shared operator ignores."""
+    name = _make_namespace(kube, request, "x")
+    yield name
+    kube.delete("Namespace", None, name)
+
+
+def _has_default_sa(kube: Kube, namespace: str) -> bool:
+    try:
+        return bool(
+            kube.api_client.call_api(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts/default",
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+        )
+    except kubernetes.client.exceptions.ApiException:
+        return False
+
+
+@pytest.fixture
+def story(kube: Kube, namespace: str) -> Story:
+    return Story(kube, namespace)
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig: Path, kube: Kube) -> Iterator[OperatorProcess]:
+    log_dir = STATE / "logs" / f"operator-{time.strftime('%Y%m%d-%H%M%S')}"
+    proc = OperatorProcess(kubeconfig, log_dir, ["--namespace", SHARED_OPERATOR_NAMESPACES])
+    proc.start()
+    yield proc
+    proc.stop()

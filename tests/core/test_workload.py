@@ -1,0 +1,211 @@
+"""Rendering a Microservice's children: pure, so every case is a table row."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pilotboat.core.conditions
+import pilotboat.core.readiness
+from pilotboat.api import MicroserviceSpec
+from pilotboat.core.conditions import DesiredCondition, set_conditions
+from pilotboat.core.readiness import track_health
+from pilotboat.core.workload import Owner, render_deployment, render_service, template_hash
+
+OWNER = Owner("payments", "shop", "uid-1")
+
+
+def spec(**overrides: object) -> MicroserviceSpec:
+    return MicroserviceSpec.model_validate(
+        {"image": "shop/payments:2", "version": "v2", **overrides}
+    )
+
+
+@pytest.mark.parametrize("module", [pilotboat.core.conditions, pilotboat.core.readiness])
+def test_docstring_examples_hold(module: object) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_stable_deployment_carries_labels_owner_and_placement() -> None:
+    d = render_deployment(
+        OWNER,
+        spec(
+            nodeSelector={"type": "real"},
+            env=[{"name": "A", "value": "1"}],
+            imagePullPolicy="Never",
+        ),
+        track="stable",
+        replicas=3,
+    )
+    assert d["metadata"]["name"] == "payments"
+    assert d["spec"]["replicas"] == 3
+    assert d["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "payments",
+        "pilotboat.dev/track": "stable",
+    }
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/version"] == "v2"
+    assert d["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "pilotboat.dev/v1alpha1",
+        "kind": "Microservice",
+        "name": "payments",
+        "uid": "uid-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    pod = d["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"type": "real"}
+    container = pod["containers"][0]
+    assert container["image"] == "shop/payments:2"
+    assert container["imagePullPolicy"] == "Never"
+    assert {"name": "A", "value": "1"} in container["env"]
+    assert {"name": "SERVICE_VERSION", "value": "v2"} in container["env"]
+
+
+def test_the_canary_deployment_has_its_own_name_and_selector() -> None:
+    d = render_deployment(OWNER, spec(), track="canary", replicas=1)
+    assert d["metadata"]["name"] == "payments-canary"
+    assert d["spec"]["selector"]["matchLabels"]["pilotboat.dev/track"] == "canary"
+
+
+def test_the_service_selects_both_tracks_unless_told_one() -> None:
+    both = render_service(OWNER, spec(ports=[{"name": "http", "port": 80, "targetPort": 8080}]))
+    assert both["spec"]["selector"] == {"app.kubernetes.io/name": "payments"}
+    assert both["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}
+    ]
+    canary = render_service(OWNER, spec(), name="payments-canary", track="canary")
+    assert canary["spec"]["selector"]["pilotboat.dev/track"] == "canary"
+
+
+def test_a_readiness_probe_defaults_to_the_first_port() -> None:
+    d = render_deployment(
+        OWNER, spec(readinessProbe={"path": "/ready"}), track="stable", replicas=1
+    )
+    probe = d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"] == {"path": "/ready", "port": "http"}
+
+
+@given(st.integers(0, 1000), st.integers(0, 1000))
+def test_the_template_hash_changes_with_the_replicas_and_only_then(a: int, b: int) -> None:
+    s = spec()
+    ha = render_deployment(OWNER, s, track="stable", replicas=a)["metadata"]["annotations"]
+    hb = render_deployment(OWNER, s, track="stable", replicas=b)["metadata"]["annotations"]
+    assert (ha == hb) == (a == b)
+
+
+def test_the_template_hash_changes_with_the_image() -> None:
+    t1 = render_deployment(OWNER, spec(), track="stable", replicas=1)["spec"]["template"]
+    t2 = render_deployment(OWNER, spec(image="shop/payments:3"), track="stable", replicas=1)
+    assert template_hash(t1, 1) != template_hash(t2["spec"]["template"], 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "generation", "complete", "reason"),
+    [
+        ({}, 1, False, "DeploymentPending"),
+        (
+            {
+                "observedGeneration": 1,
+                "replicas": 2,
+                "updatedReplicas": 1,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+            },
+            1,
+            False,
+            "RollingOut",
+        ),
+        (
+            {
+                "observedGeneration": 1,
+                "replicas": 3,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+            },
+            1,
+            False,
+            "RollingOut",
+        ),
+        (
+            {
+                "observedGeneration": 1,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+            },
+            1,
+            True,
+            "ReplicasReady",
+        ),
+        (
+            {
+                "observedGeneration": 1,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+            },
+            2,
+            False,
+            "DeploymentPending",
+        ),
+        (
+            {
+                "observedGeneration": 1,
+                "conditions": [
+                    {
+                        "type": "Progressing",
+                        "status": "False",
+                        "reason": "ProgressDeadlineExceeded",
+                        "message": "too slow",
+                    }
+                ],
+            },
+            1,
+            False,
+            "ProgressDeadlineExceeded",
+        ),
+    ],
+)
+def test_track_health(
+    status: dict[str, object], generation: int, complete: bool, reason: str
+) -> None:
+    deployment = {"metadata": {"generation": generation}, "spec": {"replicas": 2}, "status": status}
+    health = track_health(deployment, "v1")
+    assert (health.complete, health.reason) == (complete, reason)
+
+
+def test_zero_replicas_is_complete_when_seen() -> None:
+    d = {
+        "metadata": {"generation": 1},
+        "spec": {"replicas": 0},
+        "status": {"observedGeneration": 1},
+    }
+    assert track_health(d, "v1").complete
+
+
+@given(st.lists(st.sampled_from(["True", "False", "Unknown"]), min_size=1, max_size=8))
+def test_transition_time_moves_only_when_status_flips(statuses: list[str]) -> None:
+    conditions: list[dict[str, object]] = []
+    for i, status in enumerate(statuses):
+        before = next((c for c in conditions if c["type"] == "Ready"), None)
+        conditions = set_conditions(
+            conditions,
+            [DesiredCondition("Ready", status, "R", "m")],  # type: ignore[arg-type]
+            generation=i,
+            now=f"t{i}",
+        )
+        after = conditions[0]
+        assert len(conditions) == 1
+        if before is None or before["status"] != status:
+            assert after["lastTransitionTime"] == f"t{i}"
+        else:
+            assert after["lastTransitionTime"] == before["lastTransitionTime"]
+        assert after["observedGeneration"] == i
