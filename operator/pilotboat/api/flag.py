@@ -1,0 +1,90 @@
+"""FeatureFlag: one flagd-compatible flag, and which services read it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pilotboat.api.common import SpecModel, StatusBase
+from pilotboat.api.kind import KindDescriptor, PrinterColumn
+
+__all__ = [
+    "FlagState",
+    "FeatureFlagSpec",
+    "FeatureFlagStatus",
+    "FEATURE_FLAG",
+]
+
+FlagState = Literal["ENABLED", "DISABLED"]
+MAX_VARIANTS = 64
+
+
+class FeatureFlagSpec(SpecModel):
+    """A feature flag in flagd's format; its key is spec.key, or the object's name.
+
+    defaultVariant must be one of the keys of variants; the operator refuses the flag otherwise.
+    """
+
+    # defaultVariant-in-variants is checked here, not by the API server: CEL cannot see the keys
+    # of a map whose values are free-form JSON (the API server leaves such fields out of CEL).
+
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="The flag key services evaluate; metadata.name when unset.",
+    )
+    state: FlagState = Field(default="ENABLED", description="ENABLED or DISABLED.")
+    variants: dict[str, Any] = Field(
+        min_length=1,
+        max_length=MAX_VARIANTS,
+        description="Variant name to value; values may be of any JSON type.",
+        json_schema_extra={"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    default_variant: str = Field(
+        min_length=1, max_length=253, description="The variant served when no rule matches."
+    )
+    targeting: dict[str, Any] | None = Field(
+        default=None, description="flagd targeting rules (JsonLogic)."
+    )
+
+    @model_validator(mode="after")
+    def _default_is_a_variant(self) -> FeatureFlagSpec:
+        if self.default_variant not in self.variants:
+            raise ValueError(
+                f"defaultVariant must be one of the keys of variants: {self.default_variant!r}"
+                f" is not in {sorted(self.variants)}"
+            )
+        return self
+
+    def flag_key(self, name: str) -> str:
+        """The key services evaluate: ``spec.key``, or the object's ``name``."""
+        return self.key or name
+
+
+class FeatureFlagStatus(StatusBase):
+    """What the operator observed about a FeatureFlag."""
+
+    consumers: list[str] = Field(
+        default_factory=list, description="Microservices that read this flag."
+    )
+    served: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Per service, the percent of evaluations each variant gets now.",
+    )
+
+
+FEATURE_FLAG = KindDescriptor(
+    kind="FeatureFlag",
+    plural="featureflags",
+    singular="featureflag",
+    short_names=("ff",),
+    spec_model=FeatureFlagSpec,
+    status_model=FeatureFlagStatus,
+    description="A feature flag (OpenFeature/flagd) that canary steps may roll out by percent.",
+    printer_columns=(
+        PrinterColumn("State", ".spec.state", description="ENABLED or DISABLED."),
+        PrinterColumn("Default", ".spec.defaultVariant", description="The default variant."),
+    ),
+)

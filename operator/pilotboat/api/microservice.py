@@ -1,0 +1,346 @@
+"""Microservice: a service, its release strategy, and what its rollout looks like now."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+
+from pilotboat.api.common import (
+    LIST_MAP_BY_NAME,
+    LIST_SET,
+    Duration,
+    LabelValue,
+    ObjectName,
+    SpecModel,
+    StatusBase,
+    StatusModel,
+    cel_rule,
+    cel_validations,
+)
+from pilotboat.api.kind import KindDescriptor, PrinterColumn
+from pilotboat.api.rollout import CanaryStrategy
+
+__all__ = [
+    "ServicePort",
+    "EnvVar",
+    "ResourceRequirements",
+    "ReadinessProbe",
+    "Toleration",
+    "DatabaseRef",
+    "ConfigMapKeyRef",
+    "OpenAPISource",
+    "ConsumedAPI",
+    "ApiContract",
+    "RetryPolicy",
+    "CircuitBreaker",
+    "Dependency",
+    "RolloutStrategy",
+    "MicroserviceSpec",
+    "MicroservicePhase",
+    "Verdict",
+    "AnalysisRecord",
+    "AnalysisStatus",
+    "MicroserviceStatus",
+    "MICROSERVICE",
+]
+
+PortName = Annotated[
+    str, StringConstraints(min_length=1, max_length=15, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+Quantity = str | int
+
+
+class ServicePort(SpecModel):
+    """A port the service listens on."""
+
+    name: PortName = Field(description="Port name, a DNS label of at most 15 characters.")
+    port: int = Field(ge=1, le=65535, description="Port of the Service.")
+    target_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Container port; the same as port if unset."
+    )
+    protocol: Literal["TCP", "UDP"] = Field(default="TCP", description="TCP or UDP.")
+
+
+class EnvVar(SpecModel):
+    """An environment variable for the service's containers."""
+
+    name: str = Field(min_length=1, max_length=256, description="Variable name.")
+    value: str = Field(default="", description="Variable value.")
+
+
+class ResourceRequirements(SpecModel):
+    """Compute resources per container, as Kubernetes quantities (e.g. cpu: 100m, memory: 128Mi)."""
+
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description="Resources the scheduler reserves."
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, description="Resources the container may not exceed."
+    )
+
+
+class ReadinessProbe(SpecModel):
+    """An HTTP GET that tells Kubernetes when a pod may receive traffic."""
+
+    path: str = Field(default="/healthz", min_length=1, description="HTTP path to probe.")
+    port: str | int | None = Field(
+        default=None, description="Port name or number to probe; the first port if unset."
+    )
+    period_seconds: int = Field(default=5, ge=1, le=3600, description="Seconds between probes.")
+
+
+class Toleration(SpecModel):
+    """A taint the service's pods tolerate."""
+
+    key: str | None = Field(default=None, description="Taint key; all keys when unset.")
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Equal", description="Exists (any value) or Equal (the value below)."
+    )
+    value: str | None = Field(default=None, description="Taint value, with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; all effects when unset."
+    )
+
+
+class DatabaseRef(SpecModel):
+    """The database this service owns."""
+
+    owned_database: ObjectName = Field(
+        description="Name of an OwnedDatabase in this namespace whose owner is this service."
+    )
+
+
+class ConfigMapKeyRef(SpecModel):
+    """A key in a ConfigMap in this namespace."""
+
+    name: ObjectName = Field(description="ConfigMap name.")
+    key: str = Field(min_length=1, max_length=253, description="Key within the ConfigMap.")
+
+
+class OpenAPISource(SpecModel):
+    """Where the service's OpenAPI document is. Exactly one of its fields is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "has(self.inline) != has(self.configMapRef)",
+                "openapi sets exactly one of inline, configMapRef",
+            )
+        )
+    )
+
+    inline: str | None = Field(default=None, description="The OpenAPI document (YAML or JSON).")
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key holding the OpenAPI document."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> OpenAPISource:
+        if (self.inline is None) == (self.config_map_ref is None):
+            raise ValueError("openapi sets exactly one of inline, configMapRef")
+        return self
+
+
+class ConsumedAPI(SpecModel):
+    """What this service uses of another service's API; checked against that service's contract."""
+
+    service: ObjectName = Field(description="Name of the Microservice whose API is used.")
+    operations: list[str] = Field(
+        default_factory=list, description="operationIds this service calls."
+    )
+    request_fields: list[str] = Field(
+        default_factory=list, description="Request fields this service sends (JSON paths)."
+    )
+    response_fields: list[str] = Field(
+        default_factory=list, description="Response fields this service reads (JSON paths)."
+    )
+
+
+class ApiContract(SpecModel):
+    """The API the service provides and the APIs it consumes."""
+
+    openapi: OpenAPISource | None = Field(
+        default=None, description="The API this service provides, as OpenAPI."
+    )
+    consumes: list[ConsumedAPI] = Field(
+        default_factory=list, description="The parts of other services' APIs this service uses."
+    )
+
+
+class RetryPolicy(SpecModel):
+    """How calls to a dependency are retried."""
+
+    attempts: int = Field(default=2, ge=0, le=10, description="Retries after the first attempt.")
+    backoff: Duration = Field(default="100ms", description="Wait before the first retry.")
+
+
+class CircuitBreaker(SpecModel):
+    """When calls to a dependency stop for a while."""
+
+    consecutive_failures: int = Field(
+        default=5, ge=1, description="Failures in a row that open the circuit."
+    )
+    open_for: Duration = Field(default="30s", description="How long the circuit stays open.")
+
+
+class Dependency(SpecModel):
+    """Another service this one calls, and how the calls are protected."""
+
+    service: ObjectName = Field(description="Name of the Microservice called.")
+    timeout: Duration | None = Field(default=None, description="Timeout of one call, e.g. 2s.")
+    retries: RetryPolicy | None = Field(default=None, description="Retry policy.")
+    circuit_breaker: CircuitBreaker | None = Field(default=None, description="Circuit breaker.")
+
+
+class RolloutStrategy(SpecModel):
+    """How a new version is released. Exactly one of its fields is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "has(self.canary) != has(self.rolloutPolicyRef)",
+                "rollout sets exactly one of canary, rolloutPolicyRef",
+            )
+        )
+    )
+
+    canary: CanaryStrategy | None = Field(default=None, description="A canary release, inline.")
+    rollout_policy_ref: ObjectName | None = Field(
+        default=None, description="Name of a RolloutPolicy in this namespace to follow."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_strategy(self) -> RolloutStrategy:
+        if (self.canary is None) == (self.rollout_policy_ref is None):
+            raise ValueError("rollout sets exactly one of canary, rolloutPolicyRef")
+        return self
+
+
+class MicroserviceSpec(SpecModel):
+    """The desired state of a service: what runs, how it is reached, and how it is released."""
+
+    image: str = Field(min_length=1, max_length=1024, description="Container image to run.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None,
+        description="When the kubelet pulls the image; Kubernetes' default when unset"
+        " (IfNotPresent or Never for images built on the node).",
+    )
+    version: LabelValue = Field(
+        description="Version of this release; a label value. Changing it starts a rollout."
+    )
+    replicas: int = Field(default=1, ge=0, le=1000, description="Number of pods, 0 to 1000.")
+    ports: list[ServicePort] = Field(
+        default=[ServicePort(name="http", port=8080)],
+        max_length=32,
+        description="Ports the service listens on; http 8080 by default.",
+        json_schema_extra=LIST_MAP_BY_NAME,
+    )
+    env: list[EnvVar] | None = Field(
+        default=None, description="Environment variables.", json_schema_extra=LIST_MAP_BY_NAME
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Compute resources per container."
+    )
+    readiness_probe: ReadinessProbe | None = Field(
+        default=None, description="HTTP readiness probe."
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Labels a node must have to run the pods."
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, description="Taints the pods tolerate."
+    )
+    bounded_context: str | None = Field(
+        default=None, max_length=253, description="The bounded context this service belongs to."
+    )
+    database: DatabaseRef | None = Field(default=None, description="The database it owns.")
+    api: ApiContract | None = Field(
+        default=None, description="The API it provides and the APIs it consumes."
+    )
+    dependencies: list[Dependency] | None = Field(
+        default=None, description="Services it calls, with timeouts, retries and circuit breaking."
+    )
+    flags: list[ObjectName] | None = Field(
+        default=None,
+        description="Names of the FeatureFlags this service reads.",
+        json_schema_extra=LIST_SET,
+    )
+    rollout: RolloutStrategy | None = Field(
+        default=None,
+        description="How new versions are released; without it a new version replaces the old"
+        " one as a plain Deployment update.",
+    )
+
+
+MicroservicePhase = Literal["Healthy", "Progressing", "Paused", "Degraded"]
+Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
+
+
+class AnalysisRecord(StatusModel):
+    """One measurement of one golden signal and what was concluded from it."""
+
+    signal: str = Field(description="The signal measured: errors, latency, traffic, saturation.")
+    value: float | None = Field(default=None, description="The measured value, if any.")
+    threshold: str = Field(default="", description="The threshold it was judged against.")
+    verdict: Verdict = Field(description="Successful, Failed, Inconclusive or Error.")
+    at: str | None = Field(default=None, description="When it was measured (RFC 3339).")
+    message: str = Field(default="", description="Why, in a sentence.")
+
+
+class AnalysisStatus(StatusModel):
+    """Results of the analysis of the current canary."""
+
+    history: list[AnalysisRecord] = Field(
+        default_factory=list, description="Most recent measurements, oldest first."
+    )
+
+
+class MicroserviceStatus(StatusBase):
+    """What the operator observed about a Microservice and its rollout."""
+
+    phase: MicroservicePhase | None = Field(
+        default=None, description="Healthy, Progressing, Paused or Degraded."
+    )
+    stable_version: str | None = Field(default=None, description="The version serving by default.")
+    canary_version: str | None = Field(
+        default=None, description="The version being released, while a rollout runs."
+    )
+    current_step_index: int | None = Field(
+        default=None, ge=0, description="Index of the canary step running now, if any."
+    )
+    canary_weight: int = Field(
+        default=0, ge=0, le=100, description="Percent of traffic the canary gets."
+    )
+    replicas: int = Field(default=0, ge=0, description="Pods, stable and canary.")
+    ready_replicas: int = Field(default=0, ge=0, description="Ready pods, stable and canary.")
+    pause_reason: str | None = Field(default=None, description="Why the rollout is paused.")
+    failed_checks: int = Field(
+        default=0, ge=0, description="Failed measurements in the current rollout."
+    )
+    analysis: AnalysisStatus | None = Field(
+        default=None, description="Results of the analysis of the current canary."
+    )
+
+
+MICROSERVICE = KindDescriptor(
+    kind="Microservice",
+    plural="microservices",
+    singular="microservice",
+    short_names=("msvc", "ms"),
+    spec_model=MicroserviceSpec,
+    status_model=MicroserviceStatus,
+    description="A service Pilotboat runs and releases, by canary, in step with its migrations.",
+    printer_columns=(
+        PrinterColumn("Version", ".spec.version", description="Desired version."),
+        PrinterColumn("Stable", ".status.stableVersion", description="Version serving by default."),
+        PrinterColumn("Phase", ".status.phase", description="Rollout phase."),
+        PrinterColumn(
+            "Step", ".status.currentStepIndex", "integer", description="Current canary step."
+        ),
+        PrinterColumn(
+            "Weight", ".status.canaryWeight", "integer", description="Canary traffic percent."
+        ),
+        PrinterColumn("Ready", ".status.readyReplicas", "integer", description="Ready pods."),
+    ),
+)

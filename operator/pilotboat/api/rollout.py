@@ -1,0 +1,427 @@
+"""Canary releases: steps, analysis templates, traffic routing and reusable rollout policies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, model_validator
+
+from pilotboat.api.common import (
+    Duration,
+    ObjectName,
+    SpecModel,
+    StatusBase,
+    cel_rule,
+    cel_validations,
+)
+from pilotboat.api.kind import KindDescriptor, PrinterColumn
+
+__all__ = [
+    "STEP_KINDS",
+    "MAX_STEPS",
+    "PauseStep",
+    "AnalysisStep",
+    "SetFlagStep",
+    "MirrorStep",
+    "CanaryStep",
+    "PrometheusSource",
+    "ErrorsSignal",
+    "LatencySignal",
+    "TrafficSignal",
+    "SaturationSignal",
+    "GoldenSignals",
+    "AnalysisTemplate",
+    "ReplicaRatioRouting",
+    "GatewayAPIRouting",
+    "TrafficRouting",
+    "CanaryStrategy",
+    "RolloutPolicySpec",
+    "RolloutPolicyStatus",
+    "ROLLOUT_POLICY",
+]
+
+STEP_KINDS = ("setWeight", "pause", "analysis", "setFlag", "mirror")
+"""The fields of a :class:`CanaryStep`, exactly one of which is set."""
+
+MAX_STEPS = 50
+MAX_FLAG_VARIANTS = 64
+
+Percent = Annotated[int, Field(ge=0, le=100)]
+
+_STEPS_NEVER_DECREASE = cel_rule(
+    "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+    "steps: setWeight values never decrease from one step to the next",
+    ".steps",
+)
+
+
+def _check_weights_never_decrease(steps: list[CanaryStep]) -> None:
+    weights = [s.set_weight for s in steps if s.set_weight is not None]
+    for index, (before, after) in enumerate(zip(weights, weights[1:], strict=False)):
+        if after < before:
+            raise ValueError(
+                f"steps: setWeight values never decrease, but setWeight {after} follows "
+                f"{before} (setWeight number {index + 2})"
+            )
+
+
+class PauseStep(SpecModel):
+    """Wait: for a fixed duration, or until someone promotes the rollout."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "has(self.duration) != (has(self.untilPromoted) && self.untilPromoted)",
+                "pause has a duration or waits for promotion (untilPromoted: true), not both",
+            )
+        )
+    )
+
+    duration: Duration | None = Field(
+        default=None, description="How long to wait before the next step, e.g. 5m."
+    )
+    until_promoted: bool | None = Field(
+        default=None,
+        description="Wait until the rollout is promoted (kubectl pilotboat promote).",
+    )
+
+    @model_validator(mode="after")
+    def _duration_or_promotion(self) -> PauseStep:
+        if (self.duration is not None) == bool(self.until_promoted):
+            raise ValueError(
+                "pause has a duration or waits for promotion (untilPromoted: true), not both"
+            )
+        return self
+
+
+class AnalysisStep(SpecModel):
+    """Judge the canary's golden signals for a number of intervals before going on."""
+
+    intervals: int = Field(
+        default=3, ge=1, le=1000, description="How many analysis intervals must pass."
+    )
+    interval: Duration | None = Field(
+        default=None,
+        description="Length of one interval; overrides the analysis template's interval.",
+    )
+
+
+class SetFlagStep(SpecModel):
+    """Move a FeatureFlag's percentage rollout: the share of traffic each variant gets."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "self.variants.map(k, self.variants[k]).sum() == 100",
+                "setFlag.variants: the percentages must sum to 100",
+                ".variants",
+            )
+        )
+    )
+
+    flag: ObjectName = Field(description="Name of the FeatureFlag in this namespace.")
+    variants: dict[str, Percent] = Field(
+        min_length=1,
+        max_length=MAX_FLAG_VARIANTS,
+        description="Percent of evaluations per variant name; the percentages sum to 100.",
+    )
+
+    @model_validator(mode="after")
+    def _sums_to_100(self) -> SetFlagStep:
+        total = sum(self.variants.values())
+        if total != 100:
+            raise ValueError(f"setFlag.variants: the percentages must sum to 100, not {total}")
+        return self
+
+
+class MirrorStep(SpecModel):
+    """Copy a share of the stable traffic to the canary, discarding the canary's answers."""
+
+    percent: Percent = Field(description="Percent of requests mirrored to the canary, 0 to 100.")
+
+
+class CanaryStep(SpecModel):
+    """One step of a canary release. Exactly one of its fields is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "[has(self.setWeight), has(self.pause), has(self.analysis), has(self.setFlag),"
+                " has(self.mirror)].filter(x, x).size() == 1",
+                "a step sets exactly one of setWeight, pause, analysis, setFlag, mirror",
+            )
+        )
+    )
+
+    set_weight: Percent | None = Field(
+        default=None, description="Send this percent of the traffic to the canary, 0 to 100."
+    )
+    pause: PauseStep | None = Field(
+        default=None, description="Wait for a duration or until the rollout is promoted."
+    )
+    analysis: AnalysisStep | None = Field(
+        default=None, description="Judge the golden signals for some intervals."
+    )
+    set_flag: SetFlagStep | None = Field(
+        default=None, description="Change a FeatureFlag's percentage rollout."
+    )
+    mirror: MirrorStep | None = Field(
+        default=None, description="Mirror a share of the traffic to the canary."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> CanaryStep:
+        present = [
+            name
+            for name, value in zip(
+                STEP_KINDS,
+                (self.set_weight, self.pause, self.analysis, self.set_flag, self.mirror),
+                strict=True,
+            )
+            if value is not None
+        ]
+        if len(present) != 1:
+            found = ", ".join(present) or "none"
+            raise ValueError(
+                "a step sets exactly one of setWeight, pause, analysis, setFlag, mirror"
+                f" (found: {found})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which of :data:`STEP_KINDS` this step is."""
+        values = (self.set_weight, self.pause, self.analysis, self.set_flag, self.mirror)
+        return next(name for name, v in zip(STEP_KINDS, values, strict=True) if v is not None)
+
+
+class PrometheusSource(SpecModel):
+    """Where the golden signals are read from."""
+
+    address: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Base URL of the Prometheus HTTP API; the operator's default when unset.",
+    )
+
+
+class ErrorsSignal(SpecModel):
+    """Thresholds on the canary's error ratio."""
+
+    max_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Highest acceptable share of failed requests, 0 to 1."
+    )
+    max_increase_over_stable: float | None = Field(
+        default=None,
+        ge=0,
+        description="Highest acceptable error ratio above the stable version's, e.g. 0.01.",
+    )
+    query: str | None = Field(
+        default=None,
+        description="PromQL for the error ratio; {{ service }}, {{ namespace }}, {{ version }}"
+        " are filled in. The operator's default query when unset.",
+    )
+
+
+class LatencySignal(SpecModel):
+    """Thresholds on the canary's latency."""
+
+    quantile: float = Field(
+        default=0.99, gt=0, lt=1, description="Which latency quantile is judged, e.g. 0.99."
+    )
+    max_seconds: float | None = Field(
+        default=None, gt=0, description="Highest acceptable latency at that quantile, in seconds."
+    )
+    max_ratio_to_stable: float | None = Field(
+        default=None,
+        gt=0,
+        description="Highest acceptable canary latency as a multiple of the stable's, e.g. 1.2.",
+    )
+    query: str | None = Field(
+        default=None, description="PromQL for the latency; the operator's default when unset."
+    )
+
+
+class TrafficSignal(SpecModel):
+    """Thresholds on the canary's request rate."""
+
+    min_rate: float | None = Field(
+        default=None, ge=0, description="Lowest acceptable request rate, in requests per second."
+    )
+    query: str | None = Field(
+        default=None, description="PromQL for the request rate; the operator's default when unset."
+    )
+
+
+class SaturationSignal(SpecModel):
+    """Thresholds on how full the canary is."""
+
+    max: float | None = Field(
+        default=None, ge=0, description="Highest acceptable saturation, e.g. 0.8 of CPU limit."
+    )
+    query: str | None = Field(
+        default=None, description="PromQL for saturation; the operator's default when unset."
+    )
+
+
+class GoldenSignals(SpecModel):
+    """The four golden signals and their thresholds; a signal without thresholds is not judged."""
+
+    errors: ErrorsSignal | None = Field(default=None, description="Error ratio thresholds.")
+    latency: LatencySignal | None = Field(default=None, description="Latency thresholds.")
+    traffic: TrafficSignal | None = Field(default=None, description="Request rate thresholds.")
+    saturation: SaturationSignal | None = Field(default=None, description="Saturation thresholds.")
+
+
+class AnalysisTemplate(SpecModel):
+    """How the canary is judged: the signals, their thresholds, and how many bad results end it."""
+
+    interval: Duration = Field(default="30s", description="Time between two measurements.")
+    failure_limit: int = Field(
+        default=0, ge=0, description="Failed measurements tolerated before the rollout is aborted."
+    )
+    inconclusive_limit: int = Field(
+        default=2,
+        ge=0,
+        description="Inconclusive measurements tolerated before the rollout pauses for a human.",
+    )
+    consecutive_error_limit: int = Field(
+        default=3,
+        ge=0,
+        description="Measurements in a row that could not be taken before the rollout is aborted.",
+    )
+    min_sample_size: int = Field(
+        default=20,
+        ge=0,
+        description="Canary requests per interval below which a measurement is inconclusive.",
+    )
+    prometheus: PrometheusSource | None = Field(
+        default=None, description="Where to read the signals; the operator's default when unset."
+    )
+    signals: GoldenSignals | None = Field(
+        default=None, description="The golden signals to judge and their thresholds."
+    )
+
+
+class ReplicaRatioRouting(SpecModel):
+    """Split traffic by the ratio of canary to stable ready replicas behind one Service."""
+
+
+class GatewayAPIRouting(SpecModel):
+    """Split traffic with the weights of a Gateway API HTTPRoute's backends."""
+
+    http_route: ObjectName = Field(description="Name of the HTTPRoute in this namespace.")
+    port: int = Field(ge=1, le=65535, description="Service port the route's backends use.")
+
+
+class TrafficRouting(SpecModel):
+    """How canary traffic is split. Exactly one of its fields is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "has(self.replicaRatio) != has(self.gatewayAPI)",
+                "trafficRouting sets exactly one of replicaRatio, gatewayAPI",
+            )
+        )
+    )
+
+    replica_ratio: ReplicaRatioRouting | None = Field(
+        default=None, description="Split by replica counts behind the service (no mesh needed)."
+    )
+    gateway_api: GatewayAPIRouting | None = Field(
+        default=None, alias="gatewayAPI", description="Split with a Gateway API HTTPRoute."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_router(self) -> TrafficRouting:
+        if (self.replica_ratio is None) == (self.gateway_api is None):
+            raise ValueError("trafficRouting sets exactly one of replicaRatio, gatewayAPI")
+        return self
+
+
+_DEFAULT_ROUTING = TrafficRouting(replica_ratio=ReplicaRatioRouting())
+
+_STEPS_DESCRIPTION = (
+    "The steps of the release, in order. setWeight values never decrease;"
+    " after the last step the canary is promoted."
+)
+
+
+class CanaryStrategy(SpecModel):
+    """A canary release: its steps, how the canary is judged, and how traffic is split."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(_STEPS_NEVER_DECREASE))
+
+    steps: list[CanaryStep] = Field(
+        min_length=1, max_length=MAX_STEPS, description=_STEPS_DESCRIPTION
+    )
+    analysis: AnalysisTemplate | None = Field(
+        default=None, description="How analysis steps and background analysis judge the canary."
+    )
+    traffic_routing: TrafficRouting = Field(
+        default=_DEFAULT_ROUTING,
+        description="How traffic is split between stable and canary; replicaRatio by default.",
+    )
+
+    @model_validator(mode="after")
+    def _weights_never_decrease(self) -> CanaryStrategy:
+        _check_weights_never_decrease(self.steps)
+        return self
+
+
+class RolloutPolicySpec(SpecModel):
+    """Canary steps and thresholds that many Microservices share by name."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(_STEPS_NEVER_DECREASE))
+
+    steps: list[CanaryStep] = Field(
+        min_length=1, max_length=MAX_STEPS, description=_STEPS_DESCRIPTION
+    )
+    analysis: AnalysisTemplate | None = Field(
+        default=None, description="How analysis steps and background analysis judge the canary."
+    )
+    traffic_routing: TrafficRouting | None = Field(
+        default=None,
+        description="How traffic is split; replicaRatio when unset.",
+    )
+
+    @model_validator(mode="after")
+    def _weights_never_decrease(self) -> RolloutPolicySpec:
+        _check_weights_never_decrease(self.steps)
+        return self
+
+    def as_strategy(self) -> CanaryStrategy:
+        """The canary strategy a Microservice referring to this policy follows."""
+        return CanaryStrategy(
+            steps=self.steps,
+            analysis=self.analysis,
+            traffic_routing=self.traffic_routing or _DEFAULT_ROUTING,
+        )
+
+
+class RolloutPolicyStatus(StatusBase):
+    """What the operator observed about a RolloutPolicy."""
+
+    used_by: list[str] = Field(
+        default_factory=list, description="Names of the Microservices that refer to this policy."
+    )
+
+
+ROLLOUT_POLICY = KindDescriptor(
+    kind="RolloutPolicy",
+    plural="rolloutpolicies",
+    singular="rolloutpolicy",
+    short_names=("rp",),
+    spec_model=RolloutPolicySpec,
+    status_model=RolloutPolicyStatus,
+    description="Canary steps and golden-signal thresholds shared by Microservices.",
+    printer_columns=(
+        PrinterColumn(
+            name="Used-By",
+            json_path=".status.usedBy",
+            description="Microservices that refer to this policy.",
+            priority=1,
+        ),
+    ),
+)
