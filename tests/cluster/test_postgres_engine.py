@@ -1,0 +1,348 @@
+"""The PostgreSQL engine against a real server (``tests.fixtures.postgres``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+from tests.fixtures.postgres import PostgresServer
+
+from pilotboat.adapters.database import (
+    ChecksumMismatch,
+    DatabaseOwnedByAnother,
+    DatabaseUnavailable,
+    MigrationLocked,
+    PhaseFailed,
+    PhaseOrderError,
+    Timeouts,
+)
+from pilotboat.adapters.postgres import PostgresEngine, redact_dsn
+from pilotboat.core.migration import Phase, checksum
+
+pytestmark = pytest.mark.cluster
+
+EXPAND = """
+ALTER TABLE users ADD COLUMN full_name text;
+CREATE OR REPLACE FUNCTION users_sync_full_name() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.full_name IS NULL THEN NEW.full_name := NEW.name; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER users_sync_full_name BEFORE INSERT OR UPDATE ON users
+  FOR EACH ROW EXECUTE FUNCTION users_sync_full_name();
+"""
+BACKFILL = ("UPDATE users SET full_name = name WHERE id IN "
+            "(SELECT id FROM users WHERE full_name IS NULL ORDER BY id LIMIT :batch_size)")
+CONTRACT = """
+DROP TRIGGER users_sync_full_name ON users;
+DROP FUNCTION users_sync_full_name();
+ALTER TABLE users DROP COLUMN name;
+"""
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+@pytest.fixture
+def engine() -> PostgresEngine:
+    return PostgresEngine(sleep=no_sleep, lock_wait=timedelta(seconds=10))
+
+
+@pytest.fixture
+def users_db(fresh_database: str) -> str:
+    """A database with the old version's table and, with a trigger disabled, legacy rows."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+                     " name text NOT NULL)")
+        conn.execute("INSERT INTO users (name) SELECT 'user ' || g FROM generate_series(1, 25) g")
+    return fresh_database
+
+
+def query(dsn: str, text: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cursor = conn.execute(text)
+        return cursor.fetchall() if cursor.description else []
+
+
+def history_rows(dsn: str, migration: str) -> list[tuple[object, ...]]:
+    return query(dsn, "SELECT phase, checksum, statements FROM pilotboat_schema_history "
+                      f"WHERE migration = '{migration}' ORDER BY id")
+
+
+# --- owned databases -----------------------------------------------------------------------
+
+def test_database_and_role_are_created_idempotently_and_only_the_owner_gets_in(
+        postgres_server: PostgresServer, engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    password = "orders-pw-7f3a9c"
+    engine.ensure_database(admin, "orders", "orders_owner", password)
+    engine.ensure_database(admin, "orders", "orders_owner", password)
+    engine.ensure_database(admin, "other", "other_owner", "other-pw-1b2c")
+    try:
+        own = postgres_server.dsn("orders", user="orders_owner", password=password)
+        assert query(own, "SELECT current_user, current_database()") == [
+            ("orders_owner", "orders")]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(postgres_server.dsn("orders", user="orders_owner",
+                                                password="wrong")).close()
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(postgres_server.dsn("other", user="orders_owner",
+                                                password=password)).close()
+        assert query(admin, "SELECT has_database_privilege('public', 'orders', 'CONNECT')") == [
+            (False,)]
+        assert password not in postgres_server.log_text()
+    finally:
+        engine.drop_database(admin, "orders", "orders_owner")
+        engine.drop_database(admin, "other", "other_owner")
+    assert query(admin, "SELECT count(*) FROM pg_database WHERE datname = 'orders'") == [(0,)]
+    assert query(admin, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_owner'") == [(0,)]
+    engine.drop_database(admin, "orders", "orders_owner")  # absent: nothing to do
+
+
+def test_password_change_converges(postgres_server: PostgresServer,
+                                   engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    engine.ensure_database(admin, "rotated", "rotated_owner", "first-pw")
+    engine.ensure_database(admin, "rotated", "rotated_owner", "second-pw")
+    try:
+        dsn = postgres_server.dsn("rotated", user="rotated_owner", password="second-pw")
+        assert query(dsn, "SELECT 1") == [(1,)]
+    finally:
+        engine.drop_database(admin, "rotated", "rotated_owner")
+
+
+def test_a_database_of_another_owner_is_not_taken_over(postgres_server: PostgresServer,
+                                                       engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    engine.ensure_database(admin, "taken", "first_owner", "pw-1")
+    try:
+        with pytest.raises(DatabaseOwnedByAnother, match="owned by first_owner"):
+            engine.ensure_database(admin, "taken", "second_owner", "pw-2")
+        with pytest.raises(DatabaseOwnedByAnother):
+            engine.drop_database(admin, "taken", "second_owner")
+    finally:
+        engine.drop_database(admin, "taken", "first_owner")
+        engine.drop_database(admin, "nothing", "second_owner")
+
+
+def test_connection_errors_never_show_the_password(postgres_server: PostgresServer,
+                                                   engine: PostgresEngine) -> None:
+    dsn = postgres_server.dsn(password="not-the-password-XYZ")
+    with pytest.raises(DatabaseUnavailable) as caught:
+        engine.ensure_database(dsn, "x", "x_owner", "pw")
+    assert "not-the-password-XYZ" not in str(caught.value)
+    assert "password=***" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert "s3cret" not in redact_dsn("postgresql://a:s3cret@h/db")
+
+
+# --- phases ----------------------------------------------------------------------------------
+
+def test_phases_apply_in_order_once_each(users_db: str, engine: PostgresEngine) -> None:
+    with pytest.raises(PhaseOrderError, match="contract needs expand applied first"):
+        engine.apply_phase(users_db, "m1", Phase.CONTRACT, CONTRACT, applied_by="test")
+    first = engine.apply_phase(users_db, "m1", Phase.EXPAND, EXPAND, applied_by="test")
+    again = engine.apply_phase(users_db, "m1", Phase.EXPAND, EXPAND + "\n\n", applied_by="test")
+    assert (first.applied, first.statements, again.applied) == (True, 3, False)
+    progress = engine.backfill(users_db, "m1", BACKFILL, batch_size=10, pause=timedelta(0),
+                               applied_by="test")
+    assert (progress.rows_processed, progress.batches, progress.done) == (25, 4, True)
+    engine.apply_phase(users_db, "m1", Phase.CONTRACT, CONTRACT, applied_by="test")
+    with pytest.raises(PhaseOrderError, match="down cannot run after contract"):
+        engine.apply_phase(users_db, "m1", Phase.DOWN, "SELECT 1", applied_by="test")
+    assert [r[0] for r in history_rows(users_db, "m1")] == ["expand", "backfill", "contract"]
+    assert [p.phase for p in engine.history(users_db, "m1")] == [
+        Phase.EXPAND, Phase.BACKFILL, Phase.CONTRACT]
+    assert history_rows(users_db, "m1")[0][1] == checksum(EXPAND)
+
+
+def test_changed_sql_of_an_applied_phase_is_refused(users_db: str,
+                                                    engine: PostgresEngine) -> None:
+    engine.apply_phase(users_db, "m2", Phase.EXPAND, EXPAND, applied_by="test")
+    changed = EXPAND.replace("full_name text", "full_name varchar(200)")
+    with pytest.raises(ChecksumMismatch) as caught:
+        engine.apply_phase(users_db, "m2", Phase.EXPAND, changed, applied_by="test")
+    assert caught.value.recorded == checksum(EXPAND)
+    assert caught.value.current == checksum(changed)
+    assert "expand" in str(caught.value)
+
+
+def test_a_failing_statement_leaves_nothing_of_the_phase(users_db: str,
+                                                         engine: PostgresEngine) -> None:
+    broken = "CREATE TABLE half (a int);\nINSERT INTO half VALUES (1);\nSELECT 1 / 0;"
+    with pytest.raises(PhaseFailed, match="division by zero"):
+        engine.apply_phase(users_db, "m3", Phase.EXPAND, broken, applied_by="test")
+    assert query(users_db, "SELECT to_regclass('half') IS NULL") == [(True,)]
+    assert history_rows(users_db, "m3") == []
+
+
+def test_a_killed_backend_mid_phase_leaves_nothing_and_the_rerun_applies_once(
+        users_db: str, engine: PostgresEngine) -> None:
+    phase = ("CREATE TABLE crashed (a int);\nINSERT INTO crashed VALUES (1);\n"
+             "SELECT pg_advisory_xact_lock(4242);\nINSERT INTO crashed VALUES (2);")
+    errors: list[BaseException] = []
+    with psycopg.connect(users_db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(4242)")
+        runner = threading.Thread(target=lambda: _capture(errors, lambda: engine.apply_phase(
+            users_db, "m4", Phase.EXPAND, phase, applied_by="test",
+            timeouts=Timeouts(lock=timedelta(minutes=1)))))
+        runner.start()
+        pid = _wait_for_backend(holder, "pg_advisory_xact_lock(4242)")
+        holder.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        runner.join(timeout=30)
+        holder.execute("SELECT pg_advisory_unlock(4242)")
+    assert len(errors) == 1 and isinstance(errors[0], PhaseFailed)
+    assert query(users_db, "SELECT to_regclass('crashed') IS NULL") == [(True,)]
+    assert history_rows(users_db, "m4") == []
+    result = engine.apply_phase(users_db, "m4", Phase.EXPAND, phase, applied_by="test")
+    assert result.applied
+    engine.apply_phase(users_db, "m4", Phase.EXPAND, phase, applied_by="test")
+    assert query(users_db, "SELECT a FROM crashed ORDER BY a") == [(1,), (2,)]
+    assert len(history_rows(users_db, "m4")) == 1
+
+
+def test_concurrent_index_runs_outside_the_transaction(users_db: str,
+                                                       engine: PostgresEngine) -> None:
+    phase = ("ALTER TABLE users ADD COLUMN IF NOT EXISTS email text;\n"
+             "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);")
+    engine.apply_phase(users_db, "m5", Phase.EXPAND, phase, applied_by="test")
+    assert query(users_db, "SELECT indisvalid FROM pg_index "
+                           "WHERE indexrelid = 'users_email'::regclass") == [(True,)]
+    assert [r[0] for r in history_rows(users_db, "m5")] == ["expand"]
+
+
+def test_two_runners_on_one_database_never_overlap(users_db: str) -> None:
+    query(users_db, "CREATE TABLE ran (migration text, at timestamptz)")
+
+    def phase(name: str) -> str:
+        return (f"INSERT INTO ran VALUES ('{name}', clock_timestamp());\n"
+                "SELECT pg_sleep(0.4);\n"
+                f"INSERT INTO ran VALUES ('{name}', clock_timestamp());")
+
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=lambda n=name: _capture(errors, lambda: PostgresEngine(
+        lock_wait=timedelta(seconds=20), lock_poll=timedelta(milliseconds=20)).apply_phase(
+            users_db, n, Phase.EXPAND, phase(n), applied_by="test")))
+        for name in ("ma", "mb", "mc")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    spans = query(users_db, "SELECT min(at), max(at) FROM ran GROUP BY migration ORDER BY 1")
+    assert len(spans) == 3
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start  # type: ignore[operator]
+
+
+def test_a_blocked_runner_reports_the_lock_instead_of_hanging(users_db: str,
+                                                              engine: PostgresEngine) -> None:
+    errors: list[BaseException] = []
+    with psycopg.connect(users_db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(4343)")
+        first = threading.Thread(target=lambda: _capture(errors, lambda: engine.apply_phase(
+            users_db, "slow", Phase.EXPAND, "SELECT pg_advisory_xact_lock(4343)",
+            applied_by="test", timeouts=Timeouts(lock=timedelta(minutes=1)))))
+        first.start()
+        _wait_for_backend(holder, "pg_advisory_xact_lock(4343)")
+        impatient = PostgresEngine(lock_wait=timedelta(milliseconds=300))
+        started = time.monotonic()
+        with pytest.raises(MigrationLocked, match="locked by another migration"):
+            impatient.apply_phase(users_db, "fast", Phase.EXPAND, "SELECT 1", applied_by="t")
+        assert time.monotonic() - started < 5
+        holder.execute("SELECT pg_advisory_unlock(4343)")
+        first.join(timeout=30)
+    assert errors == []
+
+
+# --- backfill, verify, and the old version's data ------------------------------------------
+
+class Crash(Exception):
+    pass
+
+
+def test_backfill_resumes_after_an_interruption(users_db: str, engine: PostgresEngine) -> None:
+    engine.apply_phase(users_db, "m6", Phase.EXPAND, EXPAND, applied_by="test")
+    pauses: list[float] = []
+
+    def crash_on_second_pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise Crash
+
+    crashing = PostgresEngine(sleep=crash_on_second_pause)
+    with pytest.raises(Crash):
+        crashing.backfill(users_db, "m6", BACKFILL, batch_size=10, pause=timedelta(seconds=2),
+                          applied_by="test")
+    stopped = engine.backfill_progress(users_db, "m6")
+    assert (stopped.rows_processed, stopped.batches, stopped.done) == (20, 2, False)
+    assert pauses == [2.0, 2.0]
+    assert history_rows(users_db, "m6") == [("expand", checksum(EXPAND), 3)]
+    done = engine.backfill(users_db, "m6", BACKFILL, batch_size=10, pause=timedelta(seconds=2),
+                           applied_by="test")
+    assert (done.rows_processed, done.batches, done.done) == (25, 4, True)
+    assert query(users_db, "SELECT count(*) FROM users WHERE full_name IS NULL") == [(0,)]
+    assert [r[0] for r in history_rows(users_db, "m6")] == ["expand", "backfill"]
+    again = engine.backfill(users_db, "m6", BACKFILL, batch_size=10, pause=timedelta(0),
+                            applied_by="test")
+    assert again == done
+
+
+def test_verify_answers_true_or_false(users_db: str, engine: PostgresEngine) -> None:
+    assert engine.verify(users_db, "SELECT count(*) = 25 FROM users")
+    assert not engine.verify(users_db, "SELECT count(*) = 0 FROM users")
+    with pytest.raises(PhaseFailed, match="one boolean"):
+        engine.verify(users_db, "SELECT 1")
+    with pytest.raises(PhaseFailed, match="read-only"):
+        engine.verify(users_db, "WITH d AS (DELETE FROM users RETURNING 1) "
+                                "SELECT count(*) > 0 FROM d")
+
+
+def test_rows_the_old_version_writes_during_the_migration_survive_contract(
+        users_db: str, engine: PostgresEngine) -> None:
+    def old_version_inserts(name: str) -> None:
+        query(users_db, f"INSERT INTO users (name) VALUES ('{name}') RETURNING id")
+
+    engine.apply_phase(users_db, "rename", Phase.EXPAND, EXPAND, applied_by="test")
+    old_version_inserts("written after expand")
+
+    def pause_while_old_version_writes(_: float) -> None:
+        old_version_inserts("written during backfill")
+
+    PostgresEngine(sleep=pause_while_old_version_writes).backfill(
+        users_db, "rename", BACKFILL, batch_size=7, pause=timedelta(seconds=1),
+        applied_by="test")
+    old_version_inserts("written after backfill")
+    assert engine.verify(users_db, "SELECT count(*) = 0 FROM users WHERE full_name IS NULL")
+    engine.apply_phase(users_db, "rename", Phase.CONTRACT, CONTRACT, applied_by="test")
+    names = [row[0] for row in query(users_db, "SELECT full_name FROM users ORDER BY id")]
+    assert names[:25] == [f"user {i}" for i in range(1, 26)]
+    assert "written after expand" in names and "written after backfill" in names
+    assert names.count("written during backfill") >= 3
+    assert None not in names
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _capture(errors: list[BaseException], call: object) -> None:
+    try:
+        call()  # type: ignore[operator]
+    except BaseException as error:  # noqa: BLE001 - handed to the test thread
+        errors.append(error)
+
+
+def _wait_for_backend(conn: psycopg.Connection[tuple[object, ...]], fragment: str) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+                           "AND query LIKE %s AND pid <> pg_backend_pid()",
+                           (f"%{fragment}%",)).fetchone()
+        if row is not None:
+            return int(str(row[0]))
+        time.sleep(0.05)
+    raise AssertionError(f"no backend runs {fragment}")
+
