@@ -122,18 +122,7 @@ def private_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[st
 
 
 def _has_default_sa(kube: Kube, namespace: str) -> bool:
-    try:
-        return bool(
-            kube.api_client.call_api(
-                f"/api/v1/namespaces/{namespace}/serviceaccounts/default",
-                "GET",
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            )
-        )
-    except kubernetes.client.exceptions.ApiException:
-        return False
+    return kube.get("ServiceAccount", namespace, "default") is not None
 
 
 @pytest.fixture

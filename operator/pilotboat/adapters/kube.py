@@ -59,6 +59,7 @@ RESOURCES: dict[str, Resource] = {
         Resource("", "v1", "configmaps", "ConfigMap"),
         Resource("", "v1", "secrets", "Secret"),
         Resource("", "v1", "pods", "Pod"),
+        Resource("", "v1", "serviceaccounts", "ServiceAccount"),
         Resource("", "v1", "events", "Event"),
         Resource("apps", "v1", "deployments", "Deployment"),
         Resource("apps", "v1", "replicasets", "ReplicaSet"),
@@ -95,9 +96,16 @@ class Kube:
     missing object is not an error, `get` of a missing object is None.
     """
 
-    def __init__(self, api_client: _k8s.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self,
+        api_client: _k8s.ApiClient,
+        field_manager: str = FIELD_MANAGER,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
         self._api = api_client
         self._field_manager = field_manager
+        self._timeout = timeout
 
     @property
     def api_client(self) -> _k8s.ApiClient:
@@ -112,18 +120,22 @@ class Kube:
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
-        data = self._api.call_api(
-            path,
-            method,
+        method_, url, headers, body_, post = self._api.param_serialize(
+            method=method,
+            resource_path=path,
             query_params=query or [],
             header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
-            response_type=None,
-            _preload_content=False,
-            _return_http_data_only=True,
         )
-        raw = data.data
+        response = self._api.call_api(method_, url, header_params=headers, body=body_,
+                                      post_params=post, _request_timeout=self._timeout)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(
+                http_resp=response, body=response.data.decode(errors="replace"), data=None
+            )
+        raw = response.data
         return json.loads(raw) if raw else None
 
     def apply(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
