@@ -30,7 +30,7 @@ from tests.story import Story
 REPO = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("PILOTBOAT_STATE", REPO / ".state"))
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures.postgres"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -41,6 +41,9 @@ __all__ = [
     "Verdict",
     "AnalysisRecord",
     "AnalysisStatus",
+    "MeasurementRecord",
+    "ReleaseStatus",
+    "RolloutCommands",
     "MicroserviceStatus",
     "MICROSERVICE",
 ]
@@ -283,16 +286,64 @@ class AnalysisRecord(StatusModel):
     signal: str = Field(description="The signal measured: errors, latency, traffic, saturation.")
     value: float | None = Field(default=None, description="The measured value, if any.")
     threshold: str = Field(default="", description="The threshold it was judged against.")
+    stable_value: float | None = Field(
+        default=None, description="The stable version's value over the same window, if any."
+    )
     verdict: Verdict = Field(description="Successful, Failed, Inconclusive or Error.")
     at: str | None = Field(default=None, description="When it was measured (RFC 3339).")
     message: str = Field(default="", description="Why, in a sentence.")
+
+
+class MeasurementRecord(StatusModel):
+    """One measurement of all signals at once, in the analysis step that took it."""
+
+    at: str = Field(description="When it was measured (RFC 3339).")
+    step: int = Field(ge=0, description="Index of the analysis step that took it.")
+    verdict: Verdict = Field(description="The worst verdict of its signals.")
+    summary: str = Field(default="", description="The numbers behind the verdict.")
 
 
 class AnalysisStatus(StatusModel):
     """Results of the analysis of the current canary."""
 
     history: list[AnalysisRecord] = Field(
-        default_factory=list, description="Most recent measurements, oldest first."
+        default_factory=list,
+        description="Most recent measurements per signal (the last ten each), oldest first.",
+    )
+    measurements: list[MeasurementRecord] = Field(
+        default_factory=list, description="Measurements of the current analysis step."
+    )
+    last_measured_at: str | None = Field(
+        default=None, description="When the last measurement was taken (RFC 3339)."
+    )
+    summary: str | None = Field(default=None, description="Where the analysis stands, in words.")
+    queries: int = Field(default=0, ge=0, description="Prometheus queries in the last measurement.")
+
+
+class RolloutCommands(StatusModel):
+    """Requests from people, written through the status subresource (RBAC grants that
+    separately from editing the spec): each value is a fresh token; the operator acts on a
+    token once and records it under `release.handledCommands`."""
+
+    promote: str | None = Field(default=None, description="Go past the current pause or analysis.")
+    promote_full: str | None = Field(default=None, description="Skip all remaining steps.")
+    abort: str | None = Field(default=None, description="Roll back the release in progress.")
+    retry: str | None = Field(default=None, description="Start a rolled-back release again.")
+
+
+class ReleaseStatus(StatusModel):
+    """What the operator remembers about the release in progress, so a restart resumes it."""
+
+    revision: str | None = Field(default=None, description="Digest of the pod template released.")
+    step_started_at: float | None = Field(
+        default=None, description="When the current step started (Unix seconds)."
+    )
+    aborted_revision: str | None = Field(
+        default=None, description="A revision rolled back; it is not retried until asked."
+    )
+    promoting: bool = Field(default=False, description="The stable track is taking the canary.")
+    handled_commands: RolloutCommands | None = Field(
+        default=None, description="The command tokens already acted on."
     )
 
 
@@ -320,6 +371,13 @@ class MicroserviceStatus(StatusBase):
     )
     analysis: AnalysisStatus | None = Field(
         default=None, description="Results of the analysis of the current canary."
+    )
+    message: str | None = Field(default=None, description="Where the release is, in a sentence.")
+    release: ReleaseStatus | None = Field(
+        default=None, description="Bookkeeping of the release in progress."
+    )
+    commands: RolloutCommands | None = Field(
+        default=None, description="Promote / abort / retry requests (kubectl pilotboat)."
     )
 
 
