@@ -1,0 +1,622 @@
+"""Golden-signal analysis: the queries a canary is measured with, and the verdicts on them.
+
+Pure. Three steps, of which only the middle one talks to the world (in the adapters):
+
+1. :func:`plan_queries` renders the PromQL for one interval: per judged signal one query for
+   the canary and one for the stable version over the same window, plus the number of canary
+   requests in the window (the sample size).
+2. A metric provider answers each query with a :class:`Reading`: a number, or why there is
+   none. Nothing here raises for a failed query: it becomes an *error measurement*.
+3. :func:`judge` turns the readings into a :class:`Measurement`, and :func:`assess_run` turns
+   the measurements of one analysis step into an :class:`AnalysisRunVerdict`.
+
+Verdicts, from best to worst: Successful, Inconclusive, Error, Failed. A measurement is as bad
+as its worst signal; only Successful counts as a pass. No data (an empty result, ``NaN``,
+``+Inf``) is an Error, fewer canary requests than ``minSampleSize`` is Inconclusive, and only
+a number beyond a threshold is Failed.
+
+Default queries (``DEFAULT_QUERIES``), over the ``http_requests_total`` counter and the
+``http_request_duration_seconds`` histogram, whose series carry the labels ``namespace``,
+``service`` (the pod's ``app.kubernetes.io/name``) and ``version``
+(``app.kubernetes.io/version``) by relabelling, plus ``code`` from the service itself:
+
+- errors: the share of 5xx answers among all answers in the window;
+- latency: the ``quantile`` of request durations in the window;
+- traffic: requests per second;
+- saturation: the in-flight requests of the busiest instance (the gauge
+  ``http_requests_in_flight``), or, where a service has no such gauge, the CPU seconds per
+  second of its busiest instance (``process_cpu_seconds_total``, which Prometheus client
+  libraries export). In-flight requests come first because they measure how full the
+  service is whatever its CPU limit, and need no cAdvisor series joined by pod name;
+  thresholds on saturation are in the units of whichever series answered.
+
+Every query, the defaults and a signal's ``query`` override alike, is a Jinja2 template
+rendered with ``service``, ``namespace``, ``version``, ``interval`` (a PromQL duration) and,
+for latency, ``quantile``; an unknown placeholder is an Error naming it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Literal
+
+import jinja2
+import jinja2.sandbox
+
+from pilotboat.api.common import format_duration, parse_duration
+from pilotboat.api.rollout import (
+    AnalysisStep,
+    AnalysisTemplate,
+    ErrorsSignal,
+    LatencySignal,
+    SaturationSignal,
+    TrafficSignal,
+)
+
+__all__ = [
+    "SIGNALS",
+    "SAMPLE_SIZE",
+    "DEFAULT_QUERIES",
+    "Signal",
+    "Verdict",
+    "RunPhase",
+    "Query",
+    "QueryPlan",
+    "Reading",
+    "GoldenSignalSample",
+    "Measurement",
+    "AnalysisRunVerdict",
+    "analysis_interval",
+    "judged_signals",
+    "queries_per_interval",
+    "plan_queries",
+    "judge",
+    "assess_run",
+]
+
+Signal = Literal["errors", "latency", "traffic", "saturation"]
+SIGNALS: tuple[Signal, ...] = ("errors", "latency", "traffic", "saturation")
+SAMPLE_SIZE = "requests"
+"""The key of the sample-size query in a :class:`QueryPlan`."""
+
+_SELECTOR = 'namespace="{{ namespace }}",service="{{ service }}",version="{{ version }}"'
+_WINDOW = "[{{ interval }}]"
+
+DEFAULT_QUERIES: Mapping[str, str] = {
+    "errors": (
+        f'(sum(rate(http_requests_total{{{_SELECTOR},code=~"5.."}}{_WINDOW})) or vector(0))'
+        f" / sum(rate(http_requests_total{{{_SELECTOR}}}{_WINDOW}))"
+    ),
+    "latency": (
+        "histogram_quantile({{ quantile }}, sum by (le) "
+        f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}{_WINDOW})))"
+    ),
+    "traffic": f"sum(rate(http_requests_total{{{_SELECTOR}}}{_WINDOW}))",
+    "saturation": (
+        f"max(http_requests_in_flight{{{_SELECTOR}}})"
+        f" or max(rate(process_cpu_seconds_total{{{_SELECTOR}}}{_WINDOW}))"
+    ),
+    SAMPLE_SIZE: f"sum(increase(http_requests_total{{{_SELECTOR}}}{_WINDOW})) or vector(0)",
+}
+"""PromQL templates used when a signal has no ``query`` of its own (see the module doc)."""
+
+
+class Verdict(StrEnum):
+    """What one signal, or one measurement, says about the canary."""
+
+    SUCCESSFUL = "Successful"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+    FAILED = "Failed"
+
+
+_SEVERITY = {v: i for i, v in enumerate(Verdict)}
+
+
+class RunPhase(StrEnum):
+    """Where an analysis step stands; every phase but Running is final for the step.
+
+    Successful: go on to the next step. Failed: roll back. Inconclusive and ErrorPaused:
+    pause the rollout for a human.
+    """
+
+    RUNNING = "Running"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR_PAUSED = "ErrorPaused"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One rendered query, or why its template could not be rendered."""
+
+    key: str
+    expression: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """The queries of one analysis interval, keyed ``requests``, ``<signal>.canary`` and
+    ``<signal>.stable``; only the ones with an expression are sent."""
+
+    interval: str
+    queries: tuple[Query, ...]
+
+    @property
+    def to_send(self) -> tuple[Query, ...]:
+        """The queries a provider is asked, in order."""
+        return tuple(q for q in self.queries if q.expression is not None)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A provider's answer to one query: a number (possibly NaN or infinite), nothing (an
+    empty result), or the reason there is no answer."""
+
+    value: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GoldenSignalSample:
+    """One signal in one interval: the canary's value, the stable's over the same window."""
+
+    signal: Signal
+    canary: float | None
+    stable: float | None
+    verdict: Verdict
+    message: str
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One analysis interval's verdict: the worst of its signals'."""
+
+    taken_at: datetime
+    interval: str
+    sample_size: float | None
+    samples: tuple[GoldenSignalSample, ...]
+    verdict: Verdict
+    message: str
+    queries: int = 0
+    """How many queries the provider was sent for this measurement."""
+
+
+@dataclass(frozen=True)
+class AnalysisRunVerdict:
+    """The state of one analysis step after its measurements so far."""
+
+    phase: RunPhase
+    summary: str
+    required: int
+    taken: int
+    passed: int
+    failed: int
+    inconclusive: int
+    errors: int
+    consecutive_errors: int
+
+
+def analysis_interval(template: AnalysisTemplate, step: AnalysisStep | None = None) -> str:
+    """The length of one interval as a PromQL duration: the step's, else the template's.
+
+    >>> analysis_interval(AnalysisTemplate(interval="1m30s"))
+    '1m30s'
+    >>> analysis_interval(AnalysisTemplate(), AnalysisStep(interval="10s"))
+    '10s'
+    """
+    text = step.interval if step is not None and step.interval else template.interval
+    return format_duration(parse_duration(text))
+
+
+_AnySignal = ErrorsSignal | LatencySignal | TrafficSignal | SaturationSignal
+
+
+def _thresholds(spec: _AnySignal) -> tuple[float | None, ...]:
+    if isinstance(spec, ErrorsSignal):
+        return (spec.max_ratio, spec.max_increase_over_stable)
+    if isinstance(spec, LatencySignal):
+        return (spec.max_seconds, spec.max_ratio_to_stable)
+    if isinstance(spec, TrafficSignal):
+        return (spec.min_rate,)
+    return (spec.max,)
+
+
+def judged_signals(template: AnalysisTemplate) -> tuple[tuple[Signal, _AnySignal], ...]:
+    """The signals that have at least one threshold, in :data:`SIGNALS` order; the others
+    are neither queried nor judged."""
+    if template.signals is None:
+        return ()
+    found = []
+    for name in SIGNALS:
+        spec: _AnySignal | None = getattr(template.signals, name)
+        if spec is not None and any(t is not None for t in _thresholds(spec)):
+            found.append((name, spec))
+    return tuple(found)
+
+
+def queries_per_interval(template: AnalysisTemplate) -> int:
+    """How many queries one measurement sends: the sample size, then canary and stable for
+    each judged signal.
+
+    >>> queries_per_interval(AnalysisTemplate.model_validate(
+    ...     {"signals": {"errors": {"maxRatio": 0.01}, "latency": {"maxSeconds": 0.5}}}))
+    5
+    """
+    return 1 + 2 * len(judged_signals(template))
+
+
+_JINJA = jinja2.sandbox.ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False
+)
+
+
+@lru_cache(maxsize=256)
+def _compile(source: str) -> jinja2.Template:
+    return _JINJA.from_string(source)
+
+
+def _render(key: str, source: str, values: Mapping[str, object]) -> Query:
+    try:
+        return Query(key, _compile(source).render(values).strip())
+    except jinja2.TemplateSyntaxError as exc:
+        return Query(key, None, f"query template: {exc.message} (line {exc.lineno})")
+    except jinja2.TemplateError as exc:
+        return Query(key, None, f"query template: {exc}")
+
+
+def plan_queries(
+    template: AnalysisTemplate,
+    service: str,
+    namespace: str,
+    canary_version: str,
+    stable_version: str,
+    interval: str,
+) -> QueryPlan:
+    """Render every query of one interval; a template error is kept on its :class:`Query`.
+
+    >>> plan = plan_queries(
+    ...     AnalysisTemplate.model_validate({"signals": {"errors": {"maxRatio": 0.01,
+    ...         "query": "my_errors{service='{{ service }}',v='{{ version }}'}[{{ interval }}]"}}}),
+    ...     "cart", "shop", "v2", "v1", "30s")
+    >>> [(q.key, q.expression) for q in plan.queries][1:]
+    [('errors.canary', "my_errors{service='cart',v='v2'}[30s]"), \
+('errors.stable', "my_errors{service='cart',v='v1'}[30s]")]
+    """
+    window = format_duration(parse_duration(interval))
+    base: dict[str, object] = {"service": service, "namespace": namespace, "interval": window}
+    canary = base | {"version": canary_version}
+    queries = [_render(SAMPLE_SIZE, DEFAULT_QUERIES[SAMPLE_SIZE], canary)]
+    for name, spec in judged_signals(template):
+        source = spec.query or DEFAULT_QUERIES[name]
+        values = dict(base)
+        if isinstance(spec, LatencySignal):
+            values["quantile"] = spec.quantile
+        for track, version in (("canary", canary_version), ("stable", stable_version)):
+            queries.append(_render(f"{name}.{track}", source, values | {"version": version}))
+    return QueryPlan(window, tuple(queries))
+
+
+# --- judging one interval -------------------------------------------------------------------
+
+
+def _decimals(a: float, b: float, scale: float, base: int) -> int:
+    """Enough decimals (from `base`, at most 3 more) that `a` and `b` print differently."""
+    for digits in range(base, base + 4):
+        if f"{a * scale:.{digits}f}" != f"{b * scale:.{digits}f}":
+            return digits
+    return base
+
+
+def _pct(value: float, digits: int = 1) -> str:
+    return f"{value * 100:.{digits}f}%"
+
+
+def _secs(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}s"
+
+
+def _rate(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f} req/s"
+
+
+def _plain(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _latency_label(quantile: float) -> str:
+    return f"p{round(quantile * 100, 6):g} latency"
+
+
+def _label(name: Signal, spec: _AnySignal) -> str:
+    if isinstance(spec, LatencySignal):
+        return _latency_label(spec.quantile)
+    return {"errors": "error ratio", "traffic": "request rate", "saturation": "saturation"}[name]
+
+
+@dataclass(frozen=True)
+class _Check:
+    verdict: Verdict
+    message: str
+
+
+def _no_data(value: float | None) -> str:
+    if value is None:
+        return "no data (empty result)"
+    return f"no data ({'NaN' if math.isnan(value) else format(value, '+')})"
+
+
+_Format = Callable[[float, int], str]
+
+
+def _compare(
+    label: str,
+    canary: float,
+    stable: float | None,
+    limit: float,
+    fmt: _Format,
+    upper: bool,
+    stable_note: str = "",
+) -> _Check:
+    """`canary` against `limit` (a ceiling when `upper`, else a floor), with the stable's
+    value for context: ``error ratio 4.1% > 1.0% (stable 0.3%)``."""
+    passed = canary <= limit if upper else canary >= limit
+    op = ("<=" if passed else ">") if upper else (">=" if passed else "<")
+    percent = fmt is _pct
+    digits = _decimals(canary, limit, 100 if percent else 1, 1 if percent else 2)
+    context = "no data" if stable is None or not math.isfinite(stable) else fmt(stable, digits)
+    return _Check(
+        Verdict.SUCCESSFUL if passed else Verdict.FAILED,
+        f"{label} {fmt(canary, digits)} {op} {fmt(limit, digits)} (stable {context}{stable_note})",
+    )
+
+
+def _absolute(spec: _AnySignal) -> tuple[float | None, _Format, bool]:
+    """The signal's absolute threshold, how its values print, and whether it is a ceiling."""
+    if isinstance(spec, ErrorsSignal):
+        return spec.max_ratio, _pct, True
+    if isinstance(spec, LatencySignal):
+        return spec.max_seconds, _secs, True
+    if isinstance(spec, TrafficSignal):
+        return spec.min_rate, _rate, False
+    return spec.max, _plain, True
+
+
+def _relative(spec: _AnySignal, stable: float) -> tuple[float, str] | None:
+    """The ceiling that a threshold relative to the stable's value sets, and how to say it."""
+    if isinstance(spec, ErrorsSignal) and spec.max_increase_over_stable is not None:
+        x = spec.max_increase_over_stable
+        return stable + x, f" + {_pct(x)}"
+    if isinstance(spec, LatencySignal) and spec.max_ratio_to_stable is not None:
+        x = spec.max_ratio_to_stable
+        return stable * x, f" x {x:g}"
+    return None
+
+
+def _checks(label: str, spec: _AnySignal, canary: float, stable: float | None) -> list[_Check]:
+    """Every threshold `spec` sets, applied; one relative to a stable version without data
+    is inconclusive."""
+    limit, fmt, upper = _absolute(spec)
+    checks = [] if limit is None else [_compare(label, canary, stable, limit, fmt, upper)]
+    if stable is None or not math.isfinite(stable):
+        if _relative(spec, 0.0) is not None:
+            message = f"{label} {fmt(canary, 2)} not compared: stable has {_no_data(stable)}"
+            checks.append(_Check(Verdict.INCONCLUSIVE, message))
+    else:
+        relative = _relative(spec, stable)
+        if relative is not None:
+            checks.append(_compare(label, canary, stable, relative[0], fmt, True, relative[1]))
+    return checks
+
+
+def _judge_signal(
+    name: Signal,
+    spec: _AnySignal,
+    canary: Reading,
+    stable: Reading,
+    gate: tuple[Verdict, str, str | None] | None,
+) -> tuple[GoldenSignalSample, str | None]:
+    """The signal's sample, and the cause when its verdict is Error."""
+    label = _label(name, spec)
+
+    def sample(
+        verdict: Verdict, message: str, cause: str | None = None
+    ) -> tuple[GoldenSignalSample, str | None]:
+        return GoldenSignalSample(name, canary.value, stable.value, verdict, message), cause
+
+    for reading, track in ((canary, ""), (stable, "stable ")):
+        if reading.error is not None:
+            return sample(Verdict.ERROR, f"{track}{label}: {reading.error}", reading.error)
+    if gate is not None:
+        return sample(*gate)
+    if canary.value is None or not math.isfinite(canary.value):
+        cause = _no_data(canary.value)
+        return sample(Verdict.ERROR, f"{label}: {cause}", cause)
+    checks = _checks(label, spec, canary.value, stable.value)
+    verdict = max((c.verdict for c in checks), key=_SEVERITY.__getitem__)
+    shown = checks if verdict is Verdict.SUCCESSFUL else [c for c in checks if c.verdict is verdict]
+    return sample(verdict, "; ".join(c.message for c in shown))
+
+
+_Gate = tuple[Verdict, str, str | None]
+
+
+def _sample_gate(
+    reading: Reading, minimum: int, interval: str
+) -> tuple[float | None, _Gate | None]:
+    """The sample size, and the verdict (with message and cause) every signal gets when the
+    sample cannot be judged."""
+    if reading.error is not None:
+        return None, (Verdict.ERROR, f"canary requests: {reading.error}", reading.error)
+    size = 0.0 if reading.value is None else reading.value
+    if not math.isfinite(size):
+        cause = _no_data(size)
+        return None, (Verdict.ERROR, f"canary requests: {cause}", cause)
+    if minimum > 0 and round(size) < minimum:
+        message = f"only {round(size)} canary requests in {interval} < minimum {minimum}"
+        return size, (Verdict.INCONCLUSIVE, f"{message}: inconclusive", None)
+    return size, None
+
+
+def _summarise(judged: Sequence[tuple[GoldenSignalSample, str | None]], verdict: Verdict) -> str:
+    """The messages of the worst samples, each once; when several samples could not be taken
+    for one and the same cause (Prometheus unreachable), that cause alone."""
+    worst = [(s.message, cause) for s, cause in judged if s.verdict is verdict]
+    causes = {cause for _, cause in worst}
+    if verdict is Verdict.ERROR and len(worst) > 1 and len(causes) == 1 and None not in causes:
+        return str(causes.pop())
+    return "; ".join(dict.fromkeys(message for message, _ in worst))
+
+
+def judge(
+    template: AnalysisTemplate,
+    plan: QueryPlan,
+    readings: Mapping[str, Reading],
+    now: datetime,
+    queries: int = 0,
+) -> Measurement:
+    """The verdict on one interval, given a reading for each query of `plan`.
+
+    A query missing from `readings` counts as one that failed; a query that could not be
+    rendered is an Error naming the problem. `queries` is recorded as the number sent.
+
+    >>> t = AnalysisTemplate.model_validate(
+    ...     {"minSampleSize": 20, "signals": {"errors": {"maxRatio": 0.01}}})
+    >>> plan = plan_queries(t, "cart", "shop", "v2", "v1", "30s")
+    >>> def verdict(requests, canary, stable):
+    ...     r = {"requests": Reading(requests), "errors.canary": Reading(canary),
+    ...          "errors.stable": Reading(stable)}
+    ...     m = judge(t, plan, r, datetime(2024, 1, 1))
+    ...     return m.verdict.value, m.message
+    >>> verdict(120, 0.041, 0.003)
+    ('Failed', 'error ratio 4.1% > 1.0% (stable 0.3%)')
+    >>> verdict(120, 0.002, 0.003)
+    ('Successful', 'error ratio 0.2% <= 1.0% (stable 0.3%)')
+    >>> verdict(7, 0.5, 0.003)
+    ('Inconclusive', 'only 7 canary requests in 30s < minimum 20: inconclusive')
+    >>> verdict(120, float("nan"), 0.003)
+    ('Error', 'error ratio: no data (NaN)')
+    >>> verdict(120, None, 0.003)
+    ('Error', 'error ratio: no data (empty result)')
+    """
+    by_key = {q.key: q for q in plan.queries}
+
+    def reading(key: str) -> Reading:
+        query = by_key.get(key)
+        if query is not None and query.error is not None:
+            return Reading(error=query.error)
+        return readings.get(key, Reading(error="no answer to the query"))
+
+    size, gate = _sample_gate(reading(SAMPLE_SIZE), template.min_sample_size, plan.interval)
+    judged = [
+        _judge_signal(name, spec, reading(f"{name}.canary"), reading(f"{name}.stable"), gate)
+        for name, spec in judged_signals(template)
+    ]
+    samples = tuple(sample for sample, _ in judged)
+    if not samples:
+        verdict = Verdict.INCONCLUSIVE
+        message = "no golden signal has a threshold: nothing to judge"
+        if gate is not None and gate[0] is Verdict.ERROR:
+            verdict, message = gate[0], gate[1]
+    else:
+        verdict = max((s.verdict for s in samples), key=_SEVERITY.__getitem__)
+        message = _summarise(judged, verdict)
+    return Measurement(now, plan.interval, size, samples, verdict, message, queries)
+
+
+# --- judging a run of intervals -------------------------------------------------------------
+
+
+def assess_run(
+    template: AnalysisTemplate,
+    measurements: Sequence[Measurement],
+    step: AnalysisStep | None = None,
+) -> AnalysisRunVerdict:
+    """Where an analysis step stands, from its measurements in the order they were taken.
+
+    Like Argo Rollouts' ``assessMetricStatus``: the step succeeds once ``step.intervals``
+    measurements have passed; it fails when failed measurements exceed ``failureLimit``,
+    turns inconclusive when inconclusive ones exceed ``inconclusiveLimit``, and pauses on
+    errors when more than ``consecutiveErrorLimit`` measurements in a row could not be taken.
+    Failed, inconclusive and error measurements within their limits are tolerated but never
+    count as passes, so each of them makes the step one interval longer. The first final phase
+    reached is kept: measurements after it change nothing.
+
+    Worked examples (S passed, F failed, I inconclusive, E error; limits 0, 2 and 3 by
+    default, ``intervals`` 3):
+
+    >>> def run(verdicts, intervals=3, **limits):
+    ...     t = AnalysisTemplate.model_validate(limits)
+    ...     ms = [Measurement(datetime(2024, 1, 1), "30s", 100.0, (), Verdict(
+    ...         {"S": "Successful", "F": "Failed", "I": "Inconclusive", "E": "Error"}[v]),
+    ...         f"m{i}") for i, v in enumerate(verdicts)]
+    ...     r = assess_run(t, ms, AnalysisStep(intervals=intervals))
+    ...     return r.phase.value, r.summary
+    >>> run("")
+    ('Running', '0 of 3 checks passed')
+    >>> run("SS")
+    ('Running', '2 of 3 checks passed')
+    >>> run("SSS")
+    ('Successful', 'm2, 3 of 3 checks passed')
+    >>> run("SF")
+    ('Failed', 'm1, 1 of 2 checks failed')
+    >>> run("FFF", failureLimit=2)
+    ('Failed', 'm2, 3 of 3 checks failed')
+    >>> run("SFSS", failureLimit=1)
+    ('Successful', 'm3, 3 of 4 checks passed')
+    >>> run("SII")
+    ('Running', '1 of 3 checks passed; last: m2')
+    >>> run("III")
+    ('Inconclusive', 'm2, 3 of 3 checks inconclusive (limit 2)')
+    >>> run("EEE")
+    ('Running', '0 of 3 checks passed; last: m2')
+    >>> run("EEEE")
+    ('ErrorPaused', 'm3, 4 checks in a row could not be taken (limit 3)')
+    >>> run("EESEESS")
+    ('Successful', 'm6, 3 of 7 checks passed')
+    """
+    required = step.intervals if step is not None else AnalysisStep().intervals
+    passed = failed = inconclusive = errors = consecutive = 0
+    phase, summary, taken = RunPhase.RUNNING, "", 0
+    for taken, m in enumerate(measurements, start=1):
+        consecutive = consecutive + 1 if m.verdict is Verdict.ERROR else 0
+        if m.verdict is Verdict.SUCCESSFUL:
+            passed += 1
+        elif m.verdict is Verdict.FAILED:
+            failed += 1
+        elif m.verdict is Verdict.INCONCLUSIVE:
+            inconclusive += 1
+        else:
+            errors += 1
+        if failed > template.failure_limit:
+            phase, summary = RunPhase.FAILED, f"{m.message}, {failed} of {taken} checks failed"
+        elif inconclusive > template.inconclusive_limit:
+            phase = RunPhase.INCONCLUSIVE
+            summary = (
+                f"{m.message}, {inconclusive} of {taken} checks inconclusive"
+                f" (limit {template.inconclusive_limit})"
+            )
+        elif consecutive > template.consecutive_error_limit:
+            phase = RunPhase.ERROR_PAUSED
+            summary = (
+                f"{m.message}, {consecutive} checks in a row could not be taken"
+                f" (limit {template.consecutive_error_limit})"
+            )
+        elif passed >= required:
+            phase, summary = RunPhase.SUCCESSFUL, f"{m.message}, {passed} of {taken} checks passed"
+        if phase is not RunPhase.RUNNING:
+            break
+    if phase is RunPhase.RUNNING:
+        summary = f"{passed} of {required} checks passed"
+        if measurements and measurements[-1].verdict is not Verdict.SUCCESSFUL:
+            summary += f"; last: {measurements[-1].message}"
+    return AnalysisRunVerdict(
+        phase, summary, required, taken, passed, failed, inconclusive, errors, consecutive
+    )
