@@ -62,7 +62,7 @@ def test_a_microservice_gets_a_deployment_a_service_and_ready_pods(story: Story)
     assert service["spec"]["selector"] == {"app.kubernetes.io/name": "catalog"}
     assert service["spec"]["ports"][0]["port"] == 8080
     reasons = {e["reason"] for e in story.events("catalog")}
-    assert {"DeploymentCreated", "ServiceCreated", "ReplicasReady"} <= reasons, reasons
+    assert {"DeploymentCreated", "ServiceCreated", "Stable"} <= reasons, reasons
 
 
 def test_children_follow_replicas_and_image_changes(story: Story) -> None:

@@ -13,7 +13,13 @@ import pilotboat.core.readiness
 from pilotboat.api import MicroserviceSpec
 from pilotboat.core.conditions import DesiredCondition, set_conditions
 from pilotboat.core.readiness import track_health
-from pilotboat.core.workload import Owner, render_deployment, render_service, template_hash
+from pilotboat.core.workload import (
+    Owner,
+    render_deployment,
+    render_service,
+    revision_of,
+    template_hash,
+)
 
 OWNER = Owner("payments", "shop", "uid-1")
 
@@ -90,18 +96,23 @@ def test_a_readiness_probe_defaults_to_the_first_port() -> None:
     assert probe["httpGet"] == {"path": "/ready", "port": "http"}
 
 
-@given(st.integers(0, 1000), st.integers(0, 1000))
-def test_the_template_hash_changes_with_the_replicas_and_only_then(a: int, b: int) -> None:
+@given(st.integers(0, 1000), st.integers(0, 1000), st.sampled_from(["stable", "canary"]))
+def test_the_revision_ignores_replicas_and_track(a: int, b: int, track: str) -> None:
     s = spec()
-    ha = render_deployment(OWNER, s, track="stable", replicas=a)["metadata"]["annotations"]
-    hb = render_deployment(OWNER, s, track="stable", replicas=b)["metadata"]["annotations"]
-    assert (ha == hb) == (a == b)
+    ra = render_deployment(OWNER, s, track="stable", replicas=a)["metadata"]["annotations"]
+    rb = render_deployment(OWNER, s, track=track, replicas=b)["metadata"]["annotations"]  # type: ignore[arg-type]
+    assert ra == rb == {"pilotboat.dev/revision": revision_of("payments", s)}
 
 
-def test_the_template_hash_changes_with_the_image() -> None:
+@pytest.mark.parametrize(
+    "change",
+    [{"image": "shop/payments:3"}, {"version": "v3"}, {"env": [{"name": "A", "value": "2"}]}],
+)
+def test_the_revision_changes_with_what_runs(change: dict[str, object]) -> None:
     t1 = render_deployment(OWNER, spec(), track="stable", replicas=1)["spec"]["template"]
-    t2 = render_deployment(OWNER, spec(image="shop/payments:3"), track="stable", replicas=1)
-    assert template_hash(t1, 1) != template_hash(t2["spec"]["template"], 1)
+    t2 = render_deployment(OWNER, spec(**change), track="stable", replicas=1)["spec"]["template"]
+    assert template_hash(t1) != template_hash(t2)
+    assert revision_of("payments", spec()) != revision_of("payments", spec(**change))
 
 
 @pytest.mark.parametrize(

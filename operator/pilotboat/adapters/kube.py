@@ -71,6 +71,32 @@ RESOURCES: dict[str, Resource] = {
         Resource("pilotboat.dev", "v1alpha1", "migrationapprovals", "MigrationApproval"),
         Resource("pilotboat.dev", "v1alpha1", "featureflags", "FeatureFlag"),
         Resource(
+            "admissionregistration.k8s.io",
+            "v1",
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+            namespaced=False,
+        ),
+        Resource(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+            namespaced=False,
+        ),
+        Resource("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+        Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+        Resource(
+            "rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False
+        ),
+        Resource(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            namespaced=False,
+        ),
+        Resource(
             "apiextensions.k8s.io",
             "v1",
             "customresourcedefinitions",
@@ -130,10 +156,10 @@ class Kube:
         )
         response = self._api.call_api(method_, url, header_params=headers, body=body_,
                                       post_params=post, _request_timeout=self._timeout)
-        response.read()
+        response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(
-                http_resp=response, body=response.data.decode(errors="replace"), data=None
+                http_resp=response, body=(response.data or b"").decode(errors="replace"), data=None
             )
         raw = response.data
         return json.loads(raw) if raw else None

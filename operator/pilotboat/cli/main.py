@@ -14,10 +14,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pilotboat.cli import crds, run
+    from pilotboat.cli.crds import crds
+    from pilotboat.cli.run import run
 
-    main.add_command(crds.crds)
-    main.add_command(run.run)
+    main.add_command(crds)
+    main.add_command(run)
 
 
 _register()

@@ -70,12 +70,14 @@ def run(
     )
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # Kopf's own login reads it too
-        api_client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
+        api_client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
     else:
         try:
-            kubernetes.config.load_incluster_config()
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         api_client = kubernetes.client.ApiClient()
     configure_runtime(Runtime(kube=Kube(api_client), prometheus_url=prometheus_url))
 

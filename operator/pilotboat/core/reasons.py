@@ -10,6 +10,8 @@ READY = "Ready"
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
 SPEC_VALID = "SpecValid"
+PAUSED = "Paused"
+ROLLED_BACK = "RolledBack"
 
 # Reasons.
 DEPLOYMENT_MISSING = "DeploymentMissing"
@@ -20,3 +22,33 @@ REPLICAS_NOT_READY = "ReplicasNotReady"
 ROLLING_OUT = "RollingOut"
 INVALID_SPEC = "InvalidSpec"
 VALID = "Valid"
+
+# Owned databases (OwnedDatabase conditions and the Microservice's claim on one).
+ADMIN_SECRET_MISSING = "AdminSecretMissing"
+SERVER_UNREACHABLE = "ServerUnreachable"
+DATABASE_READY = "DatabaseReady"
+DATABASE_OWNED_BY_ANOTHER = "DatabaseOwnedByAnother"
+DATABASE_NOT_FOUND = "DatabaseNotFound"
+DATABASE_NOT_READY = "DatabaseNotReady"
+DATABASE_CLAIMED = "DatabaseClaimed"
+DATABASE_FAILED = "DatabaseFailed"
+DELETING = "Deleting"
+
+# Schema migrations: condition types beyond the gates (whose names are core.migration.GateName).
+SQL_SAFE = "SqlSafe"
+# Reasons.
+MIGRATION_LOCKED = "MigrationLocked"
+PHASE_FAILED = "PhaseFailed"
+PHASE_APPLIED = "PhaseApplied"
+CHECKSUM_MISMATCH = "ChecksumMismatch"
+UNSAFE_SQL = "UnsafeSql"
+SQL_WARNINGS = "SqlWarnings"
+SQL_CLEAN = "SqlClean"
+VERIFY_WAITING = "VerifyWaiting"
+
+# Migration approvals.
+VALID_CONDITION = "Valid"
+APPROVAL_VALID = "ApprovalValid"
+APPROVAL_VOID = "ApprovalVoid"
+IDENTITY_MISSING = "IdentityMissing"
+MIGRATION_NOT_FOUND = "MigrationNotFound"

@@ -7,9 +7,11 @@ ready pods of both tracks, so the weight a user sees is the canary's share of th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ReplicaSplit", "replica_split", "gateway_split"]
+__all__ = ["ReplicaSplit", "gateway_split", "replica_split", "route_weights"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,34 @@ def gateway_split(replicas: int, weight: int) -> ReplicaSplit:
     if replicas <= 0:
         return ReplicaSplit(0, 0)
     return ReplicaSplit(stable=replicas, canary=math.ceil(replicas * weight / 100))
+
+
+def route_weights(
+    rules: Sequence[Mapping[str, Any]], *, stable: str, canary: str, port: int, weight: int
+) -> list[dict[str, Any]]:
+    """An HTTPRoute's rules with the stable/canary backendRefs weighted for `weight`.
+
+    Rules that send to the stable Service get both backends with the weights; other rules
+    and other backends are left as they are. A rule without the canary backend gains it.
+
+    >>> rules = [{"backendRefs": [{"name": "cart-stable", "port": 80}]}]
+    >>> new = route_weights(rules, stable="cart-stable", canary="cart-canary", port=80, weight=10)
+    >>> [(r["name"], r["weight"]) for r in new[0]["backendRefs"]]
+    [('cart-stable', 90), ('cart-canary', 10)]
+    """
+    if not 0 <= weight <= 100:
+        raise ValueError(f"weight must be within 0..100, not {weight}")
+    result = []
+    for rule in rules:
+        new = dict(rule)
+        refs = [dict(r) for r in rule.get("backendRefs", []) or []]
+        if stable in [r.get("name") for r in refs]:
+            refs = [r for r in refs if r.get("name") != canary]
+            for ref in refs:
+                if ref.get("name") == stable:
+                    ref["weight"] = 100 - weight
+            at = [r.get("name") for r in refs].index(stable) + 1
+            refs.insert(at, {"name": canary, "port": port, "weight": weight})
+            new["backendRefs"] = refs
+        result.append(new)
+    return result

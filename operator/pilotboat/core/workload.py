@@ -22,12 +22,13 @@ __all__ = [
     "LABEL_NAME",
     "LABEL_TRACK",
     "LABEL_VERSION",
-    "ANNOTATION_TEMPLATE_HASH",
+    "ANNOTATION_REVISION",
     "Owner",
     "Track",
     "deployment_name",
     "render_deployment",
     "render_service",
+    "revision_of",
     "selector_labels",
 ]
 
@@ -37,7 +38,7 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_VERSION = "app.kubernetes.io/version"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TRACK = "pilotboat.dev/track"
-ANNOTATION_TEMPLATE_HASH = "pilotboat.dev/template-hash"
+ANNOTATION_REVISION = "pilotboat.dev/revision"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def selector_labels(service: str, track: Track) -> dict[str, str]:
 
 
 def _container(spec: MicroserviceSpec) -> dict[str, Any]:
-    env = [{"name": e.name, "value": e.value} for e in spec.env or ()]
+    env: list[dict[str, Any]] = [{"name": e.name, "value": e.value} for e in spec.env or ()]
     env += [
         {"name": "SERVICE_VERSION", "value": spec.version},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -128,10 +129,16 @@ def _pod_template(spec: MicroserviceSpec, service: str, track: Track) -> dict[st
     }
 
 
-def template_hash(template: Mapping[str, Any], replicas: int) -> str:
-    """A short, stable digest of what a Deployment should run; equal hash, nothing to apply."""
-    blob = json.dumps({"t": template, "r": replicas}, sort_keys=True, separators=(",", ":"))
+def template_hash(template: Mapping[str, Any]) -> str:
+    """A short, stable digest of a pod template."""
+    blob = json.dumps(template, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def revision_of(service: str, spec: MicroserviceSpec) -> str:
+    """The release revision of `spec`: the digest of the pod template it asks for, the same
+    whichever track runs it. Replicas are not part of it: scaling is not a release."""
+    return template_hash(_pod_template(spec, service, "stable"))
 
 
 def render_deployment(
@@ -139,6 +146,7 @@ def render_deployment(
 ) -> dict[str, Any]:
     """The Deployment of one track, with `replicas` replicas of `spec`'s version."""
     template = _pod_template(spec, owner.name, track)
+    revision = revision_of(owner.name, spec)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -150,7 +158,7 @@ def render_deployment(
                 LABEL_VERSION: spec.version,
                 LABEL_MANAGED_BY: "pilotboat",
             },
-            "annotations": {ANNOTATION_TEMPLATE_HASH: template_hash(template, replicas)},
+            "annotations": {ANNOTATION_REVISION: revision},
             "ownerReferences": [owner.reference()],
         },
         "spec": {

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pilotboat.adapters.kube import Kube
+from pilotboat.adapters.metrics import MetricProvider
 from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
 
 __all__ = [
@@ -31,6 +32,7 @@ class Runtime:
 
     kube: Kube
     prometheus_url: str | None = None
+    providers: dict[str, MetricProvider] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -128,7 +130,7 @@ class Reconcile:
         for want in desired:
             before = find_condition(old_conditions, want.type)
             flipped = before is None or before.get("status") != want.status
-            if flipped or before.get("reason") != want.reason:
+            if flipped or (before or {}).get("reason") != want.reason:
                 if want.type == "Ready" or warn:
                     self.event(want.reason, want.message, warning=want.status == "False" and warn)
         meta = self.body["metadata"]

@@ -1,17 +1,20 @@
 """The Microservice reconciler: level-triggered, idempotent, thin.
 
 It reacts to every watch event of a Microservice and of the Deployments it owns, reads
-what exists, asks the core what should exist, applies the difference with server-side
-apply, and writes `status` once. Nothing is remembered between calls, so a crash at any
-line is repaired by the next event: the same inputs give the same applies, and applying
-an object twice changes nothing. It never writes `spec`.
+what exists, asks the core what should happen (`pilotboat.core.rollout.decide`), applies
+the difference with server-side apply, and writes `status` once. What a release must
+remember lives in `status.release`, so a crash at any line is repaired by the next event:
+the same inputs give the same applies, and applying an object twice changes nothing. It
+never writes `spec`.
 """
 
 from __future__ import annotations
 
-import logging
+import datetime as _dt
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -19,24 +22,38 @@ from pydantic import ValidationError
 
 from pilotboat import GROUP, VERSION
 from pilotboat.adapters.kube import Kube
-from pilotboat.api import MicroserviceSpec
+from pilotboat.api import CanaryStrategy, MicroserviceSpec, RolloutPolicySpec
 from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.readiness import track_health
+from pilotboat.core.rollout import (
+    Decision,
+    Observations,
+    ReleaseState,
+    decide,
+    split,
+    step_kind,
+)
 from pilotboat.core.workload import (
-    ANNOTATION_TEMPLATE_HASH,
+    ANNOTATION_REVISION,
     LABEL_MANAGED_BY,
+    LABEL_VERSION,
     Owner,
+    deployment_name,
     render_deployment,
     render_service,
 )
+from pilotboat.handlers import traffic
+from pilotboat.handlers.analysis import analyse_step, effective_template
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.faults import crash_point
+from pilotboat.handlers.requeue import Requeue
 
 __all__ = ["reconcile_microservice"]
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
+_COMMANDS = ("promote", "promoteFull", "abort", "retry")
 
 
 def _lock_for(namespace: str, name: str) -> threading.Lock:
@@ -44,20 +61,278 @@ def _lock_for(namespace: str, name: str) -> threading.Lock:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
-def _apply_if_changed(
-    kube: Kube, rc: Reconcile, desired: dict[str, Any], current: Mapping[str, Any] | None
-) -> dict[str, Any] | None:
-    """Apply `desired` unless `current` already carries the same template hash."""
-    want = desired["metadata"].get("annotations", {}).get(ANNOTATION_TEMPLATE_HASH)
-    have = (current or {}).get("metadata", {}).get("annotations", {}) or {}
-    if current is not None and want is not None and have.get(ANNOTATION_TEMPLATE_HASH) == want:
+class StrategyError(Exception):
+    """The spec names a strategy that cannot be used (a missing RolloutPolicy)."""
+
+
+@dataclass(frozen=True)
+class _Tracks:
+    stable: dict[str, Any] | None
+    canary: dict[str, Any] | None
+
+    def revision(self, which: str) -> str | None:
+        obj = self.stable if which == "stable" else self.canary
+        if obj is None:
+            return None
+        return (obj["metadata"].get("annotations") or {}).get(ANNOTATION_REVISION)
+
+    def version(self, which: str) -> str | None:
+        obj = self.stable if which == "stable" else self.canary
+        return None if obj is None else (obj["metadata"].get("labels") or {}).get(LABEL_VERSION)
+
+
+def _strategy(kube: Kube, namespace: str, spec: MicroserviceSpec) -> CanaryStrategy | None:
+    rollout = spec.rollout
+    if rollout is None:
         return None
+    if rollout.canary is not None:
+        return rollout.canary
+    assert rollout.rollout_policy_ref is not None
+    policy = kube.get("RolloutPolicy", namespace, rollout.rollout_policy_ref)
+    if policy is None:
+        raise StrategyError(f"RolloutPolicy {rollout.rollout_policy_ref} does not exist")
+    try:
+        return RolloutPolicySpec.model_validate(policy.get("spec") or {}).as_strategy()
+    except ValidationError as exc:
+        raise StrategyError(
+            f"RolloutPolicy {rollout.rollout_policy_ref} is invalid: "
+            + describe_validation_error(exc)
+        ) from None
+
+
+def _release_state(status: Mapping[str, Any]) -> ReleaseState:
+    release = status.get("release") or {}
+    handled = {k: v for k, v in (release.get("handledCommands") or {}).items() if v}
+    return ReleaseState(
+        revision=release.get("revision"),
+        step_index=status.get("currentStepIndex"),
+        step_started_at=release.get("stepStartedAt"),
+        canary_weight=int(status.get("canaryWeight") or 0),
+        aborted_revision=release.get("abortedRevision"),
+        handled_commands=handled,
+        promoting=bool(release.get("promoting")),
+    )
+
+
+def _apply_deployment(
+    kube: Kube, rc: Reconcile, desired: dict[str, Any], current: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Apply when the revision or the replicas differ from what runs; else leave it."""
+    meta = (current or {}).get("metadata", {})
+    same_revision = (meta.get("annotations") or {}).get(ANNOTATION_REVISION) == desired["metadata"][
+        "annotations"
+    ][ANNOTATION_REVISION]
+    same_replicas = (current or {}).get("spec", {}).get("replicas") == desired["spec"]["replicas"]
+    if current is not None and same_revision and same_replicas:
+        return dict(current)
     applied = kube.apply(desired)
-    verb = "Created" if current is None else "Updated"
-    kind, name = desired["kind"], desired["metadata"]["name"]
-    rc.log.info("%s %s %s", verb.lower(), kind, name)
-    rc.event(f"{kind}{verb}", f"{verb} {kind} {name}")
+    name = desired["metadata"]["name"]
+    if current is None:
+        rc.event("DeploymentCreated", f"Created Deployment {name}")
+    elif not same_revision:
+        rc.event(
+            "DeploymentUpdated",
+            f"Updated Deployment {name} to {desired['metadata']['labels'][LABEL_VERSION]}",
+        )
+    else:
+        rc.log.info("scaled Deployment %s to %d", name, desired["spec"]["replicas"])
     return applied
+
+
+def _scale(kube: Kube, rc: Reconcile, current: Mapping[str, Any], replicas: int) -> None:
+    if current.get("spec", {}).get("replicas") != replicas:
+        meta = current["metadata"]
+        kube.merge_patch(
+            "Deployment", meta["namespace"], meta["name"], {"spec": {"replicas": replicas}}
+        )
+        rc.log.info("scaled Deployment %s to %d", meta["name"], replicas)
+
+
+def reconcile_microservice(
+    kube: Kube, body: Mapping[str, Any], rc: Reconcile, *, now: float | None = None
+) -> float | None:
+    """Bring the children of one Microservice in line with its spec and release state;
+    write status. Returns when to look again (seconds), if time alone can change things."""
+    now = time.time() if now is None else now
+    meta = body["metadata"]
+    generation = int(meta.get("generation", 0))
+    status: dict[str, Any] = dict(body.get("status") or {})
+    try:
+        spec = MicroserviceSpec.model_validate(body.get("spec") or {})
+        strategy = _strategy(kube, meta["namespace"], spec)
+    except (ValidationError, StrategyError) as exc:
+        message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        conditions = [
+            DesiredCondition(reasons.SPEC_VALID, "False", reasons.INVALID_SPEC, message),
+            DesiredCondition(reasons.READY, "False", reasons.INVALID_SPEC, message),
+        ]
+        rc.write_status(status, conditions, {"observedGeneration": generation}, warn=True)
+        return None
+
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    routing = traffic.routing_of(strategy)
+    stable_dep = render_deployment(owner, spec, track="stable", replicas=spec.replicas)
+    revision = stable_dep["metadata"]["annotations"][ANNOTATION_REVISION]
+    tracks = _Tracks(
+        kube.get("Deployment", owner.namespace, deployment_name(owner.name, "stable")),
+        kube.get("Deployment", owner.namespace, deployment_name(owner.name, "canary")),
+    )
+    state = _release_state(status)
+    stable_version = tracks.version("stable")
+    canary_health = track_health(tracks.canary, spec.version)
+    commands = {k: v for k, v in (status.get("commands") or {}).items() if v and k in _COMMANDS}
+    steps = strategy.steps if strategy else []
+
+    analysis_status = status.get("analysis")
+    outcome = None
+    next_measure: float | None = None
+    in_release = (
+        tracks.stable is not None
+        and tracks.revision("stable") != revision
+        and state.revision == revision
+        and state.aborted_revision != revision
+        and not state.promoting
+        and state.step_index is not None
+        and state.step_index < len(steps)
+    )
+    if in_release and strategy and step_kind(steps[state.step_index or 0]) == "analysis":
+        index = state.step_index or 0
+        step = steps[index].analysis
+        assert step is not None
+        result = analyse_step(
+            template=effective_template(strategy.analysis),
+            step=step,
+            step_index=index,
+            step_started_at=state.step_started_at,
+            previous=analysis_status,
+            service=owner.name,
+            namespace=owner.namespace,
+            canary_version=spec.version,
+            stable_version=stable_version or "",
+            prometheus_url=(
+                strategy.analysis.prometheus.address
+                if strategy.analysis
+                and strategy.analysis.prometheus
+                and strategy.analysis.prometheus.address
+                else runtime().prometheus_url
+            ),
+            providers=runtime().providers,
+            now=_dt.datetime.fromtimestamp(now, _dt.UTC),
+        )
+        outcome, analysis_status, next_measure = result.outcome, result.status, result.next_due_in
+        if result.measured is not None:
+            rc.log.info(
+                "measured canary %s: %s",
+                spec.version,
+                result.measured.message,
+                extra={
+                    "verdict": result.measured.verdict.value,
+                    "queries": result.measured.queries,
+                },
+            )
+
+    decision = decide(
+        steps,
+        state,
+        Observations(
+            desired_revision=revision,
+            stable_revision=tracks.revision("stable"),
+            stable_ready=track_health(tracks.stable, spec.version).complete
+            if tracks.revision("stable") == revision
+            else False,
+            canary_revision=tracks.revision("canary"),
+            canary_ready_replicas=canary_health.ready
+            if tracks.revision("canary") == revision
+            else 0,
+            analysis=outcome,
+            commands=commands,
+        ),
+        version=spec.version,
+        stable_version=stable_version,
+        replicas=spec.replicas,
+        routing=routing,
+        now=now,
+    )
+    if decision.reset_analysis:
+        analysis_status = {
+            "history": (analysis_status or {}).get("history", []),
+            "measurements": [],
+        }
+
+    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing)
+    crash_point("microservice.after-deployment")
+    _apply_services(kube, rc, owner, spec, routing)
+    traffic.route(kube, rc, owner, strategy, decision)
+    crash_point("microservice.after-service")
+
+    for event in decision.events:
+        rc.event(event.reason, event.message, warning=event.warning)
+    crash_point("microservice.before-status")
+    _write_status(
+        rc, status, spec, generation, tracks, decision, analysis_status, stable_version, revision
+    )
+    waits = [
+        w
+        for w in (decision.requeue_after, next_measure if decision.analyse else None)
+        if w is not None
+    ]
+    if decision.phase == "Progressing" and not waits:
+        waits.append(5.0)  # a canary becoming ready also triggers an event; this is a floor
+    return min(waits) if waits else None
+
+
+def _apply_tracks(
+    kube: Kube,
+    rc: Reconcile,
+    owner: Owner,
+    spec: MicroserviceSpec,
+    tracks: _Tracks,
+    decision: Decision,
+    routing: traffic.Routing,
+) -> None:
+    weight = decision.state.canary_weight if decision.canary else 0
+    replicas = split(routing, spec.replicas, weight)
+    if decision.stable_template == "spec" or tracks.stable is None:
+        _apply_deployment(
+            kube,
+            rc,
+            render_deployment(owner, spec, track="stable", replicas=spec.replicas),
+            tracks.stable,
+        )
+    else:
+        _scale(kube, rc, tracks.stable, replicas.stable if decision.canary else spec.replicas)
+    if decision.canary:
+        canary_replicas = spec.replicas if decision.state.promoting else replicas.canary
+        _apply_deployment(
+            kube,
+            rc,
+            render_deployment(owner, spec, track="canary", replicas=canary_replicas),
+            tracks.canary,
+        )
+    elif tracks.canary is not None:
+        if decision.phase == "Degraded":
+            _scale(kube, rc, tracks.canary, 0)
+        else:
+            kube.delete("Deployment", owner.namespace, deployment_name(owner.name, "canary"))
+            rc.log.info("deleted the canary Deployment")
+
+
+def _apply_services(
+    kube: Kube, rc: Reconcile, owner: Owner, spec: MicroserviceSpec, routing: traffic.Routing
+) -> None:
+    wanted = [render_service(owner, spec)]
+    if routing == "gatewayAPI":
+        wanted += [
+            render_service(owner, spec, name=f"{owner.name}-stable", track="stable"),
+            render_service(owner, spec, name=f"{owner.name}-canary", track="canary"),
+        ]
+    for service in wanted:
+        name = service["metadata"]["name"]
+        current = kube.get("Service", owner.namespace, name)
+        if _service_differs(service, current):
+            kube.apply(service)
+            verb = "Created" if current is None else "Updated"
+            rc.event(f"Service{verb}", f"{verb} Service {name}")
 
 
 def _service_differs(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
@@ -71,97 +346,141 @@ def _service_differs(desired: Mapping[str, Any], current: Mapping[str, Any] | No
     return bool(have.get("selector") != want["selector"] or have_ports != want["ports"])
 
 
-def reconcile_microservice(kube: Kube, body: Mapping[str, Any], rc: Reconcile) -> None:
-    """Bring the children of one Microservice in line with its spec; then write status."""
-    meta = body["metadata"]
-    generation = int(meta.get("generation", 0))
-    status: dict[str, Any] = dict(body.get("status") or {})
-    try:
-        spec = MicroserviceSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        message = describe_validation_error(exc)
-        conditions = [
-            DesiredCondition(reasons.SPEC_VALID, "False", reasons.INVALID_SPEC, message),
-            DesiredCondition(reasons.READY, "False", reasons.INVALID_SPEC, message),
-        ]
-        rc.write_status(status, conditions, {"observedGeneration": generation}, warn=True)
-        return
-
-    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-    deployment = render_deployment(owner, spec, track="stable", replicas=spec.replicas)
-    current = kube.get("Deployment", owner.namespace, deployment["metadata"]["name"])
-    current = _apply_if_changed(kube, rc, deployment, current) or current
-    crash_point("microservice.after-deployment")
-
-    service = render_service(owner, spec)
-    current_service = kube.get("Service", owner.namespace, owner.name)
-    if _service_differs(service, current_service):
-        kube.apply(service)
-        verb = "Created" if current_service is None else "Updated"
-        rc.event(f"Service{verb}", f"{verb} Service {owner.name}")
-    crash_point("microservice.after-service")
-
-    health = track_health(current, spec.version)
-    ready = "True" if health.complete else "False"
-    conditions = [
+def _conditions(decision: Decision, ready: bool, ready_message: str) -> list[DesiredCondition]:
+    phase = decision.phase
+    reason = {
+        "Healthy": "Stable",
+        "Progressing": "Releasing",
+        "Paused": "Paused",
+        "Degraded": "RolledBack",
+    }[phase]
+    return [
         DesiredCondition(reasons.SPEC_VALID, "True", reasons.VALID, "the spec is valid"),
-        DesiredCondition(reasons.AVAILABLE, ready, health.reason, health.message),
+        DesiredCondition(
+            reasons.AVAILABLE,
+            "True" if ready else "False",
+            reasons.REPLICAS_READY if ready else reasons.REPLICAS_NOT_READY,
+            ready_message,
+        ),
         DesiredCondition(
             reasons.PROGRESSING,
-            "False" if health.complete or health.stuck else "True",
-            health.reason,
-            health.message,
+            "True" if phase in ("Progressing", "Paused") else "False",
+            reason,
+            decision.message,
         ),
-        DesiredCondition(reasons.READY, ready, health.reason, health.message),
+        DesiredCondition(
+            reasons.PAUSED,
+            "True" if phase == "Paused" else "False",
+            "Paused" if phase == "Paused" else "NotPaused",
+            decision.pause_reason or "not paused",
+        ),
+        DesiredCondition(
+            reasons.ROLLED_BACK,
+            "True" if phase == "Degraded" else "False",
+            "RolledBack" if phase == "Degraded" else "NotRolledBack",
+            decision.message if phase == "Degraded" else "no rollback",
+        ),
+        DesiredCondition(
+            reasons.READY,
+            "True" if phase == "Healthy" and ready else "False",
+            reason if phase != "Healthy" or ready else reasons.REPLICAS_NOT_READY,
+            decision.message if phase != "Healthy" or ready else ready_message,
+        ),
     ]
+
+
+def _write_status(
+    rc: Reconcile,
+    status: Mapping[str, Any],
+    spec: MicroserviceSpec,
+    generation: int,
+    tracks: _Tracks,
+    decision: Decision,
+    analysis_status: Mapping[str, Any] | None,
+    stable_version: str | None,
+    revision: str,
+) -> None:
+    stable_health = track_health(tracks.stable, stable_version or spec.version)
+    canary_ready = 0
+    if tracks.canary is not None:
+        canary_ready = int((tracks.canary.get("status") or {}).get("readyReplicas", 0) or 0)
+    state = decision.state
+    releasing = decision.phase != "Healthy" and state.revision is not None
+    if decision.phase == "Healthy":
+        stable_version = spec.version
+    elif tracks.revision("stable") == revision or decision.stable_template == "spec":
+        stable_version = status.get("stableVersion")  # the stable track is still rolling
+    failed = sum(
+        1
+        for m in (analysis_status or {}).get("measurements", []) or []
+        if m.get("verdict") == "Failed"
+    )
     fields: dict[str, Any] = {
         "observedGeneration": generation,
-        "phase": "Healthy" if health.complete else ("Degraded" if health.stuck else "Progressing"),
-        "replicas": health.desired,
-        "readyReplicas": health.ready,
-        "canaryWeight": 0,
-        "currentStepIndex": None,
-        "canaryVersion": None,
+        "phase": decision.phase,
+        "message": decision.message,
+        "stableVersion": stable_version,
+        "canaryVersion": spec.version if releasing else None,
+        "currentStepIndex": state.step_index if releasing else None,
+        "canaryWeight": state.canary_weight if decision.canary else 0,
+        "replicas": spec.replicas,
+        "readyReplicas": stable_health.ready + canary_ready,
+        "pauseReason": decision.pause_reason,
+        "failedChecks": failed,
+        "analysis": dict(analysis_status) if analysis_status else None,
+        "release": {
+            "revision": state.revision,
+            "stepStartedAt": state.step_started_at,
+            "abortedRevision": state.aborted_revision,
+            "promoting": state.promoting,
+            "handledCommands": dict(state.handled_commands) or None,
+        },
     }
-    if health.complete:
-        fields["stableVersion"] = spec.version
-    crash_point("microservice.before-status")
-    rc.write_status(status, conditions, fields)
+    ready_message = stable_health.message
+    rc.write_status(status, _conditions(decision, stable_health.complete, ready_message), fields)
 
 
-def _reconcile_guarded(
-    body: Mapping[str, Any], logger: logging.Logger | logging.LoggerAdapter[Any]
-) -> None:
-    meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
-        return
-    kube = runtime().kube
-    with _lock_for(meta["namespace"], meta["name"]):
-        fresh = kube.get("Microservice", meta["namespace"], meta["name"])
+def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
+    rt = runtime()
+    kube = rt.kube
+    with _lock_for(namespace, name):
+        fresh = kube.get("Microservice", namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
         rc = Reconcile.start(kube, fresh, logger)
         try:
-            reconcile_microservice(kube, fresh, rc)
+            after = reconcile_microservice(kube, fresh, rc)
         except Exception:
-            rc.log.exception("reconcile failed; the next event retries it")
-            raise
+            rc.log.exception("reconcile failed; retrying in 5s")
+            _requeue().schedule(namespace, name, 5.0)
+            return
+    if after is not None:
+        _requeue().schedule(namespace, name, after)
+
+
+_requeue_instance: Requeue | None = None
+
+
+def _requeue() -> Requeue:
+    global _requeue_instance
+    if _requeue_instance is None:
+        _requeue_instance = Requeue(lambda ns, name: _reconcile_guarded(ns, name))
+    return _requeue_instance
 
 
 @kopf.on.event(GROUP, VERSION, "microservices")
 def on_microservice_event(
-    event: Mapping[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
-    if event.get("type") == "DELETED":
+    if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
         return
-    _reconcile_guarded(body, logger)
+    _reconcile_guarded(body["metadata"]["namespace"], body["metadata"]["name"], logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: "pilotboat"})
 def on_child_deployment_event(
-    event: Mapping[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
     for ref in body.get("metadata", {}).get("ownerReferences", []) or []:
         if ref.get("kind") == "Microservice" and ref.get("controller"):
-            owner = {"metadata": {"namespace": body["metadata"]["namespace"], "name": ref["name"]}}
-            _reconcile_guarded(owner, logger)
+            _reconcile_guarded(body["metadata"]["namespace"], ref["name"], logger)

@@ -1,0 +1,435 @@
+"""The release state machine of a Microservice, as one pure function: `decide`.
+
+A release is identified by its *revision*: the digest of the pod template the spec asks
+for. While the stable Deployment runs another revision and the spec has canary steps, a
+release is in progress: the canary runs the new revision and the steps move its weight,
+pause, and run analyses. All that the machine remembers lives in `status` (`ReleaseState`),
+so an operator killed at any line resumes at the same step: it neither repeats a step
+that completed nor skips one that did not.
+
+Phases follow what Argo CD understands for rollouts: Healthy, Progressing, Paused,
+Degraded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from pilotboat.api import CanaryStep
+from pilotboat.api.common import parse_duration
+from pilotboat.core.traffic import ReplicaSplit, gateway_split, replica_split
+
+__all__ = [
+    "AnalysisOutcome",
+    "Command",
+    "Decision",
+    "Observations",
+    "Phase",
+    "ReleaseEvent",
+    "ReleaseState",
+    "decide",
+    "split",
+    "step_kind",
+]
+
+Phase = Literal["Healthy", "Progressing", "Paused", "Degraded"]
+Command = Literal["promote", "promoteFull", "abort", "retry"]
+Routing = Literal["replicaRatio", "gatewayAPI"]
+AnalysisResult = Literal["Running", "Successful", "Failed", "Inconclusive", "ErrorPaused"]
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """What `status` remembers about the release in progress."""
+
+    revision: str | None = None
+    step_index: int | None = None
+    step_started_at: float | None = None
+    canary_weight: int = 0
+    aborted_revision: str | None = None
+    handled_commands: Mapping[str, str] = field(default_factory=dict)
+    promoting: bool = False
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """Where the analysis of the current step stands, with its explanation."""
+
+    result: AnalysisResult
+    summary: str
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the handler read from the world before asking."""
+
+    desired_revision: str
+    stable_revision: str | None
+    stable_ready: bool
+    canary_revision: str | None = None
+    canary_ready_replicas: int = 0
+    analysis: AnalysisOutcome | None = None
+    commands: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReleaseEvent:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now, and what `status` says afterwards."""
+
+    phase: Phase
+    state: ReleaseState
+    message: str
+    stable_template: Literal["keep", "spec"] = "keep"
+    canary: bool = False
+    analyse: bool = False
+    reset_analysis: bool = False
+    pause_reason: str | None = None
+    requeue_after: float | None = None
+    events: tuple[ReleaseEvent, ...] = ()
+
+
+def step_kind(step: CanaryStep) -> str:
+    """The one field a step sets: setWeight, pause, analysis, setFlag or mirror."""
+    for name, value in (
+        ("setWeight", step.set_weight),
+        ("pause", step.pause),
+        ("analysis", step.analysis),
+        ("setFlag", step.set_flag),
+        ("mirror", step.mirror),
+    ):
+        if value is not None:
+            return name
+    raise ValueError("a canary step sets none of its kinds")
+
+
+def _pending(obs: Observations, state: ReleaseState, command: Command) -> str | None:
+    token = obs.commands.get(command)
+    if token and state.handled_commands.get(command) != token:
+        return token
+    return None
+
+
+def _handled(state: ReleaseState, obs: Observations, *commands: Command) -> ReleaseState:
+    handled = dict(state.handled_commands)
+    for command in commands:
+        if obs.commands.get(command):
+            handled[command] = obs.commands[command]
+    return replace(state, handled_commands=handled)
+
+
+def _steady(state: ReleaseState, obs: Observations, version: str) -> Decision:
+    """No release in progress: the stable track runs what the spec asks for."""
+    events: tuple[ReleaseEvent, ...] = ()
+    finishing = state.revision == obs.desired_revision and state.promoting
+    if not obs.stable_ready:
+        message = f"stable is rolling out {version}"
+        keep = (
+            replace(state, promoting=finishing)
+            if finishing
+            else ReleaseState(handled_commands=state.handled_commands)
+        )
+        return Decision("Progressing", keep, message, canary=finishing, requeue_after=None)
+    if finishing:
+        events = (ReleaseEvent("Promoted", f"{version} promoted: the canary became stable"),)
+    cleared = ReleaseState(handled_commands=state.handled_commands)
+    return Decision("Healthy", cleared, f"{version} is stable", events=events)
+
+
+def _rolled_back(
+    state: ReleaseState, message: str, events: tuple[ReleaseEvent, ...] = ()
+) -> Decision:
+    aborted = ReleaseState(
+        aborted_revision=state.revision,
+        handled_commands=state.handled_commands,
+        revision=state.revision,
+    )
+    return Decision("Degraded", aborted, message, events=events)
+
+
+def _promote(state: ReleaseState, version: str, why: str) -> Decision:
+    promoting = replace(state, promoting=True, canary_weight=100)
+    return Decision(
+        "Progressing",
+        promoting,
+        f"promoting {version}: {why}",
+        stable_template="spec",
+        canary=True,
+        events=(ReleaseEvent("Promoting", f"promoting {version}: {why}"),),
+    )
+
+
+def decide(
+    steps: Sequence[CanaryStep],
+    state: ReleaseState,
+    obs: Observations,
+    *,
+    version: str,
+    stable_version: str | None,
+    replicas: int,
+    routing: Routing = "replicaRatio",
+    now: float,
+) -> Decision:
+    """The next action of a Microservice's release and the status that follows.
+
+    - No stable Deployment yet, or no canary steps: the stable track takes the spec as is.
+    - Spec revision equals the stable one: steady state; a release that just promoted ends.
+    - Revision rolled back before: stays Degraded until the spec changes or `retry`.
+    - Otherwise the release walks its steps; `promote` skips the current wait, `promoteFull`
+      skips the rest, `abort` rolls back.
+    """
+    if obs.stable_revision is None or obs.stable_revision == obs.desired_revision:
+        if obs.stable_revision is None:
+            return Decision(
+                "Progressing",
+                ReleaseState(handled_commands=state.handled_commands),
+                f"deploying {version}",
+                stable_template="spec",
+            )
+        return _steady(state, obs, version)
+    if not steps:
+        return Decision(
+            "Progressing",
+            ReleaseState(handled_commands=state.handled_commands),
+            f"rolling out {version} (no canary steps)",
+            stable_template="spec",
+        )
+    if state.promoting and state.revision == obs.desired_revision:
+        return _promote(state, version, "waiting for the stable track to take it")
+
+    if state.aborted_revision == obs.desired_revision:
+        if _pending(obs, state, "retry"):
+            fresh = _handled(
+                ReleaseState(handled_commands=state.handled_commands), obs, "retry", "abort"
+            )
+            return _start(fresh, obs, version, stable_version, now, retried=True)
+        state = _handled(state, obs, "abort", "promote", "promoteFull")
+        return Decision(
+            "Degraded",
+            state,
+            f"{version} was rolled back; stable {stable_version} serves all traffic. "
+            "Change the spec or run `kubectl pilotboat retry` to try again",
+        )
+
+    if state.revision != obs.desired_revision:
+        return _start(
+            _handled(state, obs, "promote", "promoteFull", "abort", "retry"),
+            obs,
+            version,
+            stable_version,
+            now,
+            retried=False,
+        )
+
+    if _pending(obs, state, "abort"):
+        state = _handled(state, obs, "abort")
+        msg = f"{version} aborted by request; all traffic back to stable {stable_version}"
+        return _rolled_back(state, msg, (ReleaseEvent("Aborted", msg, warning=True),))
+    if _pending(obs, state, "promoteFull"):
+        return _promote(
+            _handled(state, obs, "promoteFull", "promote"), version, "full promotion requested"
+        )
+
+    return _walk(
+        steps,
+        state,
+        obs,
+        version=version,
+        stable_version=stable_version,
+        split=lambda w: split(routing, replicas, w),
+        now=now,
+    )
+
+
+def split(routing: Routing, replicas: int, weight: int) -> ReplicaSplit:
+    """Replicas per track for `weight` under `routing`."""
+    if routing == "gatewayAPI":
+        return gateway_split(replicas, weight)
+    return replica_split(replicas, weight)
+
+
+def _start(
+    state: ReleaseState,
+    obs: Observations,
+    version: str,
+    stable_version: str | None,
+    now: float,
+    *,
+    retried: bool,
+) -> Decision:
+    started = replace(
+        state,
+        revision=obs.desired_revision,
+        step_index=0,
+        step_started_at=now,
+        canary_weight=0,
+        aborted_revision=None,
+        promoting=False,
+    )
+    verb = "retrying" if retried else "starting"
+    message = f"{verb} the canary of {version} against stable {stable_version}"
+    return Decision(
+        "Progressing",
+        started,
+        message,
+        canary=True,
+        reset_analysis=True,
+        requeue_after=0,
+        events=(ReleaseEvent("RolloutStarted", message),),
+    )
+
+
+def _advance(state: ReleaseState, now: float) -> ReleaseState:
+    index = (state.step_index or 0) + 1
+    return replace(state, step_index=index, step_started_at=now)
+
+
+def _walk(
+    steps: Sequence[CanaryStep],
+    state: ReleaseState,
+    obs: Observations,
+    *,
+    version: str,
+    stable_version: str | None,
+    split: Callable[[int], ReplicaSplit],
+    now: float,
+) -> Decision:
+    index = state.step_index or 0
+    if index >= len(steps):
+        return _promote(state, version, f"all {len(steps)} steps passed")
+    step = steps[index]
+    kind = step_kind(step)
+    label = f"step {index + 1}/{len(steps)} ({kind})"
+    promote_token = _pending(obs, state, "promote")
+    started = state.step_started_at if state.step_started_at is not None else now
+
+    if kind == "setWeight":
+        weight = int(step.set_weight or 0)
+        moved = replace(state, canary_weight=weight)
+        wanted = split(weight).canary
+        ready = obs.canary_revision == obs.desired_revision or wanted == 0
+        if not (ready and obs.canary_ready_replicas >= wanted):
+            return Decision(
+                "Progressing", moved, f"{label}: waiting for the canary at {weight}%", canary=True
+            )
+        nxt = _advance(moved, now)
+        return Decision(
+            "Progressing",
+            nxt,
+            f"{label}: canary weight {weight}%",
+            canary=True,
+            requeue_after=0,
+            events=(ReleaseEvent("WeightSet", f"canary {version} at {weight}% of traffic"),),
+        )
+
+    if kind == "pause":
+        return _pause_step(step, label, state, obs, now, started, promote_token)
+
+    if kind == "analysis":
+        outcome = obs.analysis
+        if promote_token:
+            nxt = _advance(_handled(state, obs, "promote"), now)
+            return Decision(
+                "Progressing",
+                nxt,
+                f"{label}: skipped by request",
+                canary=True,
+                requeue_after=0,
+                reset_analysis=True,
+                events=(
+                    ReleaseEvent("AnalysisSkipped", f"{label} skipped by request", warning=True),
+                ),
+            )
+        if outcome is None or outcome.result == "Running":
+            detail = outcome.summary if outcome else "first measurement pending"
+            return Decision(
+                "Progressing", state, f"{label}: analysing, {detail}", canary=True, analyse=True
+            )
+        if outcome.result == "Successful":
+            return Decision(
+                "Progressing",
+                _advance(state, now),
+                f"{label}: {outcome.summary}",
+                canary=True,
+                reset_analysis=True,
+                requeue_after=0,
+                events=(ReleaseEvent("AnalysisPassed", f"{label}: {outcome.summary}"),),
+            )
+        if outcome.result == "Failed":
+            msg = (
+                f"{version} rolled back: {outcome.summary}; "
+                f"all traffic back to stable {stable_version}"
+            )
+            return _rolled_back(state, msg, (ReleaseEvent("RolledBack", msg, warning=True),))
+        reason = f"{label}: {outcome.summary}"
+        return Decision(
+            "Paused",
+            state,
+            reason,
+            canary=True,
+            pause_reason=reason,
+            analyse=outcome.result == "ErrorPaused",
+            events=(ReleaseEvent("AnalysisPaused", reason, warning=True),),
+        )
+
+    # setFlag and mirror: accepted by the API, carried out once their routers exist.
+    nxt = _advance(state, now)
+    return Decision(
+        "Progressing",
+        nxt,
+        f"{label}: not supported yet, skipped",
+        canary=True,
+        requeue_after=0,
+        events=(
+            ReleaseEvent("StepSkipped", f"{label} is not supported yet; skipped", warning=True),
+        ),
+    )
+
+
+def _pause_step(
+    step: CanaryStep,
+    label: str,
+    state: ReleaseState,
+    obs: Observations,
+    now: float,
+    started: float,
+    promote_token: str | None,
+) -> Decision:
+    pause = step.pause
+    assert pause is not None
+    if promote_token:
+        nxt = _advance(_handled(state, obs, "promote"), now)
+        return Decision(
+            "Progressing",
+            nxt,
+            f"{label}: promoted by request",
+            canary=True,
+            requeue_after=0,
+            events=(ReleaseEvent("PauseSkipped", f"{label} skipped by request"),),
+        )
+    if pause.duration is None:
+        reason = f"{label}: waiting for `kubectl pilotboat promote`"
+        return Decision("Paused", state, reason, canary=True, pause_reason=reason)
+    remaining = parse_duration(pause.duration) - (now - started)
+    if remaining > 0:
+        until = _dt.datetime.fromtimestamp(started + parse_duration(pause.duration), _dt.UTC)
+        reason = f"{label}: paused for {pause.duration}, until {until:%Y-%m-%dT%H:%M:%SZ}"
+        return Decision(
+            "Paused", state, reason, canary=True, pause_reason=reason, requeue_after=remaining
+        )
+    return Decision(
+        "Progressing",
+        _advance(state, now),
+        f"{label}: pause over",
+        canary=True,
+        requeue_after=0,
+    )

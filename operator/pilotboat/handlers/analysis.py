@@ -1,0 +1,194 @@
+"""Analysis of a canary step: take a measurement when one is due, and say where the step
+stands. Measurements live in `status.analysis`, so a restart continues the same step."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pilotboat.adapters.metrics import MetricProvider, measure
+from pilotboat.adapters.prometheus import prometheus_provider
+from pilotboat.api import AnalysisStep, AnalysisTemplate
+from pilotboat.api.common import parse_duration
+from pilotboat.core.analysis import Measurement, RunPhase, Verdict, analysis_interval, assess_run
+from pilotboat.core.rollout import AnalysisOutcome
+
+__all__ = ["DEFAULT_TEMPLATE", "StepAnalysis", "analyse_step", "effective_template"]
+
+HISTORY_PER_SIGNAL = 10
+
+# With no signals declared, a canary is still judged: errors at most 1%, and p99 latency
+# at most 1.5 times the stable's over the same window.
+DEFAULT_SIGNALS = {
+    "errors": {"maxRatio": 0.01},
+    "latency": {"quantile": 0.99, "maxRatioToStable": 1.5},
+}
+DEFAULT_TEMPLATE = AnalysisTemplate.model_validate({"signals": DEFAULT_SIGNALS})
+
+
+def effective_template(template: AnalysisTemplate | None) -> AnalysisTemplate:
+    """The template a step judges by: the strategy's, with default signals when it has none."""
+    if template is None:
+        return DEFAULT_TEMPLATE
+    if template.signals is None:
+        return template.model_copy(update={"signals": DEFAULT_TEMPLATE.signals})
+    return template
+
+
+@dataclass(frozen=True)
+class StepAnalysis:
+    """The outcome for the rollout core, and the status.analysis to write."""
+
+    outcome: AnalysisOutcome
+    status: dict[str, Any]
+    next_due_in: float
+    measured: Measurement | None
+
+
+def _iso(ts: _dt.datetime) -> str:
+    return ts.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(text: str | None) -> _dt.datetime | None:
+    if not text:
+        return None
+    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
+
+
+def _recorded(records: Sequence[Mapping[str, Any]], interval: str) -> list[Measurement]:
+    return [
+        Measurement(
+            taken_at=_parse_iso(r["at"]) or _dt.datetime.now(_dt.UTC),
+            interval=interval,
+            sample_size=None,
+            samples=(),
+            verdict=Verdict(r["verdict"]),
+            message=r.get("summary", ""),
+        )
+        for r in records
+    ]
+
+
+def _provider(url: str, cache: dict[str, MetricProvider]) -> MetricProvider:
+    if url not in cache:
+        cache[url] = prometheus_provider(url)
+    return cache[url]
+
+
+def analyse_step(
+    *,
+    template: AnalysisTemplate,
+    step: AnalysisStep,
+    step_index: int,
+    step_started_at: float | None,
+    previous: Mapping[str, Any] | None,
+    service: str,
+    namespace: str,
+    canary_version: str,
+    stable_version: str,
+    prometheus_url: str | None,
+    providers: dict[str, MetricProvider],
+    now: _dt.datetime,
+) -> StepAnalysis:
+    """Measure if an interval has passed since the last measurement of this step; assess.
+
+    Error measurements only stop a step while they last: once a measurement succeeds again,
+    the errors before it are dropped (they say nothing about the canary), so a rollout
+    paused because Prometheus was unreachable resumes by itself when it answers again.
+    """
+    previous = dict(previous or {})
+    interval = analysis_interval(template, step)
+    seconds = parse_duration(interval)
+    records = [
+        dict(r) for r in previous.get("measurements", []) or [] if r.get("step") == step_index
+    ]
+    history = list(previous.get("history", []) or [])
+    last = _parse_iso(records[-1]["at"]) if records else None
+    measured: Measurement | None = None
+    due = last is None or (now - last).total_seconds() >= seconds
+    # The first interval starts with the step: measuring at once would judge the window
+    # before the canary had its traffic.
+    since_start = now.timestamp() - step_started_at if step_started_at is not None else seconds
+    if last is None and since_start < seconds:
+        due = False
+    queries = int(previous.get("queries", 0) or 0)
+    if due:
+        if prometheus_url:
+            measured = measure(
+                _provider(prometheus_url, providers),
+                template,
+                service,
+                namespace,
+                canary_version,
+                stable_version,
+                interval,
+                now,
+            )
+        else:
+            measured = Measurement(
+                now,
+                interval,
+                None,
+                (),
+                Verdict.ERROR,
+                "no Prometheus address: set analysis.prometheus.address "
+                "or run the operator with --prometheus-url",
+            )
+        queries = measured.queries
+        records.append(
+            {
+                "at": _iso(now),
+                "step": step_index,
+                "verdict": measured.verdict.value,
+                "summary": measured.message,
+            }
+        )
+        for sample in measured.samples:
+            history.append(
+                {
+                    "signal": sample.signal,
+                    "value": _finite(sample.canary),
+                    "stableValue": _finite(sample.stable),
+                    "verdict": sample.verdict.value,
+                    "at": _iso(now),
+                    "message": sample.message,
+                }
+            )
+        history = _trim(history)
+    measurements = _recorded(records, interval)
+    if measurements and measurements[-1].verdict is not Verdict.ERROR:
+        measurements = [m for m in measurements if m.verdict is not Verdict.ERROR]
+    run = assess_run(template, measurements, step)
+    result = "ErrorPaused" if run.phase is RunPhase.ERROR_PAUSED else run.phase.value
+    outcome = AnalysisOutcome(result, run.summary)  # type: ignore[arg-type]
+    last_at = _iso(now) if due else (records[-1]["at"] if records else None)
+    elapsed = 0.0 if due else ((now - last).total_seconds() if last else 0.0)
+    status = {
+        "history": history,
+        "measurements": records[-20:],
+        "lastMeasuredAt": last_at,
+        "summary": run.summary,
+        "queries": queries,
+    }
+    wait = seconds - elapsed if last is not None or due else seconds - since_start
+    return StepAnalysis(outcome, status, max(wait, 0.5), measured)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return float(value)
+
+
+def _trim(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the last HISTORY_PER_SIGNAL records of each signal, in order."""
+    kept: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for record in reversed(history):
+        n = counts.get(record["signal"], 0)
+        if n < HISTORY_PER_SIGNAL:
+            kept.append(record)
+            counts[record["signal"]] = n + 1
+    return list(reversed(kept))

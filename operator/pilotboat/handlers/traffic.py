@@ -1,0 +1,67 @@
+"""Traffic routers: where the canary weight goes besides the replica counts.
+
+- replica ratio: the Service over both tracks does it; nothing more to write.
+- Gateway API: the operator owns the weights of the HTTPRoute's backendRefs that point to
+  `<name>-stable` and `<name>-canary`; every other field of the route stays the user's.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.api import CanaryStrategy
+from pilotboat.core.rollout import Decision, Routing
+from pilotboat.core.traffic import route_weights
+from pilotboat.core.workload import Owner
+from pilotboat.handlers.context import Reconcile
+
+__all__ = ["Routing", "route", "routing_of"]
+
+
+def routing_of(strategy: CanaryStrategy | None) -> Routing:
+    if strategy is not None and strategy.traffic_routing.gateway_api is not None:
+        return "gatewayAPI"
+    return "replicaRatio"
+
+
+def route(
+    kube: Kube, rc: Reconcile, owner: Owner, strategy: CanaryStrategy | None, decision: Decision
+) -> None:
+    """Set the HTTPRoute's weights for the decision, when the strategy routes by gateway."""
+    if strategy is None or strategy.traffic_routing.gateway_api is None:
+        return
+    gateway = strategy.traffic_routing.gateway_api
+    current = kube.get("HTTPRoute", owner.namespace, gateway.http_route)
+    if current is None:
+        rc.event(
+            "HTTPRouteMissing",
+            f"HTTPRoute {gateway.http_route} does not exist; "
+            "traffic follows the replica ratio only",
+            warning=True,
+        )
+        return
+    weight = decision.state.canary_weight if decision.canary else 0
+    if decision.state.promoting and decision.phase == "Progressing":
+        weight = 100
+    rules = route_weights(
+        current.get("spec", {}).get("rules", []) or [],
+        stable=f"{owner.name}-stable",
+        canary=f"{owner.name}-canary",
+        port=gateway.port,
+        weight=weight,
+    )
+    if rules != current.get("spec", {}).get("rules"):
+        kube.merge_patch(
+            "HTTPRoute",
+            owner.namespace,
+            gateway.http_route,
+            {
+                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                "spec": {"rules": copy.deepcopy(rules)},
+            },
+        )
+        rc.event(
+            "TrafficShifted",
+            f"HTTPRoute {gateway.http_route}: canary {weight}%, stable {100 - weight}%",
+        )
