@@ -42,6 +42,19 @@ class Story:
         self.kube.merge_patch(kind, self.namespace, name, dict(patch))
         return self
 
+    def patch_status_command(self, name: str, command: str) -> Story:
+        """What `kubectl pilotboat promote|abort|retry` does: a fresh token in status.commands."""
+        import uuid
+
+        self.kube.merge_patch(
+            "Microservice",
+            self.namespace,
+            name,
+            {"status": {"commands": {command: uuid.uuid4().hex}}},
+            subresource="status",
+        )
+        return self
+
     def delete(self, kind: str, name: str) -> Story:
         self.kube.delete(kind, self.namespace, name)
         return self

@@ -342,6 +342,9 @@ class ReleaseStatus(StatusModel):
         default=None, description="A revision rolled back; it is not retried until asked."
     )
     promoting: bool = Field(default=False, description="The stable track is taking the canary.")
+    rollback_reason: str | None = Field(
+        default=None, description="Why the last release was rolled back, with its numbers."
+    )
     handled_commands: RolloutCommands | None = Field(
         default=None, description="The command tokens already acted on."
     )

@@ -15,10 +15,11 @@ def main() -> None:
 
 def _register() -> None:
     from pilotboat.cli.crds import crds
+    from pilotboat.cli.release import abort, promote, retry, status
     from pilotboat.cli.run import run
 
-    main.add_command(crds)
-    main.add_command(run)
+    for command in (crds, run, status, promote, abort, retry):
+        main.add_command(command)
 
 
 _register()

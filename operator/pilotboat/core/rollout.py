@@ -52,6 +52,7 @@ class ReleaseState:
     aborted_revision: str | None = None
     handled_commands: Mapping[str, str] = field(default_factory=dict)
     promoting: bool = False
+    rollback_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def _rolled_back(
         aborted_revision=state.revision,
         handled_commands=state.handled_commands,
         revision=state.revision,
+        rollback_reason=message,
     )
     return Decision("Degraded", aborted, message, events=events)
 
@@ -213,11 +215,11 @@ def decide(
             )
             return _start(fresh, obs, version, stable_version, now, retried=True)
         state = _handled(state, obs, "abort", "promote", "promoteFull")
+        why = state.rollback_reason or f"{version} was rolled back"
         return Decision(
             "Degraded",
             state,
-            f"{version} was rolled back; stable {stable_version} serves all traffic. "
-            "Change the spec or run `kubectl pilotboat retry` to try again",
+            f"{why}. Change the spec or run `kubectl pilotboat retry` to try again",
         )
 
     if state.revision != obs.desired_revision:

@@ -111,6 +111,7 @@ def _release_state(status: Mapping[str, Any]) -> ReleaseState:
         aborted_revision=release.get("abortedRevision"),
         handled_commands=handled,
         promoting=bool(release.get("promoting")),
+        rollback_reason=release.get("rollbackReason"),
     )
 
 
@@ -433,6 +434,7 @@ def _write_status(
             "stepStartedAt": state.step_started_at,
             "abortedRevision": state.aborted_revision,
             "promoting": state.promoting,
+            "rollbackReason": state.rollback_reason,
             "handledCommands": dict(state.handled_commands) or None,
         },
     }
