@@ -29,6 +29,7 @@ __all__ = [
     "BackfillProgress",
     "MigrationChecksums",
     "GateStatus",
+    "VersionSeen",
     "SchemaMigrationStatus",
     "SCHEMA_MIGRATION",
     "ApprovedPhase",
@@ -150,6 +151,14 @@ class GateStatus(StatusModel):
     message: str = Field(default="", description="Why, in a sentence.")
 
 
+class VersionSeen(StatusModel):
+    """When a version of the required service was last seen running (pods, not spec)."""
+
+    version: str = Field(description="Value of the pods' app.kubernetes.io/version label.")
+    last_seen: str = Field(description="When a pod of it was last seen running (RFC 3339).")
+    pods: int = Field(default=0, ge=0, description="Pods of it running at that moment.")
+
+
 class SchemaMigrationStatus(StatusBase):
     """What the operator observed and did about a SchemaMigration."""
 
@@ -161,6 +170,18 @@ class SchemaMigrationStatus(StatusBase):
     checksums: MigrationChecksums | None = Field(default=None, description="Checksums of the SQL.")
     gates: list[GateStatus] = Field(
         default_factory=list, description="The contract's gates and whether each holds."
+    )
+    versions_seen: list[VersionSeen] = Field(
+        default_factory=list,
+        description="Versions of the required service seen running, and when last; "
+        "the soak counts from the last sighting of a retired version.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["version"],
+        },
+    )
+    message: str | None = Field(
+        default=None, description="What the migration waits for, or why it failed."
     )
 
 
@@ -176,6 +197,7 @@ SCHEMA_MIGRATION = KindDescriptor(
         PrinterColumn("Database", ".spec.database", description="The OwnedDatabase."),
         PrinterColumn("Phase", ".status.phase", description="Where the migration is."),
         PrinterColumn("Required", ".spec.requiredBy.version", description="Version that needs it."),
+        PrinterColumn("Message", ".status.message", priority=1, description="What it waits for."),
     ),
 )
 

@@ -45,6 +45,20 @@ __all__ = ["run"]
     default="json",
     show_default=True,
 )
+@click.option(
+    "--webhooks/--no-webhooks",
+    default=True,
+    show_default=True,
+    help="Serve admission webhooks: approver identity on MigrationApprovals, and refusal of "
+    "a second claimant of an OwnedDatabase. Without them approvals do not count.",
+)
+@click.option(
+    "--webhook-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the webhook server listens on, and the API server calls.",
+)
+@click.option("--webhook-port", default=0, help="Webhook server port; a free one when 0.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def run(
     namespaces: tuple[str, ...],
@@ -53,6 +67,9 @@ def run(
     prometheus_url: str | None,
     peering: str | None,
     log_format: str,
+    webhooks: bool,
+    webhook_address: str,
+    webhook_port: int,
     verbose: bool,
 ) -> None:
     """Run the Pilotboat operator."""
@@ -79,7 +96,12 @@ def run(
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         api_client = kubernetes.client.ApiClient()
-    configure_runtime(Runtime(kube=Kube(api_client), prometheus_url=prometheus_url))
+    kube = Kube(api_client)
+    configure_runtime(
+        Runtime(kube=kube, prometheus_url=prometheus_url, extras={"webhooks": webhooks})
+    )
+    if webhooks:
+        from pilotboat.handlers import webhooks as _webhooks
 
     @kopf.on.startup()
     def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -88,6 +110,15 @@ def run(
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 8
         settings.networking.error_backoffs = [1, 2, 5, 10]
+        if webhooks:
+            settings.admission.server = _webhooks.PilotboatWebhookServer(
+                kube,
+                name=_webhooks.webhook_configuration_name(namespaces, peering),
+                namespaces=namespaces,
+                addr=webhook_address,
+                host=webhook_address,
+                port=webhook_port or None,
+            )
 
     asyncio.run(
         kopf.operator(

@@ -1,0 +1,234 @@
+"""Admission webhooks served by the operator (``pilotboat run --webhooks``, the default).
+
+Two webhooks:
+
+* ``approval-identity`` (mutating, ``failurePolicy: Fail``) stamps every new
+  MigrationApproval with the creator's identity from the admission request's ``userInfo``
+  and refuses changes to an existing one (:func:`pilotboat.handlers.approvals.admit_approval`);
+* ``database-claim`` (validating, ``failurePolicy: Ignore``) refuses a Microservice that
+  claims an OwnedDatabase owned by another service, naming the owner. ``Ignore`` because
+  the Microservice reconciler enforces the same rule (:func:`database_claim`); the webhook
+  only says no earlier, at ``kubectl apply`` time.
+
+Kopf serves them (``kopf.WebhookServer`` over HTTPS with a self-signed certificate made by
+``openssl``); the operator registers the webhook configurations itself rather than through
+Kopf's managed mode, so that each configuration
+
+* is named after the operator instance (its peering name, or a hash of the namespaces it
+  watches): operators watching different namespaces do not overwrite each other's;
+* applies only to the namespaces the operator watches (``matchConditions`` in CEL built
+  from its namespace patterns): a stopped operator blocks approvals in its own namespaces
+  only.
+
+The configurations stay when the operator stops: removing them would open a window in
+which approvals are created without a stamp (and any stamp a client wrote would pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from pilotboat import GROUP, VERSION
+from pilotboat.adapters.kube import Kube
+from pilotboat.core import reasons
+from pilotboat.handlers.approvals import ApprovalRefused, admit_approval
+from pilotboat.handlers.context import runtime
+from pilotboat.handlers.databases import database_claim
+
+__all__ = [
+    "PilotboatWebhookServer",
+    "namespace_match_expression",
+    "webhook_configuration_name",
+]
+
+_log = logging.getLogger("pilotboat.webhooks")
+APPROVAL_WEBHOOK = "approval-identity"
+CLAIM_WEBHOOK = "database-claim"
+
+
+def webhook_configuration_name(namespaces: Sequence[str], peering: str | None) -> str:
+    """``pilotboat-<peering>`` or ``pilotboat-<hash of the namespace patterns>``.
+
+    >>> webhook_configuration_name([], "prod")
+    'pilotboat-prod'
+    >>> webhook_configuration_name([], None)
+    'pilotboat-clusterwide'
+    """
+    if peering:
+        return f"pilotboat-{peering}"
+    if not namespaces:
+        return "pilotboat-clusterwide"
+    digest = hashlib.sha256(",".join(sorted(namespaces)).encode()).hexdigest()[:10]
+    return f"pilotboat-ns-{digest}"
+
+
+def _glob_regex(pattern: str) -> str:
+    return (
+        "^"
+        + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+        + "$"
+    )
+
+
+def namespace_match_expression(namespaces: Sequence[str]) -> str | None:
+    """CEL over the admission request selecting the namespaces Kopf watches (globs, ``!x``).
+
+    >>> namespace_match_expression(["t-*", "!t-skip"])
+    "(request.namespace.matches('^t\\\\-.*$')) && !(request.namespace.matches('^t\\\\-skip$'))"
+    >>> namespace_match_expression([]) is None
+    True
+    """
+    patterns = [p.strip() for arg in namespaces for p in arg.split(",") if p.strip()]
+    if not patterns:
+        return None
+
+    def matches(p: str) -> str:
+        escaped = _glob_regex(p).replace("\\", "\\\\").replace("'", "\\'")
+        return f"request.namespace.matches('{escaped}')"
+
+    include = [matches(p) for p in patterns if not p.startswith("!")] or ["true"]
+    exclude = [matches(p[1:]) for p in patterns if p.startswith("!")]
+    expression = f"({' || '.join(include)})"
+    if exclude:
+        expression += f" && !({' || '.join(exclude)})"
+    return expression
+
+
+def _self_signed(directory: Path, host: str) -> tuple[Path, Path]:
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    san = f"IP:{host}" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", host) else f"DNS:{host}"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "365",
+         "-subj", f"/CN={host}", "-addext", f"subjectAltName={san},DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def _configurations(
+    name: str, client_config: Mapping[str, Any], namespaces: Sequence[str]
+) -> list[dict[str, Any]]:
+    base_url = str(client_config["url"]).rstrip("/")
+    expression = namespace_match_expression(namespaces)
+    match = [{"name": "watched-namespaces", "expression": expression}] if expression else []
+
+    def webhook(handler: str, plural: str, failure: str) -> dict[str, Any]:
+        return {
+            "name": f"{handler}.{GROUP}",
+            "clientConfig": {
+                "url": f"{base_url}/{handler}",
+                "caBundle": client_config.get("caBundle"),
+            },
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "apiVersions": [VERSION],
+                    "resources": [plural],
+                    "operations": ["CREATE", "UPDATE"],
+                    "scope": "Namespaced",
+                }
+            ],
+            "failurePolicy": failure,
+            "sideEffects": "None",
+            "matchPolicy": "Equivalent",
+            "timeoutSeconds": 10,
+            "admissionReviewVersions": ["v1"],
+            "matchConditions": match,
+        }
+
+    labels = {"app.kubernetes.io/managed-by": "pilotboat"}
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name, "labels": labels},
+            "webhooks": [webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail")],
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name, "labels": labels},
+            "webhooks": [webhook(CLAIM_WEBHOOK, "microservices", "Ignore")],
+        },
+    ]
+
+
+class PilotboatWebhookServer(kopf.WebhookServer):
+    """Kopf's HTTPS webhook server that registers Pilotboat's own webhook configurations."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        name: str,
+        namespaces: Sequence[str],
+        addr: str,
+        host: str,
+        port: int | None = None,
+    ) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="pilotboat-webhook-"))
+        cert, key = _self_signed(directory, host)
+        super().__init__(
+            addr=addr,
+            host=host,
+            port=port or None,
+            certfile=str(cert),
+            pkeyfile=str(key),
+            cafile=str(cert),
+        )
+        self._kube = kube
+        self._name = name
+        self._namespaces = list(namespaces)
+
+    def _register(self, client_config: Mapping[str, Any]) -> None:
+        for configuration in _configurations(self._name, client_config, self._namespaces):
+            self._kube.apply(configuration)
+        _log.info("webhooks registered as %s at %s", self._name, client_config.get("url"))
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for client_config in super().__call__(fn):
+            await asyncio.to_thread(self._register, client_config)
+            yield client_config
+
+
+# --- the handlers ------------------------------------------------------------------------------
+
+
+@kopf.on.mutate(
+    GROUP, VERSION, "migrationapprovals", id=APPROVAL_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+def approval_identity(
+    body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+) -> None:
+    operation, old = str(kwargs.get("operation")), kwargs.get("old")
+    try:
+        stamp = admit_approval(runtime().kube, operation, body, old, dict(userinfo))
+    except ApprovalRefused as refusal:
+        raise kopf.AdmissionError(str(refusal), code=403) from None
+    if stamp:
+        patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "microservices", id=CLAIM_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+def database_claim_check(body: kopf.Body, **_: Any) -> None:
+    ref = ((body.get("spec") or {}).get("database") or {}).get("ownedDatabase")
+    if not ref:
+        return
+    meta = body["metadata"]
+    claim = database_claim(runtime().kube, meta["namespace"], meta["name"], str(ref))
+    if claim.reason == reasons.DATABASE_OWNED_BY_ANOTHER:
+        raise kopf.AdmissionError(claim.message, code=403)
