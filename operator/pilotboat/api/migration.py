@@ -197,7 +197,6 @@ SCHEMA_MIGRATION = KindDescriptor(
         PrinterColumn("Database", ".spec.database", description="The OwnedDatabase."),
         PrinterColumn("Phase", ".status.phase", description="Where the migration is."),
         PrinterColumn("Required", ".spec.requiredBy.version", description="Version that needs it."),
-        PrinterColumn("Message", ".status.message", priority=1, description="What it waits for."),
     ),
 )
 
