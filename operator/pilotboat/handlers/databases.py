@@ -449,6 +449,12 @@ def _reconcile_named(namespace: str, name: str, logger: Any = None) -> None:
         rc = Reconcile.start(kube, fresh, logger)
         try:
             again = reconcile_owned_database(kube, fresh, rc, database_engine())
+        except ApiException as exc:
+            if exc.status == 404:  # deleted while we worked on it
+                return
+            rc.log.exception("reconcile failed; retrying")
+            _requeue.schedule(namespace, name, _RETRY_SECONDS)
+            raise
         except Exception:
             rc.log.exception("reconcile failed; retrying")
             _requeue.schedule(namespace, name, _RETRY_SECONDS)

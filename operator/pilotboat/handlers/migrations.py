@@ -674,6 +674,12 @@ def _reconcile_named(namespace: str, name: str, logger: Any = None) -> None:
         rc = Reconcile.start(kube, fresh, logger)
         try:
             again = reconcile_migration(kube, fresh, rc, database_engine())
+        except ApiException as exc:
+            if exc.status == 404:  # deleted while we worked on it
+                return
+            rc.log.exception("reconcile failed; retrying")
+            _requeue.schedule(namespace, name, _FAILED_RETRY)
+            raise
         except Exception:
             rc.log.exception("reconcile failed; retrying")
             _requeue.schedule(namespace, name, _FAILED_RETRY)
