@@ -30,7 +30,7 @@ from tests.story import Story
 REPO = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("PILOTBOAT_STATE", REPO / ".state"))
 
-pytest_plugins = ["tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.prometheus"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -82,14 +82,16 @@ def kube(kube_api: kubernetes.client.ApiClient) -> Kube:
     return Kube(kube_api, field_manager="pilotboat-tests")
 
 
-# The shared operator watches namespaces named t-*; tests that run an operator of their
-# own (to crash it on purpose) use x-* namespaces, which only that operator sees.
-SHARED_OPERATOR_NAMESPACES = "t-*"
+# The shared operator watches only this session's t<id>-* namespaces (so two test sessions
+# on one cluster never act on each other's objects); tests that run an operator of their
+# own (to crash it on purpose) use x<id>-* namespaces, which only that operator sees.
+SESSION = secrets.token_hex(2)
+SHARED_OPERATOR_NAMESPACES = f"t{SESSION}-*"
 
 
 def _make_namespace(kube: Kube, request: pytest.FixtureRequest, prefix: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{prefix}-{slug}-{secrets.token_hex(2)}"
+    name = f"{prefix}{SESSION}-{slug}"[:58].rstrip("-") + f"-{secrets.token_hex(2)}"
     kube.apply(
         {
             "apiVersion": "v1",

@@ -79,6 +79,7 @@ class Reconcile:
     body: Mapping[str, Any]
     correlation_id: str
     log: logging.LoggerAdapter[Any]
+    emitted: set[str] = field(default_factory=set)
 
     @classmethod
     def start(cls, kube: Kube, body: Mapping[str, Any], parent: Any = None) -> Reconcile:
@@ -96,6 +97,7 @@ class Reconcile:
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:
         """An Event on the object, and the same line in the log with the correlation id."""
+        self.emitted.add(reason)
         level = logging.WARNING if warning else logging.INFO
         self.log.log(level, "%s: %s", reason, message, extra={"reason": reason})
         try:
@@ -131,7 +133,7 @@ class Reconcile:
             before = find_condition(old_conditions, want.type)
             flipped = before is None or before.get("status") != want.status
             if flipped or (before or {}).get("reason") != want.reason:
-                if want.type == "Ready" or warn:
+                if (want.type == "Ready" or warn) and want.reason not in self.emitted:
                     self.event(want.reason, want.message, warning=want.status == "False" and warn)
         meta = self.body["metadata"]
         patch = {"status": {k: new_status.get(k) for k in {*fields, "conditions"}}}
