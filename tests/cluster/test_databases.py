@@ -163,3 +163,57 @@ def test_only_the_owner_may_claim_the_database(
     assert refused.value.status == 403
     assert "owned by Microservice orders" in str(refused.value.body)
     assert story.get("Microservice", "payments") is None
+
+
+def _env_names(deployment: dict[str, Any] | None) -> dict[str, Any]:
+    assert deployment is not None
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("valueFrom") for e in container.get("env", [])}
+
+
+def test_only_the_owners_deployment_gets_the_credentials(
+    story: Story, postgres_server: PostgresServer
+) -> None:
+    story.given(admin_secret(postgres_server), owned_database("orders-db", postgres_server))
+    story.given(
+        microservice("orders", replicas=1, database={"ownedDatabase": "orders-db"}),
+        microservice("payments", replicas=1),
+    )
+    story.wait_condition("Microservice", "orders", "Ready", timeout=90)
+    story.wait_condition("Microservice", "payments", "Ready", timeout=90)
+
+    orders_env = _env_names(story.get("Deployment", "orders"))
+    assert orders_env["DATABASE_URL"] == {
+        "secretKeyRef": {"name": "pilotboat-db-orders-db", "key": "uri"}
+    }
+    assert {"PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"} <= set(orders_env)
+    payments_env = _env_names(story.get("Deployment", "payments"))
+    assert not {"DATABASE_URL", "PGPASSWORD"} & set(payments_env)
+    for deployment in story.kube.list("Deployment", story.namespace):
+        text = str(deployment["spec"]["template"])
+        assert secret_values(story, "pilotboat-db-orders-db")["password"] not in text
+
+
+def test_a_service_claiming_anothers_database_is_left_unreconciled(
+    story: Story, postgres_server: PostgresServer
+) -> None:
+    # The claim is made before the database names its owner, so admission cannot refuse
+    # it; the reconciler is the second line of defence: no Deployment, a condition, an Event.
+    story.given(microservice("reports", replicas=1, database={"ownedDatabase": "orders-db"}))
+    ms = story.wait_condition("Microservice", "reports", "DatabaseClaimed", "False")
+    assert "does not exist" in str(ms["status"]["conditions"])
+    story.given(admin_secret(postgres_server), owned_database("orders-db", postgres_server))
+    story.wait_condition("OwnedDatabase", "orders-db", "Ready")
+
+    def refused(o: dict[str, Any] | None) -> bool:
+        conds = ((o or {}).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "DatabaseClaimed" and c["reason"] == "DatabaseOwnedByAnother"
+                   for c in conds)
+
+    ms = story.wait_for("Microservice", "reports", refused, timeout=60, what="refused")
+    assert ms is not None
+    cond = next(c for c in ms["status"]["conditions"] if c["type"] == "DatabaseClaimed")
+    assert "owned by Microservice orders" in cond["message"]
+    assert story.get("Deployment", "reports") is None
+    assert any(e["reason"] == "DatabaseOwnedByAnother" and e["type"] == "Warning"
+               for e in story.events("reports"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,8 +69,9 @@ def selector_labels(service: str, track: Track) -> dict[str, str]:
     return {LABEL_NAME: service, LABEL_TRACK: track}
 
 
-def _container(spec: MicroserviceSpec) -> dict[str, Any]:
+def _container(spec: MicroserviceSpec, extra_env: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     env: list[dict[str, Any]] = [{"name": e.name, "value": e.value} for e in spec.env or ()]
+    env += [dict(e) for e in extra_env]
     env += [
         {"name": "SERVICE_VERSION", "value": spec.version},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -103,9 +104,11 @@ def _container(spec: MicroserviceSpec) -> dict[str, Any]:
     return container
 
 
-def _pod_template(spec: MicroserviceSpec, service: str, track: Track) -> dict[str, Any]:
+def _pod_template(
+    spec: MicroserviceSpec, service: str, track: Track, extra_env: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     metrics_port = spec.ports[0].target_port or spec.ports[0].port
-    pod_spec: dict[str, Any] = {"containers": [_container(spec)]}
+    pod_spec: dict[str, Any] = {"containers": [_container(spec, extra_env)]}
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -135,18 +138,28 @@ def template_hash(template: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def revision_of(service: str, spec: MicroserviceSpec) -> str:
+def revision_of(
+    service: str, spec: MicroserviceSpec, extra_env: Sequence[Mapping[str, Any]] = ()
+) -> str:
     """The release revision of `spec`: the digest of the pod template it asks for, the same
     whichever track runs it. Replicas are not part of it: scaling is not a release."""
-    return template_hash(_pod_template(spec, service, "stable"))
+    return template_hash(_pod_template(spec, service, "stable", extra_env))
 
 
 def render_deployment(
-    owner: Owner, spec: MicroserviceSpec, *, track: Track, replicas: int
+    owner: Owner,
+    spec: MicroserviceSpec,
+    *,
+    track: Track,
+    replicas: int,
+    extra_env: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The Deployment of one track, with `replicas` replicas of `spec`'s version."""
-    template = _pod_template(spec, owner.name, track)
-    revision = revision_of(owner.name, spec)
+    """The Deployment of one track, with `replicas` replicas of `spec`'s version.
+
+    `extra_env` joins the container's environment (the owned database's credentials, as
+    references to their Secret)."""
+    template = _pod_template(spec, owner.name, track, extra_env)
+    revision = revision_of(owner.name, spec, extra_env)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

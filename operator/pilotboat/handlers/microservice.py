@@ -25,6 +25,7 @@ from pilotboat.adapters.kube import Kube
 from pilotboat.api import CanaryStrategy, MicroserviceSpec, RolloutPolicySpec
 from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition
+from pilotboat.core.database_env import database_env
 from pilotboat.core.readiness import track_health
 from pilotboat.core.rollout import (
     Decision,
@@ -46,7 +47,9 @@ from pilotboat.core.workload import (
 from pilotboat.handlers import traffic
 from pilotboat.handlers.analysis import analyse_step, effective_template
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
+from pilotboat.handlers.databases import database_claim
 from pilotboat.handlers.faults import crash_point
+from pilotboat.handlers.migrations import migrations_blocking
 from pilotboat.handlers.requeue import Requeue
 
 __all__ = ["reconcile_microservice"]
@@ -171,8 +174,18 @@ def reconcile_microservice(
         return None
 
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    extra_env: list[dict[str, Any]] = []
+    if spec.database is not None:
+        claim = database_claim(kube, owner.namespace, owner.name, spec.database.owned_database)
+        if claim.secret_name is None:
+            return _hold_for_database(
+                rc, status, generation, claim.allowed, claim.reason, claim.message
+            )
+        extra_env = database_env(claim.secret_name)
     routing = traffic.routing_of(strategy)
-    stable_dep = render_deployment(owner, spec, track="stable", replicas=spec.replicas)
+    stable_dep = render_deployment(
+        owner, spec, track="stable", replicas=spec.replicas, extra_env=extra_env
+    )
     revision = stable_dep["metadata"]["annotations"][ANNOTATION_REVISION]
     tracks = _Tracks(
         kube.get("Deployment", owner.namespace, deployment_name(owner.name, "stable")),
@@ -180,6 +193,10 @@ def reconcile_microservice(
     )
     state = _release_state(status)
     stable_version = tracks.version("stable")
+    if tracks.revision("stable") != revision and state.revision != revision:
+        blocking = migrations_blocking(kube, owner.namespace, owner.name, spec.version)
+        if blocking:
+            return _hold_for_migrations(rc, status, generation, spec.version, blocking)
     canary_health = track_health(tracks.canary, spec.version)
     commands = {k: v for k, v in (status.get("commands") or {}).items() if v and k in _COMMANDS}
     steps = strategy.steps if strategy else []
@@ -260,7 +277,7 @@ def reconcile_microservice(
             "measurements": [],
         }
 
-    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing)
+    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
     crash_point("microservice.after-deployment")
     _apply_services(kube, rc, owner, spec, routing)
     traffic.route(kube, rc, owner, strategy, decision)
@@ -290,6 +307,7 @@ def _apply_tracks(
     tracks: _Tracks,
     decision: Decision,
     routing: traffic.Routing,
+    extra_env: list[dict[str, Any]],
 ) -> None:
     weight = decision.state.canary_weight if decision.canary else 0
     replicas = split(routing, spec.replicas, weight)
@@ -297,7 +315,9 @@ def _apply_tracks(
         _apply_deployment(
             kube,
             rc,
-            render_deployment(owner, spec, track="stable", replicas=spec.replicas),
+            render_deployment(
+                owner, spec, track="stable", replicas=spec.replicas, extra_env=extra_env
+            ),
             tracks.stable,
         )
     else:
@@ -307,7 +327,9 @@ def _apply_tracks(
         _apply_deployment(
             kube,
             rc,
-            render_deployment(owner, spec, track="canary", replicas=canary_replicas),
+            render_deployment(
+                owner, spec, track="canary", replicas=canary_replicas, extra_env=extra_env
+            ),
             tracks.canary,
         )
     elif tracks.canary is not None:
@@ -316,6 +338,46 @@ def _apply_tracks(
         else:
             kube.delete("Deployment", owner.namespace, deployment_name(owner.name, "canary"))
             rc.log.info("deleted the canary Deployment")
+
+
+def _hold_for_database(
+    rc: Reconcile,
+    status: Mapping[str, Any],
+    generation: int,
+    allowed: bool,
+    reason: str,
+    message: str,
+) -> float | None:
+    """The owned database is refused (left unreconciled) or not ready (wait for it)."""
+    conditions = [
+        DesiredCondition(reasons.DATABASE_CLAIMED, "False", reason, message),
+        DesiredCondition(reasons.READY, "False", reason, message),
+    ]
+    fields = {
+        "observedGeneration": generation,
+        "message": message,
+        "phase": status.get("phase") or "Progressing",
+    }
+    rc.write_status(status, conditions, fields, warn=not allowed)
+    return None if not allowed else 5.0
+
+
+def _hold_for_migrations(
+    rc: Reconcile,
+    status: Mapping[str, Any],
+    generation: int,
+    version: str,
+    blocking: list[str],
+) -> float:
+    """A migration this version needs has not expanded yet: the release waits for it."""
+    message = f"{version} waits for its schema migrations: " + "; ".join(blocking)
+    conditions = [
+        DesiredCondition(reasons.MIGRATIONS_READY, "False", reasons.WAITING_FOR_EXPAND, message),
+        DesiredCondition(reasons.PROGRESSING, "True", reasons.WAITING_FOR_EXPAND, message),
+    ]
+    fields = {"observedGeneration": generation, "message": message, "phase": "Progressing"}
+    rc.write_status(status, conditions, fields)
+    return 5.0
 
 
 def _apply_services(
@@ -347,7 +409,9 @@ def _service_differs(desired: Mapping[str, Any], current: Mapping[str, Any] | No
     return bool(have.get("selector") != want["selector"] or have_ports != want["ports"])
 
 
-def _conditions(decision: Decision, ready: bool, ready_message: str) -> list[DesiredCondition]:
+def _conditions(
+    decision: Decision, ready: bool, ready_message: str, database: bool
+) -> list[DesiredCondition]:
     phase = decision.phase
     reason = {
         "Healthy": "Stable",
@@ -355,7 +419,21 @@ def _conditions(decision: Decision, ready: bool, ready_message: str) -> list[Des
         "Paused": "Paused",
         "Degraded": "RolledBack",
     }[phase]
+    extra = []
+    if database:
+        extra.append(
+            DesiredCondition(
+                reasons.DATABASE_CLAIMED,
+                "True",
+                "DatabaseReady",
+                "the owned database's credentials are injected",
+            )
+        )
     return [
+        *extra,
+        DesiredCondition(
+            reasons.MIGRATIONS_READY, "True", "MigrationsApplied", "no migration holds this version"
+        ),
         DesiredCondition(reasons.SPEC_VALID, "True", reasons.VALID, "the spec is valid"),
         DesiredCondition(
             reasons.AVAILABLE,
@@ -439,7 +517,10 @@ def _write_status(
         },
     }
     ready_message = stable_health.message
-    rc.write_status(status, _conditions(decision, stable_health.complete, ready_message), fields)
+    conditions = _conditions(
+        decision, stable_health.complete, ready_message, spec.database is not None
+    )
+    rc.write_status(status, conditions, fields)
 
 
 def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
@@ -486,3 +567,24 @@ def on_child_deployment_event(
     for ref in body.get("metadata", {}).get("ownerReferences", []) or []:
         if ref.get("kind") == "Microservice" and ref.get("controller"):
             _reconcile_guarded(body["metadata"]["namespace"], ref["name"], logger)
+
+
+@kopf.on.event(GROUP, VERSION, "owneddatabases")
+def on_owned_database_for_its_claimants(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """The owner, and any service that names this database, may now see it differently."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    owner = (body.get("spec") or {}).get("owner")
+    claimants = {
+        ms["metadata"]["name"]
+        for ms in runtime().kube.list("Microservice", namespace)
+        if ((ms.get("spec") or {}).get("database") or {}).get("ownedDatabase") == name
+    }
+    for service in sorted(claimants | ({owner} if owner else set())):
+        _reconcile_guarded(namespace, service, logger)
+
+
+@kopf.on.event(GROUP, VERSION, "schemamigrations")
+def on_schema_migration_for_its_service(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    service = ((body.get("spec") or {}).get("requiredBy") or {}).get("service")
+    if service:
+        _reconcile_guarded(body["metadata"]["namespace"], service, logger)
