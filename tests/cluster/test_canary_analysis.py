@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.fixtures.prometheus import LocalPrometheus
 from tests.manifests import microservice
 from tests.story import Story
