@@ -18,4 +18,3 @@ for svc in prometheus postgresql; do
     systemctl stop "$svc" || true
   fi
 done
-pkill -x prometheus 2>/dev/null || true
