@@ -12,7 +12,8 @@
 # Images (tags in images/versions.env):
 #   localhost/pilotboat/pause        static C binary; containerd's sandbox image
 #   localhost/pilotboat/python-base  Debian bookworm minbase (mmdebstrap) + python3, python3-venv
-#   localhost/pilotboat/echo         python-base + images/echo/echo.py
+#   localhost/pilotboat/echo         python-base + images/echo/echo.py; also tagged
+#                                    echo:v1, echo:v2, echo:v3 (ECHO_ALIASES)
 #
 # Each image is built once into ~/.cache/pilotboat/images/NAME-TAG-HASH.oci.tar, HASH being
 # a hash of its inputs: its folder under images/, its base image's hash, the apt sources, the
@@ -122,6 +123,12 @@ import_all() {
     "${c[@]}" images import --no-unpack=false --all-platforms=false \
       --index-name="" "${archive[$name]}" >/dev/null
   done
+  # The same echo image under the tags tests use for versions (echo:v1, echo:v2, ...)
+  want=$(cat "${archive[echo]}.digest")
+  for name in ${ECHO_ALIASES:-}; do
+    have=$("${c[@]}" images ls "name==localhost/pilotboat/echo:$name" 2>/dev/null | awk 'NR > 1 {print $3}')
+    [ "$have" = "$want" ] || "${c[@]}" images tag --force "${ref[echo]}" "localhost/pilotboat/echo:$name" >/dev/null
+  done
   # The sandbox image must never be garbage-collected: there is no registry to pull it back.
   "${c[@]}" images label "${ref[pause]}" io.cri-containerd.pinned=pinned >/dev/null
 }
@@ -136,6 +143,9 @@ case "${1:-all}" in
     build_all
     pb_containerd_up || pb_die "the node's containerd is not running ($pb_containerd_sock)"
     import_all ;;
-  refs) plan; printf '%s\n' "${ref[pause]}" "${ref[python-base]}" "${ref[echo]}" ;;
+  refs)
+    plan
+    printf '%s\n' "${ref[pause]}" "${ref[python-base]}" "${ref[echo]}"
+    for name in ${ECHO_ALIASES:-}; do echo "localhost/pilotboat/echo:$name"; done ;;
   *) echo "usage: $0 [all|build|import|refs]" >&2; exit 2 ;;
 esac

@@ -294,6 +294,8 @@ cluster_up() {
 # --- commands --------------------------------------------------------------------------------
 
 cmd_runtime() {
+  # A unix socket path has at most 107 bytes; containerd adds ".ttrpc" to this one.
+  [ ${#sock} -le 100 ] || die "containerd socket path too long (${#sock} > 100): $sock; use a shorter PILOTBOAT_STATE"
   mkdir -p "$S" "$logs" "$pids"
   exec 9>"$S/.lock"
   flock 9
@@ -316,15 +318,14 @@ cmd_up() {
 
 kill_pods() {  # every container of our containerd, sandboxes included
   pb_containerd_up || return 0
-  local ids id
+  local ids id deadline=$((SECONDS + 15))
   ids="$("${ctr[@]}" tasks ls -q 2>/dev/null)" || true
   for id in $ids; do "${ctr[@]}" tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
-  for id in $ids; do
-    local i
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-      "${ctr[@]}" tasks delete -f "$id" >/dev/null 2>&1 && break
-      sleep 0.3
-    done
+  # containerd's CRI plugin deletes a sandbox's task itself when it sees it exit; delete
+  # whatever is left until none is.
+  while ids="$("${ctr[@]}" tasks ls -q 2>/dev/null)" && [ -n "$ids" ] && [ "$SECONDS" -lt "$deadline" ]; do
+    for id in $ids; do "${ctr[@]}" tasks delete -f "$id" >/dev/null 2>&1 || true; done
+    sleep 0.2
   done
   ids="$("${ctr[@]}" containers ls -q 2>/dev/null)" || true
   # shellcheck disable=SC2086

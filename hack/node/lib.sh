@@ -3,7 +3,7 @@
 
 pb_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 pb_cache="${PILOTBOAT_CACHE:-$HOME/.cache/pilotboat}"
-pb_state="$pb_repo/.state"
+pb_state="${PILOTBOAT_STATE:-$pb_repo/.state}"  # as hack/cluster.sh
 pb_node_state="$pb_state/node"
 # The node's own containerd (hack/node.sh); never the system one at /run/containerd.
 pb_containerd_sock="${PILOTBOAT_CONTAINERD_ADDRESS:-$pb_node_state/containerd/containerd.sock}"

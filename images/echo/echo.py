@@ -8,11 +8,14 @@ Standard library only, so the image is the Python base plus this file.
   GET /metrics  Prometheus text format:
                   http_requests_total{code,method}                 counter
                   http_request_duration_seconds{code,method}       histogram
+                  http_requests_in_flight                          gauge (saturation)
+                  process_cpu_seconds_total                        counter
                   echo_build_info{version}                         gauge, always 1
                 /healthz and /metrics are not counted: they are not the service's traffic.
 
 Environment:
-  VERSION          reported by / and echo_build_info (default "dev")
+  VERSION          reported by / and echo_build_info; else SERVICE_VERSION (which the
+                   operator sets on its pods), else "dev"
   POD_NAME         reported by / (default: the hostname); POD_NAMESPACE, NODE_NAME likewise
   ERROR_RATIO      0.0 .. 1.0, the fraction of / requests answered 500 (default 0)
   LATENCY_SECONDS  seconds added to every / request (default 0)
@@ -55,6 +58,15 @@ class Metrics:
         self._count: dict[tuple[str, str], int] = {}
         self._buckets: dict[tuple[str, str], list[int]] = {}
         self._sum: dict[tuple[str, str], float] = {}
+        self._in_flight = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def observe(self, code: int, method: str, seconds: float) -> None:
         key = (str(code), method)
@@ -71,10 +83,18 @@ class Metrics:
             "# HELP echo_build_info The version this process serves.",
             "# TYPE echo_build_info gauge",
             f'echo_build_info{{version="{_escape(version)}"}} 1',
-            "# HELP http_requests_total HTTP requests served, by status code and method.",
-            "# TYPE http_requests_total counter",
+            "# HELP process_cpu_seconds_total User and system CPU time spent, in seconds.",
+            "# TYPE process_cpu_seconds_total counter",
+            f"process_cpu_seconds_total {sum(os.times()[:2])}",
+            "# HELP http_requests_in_flight Requests being served now.",
+            "# TYPE http_requests_in_flight gauge",
         ]
         with self._lock:
+            out.append(f"http_requests_in_flight {self._in_flight}")
+            out += [
+                "# HELP http_requests_total HTTP requests served, by status code and method.",
+                "# TYPE http_requests_total counter",
+            ]
             keys = sorted(self._count)
             for code, method in keys:
                 out.append(
@@ -89,9 +109,9 @@ class Metrics:
                 labels = f'code="{code}",method="{method}"'
                 for bound, n in zip(BUCKETS, self._buckets[(code, method)], strict=True):
                     out.append(f'http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {n}')
-                total = self._count[(code, method)]
+                total, seconds = self._count[(code, method)], self._sum[(code, method)]
                 out.append(f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {total}')
-                out.append(f"http_request_duration_seconds_sum{{{labels}}} {self._sum[(code, method)]}")
+                out.append(f"http_request_duration_seconds_sum{{{labels}}} {seconds}")
                 out.append(f"http_request_duration_seconds_count{{{labels}}} {total}")
         return "\n".join(out) + "\n"
 
@@ -128,15 +148,19 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
             return
         start = time.monotonic()
-        if self.latency > 0:
-            time.sleep(self.latency)
-        if path != "/":
-            code, payload = 404, {"error": "not found", "path": path}
-        elif self.error_ratio > 0 and random.random() < self.error_ratio:
-            code, payload = 500, {"error": "injected error", **self.identity}
-        else:
-            code, payload = 200, dict(self.identity)
-        self._send(code, (json.dumps(payload) + "\n").encode(), "application/json")
+        self.metrics.enter()
+        try:
+            if self.latency > 0:
+                time.sleep(self.latency)
+            if path != "/":
+                code, payload = 404, {"error": "not found", "path": path}
+            elif self.error_ratio > 0 and random.random() < self.error_ratio:
+                code, payload = 500, {"error": "injected error", **self.identity}
+            else:
+                code, payload = 200, dict(self.identity)
+            self._send(code, (json.dumps(payload) + "\n").encode(), "application/json")
+        finally:
+            self.metrics.leave()
         self.metrics.observe(code, self.command, time.monotonic() - start)
 
     do_GET = _serve
@@ -148,7 +172,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    Handler.version = os.environ.get("VERSION", "dev")
+    Handler.version = os.environ.get("VERSION") or os.environ.get("SERVICE_VERSION") or "dev"
     Handler.identity = {
         "version": Handler.version,
         "pod": os.environ.get("POD_NAME") or socket.gethostname(),
