@@ -11,7 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ReplicaSplit", "gateway_split", "replica_split", "route_weights"]
+__all__ = [
+    "ReplicaSplit",
+    "gateway_split",
+    "replica_split",
+    "routable_weight",
+    "routed_canary_weight",
+    "route_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -86,12 +93,21 @@ def route_weights(
     """An HTTPRoute's rules with the stable/canary backendRefs weighted for `weight`.
 
     Rules that send to the stable Service get both backends with the weights; other rules
-    and other backends are left as they are. A rule without the canary backend gains it.
+    and other backends are left as they are. A rule without the canary backend gains it,
+    right after the stable one; a canary backend already there keeps its place and every
+    field but its port and weight, so the fields the API server defaults (``group``,
+    ``kind``) survive and a route already at `weight` comes back unchanged.
 
     >>> rules = [{"backendRefs": [{"name": "cart-stable", "port": 80}]}]
     >>> new = route_weights(rules, stable="cart-stable", canary="cart-canary", port=80, weight=10)
     >>> [(r["name"], r["weight"]) for r in new[0]["backendRefs"]]
     [('cart-stable', 90), ('cart-canary', 10)]
+    >>> stored = [{"backendRefs": [
+    ...     {"group": "", "kind": "Service", "name": "cart-stable", "port": 80, "weight": 90},
+    ...     {"group": "", "kind": "Service", "name": "cart-canary", "port": 80, "weight": 10}]}]
+    >>> same = route_weights(stored, stable="cart-stable", canary="cart-canary", port=80, weight=10)
+    >>> same == stored
+    True
     """
     if not 0 <= weight <= 100:
         raise ValueError(f"weight must be within 0..100, not {weight}")
@@ -99,13 +115,56 @@ def route_weights(
     for rule in rules:
         new = dict(rule)
         refs = [dict(r) for r in rule.get("backendRefs", []) or []]
-        if stable in [r.get("name") for r in refs]:
-            refs = [r for r in refs if r.get("name") != canary]
+        names = [r.get("name") for r in refs]
+        if stable in names:
+            if canary not in names:
+                refs.insert(names.index(stable) + 1, {"name": canary})
+            first = next(i for i, r in enumerate(refs) if r.get("name") == canary)
+            refs = [r for i, r in enumerate(refs) if r.get("name") != canary or i == first]
             for ref in refs:
                 if ref.get("name") == stable:
                     ref["weight"] = 100 - weight
-            at = [r.get("name") for r in refs].index(stable) + 1
-            refs.insert(at, {"name": canary, "port": port, "weight": weight})
+                elif ref.get("name") == canary:
+                    ref.update(port=port, weight=weight)
             new["backendRefs"] = refs
         result.append(new)
     return result
+
+
+def routed_canary_weight(rules: Sequence[Mapping[str, Any]], *, stable: str, canary: str) -> int:
+    """The canary weight an HTTPRoute gives now: that of the first rule sending to `stable`
+    (0 when it has no `canary` backend, or no rule sends to `stable`).
+
+    >>> rules = [{"backendRefs": [{"name": "cart-stable", "weight": 90},
+    ...                           {"name": "cart-canary", "weight": 10}]}]
+    >>> routed_canary_weight(rules, stable="cart-stable", canary="cart-canary")
+    10
+    """
+    for rule in rules:
+        refs = rule.get("backendRefs", []) or []
+        if stable in [r.get("name") for r in refs]:
+            weights = [int(r.get("weight", 1)) for r in refs if r.get("name") == canary]
+            return weights[0] if weights else 0
+    return 0
+
+
+def routable_weight(wanted: int, routed: int, *, canary_ready: int, replicas: int) -> int:
+    """The canary weight a gateway may be given now, on the way to `wanted`.
+
+    A gateway sends a weight's share to the canary Service whether or not a pod is there
+    to answer, so a weight goes up only once the canary has the ready replicas
+    :func:`gateway_split` gives it for that weight; until then the route keeps `routed`.
+    Weights that go down apply at once: taking traffic away is always safe.
+
+    >>> routable_weight(10, 0, canary_ready=0, replicas=4)
+    0
+    >>> routable_weight(10, 0, canary_ready=1, replicas=4)
+    10
+    >>> routable_weight(100, 50, canary_ready=3, replicas=4)
+    50
+    >>> routable_weight(0, 50, canary_ready=0, replicas=4)
+    0
+    """
+    if wanted <= routed or canary_ready >= gateway_split(replicas, wanted).canary:
+        return wanted
+    return routed

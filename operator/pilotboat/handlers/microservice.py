@@ -280,7 +280,15 @@ def reconcile_microservice(
     _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
     crash_point("microservice.after-deployment")
     _apply_services(kube, rc, owner, spec, routing)
-    traffic.route(kube, rc, owner, strategy, decision)
+    traffic.route(
+        kube,
+        rc,
+        owner,
+        strategy,
+        decision,
+        canary_ready=canary_health.ready if tracks.revision("canary") == revision else 0,
+        replicas=spec.replicas,
+    )
     crash_point("microservice.after-service")
 
     for event in decision.events:

@@ -12,7 +12,7 @@ import copy
 from pilotboat.adapters.kube import Kube
 from pilotboat.api import CanaryStrategy
 from pilotboat.core.rollout import Decision, Routing
-from pilotboat.core.traffic import route_weights
+from pilotboat.core.traffic import routable_weight, route_weights, routed_canary_weight
 from pilotboat.core.workload import Owner
 from pilotboat.handlers.context import Reconcile
 
@@ -26,9 +26,17 @@ def routing_of(strategy: CanaryStrategy | None) -> Routing:
 
 
 def route(
-    kube: Kube, rc: Reconcile, owner: Owner, strategy: CanaryStrategy | None, decision: Decision
+    kube: Kube,
+    rc: Reconcile,
+    owner: Owner,
+    strategy: CanaryStrategy | None,
+    decision: Decision,
+    *,
+    canary_ready: int,
+    replicas: int,
 ) -> None:
-    """Set the HTTPRoute's weights for the decision, when the strategy routes by gateway."""
+    """Set the HTTPRoute's weights for the decision, when the strategy routes by gateway;
+    a weight goes up only once `canary_ready` replicas of the release can take it."""
     if strategy is None or strategy.traffic_routing.gateway_api is None:
         return
     gateway = strategy.traffic_routing.gateway_api
@@ -44,12 +52,16 @@ def route(
     weight = decision.state.canary_weight if decision.canary else 0
     if decision.state.promoting and decision.phase == "Progressing":
         weight = 100
+    stable, canary = f"{owner.name}-stable", f"{owner.name}-canary"
+    current_rules = current.get("spec", {}).get("rules", []) or []
+    weight = routable_weight(
+        weight,
+        routed_canary_weight(current_rules, stable=stable, canary=canary),
+        canary_ready=canary_ready,
+        replicas=replicas,
+    )
     rules = route_weights(
-        current.get("spec", {}).get("rules", []) or [],
-        stable=f"{owner.name}-stable",
-        canary=f"{owner.name}-canary",
-        port=gateway.port,
-        weight=weight,
+        current_rules, stable=stable, canary=canary, port=gateway.port, weight=weight
     )
     if rules != current.get("spec", {}).get("rules"):
         kube.merge_patch(
