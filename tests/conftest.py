@@ -30,7 +30,7 @@ from tests.story import Story
 REPO = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("PILOTBOAT_STATE", REPO / ".state"))
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.prometheus"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.prometheus", "tests.fixtures.gateway"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
