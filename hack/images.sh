@@ -21,7 +21,7 @@
 # no history), so the same inputs give the same image digest; an import is skipped when
 # containerd already holds that digest under that name. A second run takes a second or two.
 set -euo pipefail
-# shellcheck source=node/lib.sh
+# shellcheck source-path=SCRIPTDIR source=node/lib.sh
 source "$(dirname "$0")/node/lib.sh"
 # shellcheck source=../images/versions.env
 source "$pb_repo/images/versions.env"
@@ -96,6 +96,8 @@ build() {  # build NAME [ENV=VALUE...]
   buildah rmi "${ref[$name]}" >/dev/null
   mv "$work/image.tar" "$out"
   mv "$work/digest" "$out.digest"
+  # One archive per image: the ones of earlier inputs go (a rebuild makes them again).
+  find "$cache" -maxdepth 1 -name "$name-*.oci.tar*" ! -name "$(basename "$out")*" -delete
   pb_log "built ${ref[$name]} $(cat "$out.digest") in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
 }
 

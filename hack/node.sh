@@ -16,7 +16,7 @@
 # Set up as root on Linux. State and logs: .state/node/ (logs/ for the daemons' output).
 # Settings and why: hack/node/*.in and docs/local-cluster.md.
 set -euo pipefail
-# shellcheck source=node/lib.sh
+# shellcheck source-path=SCRIPTDIR source=node/lib.sh
 source "$(dirname "$0")/node/lib.sh"
 # shellcheck source=versions.env
 source "$pb_repo/hack/versions.env"
@@ -138,7 +138,7 @@ host_ip() {  # the address of the default route's interface: the node's Internal
 default_mtu() {
   local dev
   dev="$(ip -4 route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')"
-  cat "/sys/class/net/${dev:-lo}/mtu" 2>/dev/null | awk '{print ($1 > 1500 ? 1500 : $1)}'
+  awk '{print ($1 > 1500 ? 1500 : $1)}' "/sys/class/net/${dev:-lo}/mtu" 2>/dev/null
 }
 
 prepare_host() {
@@ -338,8 +338,8 @@ pod_cgroups() {  # the kubelet's pod cgroup trees, in every hierarchy
 }
 
 kill_leftovers() {  # processes still in pod cgroups, and our daemons or shims not yet gone
-  local left pass
-  for pass in 1 2 3; do
+  local left _
+  for _ in 1 2 3; do
     left="$( (our_processes; pod_cgroups | while read -r d; do
       find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null; done) | sort -u)"
     [ -z "$left" ] && return 0
@@ -351,8 +351,8 @@ kill_leftovers() {  # processes still in pod cgroups, and our daemons or shims n
 }
 
 unmount_all() {  # everything mounted under $S, deepest first
-  local m i
-  for i in 1 2 3; do
+  local m _
+  for _ in 1 2 3; do
     m="$(awk -v p="$S/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r)"
     [ -z "$m" ] && return 0
     while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done <<<"$m"
@@ -412,6 +412,9 @@ remove_state() {
     rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
     rm -f "$S/created-var-lib-kubelet"
   fi
+  # containerd 1.6 puts shim sockets under /run/containerd/s whatever its state dir; the
+  # shims remove theirs, the directories go when empty.
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
   # Only what belongs to the pods of this run: images (containerd/root) and certificates stay.
   rm -rf --one-file-system "$S/kubelet" "$S/containerd/state" "$S/containerd/runc" "$sock" "$sock.ttrpc" \
     "$S/cni/ipam" "$S/pod-logs" "$S/volume-plugins" "$pids"
@@ -429,14 +432,16 @@ cmd_down() {
   unmount_all
   cleanup_network
   # kube-proxy's own cleanup (iptables, ipvs, nftables), then ours for whatever is left
-  [ -x "$k8s_bin/kube-proxy" ] && "$k8s_bin/kube-proxy" --cleanup >>"$logs/kube-proxy.log" 2>&1 || true
+  if [ -x "$k8s_bin/kube-proxy" ]; then
+    "$k8s_bin/kube-proxy" --cleanup >>"$logs/kube-proxy.log" 2>&1 || true
+  fi
   cleanup_iptables
   restore_sysctls
   remove_cgroups
   remove_state
   # The Node object would stay NotReady with its pods stuck; the next `up` registers anew.
   if [ -s "$admin_kubeconfig" ] && kubectl get node "$node_name" >/dev/null 2>&1; then
-    kubectl delete node "$node_name" --wait=false >/dev/null 2>&1 && log "deleted node $node_name" || true
+    if kubectl delete node "$node_name" --wait=false >/dev/null 2>&1; then log "deleted node $node_name"; fi
   fi
   local left
   left="$(our_processes)"

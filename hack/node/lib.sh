@@ -1,5 +1,5 @@
 # Shared by hack/images.sh and hack/node.sh. Source it; it defines paths and helpers only.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the paths are for the scripts that source this
 
 pb_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 pb_cache="${PILOTBOAT_CACHE:-$HOME/.cache/pilotboat}"
@@ -31,6 +31,7 @@ pb_ensure_packages() {
 # "deb URI SUITE main" lines (the mirror the images are built from).
 pb_apt_sources() {
   if [ -n "${PILOTBOAT_APT_SOURCES:-}" ]; then printf '%s\n' "$PILOTBOAT_APT_SOURCES"; return; fi
+  # shellcheck disable=SC2016  # apt's own $(FIELD) syntax
   apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Created-By: Packages' \
     | awk '$2 ~ /^bookworm(-updates|-security)?$/ && $3 == "main" {print "deb " $1 " " $2 " main"}' \
     | sort -u

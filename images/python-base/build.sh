@@ -11,6 +11,7 @@ mapfile -t sources <<<"$APT_SOURCES"
 # SOURCE_DATE_EPOCH makes mmdebstrap's output reproducible for the same package versions.
 # The merged-usr hook sets /usr up the way debootstrap does (usr-is-merged) instead of
 # installing the usrmerge package, which would pull in perl (50 MB).
+# shellcheck disable=SC2016  # "$1" in the hook is mmdebstrap's, the chroot's path
 mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" \
   --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
   --aptopt='APT::Install-Recommends "false"' \
