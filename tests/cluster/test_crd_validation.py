@@ -50,7 +50,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "MigrationApproval": {"migration": "orders-total-cents"},
     "FeatureFlag": {
-        "variants": {"on": True, "off": False, "blue": {"color": "#00f"}},
+        "variants": {"on": {"color": "#00f"}, "off": {"color": "#888"}},
         "defaultVariant": "off",
         "targeting": {"if": [{"in": ["@shop", {"var": "email"}]}, "on", "off"]},
     },

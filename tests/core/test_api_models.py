@@ -113,7 +113,7 @@ VALID: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (
         FeatureFlagSpec,
         {
-            "variants": {"on": True, "off": False, "theme": {"color": "blue"}},
+            "variants": {"on": {"color": "blue"}, "off": {"color": "grey"}},
             "defaultVariant": "off",
             "targeting": {"if": [{"in": ["@shop", {"var": "email"}]}, "on", "off"]},
         },

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from pilotboat.api.common import SpecModel, StatusBase
 from pilotboat.api.kind import KindDescriptor, PrinterColumn
+from pilotboat.api.targeting import targeting_problems, variant_type_problems
 
 __all__ = [
     "FlagState",
     "FeatureFlagSpec",
     "FeatureFlagStatus",
     "FEATURE_FLAG",
+    "feature_flag_problems",
 ]
 
 FlagState = Literal["ENABLED", "DISABLED"]
@@ -23,11 +25,14 @@ MAX_VARIANTS = 64
 class FeatureFlagSpec(SpecModel):
     """A feature flag in flagd's format; its key is spec.key, or the object's name.
 
-    defaultVariant must be one of the keys of variants; the operator refuses the flag otherwise.
+    defaultVariant must be one of the keys of variants, the variants' values share one JSON
+    type, and targeting is JsonLogic that flagd can evaluate, whose fractional splits sum to
+    100 (:mod:`pilotboat.api.targeting`). The admission webhook refuses a flag otherwise, and
+    the operator does not render one it missed.
     """
 
-    # defaultVariant-in-variants is checked here, not by the API server: CEL cannot see the keys
-    # of a map whose values are free-form JSON (the API server leaves such fields out of CEL).
+    # These rules are checked here, not by the API server: CEL cannot see into free-form JSON
+    # (the API server leaves such fields out of CEL).
 
     key: str | None = Field(
         default=None,
@@ -50,12 +55,17 @@ class FeatureFlagSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _default_is_a_variant(self) -> FeatureFlagSpec:
+    def _a_flag_flagd_can_serve(self) -> FeatureFlagSpec:
+        problems = []
         if self.default_variant not in self.variants:
-            raise ValueError(
-                f"defaultVariant must be one of the keys of variants: {self.default_variant!r}"
-                f" is not in {sorted(self.variants)}"
+            problems.append(
+                f"spec.defaultVariant: must be one of the keys of variants: "
+                f"{self.default_variant!r} is not in {sorted(self.variants)}"
             )
+        problems += variant_type_problems(self.variants)
+        problems += targeting_problems(self.targeting, self.variants)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def flag_key(self, name: str) -> str:
@@ -88,3 +98,26 @@ FEATURE_FLAG = KindDescriptor(
         PrinterColumn("Default", ".spec.defaultVariant", description="The default variant."),
     ),
 )
+
+
+def feature_flag_problems(spec: Any) -> list[str]:
+    """Why a FeatureFlag's ``spec`` (wire form) is refused, one message per problem, each
+    starting with the field it is about; empty when it is a valid flag.
+
+    >>> feature_flag_problems({"variants": {"on": True}, "defaultVariant": "off"})
+    ["spec.defaultVariant: must be one of the keys of variants: 'off' is not in ['on']"]
+    """
+    try:
+        FeatureFlagSpec.model_validate(spec or {})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            if err["loc"]:
+                path = "spec" + "".join(
+                    f"[{loc}]" if isinstance(loc, int) else f".{loc}" for loc in err["loc"]
+                )
+                problems.append(f"{path}: {err['msg']}")
+            else:
+                problems += str(err["msg"]).removeprefix("Value error, ").split("; ")
+        return problems
+    return []

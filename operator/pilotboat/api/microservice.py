@@ -44,6 +44,7 @@ __all__ = [
     "MeasurementRecord",
     "ReleaseStatus",
     "RolloutCommands",
+    "FlagSplit",
     "MicroserviceStatus",
     "MICROSERVICE",
 ]
@@ -350,6 +351,21 @@ class ReleaseStatus(StatusModel):
     )
 
 
+class FlagSplit(StatusModel):
+    """A FeatureFlag split in force for this service, set by a release's setFlag step."""
+
+    flag: str = Field(description="Name of the FeatureFlag.")
+    variants: dict[str, int] = Field(description="Percent of evaluations per variant.")
+    scope: Literal["release", "promoted"] = Field(
+        description="release: set by the release in progress (a rollback drops it); promoted:"
+        " kept from a promoted release until the flag's variants or targeting change."
+    )
+    version: str | None = Field(default=None, description="The version whose release set it.")
+    basis: str | None = Field(
+        default=None, description="Digest of the flag's variants and targeting when promoted."
+    )
+
+
 class MicroserviceStatus(StatusBase):
     """What the operator observed about a Microservice and its rollout."""
 
@@ -381,6 +397,9 @@ class MicroserviceStatus(StatusBase):
     )
     commands: RolloutCommands | None = Field(
         default=None, description="Promote / abort / retry requests (kubectl pilotboat)."
+    )
+    flag_overrides: list[FlagSplit] | None = Field(
+        default=None, description="FeatureFlag splits that releases set for this service."
     )
 
 

@@ -53,6 +53,8 @@ class ReleaseState:
     handled_commands: Mapping[str, str] = field(default_factory=dict)
     promoting: bool = False
     rollback_reason: str | None = None
+    flag_overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """FeatureFlag name -> variant percentages set by this release's setFlag steps."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Decision:
     pause_reason: str | None = None
     requeue_after: float | None = None
     events: tuple[ReleaseEvent, ...] = ()
+    promoted: bool = False  # the release just finished: its flag splits stay in force
 
 
 def step_kind(step: CanaryStep) -> str:
@@ -143,7 +146,7 @@ def _steady(state: ReleaseState, obs: Observations, version: str) -> Decision:
     if finishing:
         events = (ReleaseEvent("Promoted", f"{version} promoted: the canary became stable"),)
     cleared = ReleaseState(handled_commands=state.handled_commands)
-    return Decision("Healthy", cleared, f"{version} is stable", events=events)
+    return Decision("Healthy", cleared, f"{version} is stable", events=events, promoted=finishing)
 
 
 def _rolled_back(
@@ -276,6 +279,7 @@ def _start(
         canary_weight=0,
         aborted_revision=None,
         promoting=False,
+        flag_overrides={},
     )
     verb = "retrying" if retried else "starting"
     message = f"{verb} the canary of {version} against stable {stable_version}"
@@ -383,7 +387,10 @@ def _walk(
             events=(ReleaseEvent("AnalysisPaused", reason, warning=True),),
         )
 
-    # setFlag and mirror: accepted by the API, carried out once their routers exist.
+    if kind == "setFlag":
+        return _set_flag_step(step, label, state, version, now)
+
+    # mirror: accepted by the API, carried out once its router exists.
     nxt = _advance(state, now)
     return Decision(
         "Progressing",
@@ -393,6 +400,29 @@ def _walk(
         requeue_after=0,
         events=(
             ReleaseEvent("StepSkipped", f"{label} is not supported yet; skipped", warning=True),
+        ),
+    )
+
+
+def _set_flag_step(
+    step: CanaryStep, label: str, state: ReleaseState, version: str, now: float
+) -> Decision:
+    """The release's split of one flag moves; the handler renders it before writing status,
+    and a rollback drops it (a rolled-back state carries no flag overrides)."""
+    set_flag = step.set_flag
+    assert set_flag is not None
+    overrides = {**state.flag_overrides, set_flag.flag: dict(set_flag.variants)}
+    split_text = ", ".join(f"{v} {p}%" for v, p in set_flag.variants.items())
+    return Decision(
+        "Progressing",
+        _advance(replace(state, flag_overrides=overrides), now),
+        f"{label}: FeatureFlag {set_flag.flag} at {split_text}",
+        canary=True,
+        requeue_after=0,
+        events=(
+            ReleaseEvent(
+                "FlagSet", f"FeatureFlag {set_flag.flag} at {split_text} for {version}"
+            ),
         ),
     )
 

@@ -16,6 +16,11 @@ from typing import Any, Literal
 
 from pilotboat import API_VERSION
 from pilotboat.api import MicroserviceSpec
+from pilotboat.core.flags import (
+    FLAGS_DIRECTORY,
+    flag_config_map_name,
+    flags_environment,
+)
 
 __all__ = [
     "LABEL_MANAGED_BY",
@@ -72,6 +77,8 @@ def selector_labels(service: str, track: Track) -> dict[str, str]:
 def _container(spec: MicroserviceSpec, extra_env: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     env: list[dict[str, Any]] = [{"name": e.name, "value": e.value} for e in spec.env or ()]
     env += [dict(e) for e in extra_env]
+    if spec.flags:
+        env += flags_environment()
     env += [
         {"name": "SERVICE_VERSION", "value": spec.version},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -109,6 +116,8 @@ def _pod_template(
 ) -> dict[str, Any]:
     metrics_port = spec.ports[0].target_port or spec.ports[0].port
     pod_spec: dict[str, Any] = {"containers": [_container(spec, extra_env)]}
+    if spec.flags:
+        _mount_flags(pod_spec, service)
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -130,6 +139,17 @@ def _pod_template(
         },
         "spec": pod_spec,
     }
+
+
+def _mount_flags(pod_spec: dict[str, Any], service: str) -> None:
+    """The service's flag file (a ConfigMap) at FLAGS_DIRECTORY. Only the ConfigMap's name is
+    in the template: a flag changes the file, never the pod (no restart, no release)."""
+    pod_spec["volumes"] = [
+        {"name": "pilotboat-flags", "configMap": {"name": flag_config_map_name(service)}}
+    ]
+    pod_spec["containers"][0]["volumeMounts"] = [
+        {"name": "pilotboat-flags", "mountPath": FLAGS_DIRECTORY, "readOnly": True}
+    ]
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
