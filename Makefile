@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.state/bin:$(PATH)
 
-.PHONY: help venv deps cluster cluster-down images crds crds-check lint unit test bench demo clean
+.PHONY: help venv deps cluster cluster-down images node node-down crds crds-check lint unit test bench demo clean
 
 help:
 	@echo "make demo          the whole story on the embedded local cluster"
@@ -33,6 +33,14 @@ cluster: venv deps
 
 cluster-down:
 	hack/cluster.sh down
+
+images:
+	hack/images.sh
+
+node: cluster
+
+node-down:
+	hack/node.sh down
 
 crds: venv
 	$(VENV)/bin/pilotboat crds generate

@@ -216,7 +216,8 @@ start_etcd() {
 start_apiserver() {
   start kube-apiserver "$apiserver_port" "$k8s_bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 \
+    --bind-address="${PILOTBOAT_APISERVER_BIND:-0.0.0.0}" \
+    --kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP \
     --secure-port="$apiserver_port" \
     --tls-cert-file="$pki/apiserver.crt" \
     --tls-private-key-file="$pki/apiserver.key" \
@@ -368,6 +369,7 @@ cmd_up() {
   flock 9
   "$hack/build-k8s.sh" control-plane
   if all_up && fake_nodes_ready; then
+    real_node_up
     print_usage
     return 0
   fi
@@ -386,7 +388,14 @@ cmd_up() {
   ensure_fake_nodes
   wait_for 90 "the default ServiceAccount" default_sa_exists
   wait_for 90 "$fake_nodes fake nodes to be Ready" fake_nodes_ready
+  real_node_up
   print_usage
+}
+
+# The real node (kubelet, kube-proxy, containerd) beside the KWOK nodes; PILOTBOAT_REAL_NODE=0
+# leaves it out, for machines that cannot run containers.
+real_node_up() {
+  [ "${PILOTBOAT_REAL_NODE:-1}" = 0 ] || "$hack/node.sh" up
 }
 
 # stop NAME...: SIGTERM, then SIGKILL whatever is left after a grace period
@@ -435,6 +444,7 @@ cmd_down() {
     "") ;;
     *) die "usage: $0 down [--purge]" ;;
   esac
+  [ ! -d "$state/node" ] || "$hack/node.sh" down || log "hack/node.sh down failed; see $state/node/logs/"
   if [ -d "$cluster" ]; then
     mkdir -p "$pids"
     # Clients first, etcd last, so the apiserver shuts down against a live store.

@@ -79,7 +79,11 @@ def admit_approval(
         return None
     if operation != "CREATE":
         return None
-    spec = body.get("spec") or {}
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping) or not _well_formed(spec):
+        # Mutating admission runs before schema validation: leave a malformed approval to
+        # the schema, which refuses it naming the field.
+        return None
     migration_name = spec.get("migration")
     migration = kube.get("SchemaMigration", meta.get("namespace"), str(migration_name))
     if migration is None:
@@ -95,6 +99,16 @@ def admit_approval(
         "approvedAt": now_rfc3339(),
     }
     return {ANNOTATION_APPROVER: json.dumps(stamp, sort_keys=True)}
+
+
+def _well_formed(spec: Mapping[str, Any]) -> bool:
+    migration = spec.get("migration")
+    return (
+        isinstance(migration, str)
+        and bool(migration)
+        and spec.get("phase", "contract") == "contract"
+        and set(spec) <= {"migration", "phase", "reason"}
+    )
 
 
 def _stamp(approval: Mapping[str, Any]) -> dict[str, Any] | None:
