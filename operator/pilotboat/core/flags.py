@@ -97,21 +97,28 @@ def flag_basis(spec: FeatureFlagSpec) -> str:
 
 def with_split(targeting: Mapping[str, Any] | None, split: Mapping[str, int]) -> dict[str, Any]:
     """``targeting`` with every ``fractional`` split replaced by ``split`` (a bucket-by
-    expression, if any, kept); without targeting, a plain ``fractional`` rule.
+    expression, if any, and the order of the buckets kept); without targeting, a plain
+    ``fractional`` rule.
 
     >>> with_split(None, {"on": 10, "off": 90})
     {'fractional': [['on', 10], ['off', 90]]}
     >>> with_split({"fractional": [{"var": "email"}, ["on", 0], ["off", 100]]},
-    ...            {"on": 50, "off": 50})
+    ...            {"off": 50, "on": 50})
     {'fractional': [{'var': 'email'}, ['on', 50], ['off', 50]]}
 
     Raises :class:`ValueError` when the targeting has rules but no ``fractional`` to move.
     """
-    buckets = [[variant, percent] for variant, percent in split.items()]
     if not targeting:
-        return {"fractional": buckets}
+        return {"fractional": [[variant, percent] for variant, percent in split.items()]}
     if not fractional_operations(targeting):
         raise ValueError("its targeting has no fractional split to move")
+
+    def buckets(args: Any) -> list[list[Any]]:
+        # The declared order of the buckets is kept: a variant keeps its hash range's start,
+        # so moving 10% -> 50% keeps the first 10% of users where they were.
+        declared = [b[0] for b in fractional_buckets(args) if isinstance(b, list) and b]
+        order = [v for v in declared if v in split] + [v for v in split if v not in declared]
+        return [[variant, split[variant]] for variant in order]
 
     def rewrite(rule: Any) -> Any:
         if isinstance(rule, list):
@@ -122,7 +129,7 @@ def with_split(targeting: Mapping[str, Any] | None, split: Mapping[str, int]) ->
                 if op == "fractional":
                     items = list(args) if isinstance(args, list) else [args]
                     head = items[:1] if items and not isinstance(items[0], list) else []
-                    out[op] = [*(rewrite(h) for h in head), *buckets]
+                    out[op] = [*(rewrite(h) for h in head), *buckets(args)]
                 else:
                     out[op] = rewrite(args)
             return out

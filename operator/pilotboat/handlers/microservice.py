@@ -49,6 +49,7 @@ from pilotboat.handlers.analysis import analyse_step, effective_template
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.databases import database_claim
 from pilotboat.handlers.faults import crash_point
+from pilotboat.handlers.flags import flag_overrides_fields, release_splits
 from pilotboat.handlers.migrations import migrations_blocking
 from pilotboat.handlers.requeue import Requeue
 
@@ -115,6 +116,7 @@ def _release_state(status: Mapping[str, Any]) -> ReleaseState:
         handled_commands=handled,
         promoting=bool(release.get("promoting")),
         rollback_reason=release.get("rollbackReason"),
+        flag_overrides=release_splits(status),
     )
 
 
@@ -193,7 +195,13 @@ def reconcile_microservice(
     )
     state = _release_state(status)
     stable_version = tracks.version("stable")
-    if tracks.revision("stable") != revision and state.revision != revision:
+    # A release starts, or a rolled-back one is retried: either way it runs on the schema
+    # as it is now, so the migrations its version needs are asked again.
+    retry = (status.get("commands") or {}).get("retry")
+    retrying = state.aborted_revision == revision and retry and (
+        state.handled_commands.get("retry") != retry
+    )
+    if tracks.revision("stable") != revision and (state.revision != revision or retrying):
         blocking = migrations_blocking(kube, owner.namespace, owner.name, spec.version)
         if blocking:
             return _hold_for_migrations(rc, status, generation, spec.version, blocking)
@@ -277,6 +285,7 @@ def reconcile_microservice(
             "measurements": [],
         }
 
+    extra_status = flag_overrides_fields(kube, owner.namespace, spec, status, decision)
     _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
     crash_point("microservice.after-deployment")
     _apply_services(kube, rc, owner, spec, routing)
@@ -295,7 +304,16 @@ def reconcile_microservice(
         rc.event(event.reason, event.message, warning=event.warning)
     crash_point("microservice.before-status")
     _write_status(
-        rc, status, spec, generation, tracks, decision, analysis_status, stable_version, revision
+        rc,
+        status,
+        spec,
+        generation,
+        tracks,
+        decision,
+        analysis_status,
+        stable_version,
+        revision,
+        extra_status,
     )
     waits = [
         w
@@ -486,6 +504,7 @@ def _write_status(
     analysis_status: Mapping[str, Any] | None,
     stable_version: str | None,
     revision: str,
+    extra_fields: Mapping[str, Any] | None = None,
 ) -> None:
     stable_health = track_health(tracks.stable, stable_version or spec.version)
     canary_ready = 0
@@ -524,6 +543,7 @@ def _write_status(
             "handledCommands": dict(state.handled_commands) or None,
         },
     }
+    fields.update(extra_fields or {})
     ready_message = stable_health.message
     conditions = _conditions(
         decision, stable_health.complete, ready_message, spec.database is not None

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from pilotboat.handlers import approvals, databases, microservice, migrations
+from pilotboat.handlers import approvals, databases, flags, microservice, migrations
 
-__all__ = ["approvals", "databases", "microservice", "migrations"]
+__all__ = ["approvals", "databases", "flags", "microservice", "migrations"]

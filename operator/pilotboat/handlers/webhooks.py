@@ -8,7 +8,10 @@ Two webhooks:
 * ``database-claim`` (validating, ``failurePolicy: Ignore``) refuses a Microservice that
   claims an OwnedDatabase owned by another service, naming the owner. ``Ignore`` because
   the Microservice reconciler enforces the same rule (:func:`database_claim`); the webhook
-  only says no earlier, at ``kubectl apply`` time.
+  only says no earlier, at ``kubectl apply`` time;
+* ``featureflag-valid`` (validating, ``failurePolicy: Ignore``) refuses a FeatureFlag that
+  flagd could not serve, naming each field (:func:`pilotboat.api.flag.feature_flag_problems`);
+  ``Ignore`` for the same reason: the operator does not render a flag it would refuse.
 
 Kopf serves them (``kopf.WebhookServer`` over HTTPS with a self-signed certificate made by
 ``openssl``); the operator registers the webhook configurations itself rather than through
@@ -40,6 +43,7 @@ import kopf
 
 from pilotboat import GROUP, VERSION
 from pilotboat.adapters.kube import Kube
+from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core import reasons
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval
 from pilotboat.handlers.context import runtime
@@ -54,6 +58,7 @@ __all__ = [
 _log = logging.getLogger("pilotboat.webhooks")
 APPROVAL_WEBHOOK = "approval-identity"
 CLAIM_WEBHOOK = "database-claim"
+FLAG_WEBHOOK = "featureflag-valid"
 
 
 def webhook_configuration_name(namespaces: Sequence[str], peering: str | None) -> str:
@@ -160,7 +165,10 @@ def _configurations(
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": name, "labels": labels},
-            "webhooks": [webhook(CLAIM_WEBHOOK, "microservices", "Ignore")],
+            "webhooks": [
+                webhook(CLAIM_WEBHOOK, "microservices", "Ignore"),
+                webhook(FLAG_WEBHOOK, "featureflags", "Ignore"),
+            ],
         },
     ]
 
@@ -232,3 +240,10 @@ def database_claim_check(body: kopf.Body, **_: Any) -> None:
     claim = database_claim(runtime().kube, meta["namespace"], meta["name"], str(ref))
     if claim.reason == reasons.DATABASE_OWNED_BY_ANOTHER:
         raise kopf.AdmissionError(claim.message, code=403)
+
+
+@kopf.on.validate(GROUP, VERSION, "featureflags", id=FLAG_WEBHOOK, operations=["CREATE", "UPDATE"])
+def feature_flag_check(body: kopf.Body, **_: Any) -> None:
+    problems = feature_flag_problems(body.get("spec"))
+    if problems:
+        raise kopf.AdmissionError("FeatureFlag refused: " + "; ".join(problems), code=422)

@@ -1,0 +1,249 @@
+"""FeatureFlags: each service's flag file, and each flag's consumers and served split.
+
+One writer per object. The Microservice reconciler decides the splits in force and keeps
+them in ``status.flagOverrides`` (:func:`flag_overrides_fields`); this module renders, from
+that status and the FeatureFlags as they are, each service's ConfigMap ``<service>-flags``
+and each flag's ``status``. It runs on every event of a FeatureFlag and of a Microservice,
+so a flag edit (the kill switch among them) reaches the file at once, whatever the
+service's release is waiting for; a setFlag step reaches it as soon as the reconciler has
+written its status. Both passes are idempotent: the same inputs render the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from pilotboat import GROUP, VERSION
+from pilotboat.adapters.kube import Kube
+from pilotboat.api import FeatureFlagSpec, MicroserviceSpec
+from pilotboat.api.flag import feature_flag_problems
+from pilotboat.core.conditions import DesiredCondition
+from pilotboat.core.flags import (
+    FLAGS_KEY,
+    RenderedFlags,
+    flag_basis,
+    flag_config_map_name,
+    overrides_from_status,
+    overrides_to_status,
+    render_flags,
+    settle_overrides,
+)
+from pilotboat.core.rollout import Decision
+from pilotboat.core.workload import LABEL_MANAGED_BY, LABEL_NAME, Owner
+from pilotboat.handlers.context import Reconcile, runtime
+
+__all__ = [
+    "flag_overrides_fields",
+    "release_splits",
+    "sync_flag_status",
+    "sync_service_flags",
+]
+
+_SERVED = "pilotboat.dev/served"
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(namespace: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(namespace, threading.Lock())
+
+
+def release_splits(status: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """The splits the release in progress set, as ``ReleaseState.flag_overrides``."""
+    return {
+        o.flag: dict(o.variants)
+        for o in overrides_from_status(status.get("flagOverrides"))
+        if o.scope == "release"
+    }
+
+
+def _valid_spec(flag: Mapping[str, Any] | None) -> FeatureFlagSpec | None:
+    if flag is None or feature_flag_problems(flag.get("spec")):
+        return None
+    return FeatureFlagSpec.model_validate(flag["spec"])
+
+
+def flag_overrides_fields(
+    kube: Kube,
+    namespace: str,
+    spec: MicroserviceSpec,
+    status: Mapping[str, Any],
+    decision: Decision,
+) -> dict[str, Any]:
+    """``status.flagOverrides`` after ``decision``: the release's splits, promoted ones kept
+    while their basis holds, the release's made promoted when it just finished."""
+    previous = overrides_from_status(status.get("flagOverrides"))
+    names = {o.flag for o in previous} | set(decision.state.flag_overrides)
+    bases = {}
+    for name in sorted(names):
+        flag = _valid_spec(kube.get("FeatureFlag", namespace, name))
+        bases[name] = flag_basis(flag) if flag else None
+    settled = settle_overrides(
+        previous,
+        decision.state.flag_overrides,
+        version=spec.version,
+        promoted=decision.promoted,
+        bases=bases,
+    )
+    return {"flagOverrides": overrides_to_status(settled)}
+
+
+def _config_map(owner: Owner, rendered: RenderedFlags) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": flag_config_map_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": {LABEL_NAME: owner.name, LABEL_MANAGED_BY: "pilotboat"},
+            "annotations": {_SERVED: json.dumps(rendered.served, sort_keys=True)},
+            "ownerReferences": [owner.reference()],
+        },
+        "data": {FLAGS_KEY: rendered.text()},
+    }
+
+
+def sync_service_flags(
+    kube: Kube, service: Mapping[str, Any], flags: Mapping[str, FeatureFlagSpec | None]
+) -> RenderedFlags | None:
+    """Render one service's flag file into its ConfigMap (only when it changed); None
+    when the service reads no flags (its ConfigMap, if any, is deleted)."""
+    meta = service["metadata"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    names = list((service.get("spec") or {}).get("flags") or [])
+    name = flag_config_map_name(owner.name)
+    current = kube.get("ConfigMap", owner.namespace, name)
+    if not names:
+        if current is not None and _owned_by(current, owner):
+            kube.delete("ConfigMap", owner.namespace, name)
+        return None
+    previous = None
+    if current is not None:
+        try:
+            previous = json.loads((current.get("data") or {}).get(FLAGS_KEY) or "{}")
+        except ValueError:
+            previous = None
+    overrides = overrides_from_status((service.get("status") or {}).get("flagOverrides"))
+    rendered = render_flags(names, flags, overrides, previous)
+    if current is None or (current.get("data") or {}).get(FLAGS_KEY) != rendered.text():
+        kube.apply(_config_map(owner, rendered))
+        rc = Reconcile.start(kube, service)
+        verb = "Created" if current is None else "Updated"
+        served = "; ".join(
+            f"{flag}: " + (", ".join(f"{v} {p}%" for v, p in split.items()) or "off/targeted")
+            for flag, split in sorted(rendered.served.items())
+        )
+        rc.event(f"FlagsConfig{verb}", f"{verb} ConfigMap {name}: {served}")
+        for problem in rendered.problems:
+            rc.event("FlagProblem", problem, warning=True)
+    return rendered
+
+
+def _owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == owner.uid for r in refs)
+
+
+def sync_flag_status(
+    kube: Kube,
+    flag: Mapping[str, Any],
+    services: Iterable[Mapping[str, Any]],
+    served: Mapping[str, Mapping[str, Mapping[str, int]]],
+) -> None:
+    """Write a FeatureFlag's status: valid or not (naming the fields), its consumers, and
+    what each serves."""
+    meta = flag["metadata"]
+    name = meta["name"]
+    consumers = sorted(
+        s["metadata"]["name"]
+        for s in services
+        if name in ((s.get("spec") or {}).get("flags") or [])
+    )
+    problems = feature_flag_problems(flag.get("spec"))
+    per_service = {svc: dict(served.get(svc, {}).get(name, {})) for svc in consumers}
+    if problems:
+        conditions = [
+            DesiredCondition("Valid", "False", "InvalidFlag", "; ".join(problems)),
+            DesiredCondition(
+                "Ready", "False", "InvalidFlag", "not rendered; services keep the last good one"
+            ),
+        ]
+    else:
+        conditions = [
+            DesiredCondition("Valid", "True", "Valid", "flagd can evaluate this flag"),
+            DesiredCondition(
+                "Ready",
+                "True",
+                "Rendered",
+                f"rendered for {', '.join(consumers)}" if consumers else "no service reads it",
+            ),
+        ]
+    fields = {
+        "observedGeneration": int(meta.get("generation", 0)),
+        "consumers": consumers,
+        "served": per_service,
+    }
+    rc = Reconcile.start(kube, flag)
+    rc.write_status(dict(flag.get("status") or {}), conditions, fields, warn=bool(problems))
+
+
+def _sync_namespace(kube: Kube, namespace: str, services: set[str] | None = None) -> None:
+    """Render the flag files of ``services`` (all when None) and every flag's status."""
+    with _lock_for(namespace):
+        all_services = [
+            s
+            for s in kube.list("Microservice", namespace)
+            if not s["metadata"].get("deletionTimestamp")
+        ]
+        flags = {f["metadata"]["name"]: f for f in kube.list("FeatureFlag", namespace)}
+        specs = {n: _valid_spec(f) for n, f in flags.items()}
+        served: dict[str, dict[str, dict[str, int]]] = {}
+        for service in all_services:
+            svc_meta = service["metadata"]
+            names = set((service.get("spec") or {}).get("flags") or [])
+            if services is not None and svc_meta["name"] not in services:
+                current = _served_from_config_map(kube, namespace, svc_meta["name"])
+                served[svc_meta["name"]] = current
+                continue
+            rendered = sync_service_flags(kube, service, {n: specs.get(n) for n in names})
+            if rendered is not None:
+                served[svc_meta["name"]] = rendered.served
+        for flag in flags.values():
+            sync_flag_status(kube, flag, all_services, served)
+
+
+def _served_from_config_map(kube: Kube, namespace: str, service: str) -> dict[str, Any]:
+    current = kube.get("ConfigMap", namespace, flag_config_map_name(service))
+    raw = (((current or {}).get("metadata") or {}).get("annotations") or {}).get(_SERVED)
+    try:
+        served = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return served if isinstance(served, dict) else {}
+
+
+# --- Kopf wiring -------------------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, "featureflags", id="flag-files")
+def on_feature_flag_event(body: kopf.Body, **_: Any) -> None:
+    """A flag changed (or was deleted): every service's file, and every flag's status."""
+    _sync_namespace(runtime().kube, body["metadata"]["namespace"])
+
+
+@kopf.on.event(GROUP, VERSION, "microservices", id="flag-files")
+def on_microservice_for_its_flags(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """A service's flags or splits may have changed: its file, and every flag's status."""
+    meta = body["metadata"]
+    kube = runtime().kube
+    gone = event.get("type") == "DELETED" or bool(meta.get("deletionTimestamp"))
+    if not (body.get("spec") or {}).get("flags") or gone:
+        if kube.get("ConfigMap", meta["namespace"], flag_config_map_name(meta["name"])) is None:
+            return  # reads no flags, and never did since its ConfigMap was last removed
+    _sync_namespace(kube, meta["namespace"], set() if gone else {meta["name"]})
