@@ -1,0 +1,25 @@
+{{- define "pilotboat.labels" -}}
+app.kubernetes.io/name: pilotboat
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "pilotboat.selector" -}}
+app.kubernetes.io/name: pilotboat
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "pilotboat.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* Watched namespaces that are plain names (no glob, no negation): they get a KopfPeering. */}}
+{{- define "pilotboat.exactNamespaces" -}}
+{{- range .Values.watchNamespaces }}
+{{- if not (or (contains "*" .) (contains "?" .) (hasPrefix "!" .)) }}
+- {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,474 @@
+"""Installing Pilotboat: the Helm chart lints and renders, the committed manifests are what it
+renders, everything applies to a real API server, and the operator's RBAC is both enough
+(the operator, authenticated as its ServiceAccount, takes a release and a migration through)
+and no more than it uses (without any one rule, something the operator does is refused)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from tests.cluster.test_migrations import (
+    approval,
+    create_in,
+    given_database_with_orders,
+    history,
+    schema_migration,
+    workload,
+)
+from tests.fixtures.postgres import PostgresServer
+from tests.manifests import microservice
+from tests.story import Story
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.testing import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "pilotboat"
+KUBECTL = REPO / ".state" / "bin" / "kubectl"
+SYSTEM = "pilotboat-system"
+OPERATOR_SA = f"system:serviceaccount:{SYSTEM}:pilotboat"
+HELM_OWNER = {"meta.helm.sh/release-name": "pilotboat", "meta.helm.sh/release-namespace": SYSTEM}
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    out = subprocess.run(
+        [str(REPO / "hack" / "build-helm.sh")], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def render(helm: str, *values: str) -> list[dict[str, Any]]:
+    args = [a for v in values for a in ("--set", v)]
+    out = subprocess.run(
+        [helm, "template", "pilotboat", str(CHART), "--namespace", SYSTEM, "--skip-crds", *args],
+        check=True, capture_output=True, text=True,
+    )
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    out = subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *args], input=stdin,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def apply_all(kubeconfig: Path, docs: list[dict[str, Any]]) -> None:
+    """`kubectl apply --server-side`, annotated so that Helm may adopt the objects."""
+    objs = [copy.deepcopy(d) for d in docs]
+    for obj in objs:
+        obj["metadata"].setdefault("annotations", {}).update(HELM_OWNER)
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=pilotboat-install",
+            "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(objs))
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
+    return sorted((d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs)
+
+
+def role(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name)
+
+
+# --- the chart and the committed manifests ------------------------------------------------------
+
+
+def test_the_chart_lints_with_default_and_namespaced_values(helm: str) -> None:
+    namespaced = ["--set", "watchNamespaces={shop,shop-*}", "--set", "webhooks.enabled=false"]
+    for extra in ([], namespaced):
+        out = subprocess.run([helm, "lint", "--strict", str(CHART), *extra],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize("bad", ["replicas=-1", "logLevel=loud", "peering.name=Not_A_Name",
+                                 "prometheus.url=prometheus:9090", "surprise=1"])
+def test_values_the_schema_refuses(helm: str, bad: str) -> None:
+    out = subprocess.run([helm, "template", "x", str(CHART), "--set", bad],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "values don't meet the specifications of the schema" in out.stderr
+
+
+def test_values_shape_what_is_rendered(helm: str) -> None:
+    docs = render(helm, "replicas=3", "image.tag=1.2.3", "prometheus.url=http://prom:9090",
+                  "logLevel=debug", "webhooks.enabled=false", "watchNamespaces={shop}")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 3
+    assert container["image"] == "localhost/pilotboat/operator:1.2.3"
+    assert {"--no-webhooks", "--verbose", "--namespace=shop", "--peering=pilotboat"} <= set(
+        container["args"])
+    assert {"name": "PILOTBOAT_PROMETHEUS_URL", "value": "http://prom:9090"} in container["env"]
+    rules = role(docs, "pilotboat-operator")["rules"]
+    assert not any("admissionregistration.k8s.io" in r["apiGroups"] for r in rules)
+    assert any("kopfpeerings" in r["resources"] for r in rules)
+    # Watching named namespaces only, Secrets are readable in those namespaces alone.
+    bindings = [d for d in docs if d["metadata"]["name"] == "pilotboat-operator-secrets"
+                and d["kind"].endswith("Binding")]
+    assert [(b["kind"], b["metadata"].get("namespace")) for b in bindings] == [
+        ("RoleBinding", "shop")]
+
+
+def test_the_pod_is_locked_down(helm: str) -> None:
+    deployment = next(d for d in render(helm) if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]}}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+
+
+def test_the_committed_manifests_are_the_chart_rendered(helm: str) -> None:
+    committed = [d for d in yaml.safe_load_all((REPO / "manifests/pilotboat.yaml").read_text())
+                 if d]
+    rendered = render(helm)
+    for doc in rendered:
+        labels = doc["metadata"]["labels"]
+        if "app.kubernetes.io/managed-by" in labels:
+            labels["app.kubernetes.io/managed-by"] = "kubectl"
+    assert committed == rendered, "run hack/render-manifests.sh"
+    chart_crds = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    sources = sorted(p for p in [*REPO.glob("crds/*.yaml"), *REPO.glob("manifests/crds/*.yaml")])
+    assert chart_crds == sorted(p.name for p in sources)
+    for source in sources:
+        assert (CHART / "crds" / source.name).read_text() == source.read_text(), source.name
+
+
+def test_the_standalone_people_roles_are_the_charts(helm: str) -> None:
+    docs = render(helm)
+    standalone = yaml.safe_load((REPO / "manifests/rbac/migration-approver.yaml").read_text())
+    assert role(docs, "pilotboat-migration-approver")["rules"] == standalone["rules"]
+    standalone = yaml.safe_load((REPO / "manifests/rbac/release-manager.yaml").read_text())
+    assert role(docs, "pilotboat-release-manager")["rules"] == standalone["rules"]
+
+
+def test_kustomize_builds_the_same_objects(helm: str, kubeconfig: Path) -> None:
+    out = kubectl(kubeconfig, "kustomize", str(REPO / "manifests"))
+    built = [d for d in yaml.safe_load_all(out) if d]
+    namespace = yaml.safe_load((REPO / "manifests/namespace.yaml").read_text())
+    assert kinds(built) == kinds([namespace, *render(helm)])
+
+
+# --- on the API server ---------------------------------------------------------------------------
+
+
+def _wait_crds(kube: Kube, names: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    for name in names:
+        while time.monotonic() < deadline:
+            crd = kube.get("CustomResourceDefinition", None, name) or {}
+            if any(c["type"] == "Established" and c["status"] == "True"
+                   for c in crd.get("status", {}).get("conditions", [])):
+                break
+            time.sleep(0.2)
+
+
+def install(kube: Kube, kubeconfig: Path, helm: str, *values: str) -> list[dict[str, Any]]:
+    """The CRDs, the namespace and the chart's objects, with no operator pod (replicas 0):
+    the tests' own operators share this cluster."""
+    crds = [d for p in sorted((CHART / "crds").glob("*.yaml"))
+            for d in yaml.safe_load_all(p.read_text()) if d]
+    for crd in crds:
+        kube.apply(crd)
+    _wait_crds(kube, [c["metadata"]["name"] for c in crds])
+    kube.apply(yaml.safe_load((REPO / "manifests/namespace.yaml").read_text()))
+    docs = render(helm, "replicas=0", *values)
+    apply_all(kubeconfig, docs)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def installed(kube: Kube, kubeconfig: Path, helm: str) -> list[dict[str, Any]]:
+    return install(kube, kubeconfig, helm)
+
+
+def test_helm_accepts_the_applied_objects_as_its_release(
+    installed: list[dict[str, Any]], helm: str, kubeconfig: Path
+) -> None:
+    out = subprocess.run(
+        [helm, "upgrade", "--install", "pilotboat", str(CHART), "--namespace", SYSTEM,
+         "--kubeconfig", str(kubeconfig), "--dry-run=server", "--set", "replicas=0",
+         "--set", "logLevel=debug"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "STATUS: pending-install" in out.stdout
+    assert "--verbose" in out.stdout
+
+
+# What the operator does through the API, read from operator/pilotboat (every `kube.*` call,
+# the Kopf watches, Kopf's own peering and event posting, the webhook registration):
+# (verb, group, resource[/subresource], name or None, where). A server-side apply is a
+# `patch`, and a `create` too when it makes the object.
+@dataclass(frozen=True)
+class Operation:
+    verb: str
+    group: str
+    resource: str
+    name: str | None = None
+    where: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.resource}{'/' + self.name if self.name else ''} ({self.where})"
+
+
+def _ops(verbs: str, group: str, resource: str, where: str, name: str | None = None
+         ) -> list[Operation]:
+    return [Operation(v, group, resource, name, where) for v in verbs.split()]
+
+
+PB = "pilotboat.dev"
+OPERATIONS: list[Operation] = [
+    *_ops("get list watch", PB, "microservices", "Kopf watch; microservice._reconcile_guarded get; "
+          "on_owned_database_for_its_claimants list"),
+    *_ops("get list watch", PB, "owneddatabases", "Kopf watch; databases.database_claim get"),
+    *_ops("get list watch", PB, "schemamigrations", "Kopf watch; migrations_blocking list"),
+    *_ops("get list watch", PB, "migrationapprovals", "Kopf watch; approvals_for list"),
+    *_ops("get list watch", PB, "featureflags", "Kopf watch; flags: get by name, list"),
+    *[Operation("patch", PB, f"{r}/status", None, "Reconcile.write_status")
+      for r in ("microservices", "owneddatabases", "schemamigrations", "migrationapprovals",
+                "featureflags")],
+    Operation("patch", PB, "owneddatabases", None, "databases._set_finalizer"),
+    Operation("get", PB, "rolloutpolicies", None, "microservice._strategy"),
+    *_ops("get list watch create patch delete", "apps", "deployments",
+          "Kopf watch; microservice: apply, _scale, canary delete"),
+    *_ops("list watch", "apps", "replicasets", "Kopf watch; migrations.observe_running"),
+    *_ops("list watch", "", "pods", "Kopf watch; migrations.observe_running"),
+    *_ops("get create patch", "", "services", "microservice._apply_services (server-side apply)"),
+    *_ops("get create patch", "", "secrets", "databases: admin Secret, credentials Secret"),
+    *_ops("get create patch delete", "", "configmaps", "flags.sync_service_flags: the flag file"),
+    Operation("create", "", "events", None, "Reconcile.event, migrations._event_once, Kopf"),
+    *_ops("get patch", "gateway.networking.k8s.io", "httproutes", "traffic.route"),
+    *[Operation(verb, "admissionregistration.k8s.io", f"{kind}webhookconfigurations",
+                "pilotboat-pilotboat", "webhooks.PilotboatWebhookServer._register (apply)")
+      for verb in ("create", "patch") for kind in ("mutating", "validating")],
+    *_ops("list watch", "apiextensions.k8s.io", "customresourcedefinitions",
+          "Kopf resource observer"),
+    *_ops("list watch", "kopf.dev", "clusterkopfpeerings", "Kopf peering"),
+    Operation("patch", "kopf.dev", "clusterkopfpeerings", "pilotboat", "Kopf peering keep-alive"),
+]
+
+# What it must never be able to do.
+FORBIDDEN: list[Operation] = [
+    Operation("delete", "", "namespaces"),
+    Operation("list", "", "secrets"),
+    Operation("watch", "", "secrets"),
+    Operation("delete", "", "secrets"),
+    Operation("patch", PB, "microservices", None, "a user's spec is Git's"),
+    Operation("update", PB, "microservices"),
+    Operation("patch", PB, "schemamigrations"),
+    Operation("create", PB, "migrationapprovals", None, "only people approve"),
+    Operation("create", "", "pods"),
+    Operation("list", "", "configmaps"),
+    Operation("patch", PB, "featureflags", None, "a user's spec is Git's"),
+    Operation("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+    Operation("escalate", "rbac.authorization.k8s.io", "clusterroles"),
+    Operation("impersonate", "", "users"),
+    Operation("create", "", "serviceaccounts/token"),
+    Operation("create", "apiextensions.k8s.io", "customresourcedefinitions"),
+    Operation("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations",
+              "someone-elses"),
+    Operation("delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations",
+              "pilotboat-pilotboat"),
+    Operation("patch", "kopf.dev", "clusterkopfpeerings", "another-operator"),
+]
+
+
+def allowed(api: kubernetes.client.ApiClient, user: str, op: Operation,
+            namespace: str | None = "default") -> bool:
+    resource, _, subresource = op.resource.partition("/")
+    attributes: dict[str, Any] = {"verb": op.verb, "group": op.group, "resource": resource,
+                                  "subresource": subresource, "name": op.name or ""}
+    if resource not in {"namespaces", "customresourcedefinitions", "clusterkopfpeerings",
+                        "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
+                        "clusterroles", "clusterrolebindings", "users"}:
+        attributes["namespace"] = namespace
+    review = kubernetes.client.AuthorizationV1Api(api).create_subject_access_review({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
+                 "resourceAttributes": attributes},
+    })
+    return bool(review.status.allowed)
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=str)
+def test_the_operator_may_do_what_it_does(
+    installed: list[dict[str, Any]], kube_api: kubernetes.client.ApiClient, op: Operation
+) -> None:
+    assert allowed(kube_api, OPERATOR_SA, op), f"the operator may not {op}"
+
+
+@pytest.mark.parametrize("op", FORBIDDEN, ids=str)
+def test_the_operator_may_not(
+    installed: list[dict[str, Any]], kube_api: kubernetes.client.ApiClient, op: Operation
+) -> None:
+    assert not allowed(kube_api, OPERATOR_SA, op), f"the operator may {op}"
+
+
+def _grants(rules: list[dict[str, Any]]) -> list[tuple[int, str, str, str, str | None]]:
+    """Every (rule index, verb, group, resource, name) a list of rules grants."""
+    return [
+        (i, verb, group, resource, name)
+        for i, rule in enumerate(rules)
+        for verb in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for name in (rule.get("resourceNames") or [None])
+    ]
+
+
+def _without(rules: list[dict[str, Any]], grant: tuple[int, str, str, str, str | None]
+             ) -> list[dict[str, Any]]:
+    """The rules with one (verb, group, resource, name) of one rule taken out."""
+    i, verb, group, resource, name = grant
+    out = [r for j, r in enumerate(rules) if j != i]
+    rule = rules[i]
+    for v, g, r, n in [(v, g, r, n) for (j, v, g, r, n) in _grants([rule])]:
+        if (v, g, r, n) != (verb, group, resource, name):
+            out.append({"apiGroups": [g], "resources": [r], "verbs": [v],
+                        **({"resourceNames": [n]} if n else {})})
+    return out
+
+
+def test_every_rule_is_needed(
+    installed: list[dict[str, Any]], kube: Kube, kube_api: kubernetes.client.ApiClient
+) -> None:
+    """Take out any one grant (a verb on a resource of one rule) and an operation the
+    operator performs is refused: for each grant, a ClusterRole without it is bound to a
+    probe user, and the API server's own RBAC says no to that operation."""
+    rules = [*role(installed, "pilotboat-operator")["rules"],
+             *role(installed, "pilotboat-operator-secrets")["rules"]]
+    grants = _grants(rules)
+    uncovered = [g for g in grants
+                 if not any((o.verb, o.group, o.resource, o.name) == g[1:] for o in OPERATIONS)]
+    assert not uncovered, f"grants that no operation of the operator uses: {uncovered}"
+
+    probes: list[tuple[str, tuple[int, str, str, str, str | None]]] = []
+    for n, grant in enumerate(grants):
+        name = f"pilotboat-rbac-probe-{n}"
+        kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": name, "labels": {"pilotboat.dev/test": "true"}},
+                    "rules": _without(rules, grant)})
+        kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": name, "labels": {"pilotboat.dev/test": "true"}},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": name},
+                    "subjects": [{"kind": "User", "name": name,
+                                  "apiGroup": "rbac.authorization.k8s.io"}]})
+        probes.append((name, grant))
+    try:
+        for name, grant in probes:
+            ops = [o for o in OPERATIONS if (o.verb, o.group, o.resource, o.name) == grant[1:]]
+            control = next(o for o in OPERATIONS if o not in ops)
+            deadline = time.monotonic() + 10
+            while not allowed(kube_api, name, control):  # the authorizer has seen the binding
+                assert time.monotonic() < deadline, f"{name} never took effect"
+                time.sleep(0.1)
+            refused = [o for o in ops if not allowed(kube_api, name, o)]
+            assert refused, f"without {grant[1:]} the operator could still {ops[0]}"
+    finally:
+        for name, _ in probes:
+            kube.delete("ClusterRoleBinding", None, name)
+            kube.delete("ClusterRole", None, name)
+
+
+# --- the operator, authenticated as its ServiceAccount -------------------------------------------
+
+
+def service_account_kubeconfig(kube_api: kubernetes.client.ApiClient, admin: Path,
+                               path: Path) -> Path:
+    """A kubeconfig with a short-lived token of the operator's ServiceAccount (TokenRequest)."""
+    token = kubernetes.client.CoreV1Api(kube_api).create_namespaced_service_account_token(
+        "pilotboat", SYSTEM,
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+         "spec": {"expirationSeconds": 3600}},
+    ).status.token
+    config = yaml.safe_load(admin.read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c for c in config["clusters"] if c["name"] == context["context"]["cluster"])
+    cluster = copy.deepcopy(cluster)
+    ca = cluster["cluster"].get("certificate-authority")
+    if ca:  # inline it: the file path may be relative to the admin kubeconfig
+        ca_path = (admin.parent / ca) if not Path(ca).is_absolute() else Path(ca)
+        cluster["cluster"]["certificate-authority-data"] = base64.b64encode(
+            ca_path.read_bytes()).decode()
+        del cluster["cluster"]["certificate-authority"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "pilotboat",
+        "clusters": [cluster],
+        "users": [{"name": "pilotboat", "user": {"token": token}}],
+        "contexts": [{"name": "pilotboat",
+                      "context": {"cluster": cluster["name"], "user": "pilotboat"}}],
+    }))
+    return path
+
+
+@pytest.fixture
+def operator_as_its_service_account(
+    kube: Kube, kube_api: kubernetes.client.ApiClient, helm: str, kubeconfig: Path,
+    private_namespace: str, tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    """The chart installed to watch one namespace, and `pilotboat run` logged in with the
+    ServiceAccount's token only, as its pod would be."""
+    install(kube, kubeconfig, helm, f"watchNamespaces={{{private_namespace}}}")
+    config = service_account_kubeconfig(kube_api, kubeconfig, tmp_path / "sa-kubeconfig")
+    proc = OperatorProcess(config, tmp_path, ["--namespace", private_namespace,
+                                              "--peering", "pilotboat"])
+    proc.start()
+    yield proc
+    proc.stop()
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        kube.delete(kind, None, "pilotboat-pilotboat")
+    install(kube, kubeconfig, helm)  # back to the default, cluster-wide RBAC
+
+
+def test_the_operator_as_its_service_account_releases_and_migrates(
+    operator_as_its_service_account: OperatorProcess, kube: Kube, private_namespace: str,
+    postgres_server: PostgresServer, kubeconfig: Path,
+) -> None:
+    proc = operator_as_its_service_account
+    story = Story(kube, private_namespace)
+    steps = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
+
+    def healthy_at(version: str):  # type: ignore[no-untyped-def]
+        return lambda o: ((o or {}).get("status") or {}).get("phase") == "Healthy" and (
+            o or {})["status"].get("stableVersion") == version
+
+    story.given(microservice("web", version="v1", rollout={"canary": {"steps": steps}}))
+    story.wait_for("Microservice", "web", healthy_at("v1"), timeout=90, what="Healthy at v1")
+    story.apply(microservice("web", version="v2", rollout={"canary": {"steps": steps}}))
+    story.wait_for("Microservice", "web", lambda o: ((o or {}).get("status") or {}).get(
+        "canaryWeight") == 50, timeout=60, what="at 50%")
+    story.wait_for("Microservice", "web", healthy_at("v2"), timeout=90, what="Healthy at v2")
+
+    dsn = given_database_with_orders(story, postgres_server)
+    story.given(workload("v2", 1))
+    story.given(schema_migration(contract={"sql": "ALTER TABLE orders DROP COLUMN "
+                                                  "customer_name;", "soak": "1s"}))
+    story.wait_condition("SchemaMigration", "customer-column", "ExpandApplied", timeout=60)
+    create_in(kube, private_namespace, approval("ok"))
+    story.wait_for("SchemaMigration", "customer-column",
+                   lambda o: ((o or {}).get("status") or {}).get("phase") == "Contracted",
+                   timeout=90, what="Contracted")
+    assert [p for p, _ in history(dsn)] == ["expand", "backfill", "contract"]
+
+    log = proc.log_text()
+    for refusal in ("Forbidden", "forbidden", "Not enough permissions", '"status": 403'):
+        assert refusal not in log, [line for line in log.splitlines() if refusal in line][:5]
+    assert proc.proc is not None and proc.proc.poll() is None
