@@ -198,7 +198,7 @@ def reconcile_microservice(
     # A release starts, or a rolled-back one is retried: either way it runs on the schema
     # as it is now, so the migrations its version needs are asked again.
     retry = (status.get("commands") or {}).get("retry")
-    retrying = state.aborted_revision == revision and retry and (
+    retrying = bool(retry) and state.aborted_revision == revision and (
         state.handled_commands.get("retry") != retry
     )
     if tracks.revision("stable") != revision and (state.revision != revision or retrying):

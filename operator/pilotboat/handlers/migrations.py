@@ -431,13 +431,15 @@ def _report(
     recorded = {p.get("phase") for p in status.get("appliedPhases") or []}
     for entry in history:
         if str(entry.phase) not in recorded:
+            reason = f"{str(entry.phase).capitalize()}Applied"
             _event_once(
                 kube,
                 body,
                 f"applied/{entry.phase}/{entry.checksum}",
-                f"{str(entry.phase).capitalize()}Applied",
+                reason,
                 f"{entry.phase} applied (checksum {entry.checksum[:12]}) by {entry.applied_by}",
             )
+            rc.emitted.add(reason)  # a Ready condition with this reason says it once more
     old = status.get("conditions") or []
     for want in conditions:
         if want.type in (reasons.READY,) or want.status == "True":
@@ -620,6 +622,13 @@ def migrations_blocking(kube: Kube, namespace: str, service: str, version: str) 
             continue
         status = migration.get("status") or {}
         applied = {p.get("phase") for p in status.get("appliedPhases") or []}
+        if "down" in applied:
+            messages.append(
+                f"SchemaMigration {migration['metadata']['name']}: its expand was taken back "
+                f"(down ran after a rollback); {version} needs a new SchemaMigration that "
+                "expands again"
+            )
+            continue
         needed = ["expand", *(["backfill"] if spec.get("backfill") else [])]
         missing = [p for p in needed if p not in applied]
         if missing:
