@@ -14,11 +14,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from pilotboat.cli.contract import contract
     from pilotboat.cli.crds import crds
     from pilotboat.cli.release import abort, promote, retry, status
     from pilotboat.cli.run import run
 
-    for command in (crds, run, status, promote, abort, retry):
+    for command in (crds, contract, run, status, promote, abort, retry):
         main.add_command(command)
 
 
