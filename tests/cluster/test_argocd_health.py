@@ -1,0 +1,259 @@
+"""Argo CD's view of Pilotboat's resources: the Lua health checks in examples/argocd/health,
+run by Debian's Lua 5.4 on status objects the operator wrote.
+
+Two ways: the live tests drive real objects through each state with the shared operator and
+judge them as they are; the fixture tests judge status objects saved from such runs
+(tests/fixtures/status/<kind>/<state>.<Health>.json; PILOTBOAT_RECORD_STATUS=1 rewrites them
+from a live run), so every state stays covered even when a live run takes another path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.cluster.test_databases import owned_database
+from tests.cluster.test_migrations import (
+    CONTRACT,
+    approval,
+    create_in,
+    given_database_with_orders,
+    running,
+    schema_migration,
+    workload,
+)
+from tests.fixtures.postgres import PostgresServer
+from tests.manifests import microservice
+from tests.story import Story
+
+REPO = Path(__file__).resolve().parents[2]
+HEALTH = REPO / "examples" / "argocd" / "health"
+FIXTURES = REPO / "tests" / "fixtures" / "status"
+RECORD = os.environ.get("PILOTBOAT_RECORD_STATUS") == "1"
+
+
+@pytest.fixture(scope="session")
+def lua() -> str:
+    if shutil.which("lua5.4") is None:  # as hack/deps.sh installs it
+        subprocess.run([str(REPO / "hack" / "deps.sh")], check=True)
+    path = shutil.which("lua5.4")
+    assert path, "lua5.4 is not installed (hack/deps.sh installs it)"
+    return path
+
+
+def _lua_literal(value: Any) -> str:
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # JSON escapes are Lua escapes here
+    if isinstance(value, list):
+        return "{" + ", ".join(_lua_literal(v) for v in value) + "}"
+    return "{" + ", ".join(
+        f"[{json.dumps(k)}] = {_lua_literal(v)}" for k, v in value.items()) + "}"
+
+
+def health(lua: str, kind: str, obj: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) as Argo CD would get them: `obj` global, the script's return value."""
+    script = (HEALTH / f"{kind.lower()}.lua").read_text()
+    program = (f"obj = {_lua_literal(obj)}\n"
+               f"local function check()\n{script}\nend\n"
+               "local hs = check()\nio.write(hs.status, '\\n', hs.message or '', '\\n')\n")
+    out = subprocess.run([lua, "-"], input=program, capture_output=True, text=True, check=True)
+    status, message = out.stdout.split("\n", 1)
+    return status, message.strip()
+
+
+def judged(lua: str, story: Story, kind: str, name: str, state: str, expected: str) -> str:
+    obj = story.get(kind, name)
+    assert obj is not None
+    status, message = health(lua, kind, obj)
+    assert status == expected, f"{kind} {name} in state {state}: {status} ({message})\n" + \
+        json.dumps(obj.get("status"), indent=2)
+    if RECORD:
+        keep = {"apiVersion": obj["apiVersion"], "kind": kind,
+                "metadata": {"name": name, "generation": obj["metadata"].get("generation")},
+                "spec": obj.get("spec"), "status": obj.get("status")}
+        out = FIXTURES / kind.lower() / f"{state}.{expected}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(keep, indent=2, sort_keys=True) + "\n")
+    return message
+
+
+def _status(obj: dict[str, Any] | None) -> dict[str, Any]:
+    return (obj or {}).get("status") or {}
+
+
+# --- saved status objects ---------------------------------------------------------------------
+
+SAVED = sorted(FIXTURES.glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", SAVED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_saved_status_objects(lua: str, path: Path) -> None:
+    obj = json.loads(path.read_text())
+    expected = path.stem.rsplit(".", 1)[1]
+    status, message = health(lua, obj["kind"], obj)
+    assert status == expected, message
+    assert message
+
+
+def test_every_health_is_covered_by_saved_objects() -> None:
+    covered = {(p.parent.name, p.stem.rsplit(".", 1)[1]) for p in SAVED}
+    assert {("microservice", h) for h in ("Healthy", "Progressing", "Suspended", "Degraded")} \
+        <= covered
+    assert {("schemamigration", h) for h in ("Healthy", "Progressing", "Suspended", "Degraded")} \
+        <= covered
+    assert {("owneddatabase", h) for h in ("Healthy", "Progressing", "Degraded")} <= covered
+
+
+def test_an_object_the_operator_has_not_seen_is_progressing(lua: str) -> None:
+    for kind in ("Microservice", "SchemaMigration", "OwnedDatabase"):
+        obj = {"apiVersion": "pilotboat.dev/v1alpha1", "kind": kind,
+               "metadata": {"name": "x", "generation": 1}, "spec": {}}
+        assert health(lua, kind, obj)[0] == "Progressing"
+        obj["status"] = {"phase": "Healthy", "observedGeneration": 0}
+        assert health(lua, kind, obj)[0] == "Progressing"
+
+
+# --- live, with the shared operator -----------------------------------------------------------
+
+STEPS = [{"setWeight": 25}, {"pause": {"untilPromoted": True}}]
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_release_seen_by_argo_cd(lua: str, story: Story, postgres_server: PostgresServer
+                                   ) -> None:
+    def phase(p: str):  # type: ignore[no-untyped-def]
+        return lambda o: _status(o).get("phase") == p and _status(o).get(
+            "observedGeneration") == (o or {})["metadata"]["generation"]
+
+    shop = microservice("shop", version="v1", rollout={"canary": {"steps": STEPS}})
+    story.given(shop)
+    story.wait_for("Microservice", "shop", phase("Healthy"), timeout=90)
+    story.wait_condition("Microservice", "shop", "Ready")
+    judged(lua, story, "Microservice", "shop", "released", "Healthy")
+
+    # v2 needs a schema migration whose database does not exist yet: the release waits.
+    story.given(schema_migration("shop-schema", database="missing-db",
+                                 requiredBy={"service": "shop", "version": "v2"}))
+    story.apply(microservice("shop", version="v2", rollout={"canary": {"steps": STEPS}}))
+    story.wait_for("Microservice", "shop", lambda o: _status(o).get("observedGeneration") == 2
+                   and "waits for its schema migrations" in (_status(o).get("message") or ""))
+    message = judged(lua, story, "Microservice", "shop", "waiting-for-expand", "Progressing")
+    assert "canary" in message
+    story.wait_for("SchemaMigration", "shop-schema", phase("Pending"))
+    judged(lua, story, "SchemaMigration", "shop-schema", "database-not-ready", "Progressing")
+
+    story.delete("SchemaMigration", "shop-schema")
+    story.wait_for("Microservice", "shop", phase("Paused"), timeout=60)
+    message = judged(lua, story, "Microservice", "shop", "paused", "Suspended")
+    assert "promot" in message.lower()
+
+    story.patch_status_command("shop", "abort")
+    story.wait_for("Microservice", "shop", phase("Degraded"), timeout=60)
+    judged(lua, story, "Microservice", "shop", "rolled-back", "Degraded")
+
+    story.given(microservice("broken", rollout={"rolloutPolicyRef": "no-such-policy"}))
+    story.wait_condition("Microservice", "broken", "SpecValid", "False")
+    message = judged(lua, story, "Microservice", "broken", "invalid-spec", "Degraded")
+    assert "no-such-policy" in message
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_migration_seen_by_argo_cd(lua: str, story: Story, postgres_server: PostgresServer
+                                     ) -> None:
+    given_database_with_orders(story, postgres_server)
+    judged(lua, story, "OwnedDatabase", "orders-db", "ready", "Healthy")
+    story.given(workload("v1", 1))
+    story.wait_for("Deployment", "orders-v1", lambda _: running(story, "v1") == 1)
+
+    story.given(schema_migration(contract={"sql": CONTRACT, "soak": "1s"}))
+    story.wait_for("SchemaMigration", "customer-column",
+                   lambda o: _status(o).get("phase") == "Expanded")
+    message = judged(lua, story, "SchemaMigration", "customer-column", "expanded", "Healthy")
+    assert "v1" in message
+
+    story.given(workload("v2", 1), workload("v1", 0))
+    story.wait_for("SchemaMigration", "customer-column", lambda o: [
+        g["name"] for g in _status(o).get("gates", []) if not g["holds"]] == ["Approved"],
+        timeout=60, what="waiting for approval only")
+    message = judged(lua, story, "SchemaMigration", "customer-column", "awaiting-approval",
+                     "Suspended")
+    assert "kubectl pilotboat approve customer-column" in message
+
+    create_in(story.kube, story.namespace, approval("yes"))
+    story.wait_for("SchemaMigration", "customer-column",
+                   lambda o: _status(o).get("phase") == "Contracted", timeout=60)
+    judged(lua, story, "SchemaMigration", "customer-column", "contracted", "Healthy")
+
+    story.given(schema_migration("unsafe", expand={"sql": "ALTER TABLE orders DROP COLUMN id;"}))
+    story.wait_for("SchemaMigration", "unsafe", lambda o: _status(o).get("phase") == "Failed")
+    judged(lua, story, "SchemaMigration", "unsafe", "unsafe-sql", "Degraded")
+
+    # A second OwnedDatabase naming the same PostgreSQL database is refused.
+    orders = story.get("OwnedDatabase", "orders-db")
+    assert orders is not None
+    thief = owned_database("thief-db", postgres_server, owner="thief")
+    thief["spec"]["databaseName"] = orders["status"]["databaseName"]
+    story.given(thief)
+    story.wait_for("OwnedDatabase", "thief-db", lambda o: _status(o).get("phase") == "Refused")
+    judged(lua, story, "OwnedDatabase", "thief-db", "refused", "Degraded")
+
+    story.given(owned_database("lonely-db", postgres_server, owner="lonely", secret="absent"))
+    story.wait_for("OwnedDatabase", "lonely-db", lambda o: _status(o).get("phase") == "Pending")
+    judged(lua, story, "OwnedDatabase", "lonely-db", "admin-secret-missing", "Progressing")
+
+
+# --- the rest of the Argo CD example -----------------------------------------------------------
+
+ARGOCD = REPO / "examples" / "argocd"
+
+
+def test_argocd_cm_carries_each_script_verbatim() -> None:
+    import yaml
+
+    data = yaml.safe_load((ARGOCD / "argocd-cm.yaml").read_text())["data"]
+    for kind in ("Microservice", "SchemaMigration", "OwnedDatabase"):
+        key = f"resource.customizations.health.pilotboat.dev_{kind}"
+        assert data[key] == (HEALTH / f"{kind.lower()}.lua").read_text(), key
+
+
+def test_the_applications_point_at_this_repository() -> None:
+    import yaml
+
+    for name, path in (("shop-application.yaml", "examples/shop"),
+                       ("pilotboat-application.yaml", "charts/pilotboat")):
+        app = yaml.safe_load((ARGOCD / name).read_text())
+        assert app["kind"] == "Application"
+        assert app["spec"]["source"]["path"] == path
+        assert (REPO / path).is_dir()
+
+
+def test_the_sync_wave_component_orders_databases_migrations_services(
+    tmp_path: Path, kubeconfig: Path
+) -> None:
+    import yaml
+
+    objects = [{"apiVersion": "pilotboat.dev/v1alpha1", "kind": kind,
+                "metadata": {"name": kind.lower()}, "spec": {}}
+               for kind in ("Microservice", "SchemaMigration", "OwnedDatabase", "RolloutPolicy",
+                            "FeatureFlag")]
+    (tmp_path / "objects.yaml").write_text(yaml.safe_dump_all(objects))
+    shutil.copytree(ARGOCD / "sync-waves", tmp_path / "sync-waves")
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"resources": ["objects.yaml"], "components": ["sync-waves"]}))
+    out = subprocess.run([str(REPO / ".state/bin/kubectl"), "kustomize", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    waves = {d["kind"]: d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
+             for d in yaml.safe_load_all(out) if d}
+    assert waves == {"OwnedDatabase": "0", "SchemaMigration": "1", "RolloutPolicy": "1",
+                     "FeatureFlag": "1", "Microservice": "2"}
