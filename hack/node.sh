@@ -265,7 +265,11 @@ healthz() { curl -fsS --max-time 2 "$1" >/dev/null 2>&1; }
 start_kubelet() {
   local ip=$1
   mkdir -p "$S/kubelet" "$S/pod-logs" "$S/volume-plugins"
-  render kubelet-config.yaml.in "$S/kubelet-config.yaml"
+  render kubelet-config.yaml.in "$S/kubelet-config.yaml.new"
+  # A running kubelet keeps the config it started with: restart it when the config changed
+  # (its pods keep running).
+  if ! cmp -s "$S/kubelet-config.yaml.new" "$S/kubelet-config.yaml"; then stop kubelet; fi
+  mv "$S/kubelet-config.yaml.new" "$S/kubelet-config.yaml"
   write_kubeconfig "$S/kubelet.kubeconfig" kubelet
   start kubelet "$k8s_bin/kubelet" \
     --config="$S/kubelet-config.yaml" \

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The shop's PostgreSQL (Debian's PostgreSQL 15 binaries, never its system service), as a
+# detached server with its data in .state/postgres/.
+#   hack/postgres.sh up       initdb once, start if not running, wait until it answers
+#   hack/postgres.sh down     stop it (the data stays)
+#   hack/postgres.sh purge    stop it and delete .state/postgres
+#   hack/postgres.sh status   exit 0 when it answers
+#   hack/postgres.sh env      print PGHOST/PGPORT/PGUSER/PGPASSWORD lines for `eval`
+#
+# Port ${PILOTBOAT_PG_PORT:-15432} on 127.0.0.1 (the operator, the demo's integrity check)
+# and on 10.244.0.1, the pod network's gateway on the bridge pb0, so the shop's pods reach
+# it; `up` waits (60 s at most) for pb0 to carry that address, i.e. for hack/node.sh up.
+# PILOTBOAT_PG_LISTEN overrides the addresses (e.g. 127.0.0.1 alone, without a node).
+# Authentication is scram-sha-256 on every connection, for the superuser `postgres` too;
+# its password is generated once into .state/postgres/superuser-password (mode 600).
+# As root the data belongs to the `postgres` system user and the server runs as it.
+set -euo pipefail
+
+hack="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$hack/.." && pwd)"
+state="${PILOTBOAT_STATE:-$repo/.state}"
+dir="$state/postgres"
+data="$dir/data"
+port="${PILOTBOAT_PG_PORT:-15432}"
+gateway=10.244.0.1
+listen="${PILOTBOAT_PG_LISTEN:-127.0.0.1,$gateway}"
+pwfile="$dir/superuser-password"
+bin="${PILOTBOAT_PG_BIN:-/usr/lib/postgresql/15/bin}"
+superuser=postgres
+system_user=postgres
+
+log() { echo "postgres: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+as_server() {  # run a PostgreSQL binary as the server's system user when we are root
+  if [ "$(id -u)" -eq 0 ]; then runuser -u "$system_user" -- "$@"; else "$@"; fi
+}
+
+answers() {
+  PGPASSWORD="$(cat "$pwfile" 2>/dev/null)" "$bin/psql" -h 127.0.0.1 -p "$port" \
+    -U "$superuser" -d postgres -tAqc 'select 1' >/dev/null 2>&1
+}
+
+running() { as_server "$bin/pg_ctl" status -D "$data" >/dev/null 2>&1; }
+
+init() {
+  [ -s "$data/PG_VERSION" ] && return 0
+  [ -x "$bin/initdb" ] || "$hack/deps.sh"
+  [ -x "$bin/initdb" ] || die "no PostgreSQL binaries in $bin"
+  mkdir -p "$dir"
+  if [ ! -s "$pwfile" ]; then
+    (umask 077 && openssl rand -base64 24 | tr -d '/+=\n' >"$pwfile")
+  fi
+  local tmp_pw
+  tmp_pw="$(mktemp)"
+  cp "$pwfile" "$tmp_pw"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown "$system_user:" "$dir" "$tmp_pw"
+  fi
+  log "initdb in $data"
+  as_server "$bin/initdb" -D "$data" -U "$superuser" --pwfile="$tmp_pw" \
+    --auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 --locale=C.UTF-8 \
+    >"$dir/initdb.log" 2>&1 || { rm -f "$tmp_pw"; die "initdb failed; see $dir/initdb.log"; }
+  rm -f "$tmp_pw"
+  # Pods come from 10.244.0.0/24 (their source address on pb0); the host from loopback.
+  cat >"$data/pg_hba.conf" <<'HBA'
+# TYPE  DATABASE  USER  ADDRESS          METHOD   (written by hack/postgres.sh)
+local   all       all                    scram-sha-256
+host    all       all   127.0.0.1/32     scram-sha-256
+host    all       all   10.244.0.0/24    scram-sha-256
+HBA
+}
+
+wait_gateway() {
+  case ",$listen," in *",$gateway,"*) ;; *) return 0 ;; esac
+  local i
+  for ((i = 0; i < 600; i++)); do
+    ip -4 addr show dev pb0 2>/dev/null | grep -q "inet $gateway/" && return 0
+    sleep 0.1
+  done
+  die "the pod network's gateway $gateway is not on pb0 after 60s (hack/node.sh up first, or PILOTBOAT_PG_LISTEN=127.0.0.1)"
+}
+
+up() {
+  init
+  if running; then
+    answers || die "running but not answering on 127.0.0.1:$port; see $dir/server.log"
+    return 0
+  fi
+  wait_gateway
+  log "starting on ${listen//,/ and }, port $port"
+  # unix socket in the data dir's parent (owned by the server's user), not /var/run.
+  local sockdir="$dir/run"
+  mkdir -p "$sockdir"
+  [ "$(id -u)" -ne 0 ] || chown "$system_user:" "$sockdir"
+  touch "$dir/server.log"
+  [ "$(id -u)" -ne 0 ] || chown "$system_user:" "$dir/server.log"
+  as_server "$bin/pg_ctl" start -D "$data" -l "$dir/server.log" -w -t 60 -o \
+    "-c listen_addresses=$listen -c port=$port -c unix_socket_directories=$sockdir \
+     -c max_connections=200 -c shared_buffers=64MB -c fsync=off -c synchronous_commit=off \
+     -c full_page_writes=off -c log_min_messages=warning" >/dev/null \
+    || die "did not start; see $dir/server.log"
+  local i
+  for ((i = 0; i < 100; i++)); do answers && return 0; sleep 0.1; done
+  die "started but does not answer; see $dir/server.log"
+}
+
+down() {
+  running || return 0
+  log "stopping"
+  as_server "$bin/pg_ctl" stop -D "$data" -m fast -w -t 30 >/dev/null
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  purge) down; rm -rf "$dir" ;;
+  status) running && answers ;;
+  env)
+    [ -s "$pwfile" ] || die "no $pwfile; run: $0 up"
+    printf 'PGHOST=127.0.0.1\nPGPORT=%s\nPGUSER=%s\nPGPASSWORD=%s\n' "$port" "$superuser" "$(cat "$pwfile")" ;;
+  *) echo "usage: $0 up|down|purge|status|env" >&2; exit 2 ;;
+esac
