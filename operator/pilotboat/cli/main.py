@@ -14,12 +14,17 @@ def main() -> None:
 
 
 def _register() -> None:
+    from pilotboat.cli.approve import approve
     from pilotboat.cli.contract import contract
     from pilotboat.cli.crds import crds
+    from pilotboat.cli.get import get
+    from pilotboat.cli.lint import lint
     from pilotboat.cli.release import abort, promote, retry, status
     from pilotboat.cli.run import run
+    from pilotboat.cli.version import version
 
-    for command in (crds, contract, run, status, promote, abort, retry):
+    for command in (crds, contract, run, get, status, promote, abort, retry, approve, lint,
+                    version):
         main.add_command(command)
 
 

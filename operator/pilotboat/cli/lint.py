@@ -1,0 +1,172 @@
+"""`pilotboat lint FILE...`: check Pilotboat manifests offline, before Git or the API server.
+
+Two checks per object, both without a cluster: the CRD's OpenAPI schema (the one
+`pilotboat crds generate` writes, here as a JSON Schema that also refuses unknown fields, as
+`kubectl apply --validate=strict` would), then the pydantic model of the kind's spec, which
+holds the rules across fields that the CRD states in CEL. Objects of other kinds are skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import jsonschema
+import yaml
+from pydantic import ValidationError
+
+from pilotboat import GROUP
+from pilotboat.api.catalog import KINDS
+from pilotboat.api.crd import custom_resource_definition
+from pilotboat.api.kind import KindDescriptor
+
+__all__ = ["Finding", "lint", "lint_document", "lint_file"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with one object: where (file, object, field) and what."""
+
+    file: str
+    object: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.object}: {self.field}: {self.message}"
+
+
+def _json_schema(node: Any) -> Any:
+    """The CRD's structural schema as JSON Schema: `nullable` as a null type, int-or-string
+    as either, and objects closed to fields they do not declare."""
+    if isinstance(node, list):
+        return [_json_schema(n) for n in node]
+    if not isinstance(node, Mapping):
+        return node
+    out = {k: _json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def _validator(kind: str) -> jsonschema.protocols.Validator:
+    descriptor = next(k for k in KINDS if k.kind == kind)
+    crd = custom_resource_definition(descriptor)
+    version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+    schema = _json_schema(version["schema"]["openAPIV3Schema"])
+    properties = schema.setdefault("properties", {})
+    properties.setdefault("apiVersion", {"type": "string"})
+    properties.setdefault("kind", {"type": "string"})
+    properties["metadata"] = {"type": "object"}  # the API server's to check
+    properties.pop("status", None)  # the operator's, not the manifest's
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    return cls(schema)
+
+
+def _path(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(object)"
+
+
+def _schema_findings(error: jsonschema.ValidationError) -> Iterator[tuple[str, str]]:
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        declared = set((error.schema or {}).get("properties") or {})  # type: ignore[union-attr]
+        for extra in sorted(set(error.instance) - declared):
+            yield _path([*where, extra]), "unknown field"
+        return
+    yield _path(where), error.message
+
+
+def _model_findings(
+    descriptor: KindDescriptor, doc: Mapping[str, Any]
+) -> Iterator[tuple[str, str]]:
+    try:
+        descriptor.spec_model.model_validate(doc.get("spec") or {})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+            yield _path(["spec", *loc]), err["msg"]
+
+
+def lint_document(file: str, doc: Any) -> list[Finding]:
+    """Findings for one YAML document (empty when it is fine or not Pilotboat's)."""
+    if not isinstance(doc, Mapping):
+        return []
+    api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
+    if api_version.split("/")[0] != GROUP:
+        return []
+    name = f"{kind or '?'}/{((doc.get('metadata') or {}).get('name')) or '?'}"
+    descriptor = next((k for k in KINDS if k.kind == kind), None)
+    if descriptor is None:
+        known = ", ".join(k.kind for k in KINDS)
+        return [Finding(file, name, "kind", f"{kind!r} is not a Pilotboat kind ({known})")]
+    if api_version != descriptor.api_version:
+        return [Finding(file, name, "apiVersion", f"want {descriptor.api_version}")]
+    errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    findings = [Finding(file, name, f, m) for e in errors for f, m in _schema_findings(e)]
+    if not findings:  # the model's rules assume a spec of the right shape
+        findings = [Finding(file, name, f, m) for f, m in _model_findings(descriptor, doc)]
+    return findings
+
+
+def lint_file(path: Path) -> tuple[int, list[Finding]]:
+    """(number of Pilotboat objects checked, findings) for a YAML file of one or more documents."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except yaml.YAMLError as exc:
+        return 0, [Finding(str(path), "-", "-", f"not YAML: {exc}")]
+    checked = sum(
+        1
+        for d in docs
+        if isinstance(d, Mapping) and str(d.get("apiVersion", "")).split("/")[0] == GROUP
+    )
+    return checked, [f for d in docs for f in lint_document(str(path), d)]
+
+
+def _files(paths: tuple[Path, ...]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"})
+        else:
+            yield path
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def lint(paths: tuple[Path, ...], output: str) -> None:
+    """Check Pilotboat manifests in PATHS (files or folders) offline, naming file, object and
+    field of each problem; exit 1 when there is any."""
+    checked, findings = 0, []
+    for path in _files(paths):
+        n, found = lint_file(path)
+        checked += n
+        findings += found
+    if output == "json":
+        click.echo(json.dumps({"checked": checked, "findings": [asdict(f) for f in findings]},
+                              indent=2))
+    else:
+        for finding in findings:
+            click.secho(str(finding), fg="red", err=False)
+        summary = f"{checked} object(s) checked, {len(findings)} problem(s)"
+        click.secho(summary, fg="red" if findings else "green", bold=bool(findings))
+    if findings:
+        raise SystemExit(1)
