@@ -47,6 +47,7 @@ from pilotboat.core.workload import (
 from pilotboat.handlers import traffic
 from pilotboat.handlers.analysis import analyse_step, effective_template
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
+from pilotboat.handlers.contracts import contract_gate, hold_for_contract
 from pilotboat.handlers.databases import database_claim
 from pilotboat.handlers.faults import crash_point
 from pilotboat.handlers.flags import flag_overrides_fields, release_splits
@@ -201,10 +202,15 @@ def reconcile_microservice(
     retrying = bool(retry) and state.aborted_revision == revision and (
         state.handled_commands.get("retry") != retry
     )
+    contract_conditions: list[DesiredCondition] = []
     if tracks.revision("stable") != revision and (state.revision != revision or retrying):
         blocking = migrations_blocking(kube, owner.namespace, owner.name, spec.version)
         if blocking:
             return _hold_for_migrations(rc, status, generation, spec.version, blocking)
+        gate = contract_gate(kube, rc, owner, spec, meta, tracks.revision("stable"), revision)
+        if gate.blocking:
+            return hold_for_contract(rc, status, generation, gate)
+        contract_conditions = gate.conditions
     canary_health = track_health(tracks.canary, spec.version)
     commands = {k: v for k, v in (status.get("commands") or {}).items() if v and k in _COMMANDS}
     steps = strategy.steps if strategy else []
@@ -314,6 +320,7 @@ def reconcile_microservice(
         stable_version,
         revision,
         extra_status,
+        contract_conditions,
     )
     waits = [
         w
@@ -505,6 +512,7 @@ def _write_status(
     stable_version: str | None,
     revision: str,
     extra_fields: Mapping[str, Any] | None = None,
+    extra_conditions: list[DesiredCondition] | None = None,
 ) -> None:
     stable_health = track_health(tracks.stable, stable_version or spec.version)
     canary_ready = 0
@@ -548,7 +556,7 @@ def _write_status(
     conditions = _conditions(
         decision, stable_health.complete, ready_message, spec.database is not None
     )
-    rc.write_status(status, conditions, fields)
+    rc.write_status(status, [*(extra_conditions or []), *conditions], fields)
 
 
 def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:

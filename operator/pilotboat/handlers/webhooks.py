@@ -11,7 +11,10 @@ Two webhooks:
   only says no earlier, at ``kubectl apply`` time;
 * ``featureflag-valid`` (validating, ``failurePolicy: Ignore``) refuses a FeatureFlag that
   flagd could not serve, naming each field (:func:`pilotboat.api.flag.feature_flag_problems`);
-  ``Ignore`` for the same reason: the operator does not render a flag it would refuse.
+  ``Ignore`` for the same reason: the operator does not render a flag it would refuse;
+* ``breaking-change-override`` (mutating, ``failurePolicy: Fail``, called only for requests
+  whose object carries or carried the override annotations) stamps who allowed a breaking
+  contract change (:func:`pilotboat.handlers.contracts.admit_override`).
 
 Kopf serves them (``kopf.WebhookServer`` over HTTPS with a self-signed certificate made by
 ``openssl``); the operator registers the webhook configurations itself rather than through
@@ -47,6 +50,12 @@ from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core import reasons
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval
 from pilotboat.handlers.context import runtime
+from pilotboat.handlers.contracts import (
+    ANNOTATION_ALLOW_BREAKING,
+    ANNOTATION_ALLOWED_BY,
+    OverrideRefused,
+    admit_override,
+)
 from pilotboat.handlers.databases import database_claim
 
 __all__ = [
@@ -59,6 +68,16 @@ _log = logging.getLogger("pilotboat.webhooks")
 APPROVAL_WEBHOOK = "approval-identity"
 CLAIM_WEBHOOK = "database-claim"
 FLAG_WEBHOOK = "featureflag-valid"
+OVERRIDE_WEBHOOK = "breaking-change-override"
+
+
+def _carries_override(obj: str) -> str:
+    keys = " || ".join(f"'{k}' in {obj}.metadata.annotations"
+                       for k in (ANNOTATION_ALLOW_BREAKING, ANNOTATION_ALLOWED_BY))  # fmt: skip
+    return f"({obj} != null && has({obj}.metadata.annotations) && ({keys}))"
+
+
+_OVERRIDE_MATCH = f"{_carries_override('object')} || {_carries_override('oldObject')}"
 
 
 def webhook_configuration_name(namespaces: Sequence[str], peering: str | None) -> str:
@@ -153,13 +172,15 @@ def _configurations(
             "matchConditions": match,
         }
 
+    override = webhook(OVERRIDE_WEBHOOK, "microservices", "Fail")
+    override["matchConditions"] = [*match, {"name": "override", "expression": _OVERRIDE_MATCH}]
     labels = {"app.kubernetes.io/managed-by": "pilotboat"}
     return [
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": name, "labels": labels},
-            "webhooks": [webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail")],
+            "webhooks": [webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail"), override],
         },
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -247,3 +268,18 @@ def feature_flag_check(body: kopf.Body, **_: Any) -> None:
     problems = feature_flag_problems(body.get("spec"))
     if problems:
         raise kopf.AdmissionError("FeatureFlag refused: " + "; ".join(problems), code=422)
+
+
+@kopf.on.mutate(
+    GROUP, VERSION, "microservices", id=OVERRIDE_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+def breaking_change_override(
+    body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+) -> None:
+    operation, old = str(kwargs.get("operation")), kwargs.get("old")
+    try:
+        stamp = admit_override(operation, body, old, dict(userinfo))
+    except OverrideRefused as refusal:
+        raise kopf.AdmissionError(str(refusal), code=403) from None
+    if stamp:
+        patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp)
