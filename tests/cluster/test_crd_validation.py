@@ -230,7 +230,7 @@ def test_malformed_objects_are_refused_naming_the_field(
 
 
 # defaultVariant, variant types and targeting are beyond CEL (free-form JSON); the admission
-# webhook refuses them: tests/cluster/test_flags.py.
+# webhook refuses them: tests/cluster/test_feature_flags.py.
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
