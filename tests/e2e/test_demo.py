@@ -1,0 +1,77 @@
+"""The demo's story, end to end and shortened: the shop deployed as real pods on the real
+node, customers' orders flowing, payments v2 promoted on real signals, payments v3 rolled
+back by the operator on its own, orders' schema migration expanded before its canary and
+contracted after an approval, and every order consistent across the services' databases.
+
+It runs examples/shop/demo in a namespace of its own (the demo's own is `shop`), with the
+operator watching only it, and deletes that namespace (and the databases) afterwards.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+from examples.shop.demo.infra import REPO, STATE
+from examples.shop.demo.story import DemoResult, run
+
+from pilotboat.adapters.kube import Kube
+
+pytestmark = pytest.mark.timeout(900)
+
+SHOP = REPO / "examples" / "shop"
+
+
+@pytest.fixture
+def demo_namespace() -> Iterator[str]:
+    if not (SHOP / "build.sh").exists() or not (SHOP / "payments.yaml").exists():
+        pytest.skip("the shop's image (examples/shop/build.sh) and manifests are not there yet")
+    name = f"e2e{secrets.token_hex(2)}-shop"
+    yield name
+    kube = Kube(kubernetes.config.new_client_from_config(
+        config_file=str(STATE / "kubeconfig")), field_manager="pilotboat-tests")
+    kube.delete("Namespace", None, name)
+    deadline = time.monotonic() + 120
+    while kube.get("Namespace", None, name) is not None and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def _explain(result: DemoResult) -> str:
+    lines = [f"{'ok' if c.ok else 'FAILED'}: {c.title}: {c.outcome}" for c in result.chapters]
+    if result.error:
+        lines.append(f"error: {result.error}")
+    if result.integrity:
+        lines += result.integrity.lines()
+    return "\n".join(lines)
+
+
+def test_the_shop_story(demo_namespace: str, tmp_path: Path) -> None:
+    result = run(demo_namespace, short_story=True, quiet=True,
+                 report_path=tmp_path / "report.html", cleanup=True)
+    why = _explain(result)
+    assert result.error is None, why
+
+    promoted = result.chapter("payments v2")
+    assert promoted is not None and promoted.ok, why
+    assert "promoted" in promoted.outcome and promoted.notes, why  # analyses that passed
+
+    rolled_back = result.chapter("payments v3")
+    assert rolled_back is not None and rolled_back.ok, why
+    assert "rolled back" in rolled_back.outcome and "error" in rolled_back.outcome, why
+
+    migration = result.chapter("orders v2")
+    assert migration is not None and migration.ok, why
+    assert "customer_name" not in migration.outcome.split("now:")[-1], why
+
+    assert result.integrity is not None and result.integrity.ok, why
+    assert result.integrity.orders >= 100, why  # customers really ordered all along
+    assert result.integrity.states["CONFIRMED"] > 0, why
+    assert result.integrity.answered > 0.95 * result.orders["sent"], why
+
+    assert result.report_path is not None
+    page = result.report_path.read_text()
+    assert page.count("<svg") >= 10 and "RolledBack" in page and "Promoted" in page
