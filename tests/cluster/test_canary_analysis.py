@@ -10,106 +10,18 @@ number the operator judges comes from those requests.
 
 from __future__ import annotations
 
-import os
-import random
 import re
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from tests.fixtures.prometheus import LocalPrometheus
+from tests.fixtures.standins import Traffic, echo
 from tests.manifests import microservice
 from tests.story import Story
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-ECHO = Path(__file__).resolve().parents[2] / "images" / "echo" / "echo.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def echo(version: str, **env: str) -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ECHO)],
-        env={**os.environ, "PORT": str(port), "VERSION": version, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{address}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-class Traffic:
-    """Customers: a bounded stream of requests split by the weight the operator reports."""
-
-    def __init__(self, story: Story, name: str, stable: str, canary: str, rate: float = 30):
-        self.story, self.name = story, name
-        self.stable, self.canary = stable, canary
-        self.rate = rate
-        self.weight = 0
-        self.sent = {"stable": 0, "canary": 0}
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def _watch_weight(self) -> None:
-        while not self._stop.wait(0.5):
-            ms = self.story.get("Microservice", self.name) or {}
-            self.weight = int((ms.get("status") or {}).get("canaryWeight") or 0)
-
-    def _send(self) -> None:
-        with httpx.Client(timeout=5) as client, ThreadPoolExecutor(8) as pool:
-            deadline = time.monotonic() + 300  # bounded: never runs past five minutes
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                track = "canary" if random.random() * 100 < self.weight else "stable"
-                address = self.canary if track == "canary" else self.stable
-                self.sent[track] += 1
-                pool.submit(self._get, client, f"http://{address}/")
-                time.sleep(1 / self.rate)
-
-    @staticmethod
-    def _get(client: httpx.Client, url: str) -> None:
-        try:
-            client.get(url)
-        except httpx.HTTPError:
-            pass
-
-    def __enter__(self) -> Traffic:
-        for target in (self._watch_weight, self._send):
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
 
 
 def analysed_service(name: str, version: str, prometheus: LocalPrometheus) -> dict[str, Any]:
