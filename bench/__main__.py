@@ -1,6 +1,8 @@
 """Run every benchmark against the local cluster and print JSON lines.
 
 Benchmarks measure; they assert nothing. Numbers depend on the machine (2 cores here).
+Each module contributes a ``BENCHMARKS`` dict (name → function of the Kube client and the
+kubeconfig, yielding records); ``python -m bench NAME...`` runs only those named.
 """
 
 from __future__ import annotations
@@ -9,15 +11,23 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-from bench import reconcile
+from bench import migration, reconcile, rollback
 from pilotboat.adapters.kube import Kube
 
 REPO = Path(__file__).resolve().parents[1]
+
+Benchmark = Callable[[Kube, Path], Iterator[dict[str, Any]]]
+BENCHMARKS: dict[str, Benchmark] = {
+    **reconcile.BENCHMARKS,
+    **rollback.BENCHMARKS,
+    **migration.BENCHMARKS,
+}
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -34,7 +44,11 @@ def main() -> int:
         kube.apply(yaml.safe_load(path.read_text()))
     time.sleep(2)
     selected = set(sys.argv[1:])
-    for name, bench in reconcile.BENCHMARKS.items():
+    unknown = selected - set(BENCHMARKS)
+    if unknown:
+        print(f"unknown benchmarks {sorted(unknown)}; known: {sorted(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    for name, bench in BENCHMARKS.items():
         if selected and name not in selected:
             continue
         for record in bench(kube, kubeconfig):

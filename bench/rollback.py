@@ -1,0 +1,170 @@
+"""Time to rollback: from the moment a canary's real error ratio crosses the threshold to the
+moment all traffic is back on stable.
+
+Everything is real but the pods: the operator runs as a process, Prometheus (hack/
+prometheus.sh) scrapes echo processes standing in for the stable and canary pods
+(tests/fixtures/standins.py, as the canary analysis tests do), and customers send them
+requests split by the weight the operator reports. Each run releases v2 at 50% with an
+analysis every ``INTERVAL``; once the canary has passed a measurement, the canary process is
+restarted on the same port with ``ERROR_RATIO=0.5`` (t0: from its first answer on, half its
+requests fail, ten times the 5% threshold). The run ends when status says canaryWeight 0
+and the canary Deployment is scaled to 0 replicas (t1). Reported: median and max of t1 - t0
+over the runs, the interval, and the Prometheus queries one measurement sends.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.prometheus import STATE, LocalPrometheus
+from tests.fixtures.standins import Traffic, echo, free_port
+from tests.manifests import microservice
+from tests.story import Story
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.api import AnalysisTemplate
+from pilotboat.core.analysis import queries_per_interval
+from pilotboat.testing import OperatorProcess
+
+__all__ = ["BENCHMARKS"]
+
+INTERVAL = "5s"
+RUNS = 3
+
+
+def _analysis(prometheus: LocalPrometheus) -> dict[str, Any]:
+    return {
+        "interval": INTERVAL,
+        "minSampleSize": 10,
+        "failureLimit": 0,
+        "inconclusiveLimit": 3,
+        "consecutiveErrorLimit": 3,
+        "prometheus": {"address": prometheus.url},
+        "signals": {
+            "errors": {"maxRatio": 0.05},
+            "latency": {"quantile": 0.99, "maxSeconds": 0.25},
+        },
+    }
+
+
+def _service(name: str, version: str, prometheus: LocalPrometheus) -> dict[str, Any]:
+    return microservice(
+        name,
+        version=version,
+        replicas=2,
+        rollout={
+            "canary": {
+                "steps": [{"setWeight": 50}, {"analysis": {"intervals": 1000}}],
+                "analysis": _analysis(prometheus),
+            }
+        },
+    )
+
+
+def _status(story: Story, name: str) -> dict[str, Any]:
+    return ((story.get("Microservice", name) or {}).get("status")) or {}
+
+
+def _passed_a_measurement(story: Story, name: str) -> bool:
+    status = _status(story, name)
+    measurements = (status.get("analysis") or {}).get("measurements") or []
+    return status.get("currentStepIndex") == 1 and any(
+        m.get("verdict") == "Successful" for m in measurements
+    )
+
+
+def _rolled_back(story: Story, name: str) -> bool:
+    status = _status(story, name)
+    canary = story.get("Deployment", f"{name}-canary") or {}
+    return (
+        status.get("phase") == "Degraded"
+        and int(status.get("canaryWeight") or 0) == 0
+        and (canary.get("spec") or {}).get("replicas") == 0
+    )
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not {what} after {timeout}s")
+        time.sleep(0.05)
+
+
+def _one_run(
+    story: Story, prometheus: LocalPrometheus, name: str
+) -> tuple[float, dict[str, Any]]:
+    labels = {"namespace": story.namespace, "service": name}
+    canary_port = free_port()
+    target = f"{story.namespace}-{name}"
+    with echo("v1") as stable, ExitStack() as healthy:
+        canary = healthy.enter_context(echo("v2", port=canary_port))
+        with (
+            prometheus.scraped(f"{target}-v1", stable, {**labels, "version": "v1"}),
+            prometheus.scraped(f"{target}-v2", canary, {**labels, "version": "v2"}),
+        ):
+            story.given(_service(name, "v1", prometheus))
+            _wait(lambda: _status(story, name).get("phase") == "Healthy", 90, "Healthy")
+            with Traffic(story, name, stable, canary, rate=30):
+                story.apply(_service(name, "v2", prometheus))
+                _wait(lambda: _passed_a_measurement(story, name), 120, "analysed healthy")
+                healthy.close()  # the healthy canary stops; a bad one takes its port
+                with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
+                    t0 = time.monotonic()
+                    _wait(lambda: _rolled_back(story, name), 120, "rolled back")
+                    elapsed = time.monotonic() - t0
+    return elapsed, _status(story, name)
+
+
+def time_to_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
+    """Seconds from the canary turning bad to all traffic on stable, over RUNS releases."""
+    port = os.environ.get("PILOTBOAT_PROMETHEUS_PORT", "19090")
+    prometheus = LocalPrometheus(f"http://127.0.0.1:{port}", STATE / "prometheus" / "targets")
+    started_prometheus = not prometheus.is_up()
+    prometheus.start()
+    ns = f"bench-rollback-{secrets.token_hex(3)}"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    story = Story(kube, ns)
+    seconds: list[float] = []
+    queries: list[int] = []
+    try:
+        with tempfile.TemporaryDirectory() as logs:
+            operator = OperatorProcess(kubeconfig, Path(logs), ["--namespace", ns])
+            operator.start()
+            try:
+                for run in range(RUNS):
+                    elapsed, status = _one_run(story, prometheus, f"payments-{run}")
+                    seconds.append(elapsed)
+                    queries.append(int((status.get("analysis") or {}).get("queries") or 0))
+            finally:
+                operator.stop()
+    finally:
+        kube.delete("Namespace", None, ns)
+        if started_prometheus:
+            prometheus.stop()
+    planned = queries_per_interval(AnalysisTemplate.model_validate(_analysis(prometheus)))
+    yield {
+        "metric": "time_to_rollback_seconds",
+        "runs": len(seconds),
+        "median": round(statistics.median(seconds), 2),
+        "max": round(max(seconds), 2),
+        "all": [round(s, 2) for s in seconds],
+        "analysis_interval": INTERVAL,
+        "error_ratio_threshold": 0.05,
+        "canary_error_ratio": 0.5,
+        "prometheus_queries_per_interval": max(queries, default=planned),
+        "prometheus_queries_per_interval_planned": planned,
+    }
+
+
+BENCHMARKS: dict[str, Callable[[Kube, Path], Iterator[dict[str, Any]]]] = {
+    "time_to_rollback": time_to_rollback,
+}
