@@ -248,7 +248,7 @@ def hold_for_contract(
     fields = {
         "observedGeneration": generation,
         "message": condition.message,
-        "phase": status.get("phase") or "Progressing",
+        "phase": "Progressing",  # as while a migration holds a release: it has not started
     }
     rc.write_status(status, conditions, fields)
     return 10.0  # a contract in a ConfigMap, or a consumer, may change without an event here
