@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+
 from tests.manifests import microservice
 from tests.story import Story
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from tests.manifests import microservice
-from tests.story import Story
 
 from pilotboat import API_VERSION
+from tests.manifests import microservice
+from tests.story import Story
 
 pytestmark = pytest.mark.usefixtures("operator")
 
