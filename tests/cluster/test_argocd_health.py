@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.cluster.test_databases import owned_database
 from tests.cluster.test_migrations import (
     CONTRACT,

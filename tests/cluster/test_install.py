@@ -17,6 +17,9 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.testing import OperatorProcess
 from tests.cluster.test_migrations import (
     approval,
     create_in,
@@ -28,9 +31,6 @@ from tests.cluster.test_migrations import (
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
-
-from pilotboat.adapters.kube import Kube
-from pilotboat.testing import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "pilotboat"

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tests.manifests import microservice
-from tests.story import Story
 
 from pilotboat.cli.main import main as cli
+from tests.manifests import microservice
+from tests.story import Story
 
 pytestmark = pytest.mark.usefixtures("operator")
 

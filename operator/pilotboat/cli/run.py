@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from typing import Any
 
 import click
@@ -59,6 +60,12 @@ __all__ = ["run"]
     help="Address the webhook server listens on, and the API server calls.",
 )
 @click.option("--webhook-port", default=0, help="Webhook server port; a free one when 0.")
+@click.option(
+    "--metrics-port",
+    default=0,
+    help="Serve /metrics, /healthz and /readyz on this port; not at all when 0.",
+)
+@click.option("--metrics-address", default="0.0.0.0", show_default=True)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def run(
     namespaces: tuple[str, ...],
@@ -70,6 +77,8 @@ def run(
     webhooks: bool,
     webhook_address: str,
     webhook_port: int,
+    metrics_port: int,
+    metrics_address: str,
     verbose: bool,
 ) -> None:
     """Run the Pilotboat operator."""
@@ -120,8 +129,14 @@ def run(
                 port=webhook_port or None,
             )
 
+    ready = threading.Event()
+    if metrics_port:
+        from pilotboat.handlers import metrics
+
+        metrics.serve(metrics_address, metrics_port, ready)
     asyncio.run(
         kopf.operator(
+            ready_flag=ready,
             clusterwide=not namespaces,
             namespaces=list(namespaces),
             standalone=peering is None,

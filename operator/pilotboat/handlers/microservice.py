@@ -44,7 +44,7 @@ from pilotboat.core.workload import (
     render_deployment,
     render_service,
 )
-from pilotboat.handlers import traffic
+from pilotboat.handlers import metrics, traffic
 from pilotboat.handlers.analysis import analyse_step, effective_template
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.contracts import contract_gate, hold_for_contract
@@ -253,6 +253,7 @@ def reconcile_microservice(
         )
         outcome, analysis_status, next_measure = result.outcome, result.status, result.next_due_in
         if result.measured is not None:
+            metrics.analysis_verdict(result.measured.verdict.value)
             rc.log.info(
                 "measured canary %s: %s",
                 spec.version,
@@ -557,6 +558,10 @@ def _write_status(
         decision, stable_health.complete, ready_message, spec.database is not None
     )
     rc.write_status(status, [*(extra_conditions or []), *conditions], fields)
+    meta = rc.body["metadata"]
+    metrics.release_observed(
+        meta["namespace"], meta["name"], decision.phase, fields["canaryWeight"]
+    )
 
 
 def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
@@ -568,7 +573,8 @@ def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
             return
         rc = Reconcile.start(kube, fresh, logger)
         try:
-            after = reconcile_microservice(kube, fresh, rc)
+            with metrics.reconciling("Microservice"):
+                after = reconcile_microservice(kube, fresh, rc)
         except Exception:
             rc.log.exception("reconcile failed; retrying in 5s")
             _requeue().schedule(namespace, name, 5.0)
@@ -592,6 +598,7 @@ def on_microservice_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
     if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
+        metrics.release_observed(body["metadata"]["namespace"], body["metadata"]["name"], None, 0)
         return
     _reconcile_guarded(body["metadata"]["namespace"], body["metadata"]["name"], logger)
 

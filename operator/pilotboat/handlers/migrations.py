@@ -62,6 +62,7 @@ from pilotboat.core.migration import (
     decide,
     lint_migration,
 )
+from pilotboat.handlers import metrics
 from pilotboat.handlers.approvals import approvals_for
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.databases import database_engine, owner_dsn
@@ -578,6 +579,8 @@ def _pass(
         history = engine.history(dsn, definition.name)
         decision = _decide(engine, dsn, definition, history, observations, now)
     fields = _status_fields(definition, history, decision, seen, generation, engine, dsn)
+    blocked = [(str(g.name), g.reason) for g in decision.gates if not g.holds]
+    metrics.migration_observed(namespace, definition.name, str(decision.phase), blocked)
     conditions = _conditions(definition, history, decision)
     _report(
         kube,
@@ -682,7 +685,8 @@ def _reconcile_named(namespace: str, name: str, logger: Any = None) -> None:
             return
         rc = Reconcile.start(kube, fresh, logger)
         try:
-            again = reconcile_migration(kube, fresh, rc, database_engine())
+            with metrics.reconciling("SchemaMigration"):
+                again = reconcile_migration(kube, fresh, rc, database_engine())
         except ApiException as exc:
             if exc.status == 404:  # deleted while we worked on it
                 return

@@ -1,0 +1,166 @@
+"""The operator's own metrics, and the HTTP endpoint that serves them with health and readiness.
+
+Handlers call the small functions here (one line each at the place a thing happens); the
+numbers live in a registry of this module, served at ``/metrics`` in Prometheus' text format
+by ``pilotboat run --metrics-port``, beside ``/healthz`` (the process answers) and ``/readyz``
+(Kopf has started: watching, and serving its webhooks).
+
+Series:
+
+* ``pilotboat_reconciles_total{kind,result}`` and ``pilotboat_reconcile_duration_seconds{kind}``;
+* ``pilotboat_releases{phase}``: Microservices by release phase, and
+  ``pilotboat_canary_weight{namespace,service}``;
+* ``pilotboat_analyses_total{verdict}``: canary measurements by verdict;
+* ``pilotboat_migration_gates_blocked{gate,reason}``: SchemaMigrations held by each gate now;
+* ``pilotboat_migration_phase_duration_seconds{phase}``: how long migrations stayed in a phase.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter as _Tally
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = [
+    "REGISTRY",
+    "analysis_verdict",
+    "migration_observed",
+    "reconciling",
+    "release_observed",
+    "serve",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_RECONCILES = Counter(
+    "pilotboat_reconciles", "Reconcile passes, by kind and result (ok, error).",
+    ["kind", "result"], registry=REGISTRY,
+)
+_LATENCY = Histogram(
+    "pilotboat_reconcile_duration_seconds", "Time one reconcile pass took, by kind.", ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY,
+)
+_RELEASES = Gauge(
+    "pilotboat_releases", "Microservices by release phase.", ["phase"], registry=REGISTRY,
+)
+_WEIGHT = Gauge(
+    "pilotboat_canary_weight", "Percent of traffic on the canary.", ["namespace", "service"],
+    registry=REGISTRY,
+)
+_ANALYSES = Counter(
+    "pilotboat_analyses", "Canary analysis measurements, by verdict.", ["verdict"],
+    registry=REGISTRY,
+)
+_GATES = Gauge(
+    "pilotboat_migration_gates_blocked", "SchemaMigrations held by a gate, by gate and reason.",
+    ["gate", "reason"], registry=REGISTRY,
+)
+_PHASE_TIME = Histogram(
+    "pilotboat_migration_phase_duration_seconds", "How long a SchemaMigration stayed in a phase.",
+    ["phase"], buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400), registry=REGISTRY,
+)
+
+_lock = threading.Lock()
+_phases: dict[tuple[str, str], str] = {}
+_blocked: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+_migration_phase: dict[tuple[str, str], tuple[str, float]] = {}
+
+
+@contextmanager
+def reconciling(kind: str) -> Iterator[None]:
+    """Count and time one reconcile pass of ``kind``; an exception counts as an error."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        _RECONCILES.labels(kind, "error").inc()
+        raise
+    else:
+        _RECONCILES.labels(kind, "ok").inc()
+    finally:
+        _LATENCY.labels(kind).observe(time.perf_counter() - started)
+
+
+def release_observed(namespace: str, name: str, phase: str | None, weight: int) -> None:
+    """The phase and canary weight a Microservice's status now says (None: it is gone)."""
+    with _lock:
+        if phase is None:
+            _phases.pop((namespace, name), None)
+            if (namespace, name) in _weights():
+                _WEIGHT.remove(namespace, name)
+        else:
+            _phases[(namespace, name)] = phase
+            _WEIGHT.labels(namespace, name).set(weight)
+        tally = _Tally(_phases.values())
+        for known in {"Healthy", "Progressing", "Paused", "Degraded", *tally}:
+            _RELEASES.labels(known).set(tally.get(known, 0))
+
+
+def _weights() -> set[tuple[str, ...]]:
+    return {tuple(s.labels.values()) for m in _WEIGHT.collect() for s in m.samples}
+
+
+def analysis_verdict(verdict: str) -> None:
+    _ANALYSES.labels(verdict).inc()
+
+
+def migration_observed(
+    namespace: str, name: str, phase: str, blocked: Iterable[tuple[str, str]],
+    now: float | None = None,
+) -> None:
+    """A SchemaMigration's phase and the (gate, reason) pairs that hold it, after a pass."""
+    now = time.time() if now is None else now
+    key = (namespace, name)
+    with _lock:
+        _blocked[key] = frozenset(blocked)
+        tally = _Tally(pair for pairs in _blocked.values() for pair in pairs)
+        for labels in {tuple(s.labels.values()) for m in _GATES.collect() for s in m.samples}:
+            if labels not in tally:
+                _GATES.labels(*labels).set(0)
+        for (gate, reason), count in tally.items():
+            _GATES.labels(gate, reason).set(count)
+        before = _migration_phase.get(key)
+        if before is None or before[0] != phase:
+            if before is not None:
+                _PHASE_TIME.labels(before[0]).observe(max(now - before[1], 0.0))
+            _migration_phase[key] = (phase, now)
+
+
+class _Endpoints(BaseHTTPRequestHandler):
+    ready: threading.Event
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._send(200, b"ok\n")
+        elif path == "/readyz":
+            ok = self.ready.is_set()
+            self._send(200 if ok else 503, b"ready\n" if ok else b"starting\n")
+        else:
+            self._send(404, b"not found\n")
+
+    def _send(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass  # scrapes and probes every few seconds would drown the log
+
+
+def serve(address: str, port: int, ready: threading.Event) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on a daemon thread; returns the server."""
+    handler = type("Endpoints", (_Endpoints,), {"ready": ready})
+    server = ThreadingHTTPServer((address, port), handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

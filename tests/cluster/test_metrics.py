@@ -1,0 +1,121 @@
+"""The operator's own observability: /metrics in Prometheus' format after a release whose
+analysis could not measure (paused, then aborted) and a migration held by its gates, and
+/healthz, /readyz."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.handlers.webhooks import webhook_configuration_name
+from pilotboat.testing import OperatorProcess
+from tests.cluster.test_migrations import given_database_with_orders, schema_migration, workload
+from tests.fixtures.postgres import PostgresServer
+from tests.manifests import microservice
+from tests.story import Story
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def observed_operator(kubeconfig: Path, private_namespace: str, kube: Kube, tmp_path: Path
+                      ) -> Iterator[tuple[OperatorProcess, str]]:
+    port = _free_port()
+    proc = OperatorProcess(kubeconfig, tmp_path, [
+        "--namespace", private_namespace, "--metrics-port", str(port),
+        "--metrics-address", "127.0.0.1"])
+    proc.start()
+    yield proc, f"http://127.0.0.1:{port}"
+    proc.stop()
+    name = webhook_configuration_name([private_namespace], None)
+    kube.delete("MutatingWebhookConfiguration", None, name)
+    kube.delete("ValidatingWebhookConfiguration", None, name)
+
+
+def samples(base: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = httpx.get(f"{base}/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples}
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+          ) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
+    observed_operator: tuple[OperatorProcess, str], kube: Kube, private_namespace: str,
+    postgres_server: PostgresServer,
+) -> None:
+    _, base = observed_operator
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/nothing", timeout=5).status_code == 404
+    story = Story(kube, private_namespace)
+
+    # A release whose analysis cannot reach its Prometheus: an error, and a rollback.
+    rollout = {"canary": {
+        "steps": [{"setWeight": 50}, {"analysis": {"intervals": 2}}, {"setWeight": 100}],
+        "analysis": {"interval": "1s", "consecutiveErrorLimit": 1,
+                     "prometheus": {"address": "http://127.0.0.1:1"}}}}
+    story.given(microservice("cart", version="v1", rollout=rollout))
+    story.wait_for("Microservice", "cart", lambda o: ((o or {}).get("status") or {}).get(
+        "phase") == "Healthy", timeout=90)
+    story.apply(microservice("cart", version="v2", rollout=rollout))
+    story.wait_for("Microservice", "cart", lambda o: ((o or {}).get("status") or {}).get(
+        "phase") == "Paused", timeout=90, what="paused by its analysis")
+    found = samples(base)
+    assert value(found, "pilotboat_analyses_total", verdict="Error") >= 1
+    assert value(found, "pilotboat_releases", phase="Paused") == 1
+    assert value(found, "pilotboat_canary_weight", namespace=private_namespace,
+                 service="cart") == 50
+    story.patch_status_command("cart", "abort")
+    story.wait_for("Microservice", "cart", lambda o: ((o or {}).get("status") or {}).get(
+        "phase") == "Degraded", timeout=90, what="rolled back")
+
+    # A migration whose contract waits for the old version to go, then for an approval.
+    given_database_with_orders(story, postgres_server)
+    story.given(workload("v1", 1))
+    story.wait_for("Deployment", "orders-v1",
+                   lambda d: ((d or {}).get("status") or {}).get("readyReplicas") == 1)
+    story.given(schema_migration())
+    story.wait_for("SchemaMigration", "customer-column",
+                   lambda o: ((o or {}).get("status") or {}).get("phase") == "Expanded")
+    story.given(workload("v2", 1), workload("v1", 0))
+    story.wait_for("SchemaMigration", "customer-column",
+                   lambda o: ((o or {}).get("status") or {}).get("phase") == "AwaitingContract",
+                   timeout=60)
+
+    found = samples(base)
+    assert value(found, "pilotboat_reconciles_total", kind="Microservice", result="ok") >= 3
+    assert value(found, "pilotboat_reconciles_total", kind="SchemaMigration", result="ok") >= 2
+    count = value(found, "pilotboat_reconcile_duration_seconds_count", kind="Microservice")
+    assert count == value(found, "pilotboat_reconcile_duration_seconds_bucket",
+                          kind="Microservice", le="+Inf") > 0
+    assert value(found, "pilotboat_releases", phase="Degraded") == 1
+    assert value(found, "pilotboat_releases", phase="Healthy") == 0
+    assert value(found, "pilotboat_canary_weight", namespace=private_namespace,
+                 service="cart") == 0
+    assert value(found, "pilotboat_analyses_total", verdict="Error") >= 1
+    assert value(found, "pilotboat_migration_gates_blocked", gate="Approved",
+                 reason="NotApproved") == 1
+    assert value(found, "pilotboat_migration_phase_duration_seconds_count",
+                 phase="Expanded") == 1
+
+    story.delete("Microservice", "cart")
+    story.wait_gone("Microservice", "cart")
+    story.wait_for("Microservice", "cart", lambda _: value(
+        samples(base), "pilotboat_releases", phase="Degraded") == 0, what="forgotten")
