@@ -21,6 +21,7 @@ Event, so the audit outlives the annotation.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ ANNOTATION_ALLOWED_BY = "pilotboat.dev/allow-breaking-change-by"
 CONTRACT_COMPATIBLE = "ContractCompatible"
 _LABEL_CONTRACT = "pilotboat.dev/contract-of"
 _KEY = "openapi.yaml"
+_log = logging.getLogger("pilotboat.contracts")
 
 
 class OverrideRefused(Exception):
@@ -225,9 +227,12 @@ def _keep(
             "data": {_KEY: text},
         })  # fmt: skip
     keep = {name, *([_record_name(owner.name, stable_revision)] if stable_revision else [])}
-    for cm in kube.list("ConfigMap", owner.namespace, labels={_LABEL_CONTRACT: owner.name}):
-        if cm["metadata"]["name"] not in keep:
-            kube.delete("ConfigMap", owner.namespace, cm["metadata"]["name"])
+    try:  # pruning is housekeeping: a failure (say, no RBAC to list) must not hold a release
+        for cm in kube.list("ConfigMap", owner.namespace, labels={_LABEL_CONTRACT: owner.name}):
+            if cm["metadata"]["name"] not in keep:
+                kube.delete("ConfigMap", owner.namespace, cm["metadata"]["name"])
+    except Exception:
+        _log.warning("could not prune the old contracts of %s", owner.name, exc_info=True)
 
 
 def hold_for_contract(
