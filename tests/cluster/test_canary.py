@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tests.manifests import microservice
-from tests.story import Story
 
 from pilotboat.cli.main import main as cli
 from pilotboat.testing import OperatorProcess
+from tests.manifests import microservice
+from tests.story import Story
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
 from tests.fixtures.prometheus import LocalPrometheus
 from tests.fixtures.standins import Traffic, echo
 from tests.manifests import microservice

@@ -8,12 +8,12 @@ from typing import Any
 import psycopg
 import pytest
 from kubernetes.client.exceptions import ApiException
-from tests.fixtures.postgres import PostgresServer
-from tests.manifests import microservice
-from tests.story import Story
 
 from pilotboat import API_VERSION
 from pilotboat.handlers.databases import database_claim
+from tests.fixtures.postgres import PostgresServer
+from tests.manifests import microservice
+from tests.story import Story
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -6,11 +6,11 @@ import time
 from typing import Any
 
 import pytest
-from tests.manifests import microservice
-from tests.story import Story
 
 from pilotboat.adapters.kube import Kube
 from pilotboat.testing import OperatorProcess
+from tests.manifests import microservice
+from tests.story import Story
 
 pytestmark = pytest.mark.usefixtures("operator")
 

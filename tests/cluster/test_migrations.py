@@ -13,16 +13,16 @@ import psycopg
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
-from tests.cluster.test_databases import admin_secret, owned_database, secret_values
-from tests.fixtures.postgres import PostgresServer
-from tests.manifests import FAKE_NODE_PLACEMENT
-from tests.story import Story
 
 from pilotboat import API_VERSION
 from pilotboat.adapters.kube import Kube
 from pilotboat.handlers.migrations import migrations_blocking
 from pilotboat.handlers.webhooks import webhook_configuration_name
 from pilotboat.testing import OperatorProcess
+from tests.cluster.test_databases import admin_secret, owned_database, secret_values
+from tests.fixtures.postgres import PostgresServer
+from tests.manifests import FAKE_NODE_PLACEMENT
+from tests.story import Story
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from tests.fixtures.postgres import PostgresServer
 
 from pilotboat.adapters.database import (
     ChecksumMismatch,
@@ -21,6 +20,7 @@ from pilotboat.adapters.database import (
 )
 from pilotboat.adapters.postgres import PostgresEngine, redact_dsn
 from pilotboat.core.migration import Phase, checksum
+from tests.fixtures.postgres import PostgresServer
 
 pytestmark = pytest.mark.cluster
 

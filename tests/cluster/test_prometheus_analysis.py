@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.fixtures.prometheus import SCRAPE_INTERVAL, LocalPrometheus
 
 from pilotboat.adapters.prometheus import PrometheusProvider, measure, prometheus_provider
 from pilotboat.api.rollout import AnalysisStep, AnalysisTemplate
@@ -41,6 +40,7 @@ from pilotboat.core.analysis import (
     assess_run,
     queries_per_interval,
 )
+from tests.fixtures.prometheus import SCRAPE_INTERVAL, LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[2]
 ECHO = REPO / "images" / "echo" / "echo.py"

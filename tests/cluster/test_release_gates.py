@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from pilotboat import API_VERSION
 from tests.cluster.test_databases import admin_secret, owned_database
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
-
-from pilotboat import API_VERSION
 
 pytestmark = pytest.mark.usefixtures("operator")
 
