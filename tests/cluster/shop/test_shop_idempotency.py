@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import Shop
+from tests.cluster.shop.harness import Shop
 
 
 def _counts(shop: Shop, order_id: str) -> dict[str, int]:

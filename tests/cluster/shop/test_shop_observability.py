@@ -8,7 +8,7 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SERVICES, Shop, free_port
+from tests.cluster.shop.harness import SERVICES, Shop, free_port
 
 
 def test_one_correlation_id_in_every_service_log_for_one_order(shop: Shop) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Shop
+from tests.cluster.shop.harness import Shop
 
 
 def test_relay_killed_mid_batch_loses_and_duplicates_nothing(shop_unstarted: Shop) -> None:

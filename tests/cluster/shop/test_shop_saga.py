@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Shop
+from tests.cluster.shop.harness import Shop
 
 
 def _state(shop: Shop, order_id: str) -> dict[str, object]:

@@ -9,7 +9,6 @@ from typing import Any
 import psycopg
 import yaml
 
-from conftest import Shop
 from pilotboat.core.sqllint import (
     has_refusal,
     lint_backfill,
@@ -19,6 +18,7 @@ from pilotboat.core.sqllint import (
     lint_verify,
     split_on_batch_size,
 )
+from tests.cluster.shop.harness import Shop
 
 MIGRATION = Path(__file__).resolve().parents[3] / "examples/shop/orders-migration.yaml"
 
@@ -40,7 +40,7 @@ def test_the_migration_passes_the_linter() -> None:
 
 def _run(shop: Shop, text: str) -> None:
     with psycopg.connect(shop.databases["orders"]) as conn, conn.transaction():
-        conn.execute(text)  # type: ignore[arg-type]
+        conn.execute(text)
 
 
 def _backfill(shop: Shop, text: str, batch_size: int) -> int:
@@ -49,13 +49,13 @@ def _backfill(shop: Shop, text: str, batch_size: int) -> int:
     while True:
         with psycopg.connect(shop.databases["orders"]) as conn:
             batches += 1
-            if conn.execute(query, {"batch_size": batch_size}).rowcount == 0:  # type: ignore[arg-type]
+            if conn.execute(query, {"batch_size": batch_size}).rowcount == 0:
                 return batches
 
 
 def _verify(shop: Shop, text: str) -> bool:
     with psycopg.connect(shop.databases["orders"]) as conn:
-        row = conn.execute(text).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(text).fetchone()
     return bool(row and row[0])
 
 
