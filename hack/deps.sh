@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests and the demo need, only those missing, so a fresh
 # machine needs no step by hand and a warm one spends a second here.
 set -euo pipefail
-packages=(openssl ca-certificates curl postgresql prometheus lua5.4 iproute2 "$@")
+# chromium: the dashboard test looks at the page in a real browser (headless).
+packages=(openssl ca-certificates curl postgresql prometheus lua5.4 iproute2 chromium "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

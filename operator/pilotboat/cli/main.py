@@ -17,6 +17,7 @@ def _register() -> None:
     from pilotboat.cli.approve import approve
     from pilotboat.cli.contract import contract
     from pilotboat.cli.crds import crds
+    from pilotboat.cli.dashboard import dashboard
     from pilotboat.cli.get import get
     from pilotboat.cli.lint import lint
     from pilotboat.cli.release import abort, promote, retry, status
@@ -24,7 +25,7 @@ def _register() -> None:
     from pilotboat.cli.version import version
 
     for command in (crds, contract, run, get, status, promote, abort, retry, approve, lint,
-                    version):
+                    version, dashboard):
         main.add_command(command)
 
 
