@@ -472,3 +472,30 @@ def test_the_operator_as_its_service_account_releases_and_migrates(
     for refusal in ("Forbidden", "forbidden", "Not enough permissions", '"status": 403'):
         assert refusal not in log, [line for line in log.splitlines() if refusal in line][:5]
     assert proc.proc is not None and proc.proc.poll() is None
+
+
+def _readme_commands() -> list[list[str]]:
+    """The kubectl and Helm commands of the README's install section, one argv each."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Install on a real cluster"):]
+    block = section[section.index("```sh") + 5:section.index("```", section.index("```sh") + 5)]
+    joined = block.replace("\\\n", " ")
+    return [line.split("#")[0].split() for line in joined.splitlines()
+            if line.startswith(("kubectl", "helm")) and "argocd" not in line]
+
+
+def test_the_readme_install_commands_work(
+    installed: list[dict[str, Any]], helm: str, kubeconfig: Path
+) -> None:
+    """Run as written, against the embedded cluster; what would start an operator pod in
+    this shared cluster runs as a server-side dry run."""
+    commands = _readme_commands()
+    assert [c[0] for c in commands] == ["kubectl", "kubectl", "helm"]
+    for argv in commands:
+        tool = str(KUBECTL) if argv[0] == "kubectl" else helm
+        extra = ["--dry-run=server"] if "-k" in argv or argv[0] == "helm" else []
+        if "-k" in argv:  # the objects here were installed the Helm way, labelled so
+            extra.append("--force-conflicts")
+        out = subprocess.run([tool, *argv[1:], "--kubeconfig", str(kubeconfig), *extra],
+                             capture_output=True, text=True, cwd=REPO)
+        assert out.returncode == 0, f"{' '.join(argv)}: {out.stderr}"
