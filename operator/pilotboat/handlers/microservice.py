@@ -293,8 +293,9 @@ def reconcile_microservice(
         }
 
     extra_status = flag_overrides_fields(kube, owner.namespace, spec, status, decision)
-    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
-    crash_point("microservice.after-deployment")
+    # Traffic moves before the pods it leaves do: a rollback or a finished promotion points
+    # the route at stable first, then scales the canary down; a higher weight waits for the
+    # canary's ready replicas inside `traffic.route`.
     _apply_services(kube, rc, owner, spec, routing)
     traffic.route(
         kube,
@@ -306,6 +307,8 @@ def reconcile_microservice(
         replicas=spec.replicas,
     )
     crash_point("microservice.after-service")
+    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
+    crash_point("microservice.after-deployment")
 
     for event in decision.events:
         rc.event(event.reason, event.message, warning=event.warning)
