@@ -42,8 +42,9 @@ class Finding:
 
 
 def _json_schema(node: Any) -> Any:
-    """The CRD's structural schema as JSON Schema: `nullable` as a null type, int-or-string
-    as either, and objects closed to fields they do not declare."""
+    """The CRD's structural schema as JSON Schema (Draft 7): `nullable` as a null type,
+    int-or-string as either, OpenAPI's boolean exclusive bounds as numbers, and objects closed
+    to fields they do not declare."""
     if isinstance(node, list):
         return [_json_schema(n) for n in node]
     if not isinstance(node, Mapping):
@@ -52,6 +53,10 @@ def _json_schema(node: Any) -> Any:
     if node.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(out.get(exclusive), bool):  # OpenAPI 3.0's form; Draft 7 takes the number
+            if out.pop(exclusive) and bound in out:
+                out[exclusive] = out.pop(bound)
     if out.pop("nullable", False) and "type" in out:
         out["type"] = [out["type"], "null"]
     if (
