@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from examples.shop.demo.story import run
@@ -13,6 +14,8 @@ def main() -> int:
     parser.add_argument("--namespace", default="shop")
     parser.add_argument("--short", action="store_true", help="the shorter story of the e2e test")
     args = parser.parse_args()
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C: the operator and customers stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args.namespace, short_story=args.short)
     print()
     for ch in result.chapters:

@@ -53,7 +53,7 @@ def prometheus_range(url: str, query: str, start: float, end: float,
                      step: float = 2.0) -> dict[str, list[tuple[float, float]]]:
     """`query` over [start, end] → {version (or the series' labels): points}; NaN dropped."""
     response = httpx.get(f"{url}/api/v1/query_range", timeout=30, params={
-        "query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}s"})
+        "query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
     response.raise_for_status()
     out: dict[str, list[tuple[float, float]]] = {}
     for result in response.json()["data"]["result"]:
@@ -197,8 +197,8 @@ def render(path: Path, *, title: str, namespace: str, prometheus_url: str, t0: f
             try:
                 data = prometheus_range(prometheus_url, query, t0, t1)
             except (httpx.HTTPError, KeyError, ValueError) as exc:
-                charts.append(f"<p>{signal}: Prometheus did not answer ({html.escape(str(exc))})"
-                              "</p>")
+                why = html.escape(str(exc)[:160])
+                charts.append(f"<p>{signal}: Prometheus did not answer ({why})</p>")
                 continue
             label, unit = SIGNAL_TITLES[signal]
             series = [Series(v, pts, VERSION_COLORS.get(v, "")) for v, pts in sorted(data.items())]

@@ -11,6 +11,7 @@ variables that go with it) and apply.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -27,7 +28,8 @@ from pilotboat.adapters.kube import Kube
 
 __all__ = ["SHOP_DIR", "Shop", "TimedOut"]
 
-SHOP_DIR = REPO / "examples" / "shop"
+# Where the manifests are read from; PILOTBOAT_DEMO_MANIFESTS points elsewhere (a variant).
+SHOP_DIR = Path(os.environ.get("PILOTBOAT_DEMO_MANIFESTS", REPO / "examples" / "shop"))
 URL_ENV = {"catalog": "CATALOG_URL", "inventory": "INVENTORY_URL",
            "payments": "PAYMENTS_URL", "shipping": "SHIPPING_URL",
            "notifications": "NOTIFICATIONS_URL", "orders": "ORDERS_URL"}
@@ -52,18 +54,7 @@ class Shop:
         self.urls: dict[str, str] = {}
 
     # --- the namespace ------------------------------------------------------------------
-    def reset(self, timeout: float = 180) -> None:
-        """A fresh namespace and fresh databases: the story starts from v1 every time.
-        The operator must run (OwnedDatabases with reclaimPolicy Delete have finalizers)."""
-        if self.kube.get("Namespace", None, self.namespace) is not None:
-            self.kube.delete("Namespace", None, self.namespace)
-            deadline = time.monotonic() + timeout
-            while self.kube.get("Namespace", None, self.namespace) is not None:
-                if time.monotonic() > deadline:
-                    raise TimedOut(f"namespace {self.namespace} still terminating after "
-                                   f"{timeout}s")
-                time.sleep(0.5)
-        self._drop_databases()
+    def create_namespace(self) -> None:
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": self.namespace,
                                       "labels": {"pilotboat.dev/demo": "shop"}}})
@@ -73,17 +64,21 @@ class Shop:
                 raise TimedOut("no default ServiceAccount")
             time.sleep(0.2)
 
+    def exists(self) -> bool:
+        return self.kube.get("Namespace", None, self.namespace) is not None
+
     def remove(self, timeout: float = 180) -> None:
-        """Delete the namespace (the operator must run) and whatever databases remain."""
+        """Delete the namespace and whatever databases remain: the next story starts from
+        v1. The operator must run (OwnedDatabases with reclaimPolicy Delete have finalizers)."""
         self.kube.delete("Namespace", None, self.namespace)
         deadline = time.monotonic() + timeout
         while self.kube.get("Namespace", None, self.namespace) is not None:
             if time.monotonic() > deadline:
                 raise TimedOut(f"namespace {self.namespace} still terminating after {timeout}s")
             time.sleep(0.5)
-        self._drop_databases()
+        self.drop_databases()
 
-    def _drop_databases(self) -> None:
+    def drop_databases(self) -> None:
         """Databases and roles a previous run in this namespace left (reclaimPolicy Retain)."""
         prefix = self.namespace.replace("-", "_") + "\\_%"
         role_prefix = "pb\\_" + self.namespace.replace("-", "_") + "\\_%"

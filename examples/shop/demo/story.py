@@ -87,7 +87,6 @@ class Story:
     # --- the story ------------------------------------------------------------------------
     def deploy(self) -> None:
         ch = self.chapter("the shop deployed at v1", "setup")
-        self.shop.reset()
         names = self.shop.deploy()
         self.say(f"applied {len(names)} Microservices and their OwnedDatabases in namespace "
                  f"{self.namespace}: {', '.join(names)}")
@@ -372,9 +371,19 @@ def run(namespace: str = "shop", *, short_story: bool = False, quiet: bool = Fal
     log_dir = STATE / "logs" / ("demo" if namespace == "shop" else namespace)
     infra = start_infrastructure(tl.say, log_dir)
     kube = _kube(infra)
+    story = Story(kube, infra, namespace, tl, result, short_story=short_story)
+    if story.shop.exists():  # a previous run's shop: removed with an operator's help
+        operator = start_operator(infra, namespace)
+        try:
+            story.shop.remove()
+        finally:
+            operator.stop()
+        tl.say(f"removed the previous run's namespace {namespace} and its databases")
+    story.shop.drop_databases()
+    story.shop.create_namespace()
+    # Kopf watches a namespace named exactly only if it exists when the operator starts.
     operator = start_operator(infra, namespace)
     tl.say(f"operator running, watching namespace {namespace} (log: {operator.log_path})")
-    story = Story(kube, infra, namespace, tl, result, short_story=short_story)
     t0 = time.time()
     try:
         steps: dict[str, Callable[[], None]] = {
