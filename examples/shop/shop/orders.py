@@ -114,7 +114,7 @@ class Orders(Service):
             raise SystemExit(f"ORDERS_SCHEMA={self.schema!r}: v1 or v2")
         self.deps = {name: Dependency(name, url) for name, url in urls.items()}
         self.relay = Relay(self.db, self.deps["notifications"])
-        self.lease = float(os.environ.get("SAGA_LEASE_SECONDS", "60"))
+        self.lease = float(os.environ.get("SAGA_LEASE_SECONDS", "30"))
         self.wait_seconds = float(os.environ.get("ORDER_WAIT_SECONDS", "10"))
         self.recovery_interval = float(os.environ.get("SAGA_RECOVERY_SECONDS", "2"))
         self._stop = threading.Event()

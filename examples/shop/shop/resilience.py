@@ -152,11 +152,14 @@ class Dependency:
                 self._failed("timeout")
                 raise Unavailable(self.name, f"timed out after {self.timeout:g}s",
                                   maybe_applied=True) from error
-            except httpx.TransportError as error:
+            except httpx.HTTPError as error:  # a broken connection or answer
                 maybe_applied = True
                 self._failed("error")
                 raise Unavailable(self.name, f"{type(error).__name__}: {error}",
                                   maybe_applied=True) from error
+            except BaseException:  # never leave a half-open breaker waiting for its trial
+                self._failed("error")
+                raise
             if response.status_code >= 500:
                 maybe_applied = True
                 self._failed("error")
