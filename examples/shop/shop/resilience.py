@@ -119,7 +119,10 @@ class Dependency:
         self.backoff_cap = _env_float("RETRY_BACKOFF_CAP_SECONDS", 1.0)
         self.breaker = Breaker(name, int(_env_float("BREAKER_FAILURES", 5)),
                                _env_float("BREAKER_OPEN_SECONDS", 10.0))
-        self.client = httpx.Client(base_url=self.base_url, timeout=self.timeout)
+        # a connection per call: kube-proxy balances connections, so kept-alive ones would
+        # stick to the pods first reached and a replica-ratio canary would get no traffic
+        self.client = httpx.Client(base_url=self.base_url, timeout=self.timeout,
+                                   limits=httpx.Limits(max_keepalive_connections=0))
 
     def close(self) -> None:
         self.client.close()
