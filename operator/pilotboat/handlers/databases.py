@@ -20,9 +20,7 @@ import hashlib
 import logging
 import re
 import secrets
-import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +39,7 @@ from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.database_env import SECRET_KEYS
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.faults import crash_point
-from pilotboat.handlers.requeue import Requeue
+from pilotboat.handlers.loop import ReconcileLoop
 
 __all__ = [
     "FINALIZER",
@@ -430,44 +428,15 @@ def _finalize(
 
 # --- Kopf wiring -----------------------------------------------------------------------------
 
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_locks_guard = threading.Lock()
-_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="odb-requeue")
-
-
-def _lock_for(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault((namespace, name), threading.Lock())
-
-
-def _reconcile_named(namespace: str, name: str, logger: Any = None) -> None:
-    kube = runtime().kube
-    with _lock_for(namespace, name):
-        fresh = kube.get("OwnedDatabase", namespace, name)
-        if fresh is None:
-            return
-        rc = Reconcile.start(kube, fresh, logger)
-        try:
-            again = reconcile_owned_database(kube, fresh, rc, database_engine())
-        except ApiException as exc:
-            if exc.status == 404:  # deleted while we worked on it
-                return
-            rc.log.exception("reconcile failed; retrying")
-            _requeue.schedule(namespace, name, _RETRY_SECONDS)
-            raise
-        except Exception:
-            rc.log.exception("reconcile failed; retrying")
-            _requeue.schedule(namespace, name, _RETRY_SECONDS)
-            raise
-    if again is not None:
-        _requeue.schedule(namespace, name, again)
-
-
-def _submit(namespace: str, name: str) -> None:
-    _pool.submit(_reconcile_named, namespace, name)
-
-
-_requeue = Requeue(_submit)
+# Deletion is part of this kind's work (the finalizer), so deleting objects are reconciled.
+_loop = ReconcileLoop(
+    "OwnedDatabase",
+    lambda kube, body, rc: reconcile_owned_database(kube, body, rc, database_engine()),
+    retry_after=_RETRY_SECONDS,
+    workers=2,
+    skip_deleting=False,
+)
+_reconcile_named = _loop.run
 
 
 @kopf.on.event(GROUP, VERSION, "owneddatabases")

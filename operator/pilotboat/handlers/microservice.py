@@ -11,7 +11,6 @@ never writes `spec`.
 from __future__ import annotations
 
 import datetime as _dt
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,19 +50,13 @@ from pilotboat.handlers.contracts import contract_gate, hold_for_contract
 from pilotboat.handlers.databases import database_claim
 from pilotboat.handlers.faults import crash_point
 from pilotboat.handlers.flags import flag_overrides_fields, release_splits
+from pilotboat.handlers.loop import ReconcileLoop
 from pilotboat.handlers.migrations import migrations_blocking
-from pilotboat.handlers.requeue import Requeue
 
 __all__ = ["reconcile_microservice"]
 
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_locks_guard = threading.Lock()
 _COMMANDS = ("promote", "promoteFull", "abort", "retry")
 
-
-def _lock_for(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault((namespace, name), threading.Lock())
 
 
 class StrategyError(Exception):
@@ -567,33 +560,8 @@ def _write_status(
     )
 
 
-def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
-    rt = runtime()
-    kube = rt.kube
-    with _lock_for(namespace, name):
-        fresh = kube.get("Microservice", namespace, name)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return
-        rc = Reconcile.start(kube, fresh, logger)
-        try:
-            with metrics.reconciling("Microservice"):
-                after = reconcile_microservice(kube, fresh, rc)
-        except Exception:
-            rc.log.exception("reconcile failed; retrying in 5s")
-            _requeue().schedule(namespace, name, 5.0)
-            return
-    if after is not None:
-        _requeue().schedule(namespace, name, after)
-
-
-_requeue_instance: Requeue | None = None
-
-
-def _requeue() -> Requeue:
-    global _requeue_instance
-    if _requeue_instance is None:
-        _requeue_instance = Requeue(lambda ns, name: _reconcile_guarded(ns, name))
-    return _requeue_instance
+_loop = ReconcileLoop("Microservice", reconcile_microservice, retry_after=5.0, workers=4)
+_reconcile_guarded = _loop.run
 
 
 @kopf.on.event(GROUP, VERSION, "microservices")

@@ -12,7 +12,7 @@ and the phase, so a pass that repeats after a crash cannot post a second one.
 
 Status messages carry no relative times ("3s from now"): a status that changed on every
 pass would wake the watch that triggers the next pass. Time-based waits (soak, backfill
-throttling) schedule a re-visit with :class:`~pilotboat.handlers.requeue.Requeue`.
+throttling) schedule a re-visit with the shared reconcile loop (:mod:`pilotboat.handlers.loop`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -64,10 +63,10 @@ from pilotboat.core.migration import (
 )
 from pilotboat.handlers import metrics
 from pilotboat.handlers.approvals import approvals_for
-from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
+from pilotboat.handlers.context import Reconcile, describe_validation_error
 from pilotboat.handlers.databases import database_engine, owner_dsn
 from pilotboat.handlers.faults import crash_point
-from pilotboat.handlers.requeue import Requeue
+from pilotboat.handlers.loop import ReconcileLoop
 
 __all__ = [
     "definition_of",
@@ -647,17 +646,10 @@ def migrations_blocking(kube: Kube, namespace: str, service: str, version: str) 
 
 # --- Kopf wiring -------------------------------------------------------------------------------
 
-_locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
-_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="migration")
 # (namespace, service) and (namespace, database) → names of the migrations that refer to them.
 _by_service: dict[tuple[str, str], set[str]] = {}
 _by_database: dict[tuple[str, str], set[str]] = {}
-
-
-def _lock_for(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault((namespace, name), threading.Lock())
 
 
 def _index(namespace: str, name: str, spec: Mapping[str, Any] | None) -> None:
@@ -677,40 +669,18 @@ def _index(namespace: str, name: str, spec: Mapping[str, Any] | None) -> None:
             _by_database.setdefault((namespace, str(spec["database"])), set()).add(name)
 
 
-def _reconcile_named(namespace: str, name: str, logger: Any = None) -> None:
-    kube = runtime().kube
-    with _lock_for(namespace, name):
-        fresh = kube.get("SchemaMigration", namespace, name)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return
-        rc = Reconcile.start(kube, fresh, logger)
-        try:
-            with metrics.reconciling("SchemaMigration"):
-                again = reconcile_migration(kube, fresh, rc, database_engine())
-        except ApiException as exc:
-            if exc.status == 404:  # deleted while we worked on it
-                return
-            rc.log.exception("reconcile failed; retrying")
-            _requeue.schedule(namespace, name, _FAILED_RETRY)
-            raise
-        except Exception:
-            rc.log.exception("reconcile failed; retrying")
-            _requeue.schedule(namespace, name, _FAILED_RETRY)
-            raise
-    if again is not None:
-        _requeue.schedule(namespace, name, again)
-
-
-def _submit(namespace: str, name: str) -> None:
-    _pool.submit(_reconcile_named, namespace, name)
-
-
-_requeue = Requeue(_submit)
+_loop = ReconcileLoop(
+    "SchemaMigration",
+    lambda kube, body, rc: reconcile_migration(kube, body, rc, database_engine()),
+    retry_after=_FAILED_RETRY,
+    workers=4,
+)
+_reconcile_named = _loop.run
 
 
 def reconcile_soon(namespace: str, name: str, after: float = 0.2) -> None:
     """Visit a migration shortly (events arriving together collapse into one visit)."""
-    _requeue.schedule(namespace, name, after)
+    _loop.schedule(namespace, name, after)
 
 
 @kopf.on.event(GROUP, VERSION, "schemamigrations")
