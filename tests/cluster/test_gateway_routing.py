@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+
 from tests.manifests import microservice
 from tests.story import Story
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from pilotboat import API_VERSION
 from tests.cluster.test_databases import admin_secret, owned_database, secret_values
 from tests.cluster.test_migrations import condition, history
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
-
-from pilotboat import API_VERSION
 
 pytestmark = pytest.mark.usefixtures("operator")
 
