@@ -123,12 +123,12 @@ def svg_chart(title: str, series: Sequence[Series], t0: float, t1: float, *,
         parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{top + ph}" '
                      f'y2="{top + ph + 4}" stroke="#555"/><text x="{x(t):.1f}" '
                      f'y="{top + ph + 16}" text-anchor="middle" fill="#555">{m} min</text>')
-    for mk in markers:  # decisions
+    for i, mk in enumerate(markers):  # decisions; labels on three rows so they overlap less
         color = "#d62728" if mk.warning else "#444"
         parts.append(f'<line x1="{x(mk.at):.1f}" x2="{x(mk.at):.1f}" y1="{top}" '
                      f'y2="{top + ph}" stroke="{color}" stroke-dasharray="3,3">'
                      f'<title>{html.escape(mk.label)}</title></line>'
-                     f'<text x="{x(mk.at) + 2:.1f}" y="{top + 9}" fill="{color}" '
+                     f'<text x="{x(mk.at) + 2:.1f}" y="{top + 9 + 10 * (i % 3)}" fill="{color}" '
                      f'font-size="9">{html.escape(mk.label.split(":")[0][:18])}</text>')
     for i, s in enumerate(series):
         color = s.color or PALETTE[i % len(PALETTE)]
@@ -167,7 +167,8 @@ def _signal_queries(namespace: str, service: str, window: str = "20s") -> dict[s
     sel = f'namespace="{namespace}",service="{service}"'
     return {
         "traffic": f"sum by (version) (rate(http_requests_total{{{sel}}}[{window}]))",
-        "errors": (f'sum by (version) (rate(http_requests_total{{{sel},code=~"5.."}}[{window}]))'
+        "errors": (f'(sum by (version) (rate(http_requests_total{{{sel},code=~"5.."}}[{window}]))'
+                   f" or 0 * sum by (version) (rate(http_requests_total{{{sel}}}[{window}])))"
                    f" / sum by (version) (rate(http_requests_total{{{sel}}}[{window}]))"),
         "latency": ("histogram_quantile(0.99, sum by (version, le) "
                     f"(rate(http_request_duration_seconds_bucket{{{sel}}}[{window}])))"),
@@ -179,18 +180,33 @@ SIGNAL_TITLES = {"traffic": ("requests per second", ""), "errors": ("error ratio
                  "latency": ("p99 latency", "s"), "saturation": ("requests in flight", "")}
 
 
+# The Events a person wants on a chart: decisions, not every Deployment update.
+DECISIONS = {"RolloutStarted", "AnalysisPassed", "AnalysisFailed", "AnalysisPaused",
+             "RolledBack", "Promoted", "Aborted", "ExpandApplied", "BackfillApplied",
+             "ContractApplied", "ContractBlocked", "FlagSet"}
+
+
+def _belongs(event: dict[str, Any], service: str, migrations: dict[str, str]) -> bool:
+    obj = event.get("involvedObject") or {}
+    if obj.get("kind") == "SchemaMigration":
+        return migrations.get(obj.get("name", "")) == service
+    return bool(obj.get("name") == service)
+
+
 def render(path: Path, *, title: str, namespace: str, prometheus_url: str, t0: float,
            t1: float, samples: Sequence[Sample], events: Sequence[dict[str, Any]],
            event_times: Sequence[float], chapters: Sequence[Chapter], services: Sequence[str],
-           timeline: Sequence[str], integrity: Sequence[str], passed: bool) -> Path:
+           timeline: Sequence[str], integrity: Sequence[str], passed: bool,
+           migrations: dict[str, str] | None = None) -> Path:
+    """`migrations`: SchemaMigration name → the service that requires it (its events are
+    marked on that service's charts)."""
+    migrations = migrations or {}
     sections = []
     for service in services:
         markers = [Marker(t, f"{e['reason']}: {short(e.get('message'), 200)}",
                           e.get("type") == "Warning")
                    for e, t in zip(events, event_times, strict=True)
-                   if (e.get("involvedObject") or {}).get("name") == service
-                   and e.get("reason") not in ("DeploymentCreated", "DeploymentUpdated",
-                                               "ServiceCreated", "ServiceUpdated")]
+                   if _belongs(e, service, migrations) and e.get("reason") in DECISIONS]
         charts = [svg_chart(f"{service}: canary weight (%)", weight_series(samples, service),
                             t0, t1, markers=markers, y_max=100, chapters=chapters, step=True)]
         for signal, query in _signal_queries(namespace, service).items():

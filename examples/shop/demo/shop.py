@@ -48,8 +48,11 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 
 class Shop:
-    def __init__(self, kube: Kube, namespace: str, infra: Infra, say: Callable[[str], None]):
+    def __init__(self, kube: Kube, namespace: str, infra: Infra, say: Callable[[str], None],
+                 steps: list[dict[str, Any]] | None = None):
+        """`steps`: canary steps replacing the manifests' (the e2e test's shorter story)."""
         self.kube, self.namespace, self.infra, self.say = kube, namespace, infra, say
+        self.steps = steps
         self.desired: dict[str, dict[str, Any]] = {}  # Microservice name -> what we applied
         self.urls: dict[str, str] = {}
 
@@ -67,14 +70,24 @@ class Shop:
     def exists(self) -> bool:
         return self.kube.get("Namespace", None, self.namespace) is not None
 
-    def remove(self, timeout: float = 180) -> None:
-        """Delete the namespace and whatever databases remain: the next story starts from
-        v1. The operator must run (OwnedDatabases with reclaimPolicy Delete have finalizers)."""
+    def remove(self, timeout: float = 180, grace: float = 20) -> None:
+        """Delete the namespace and the databases: the next story starts from v1.
+
+        An operator watching the namespace drops each database and removes its finalizer;
+        after `grace` seconds (no operator, or one that does not watch a terminating
+        namespace) the finalizers are removed here and the databases dropped below."""
         self.kube.delete("Namespace", None, self.namespace)
-        deadline = time.monotonic() + timeout
-        while self.kube.get("Namespace", None, self.namespace) is not None:
-            if time.monotonic() > deadline:
+        start = time.monotonic()
+        while self.exists():
+            waited = time.monotonic() - start
+            if waited > timeout:
                 raise TimedOut(f"namespace {self.namespace} still terminating after {timeout}s")
+            if waited > grace:
+                for odb in self.kube.list("OwnedDatabase", self.namespace):
+                    if odb["metadata"].get("finalizers"):
+                        self.kube.merge_patch("OwnedDatabase", self.namespace,
+                                              odb["metadata"]["name"],
+                                              {"metadata": {"finalizers": None}})
             time.sleep(0.5)
         self.drop_databases()
 
@@ -112,6 +125,9 @@ class Shop:
             server["host"] = POD_GATEWAY
             server["port"] = self.infra.postgres.port
             server.setdefault("adminSecretRef", {"name": ADMIN_SECRET})
+        canary = ((doc.get("spec") or {}).get("rollout") or {}).get("canary")
+        if doc["kind"] == "Microservice" and self.steps and canary and canary.get("steps"):
+            canary["steps"] = copy.deepcopy(self.steps)
         return doc
 
     # --- deploying ----------------------------------------------------------------------
@@ -245,13 +261,24 @@ class Shop:
 
     def skus(self) -> list[str]:
         """What customers buy: the catalog's products that inventory holds plenty of."""
-        products = httpx.get(f"{self.url('catalog')}/products", timeout=10).json()
-        plenty = []
-        for p in products:
-            stock = httpx.get(f"{self.url('inventory')}/stock/{p['sku']}", timeout=10)
-            if stock.status_code == 200 and int(stock.json().get("available", 0)) >= 10_000:
-                plenty.append(p["sku"])
-        return plenty
+        products = self._get(f"{self.url('catalog')}/products")
+        return [p["sku"] for p in products
+                if int(self._get(f"{self.url('inventory')}/stock/{p['sku']}")
+                       .get("available", 0)) >= 10_000]
+
+    @staticmethod
+    def _get(url: str, timeout: float = 60) -> Any:
+        """GET JSON, retried while the Service's endpoints are being programmed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                response = httpx.get(url, timeout=10)
+                response.raise_for_status()
+                return response.json()
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def events(self, name: str | None = None, since: float = 0) -> list[dict[str, Any]]:
         out = []
