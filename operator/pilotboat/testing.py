@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["OperatorProcess"]
+__all__ = ["ChildProcess", "OperatorProcess"]
 
 
 def _free_port() -> int:
@@ -27,7 +27,51 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class OperatorProcess:
+class ChildProcess:
+    """What tests do to a program they run: kill it as a crash would, stop it, read its log.
+
+    Subclasses set `proc` (the running Popen, or None) and `log_path`.
+    """
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+    stop_grace: float = 20.0
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash or an OOM kill would leave it."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after `stop_grace` seconds."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.stop_grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The log's JSON lines, parsed; other lines are left out."""
+        records = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    pass
+        return records
+
+
+class OperatorProcess(ChildProcess):
     """`pilotboat run` as a subprocess whose log the test can read."""
 
     def __init__(
@@ -79,40 +123,9 @@ class OperatorProcess:
             time.sleep(0.2)
         raise RuntimeError(f"the operator did not become live:\n{self.log_text()[-4000:]}")
 
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, as a crash or an OOM kill would leave it."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def wait_exit(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
     def restart(self) -> None:
         self.kill()
         self.start()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_records(self) -> list[dict[str, Any]]:
-        records = []
-        for line in self.log_text().splitlines():
-            if line.startswith("{"):
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    pass
-        return records
 
     def rss_bytes(self) -> int:
         """Resident memory of the operator process, from /proc."""

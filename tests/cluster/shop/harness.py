@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from pilotboat.testing import ChildProcess
 from tests.fixtures.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,12 +49,13 @@ def free_port() -> int:
 
 
 @dataclass
-class ShopProcess:
+class ShopProcess(ChildProcess):
     name: str
     port: int
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    stop_grace: float = 15.0
 
     @property
     def url(self) -> str:
@@ -86,23 +87,6 @@ class ShopProcess:
             time.sleep(0.05)
         raise AssertionError(f"{self.name} not ready in {timeout}s: {last}\n"
                              f"{self.log_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
