@@ -291,7 +291,8 @@ class Shop:
             if event_time(e) + 1 < since:
                 continue
             out.append(e)
-        return sorted(out, key=event_time)
+        return sorted(out, key=lambda e: (event_time(e), int(
+            (e.get("metadata") or {}).get("resourceVersion") or 0)))
 
 
 def event_time(event: Mapping[str, Any]) -> float:
