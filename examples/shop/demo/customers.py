@@ -46,10 +46,14 @@ class Order:
 class Customers:
     """~`rate` orders a second until stopped, for `max_seconds` at most."""
 
-    def __init__(self, base_url: str, skus: list[str], *, rate: float = 5.0,
-                 max_seconds: float = 1200, attempts: int = 4, timeout: float = 20) -> None:
+    def __init__(self, base_url: str, skus: list[str], *, rare: list[str] | None = None,
+                 rare_share: float = 0.03, rate: float = 5.0, max_seconds: float = 1200,
+                 attempts: int = 4, timeout: float = 20) -> None:
+        """`rare`: products few are in stock of; `rare_share` of orders ask for one."""
         self.base_url = base_url.rstrip("/")
         self.skus = skus
+        self.rare = rare or []
+        self.rare_share = rare_share
         self.rate = rate
         self.max_seconds = max_seconds
         self.attempts = attempts
@@ -118,6 +122,8 @@ class Customers:
     def _body(self, order: Order) -> dict[str, Any]:
         items = [{"sku": sku, "qty": random.randint(1, 2)}
                  for sku in random.sample(self.skus, k=min(len(self.skus), random.randint(1, 2)))]
+        if self.rare and random.random() < self.rare_share:
+            items.append({"sku": random.choice(self.rare), "qty": 1})
         return {"customer": order.customer, "items": items,
                 "address": f"{random.randint(1, 99)} Harbour Street, Port Town"}
 

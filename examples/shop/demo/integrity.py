@@ -40,6 +40,7 @@ class Integrity:
     answered: int = 0
     unanswered: int = 0
     notifications: int = 0
+    compensations: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -53,6 +54,9 @@ class Integrity:
                + (f"; {self.unanswered} got no answer (checked in the databases alone)"
                   if self.unanswered else ""),
                f"{self.notifications} notifications, one per order"]
+        if self.compensations:
+            out.insert(1, "cancelled sagas compensated: " + ", ".join(
+                f"{n} {what}" for what, n in sorted(self.compensations.items())))
         return out + [f"VIOLATION: {v}" for v in self.violations[:20]] + (
             [f"… and {len(self.violations) - 20} more"] if len(self.violations) > 20 else [])
 
@@ -125,6 +129,10 @@ def _sagas(result: Integrity, by_id: dict[str, dict[str, Any]], auths: dict[str,
         elif state == "CANCELLED":
             if auth == "AUTHORIZED" or res == "RESERVED" or ship == "CREATED":
                 result.violations.append(f"order {oid} CANCELLED but {effects}")
+            for what, status in (("authorization", auth), ("reservation", res),
+                                 ("shipment", ship)):
+                if status in ("CANCELLED", "RELEASED"):
+                    result.compensations[f"{what}s {status.lower()}"] += 1
         else:
             result.violations.append(f"still PENDING: order {oid} is {state}")
 

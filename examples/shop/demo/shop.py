@@ -259,12 +259,14 @@ class Shop:
                 out[owner] = name
         return out
 
-    def skus(self) -> list[str]:
-        """What customers buy: the catalog's products that inventory holds plenty of."""
+    def skus(self) -> tuple[list[str], list[str]]:
+        """What customers buy: the catalog's products that inventory holds plenty of, and
+        those it holds few of (a limited edition: later orders are cancelled, out of stock)."""
         products = self._get(f"{self.url('catalog')}/products")
-        return [p["sku"] for p in products
-                if int(self._get(f"{self.url('inventory')}/stock/{p['sku']}")
-                       .get("available", 0)) >= 10_000]
+        stock = {p["sku"]: int(self._get(f"{self.url('inventory')}/stock/{p['sku']}")
+                               .get("available", 0)) for p in products}
+        return ([s for s, n in stock.items() if n >= 10_000],
+                [s for s, n in stock.items() if n < 10_000])
 
     @staticmethod
     def _get(url: str, timeout: float = 60) -> Any:

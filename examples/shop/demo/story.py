@@ -97,13 +97,15 @@ class Story:
         self.shop.wait_healthy(names, timeout=300)
         dbs = self.shop.databases()
         self.say(f"all Healthy; each owns its database ({', '.join(sorted(dbs.values()))})")
-        skus = self.shop.skus()
-        self.customers = Customers(self.shop.url("orders"), skus,
+        skus, rare = self.shop.skus()
+        self.customers = Customers(self.shop.url("orders"), skus, rare=rare,
                                    rate=float(os.environ.get("PILOTBOAT_DEMO_RATE", "5")))
         self.customers.chapter = "v1"
         self.customers.start()
         self.say(f"customers: ~{self.customers.rate:g} orders/s to orders "
-                 f"({self.shop.url('orders')}), each with an Idempotency-Key")
+                 f"({self.shop.url('orders')}), each with an Idempotency-Key; 3% also want "
+                 f"{', '.join(rare) or 'nothing rare'} (few in stock: later ones are "
+                 "cancelled and their payment released)")
         time.sleep(10 if self.short else 20)  # a baseline of v1 for the charts
         self.close(ch, True, f"shop up; first orders: {self._orders_line('v1')}")
 

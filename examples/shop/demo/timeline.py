@@ -103,8 +103,12 @@ class Watcher:
         for mig in self.kube.list("SchemaMigration", self.namespace):
             name = mig["metadata"]["name"]
             st = mig.get("status") or {}
+            phase = st.get("phase") or "Pending"
+            if self._last.get(f"smig/{name}/phase") == phase:
+                continue  # its gates are told by the story; here only its phases
+            self._last[f"smig/{name}/phase"] = phase
             ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {})
-            self._report(f"smig/{name}", f"  migration {name}: {st.get('phase') or 'Pending'}"
+            self._report(f"smig/{name}", f"  migration {name}: {phase}"
                          f" — {short(ready.get('message') or st.get('message'))}")
 
     def _report(self, key: str, line: str) -> None:
