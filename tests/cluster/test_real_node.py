@@ -112,7 +112,9 @@ def echo_deployment(
     }
 
 
-def ready_pods(kube_api: ApiClient, namespace: str, name: str, replicas: int) -> list[Any]:
+def ready_pods(
+    kube_api: ApiClient, namespace: str, name: str, replicas: int, label: str = "deployment"
+) -> list[Any]:
     """Waits until the Deployment `name` has `replicas` Running and Ready pods; returns them.
 
     Fails at once, saying why, when a pod cannot start (image missing, sandbox refused).
@@ -120,7 +122,7 @@ def ready_pods(kube_api: ApiClient, namespace: str, name: str, replicas: int) ->
     core = CoreV1Api(kube_api)
 
     def probe() -> list[Any] | None:
-        pods = core.list_namespaced_pod(namespace, label_selector=f"deployment={name}").items
+        pods = core.list_namespaced_pod(namespace, label_selector=f"{label}={name}").items
         for pod in pods:
             for status in pod.status.container_statuses or []:
                 waiting = status.state.waiting
@@ -256,3 +258,51 @@ def test_a_cluster_ip_service_spreads_requests_in_proportion_to_replicas(
 def _served(pod: Any) -> float:
     metrics = scrape(f"http://{pod.status.pod_ip}:8080/metrics")
     return metrics.get('http_requests_total{code="200",method="GET"}', 0.0)
+
+
+def test_prometheus_discovers_the_operators_pods_with_their_labels(
+    kube_api: ApiClient, namespace: str, prometheus: Any, operator: Any
+) -> None:
+    """A Microservice's pods on the real node are found by pod discovery and scraped, with
+    the namespace, pod, service and version labels the analysis queries select on."""
+    from pilotboat.adapters.kube import Kube
+    from tests.manifests import microservice
+
+    kube = Kube(kube_api, field_manager="pilotboat-tests")
+    body = microservice(
+        "inventory",
+        version="v1",
+        replicas=2,
+        image=ECHO_IMAGE,
+        fake_nodes=False,
+        nodeSelector={"type": "real"},
+        imagePullPolicy="Never",
+        readinessProbe={"path": "/healthz"},
+    )
+    body["metadata"]["namespace"] = namespace
+    kube.apply(body)
+    pods = ready_pods(kube_api, namespace, "inventory", 2, label="app.kubernetes.io/name")
+    service_ip = CoreV1Api(kube_api).read_namespaced_service("inventory", namespace).spec.cluster_ip
+    answers = [httpx.get(f"http://{service_ip}:8080/", timeout=5) for _ in range(20)]
+    assert all(r.status_code == 200 for r in answers)
+
+    def scraped() -> list[dict[str, Any]] | None:
+        result = prometheus.api("query", query=f'up{{namespace="{namespace}"}} == 1')["result"]
+        return result if len(result) == 2 else None
+
+    series = _wait("Prometheus to discover and scrape both pods", scraped, timeout=90)
+    labels = sorted(
+        (s["metric"]["pod"], s["metric"]["service"], s["metric"]["version"], s["metric"]["track"])
+        for s in series
+    )
+    assert labels == sorted((p.metadata.name, "inventory", "v1", "stable") for p in pods)
+
+    def counted() -> float | None:
+        query = (
+            f'sum(http_requests_total{{namespace="{namespace}",service="inventory",version="v1"}})'
+        )
+        result = prometheus.api("query", query=query)["result"]
+        value = float(result[0]["value"][1]) if result else 0.0
+        return value if value >= 20 else None
+
+    assert _wait("the requests to show in Prometheus", counted, timeout=60) >= 20
