@@ -183,7 +183,7 @@ SIGNAL_TITLES = {"traffic": ("requests per second", ""), "errors": ("error ratio
 # The Events a person wants on a chart: decisions, not every Deployment update.
 DECISIONS = {"RolloutStarted", "AnalysisPassed", "AnalysisFailed", "AnalysisPaused",
              "RolledBack", "Promoted", "Aborted", "ExpandApplied", "BackfillApplied",
-             "ContractApplied", "ContractBlocked", "FlagSet"}
+             "ContractApplied", "ContractBroken", "FlagSet"}
 
 
 def _belongs(event: dict[str, Any], service: str, migrations: dict[str, str]) -> bool:
@@ -220,7 +220,7 @@ def render(path: Path, *, title: str, namespace: str, prometheus_url: str, t0: f
             series = [Series(v, pts, VERSION_COLORS.get(v, "")) for v, pts in sorted(data.items())]
             charts.append(svg_chart(f"{service}: {label}, by version", series, t0, t1,
                                     unit=unit, markers=markers, chapters=chapters,
-                                    y_max=1.0 if unit == "%" and not series else None))
+                                    y_max=1.0 if unit == "%" else None))
         rows = "".join(
             f"<tr class='{'warn' if m.warning else ''}'><td>{(m.at - t0):.0f}s</td>"
             f"<td>{html.escape(m.label)}</td></tr>" for m in markers)
