@@ -172,10 +172,10 @@ class Story:
                  "each with the same Idempotency-Key (another pod, no double charge)")
         for r, n in reasons.most_common(4):
             self.say(f"  {n} order(s) cancelled: {r}")
-        message = status.get("message") or ""
+        message = (status.get("message") or "").split(". Change the spec")[0]
         ok = (status.get("stableVersion") == "v2" and len(rolled) == 1 and gone
               and "error" in message)
-        self.close(ch, ok, f"rolled back by the operator on its own: {short(message, 90)}; "
+        self.close(ch, ok, f"rolled back by the operator on its own: {short(message, 160)}; "
                            f"canary pods gone; of the sagas that met v3's failures, "
                            f"{by_payments} were compensated (authorization cancelled, order "
                            "CANCELLED), the others succeeded on retry")
