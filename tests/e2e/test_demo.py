@@ -10,6 +10,7 @@ operator watching only it, and deletes that namespace (and the databases) afterw
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,20 @@ SHOP = REPO / "examples" / "shop"
 
 
 @pytest.fixture
-def demo_namespace() -> Iterator[str]:
+def servers() -> Iterator[None]:
+    """The demo starts PostgreSQL, cluster DNS and Prometheus when they are not running;
+    those it started are stopped afterwards (the cluster is the session's business)."""
+    scripts = ("postgres.sh", "dns.sh", "prometheus.sh")
+    running = {s: subprocess.run([str(REPO / "hack" / s), "status"], capture_output=True,
+                                 check=False).returncode == 0 for s in scripts}
+    yield
+    for script, was_running in running.items():
+        if not was_running:
+            subprocess.run([str(REPO / "hack" / script), "down"], check=False)
+
+
+@pytest.fixture
+def demo_namespace(servers: None) -> Iterator[str]:
     if not (SHOP / "build.sh").exists() or not (SHOP / "payments.yaml").exists():
         pytest.skip("the shop's image (examples/shop/build.sh) and manifests are not there yet")
     name = f"e2e{secrets.token_hex(2)}-shop"

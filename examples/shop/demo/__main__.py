@@ -13,10 +13,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="The Pilotboat shop demo.")
     parser.add_argument("--namespace", default="shop")
     parser.add_argument("--short", action="store_true", help="the shorter story of the e2e test")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="delete the namespace and its databases at the end")
     args = parser.parse_args()
     # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C: the operator and customers stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = run(args.namespace, short_story=args.short)
+    result = run(args.namespace, short_story=args.short, cleanup=args.cleanup)
     print()
     for ch in result.chapters:
         mark = "✔" if ch.ok else ("✘" if ch.ok is False else "·")

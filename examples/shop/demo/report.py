@@ -128,8 +128,10 @@ def svg_chart(title: str, series: Sequence[Series], t0: float, t1: float, *,
         parts.append(f'<line x1="{x(mk.at):.1f}" x2="{x(mk.at):.1f}" y1="{top}" '
                      f'y2="{top + ph}" stroke="{color}" stroke-dasharray="3,3">'
                      f'<title>{html.escape(mk.label)}</title></line>'
-                     f'<text x="{x(mk.at) + 2:.1f}" y="{top + 9 + 10 * (i % 3)}" fill="{color}" '
-                     f'font-size="9">{html.escape(mk.label.split(":")[0][:18])}</text>')
+                     f'<text x="{x(mk.at) + (2 if x(mk.at) < left + pw - 90 else -2):.1f}" '
+                     f'y="{top + 9 + 10 * (i % 3)}" fill="{color}" font-size="9" '
+                     f'text-anchor="{"start" if x(mk.at) < left + pw - 90 else "end"}">'
+                     f'{html.escape(mk.label.split(":")[0][:18])}</text>')
     for i, s in enumerate(series):
         color = s.color or PALETTE[i % len(PALETTE)]
         pts = [(x(t), y(v)) for t, v in s.points if t0 <= t <= t1]
