@@ -4,7 +4,10 @@ back by the operator on its own, orders' schema migration expanded before its ca
 contracted after an approval, and every order consistent across the services' databases.
 
 It runs examples/shop/demo in a namespace of its own (the demo's own is `shop`), with the
-operator watching only it, and deletes that namespace (and the databases) afterwards.
+operator watching only it, and deletes that namespace (and the databases) afterwards. The
+story is shorter than `make demo`'s: one canary step and one analysis per release, and
+releases judged on their errors with latency only bounded (10 s at p99), since the latency
+of a 2-core test machine depends on what else runs on it; v3's errors do not.
 """
 
 from __future__ import annotations

@@ -49,10 +49,13 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 class Shop:
     def __init__(self, kube: Kube, namespace: str, infra: Infra, say: Callable[[str], None],
-                 steps: list[dict[str, Any]] | None = None):
-        """`steps`: canary steps replacing the manifests' (the e2e test's shorter story)."""
+                 steps: list[dict[str, Any]] | None = None,
+                 max_latency: float | None = None):
+        """The e2e test's shorter story: `steps` replace the manifests' canary steps, and
+        `max_latency` their latency thresholds (seconds at the quantile)."""
         self.kube, self.namespace, self.infra, self.say = kube, namespace, infra, say
         self.steps = steps
+        self.max_latency = max_latency
         self.desired: dict[str, dict[str, Any]] = {}  # Microservice name -> what we applied
         self.urls: dict[str, str] = {}
 
@@ -128,6 +131,10 @@ class Shop:
         canary = ((doc.get("spec") or {}).get("rollout") or {}).get("canary")
         if doc["kind"] == "Microservice" and self.steps and canary and canary.get("steps"):
             canary["steps"] = copy.deepcopy(self.steps)
+        latency = (((canary or {}).get("analysis") or {}).get("signals") or {}).get("latency")
+        if doc["kind"] == "Microservice" and self.max_latency and latency:
+            latency["maxSeconds"] = self.max_latency
+            latency.pop("maxRatioToStable", None)
         return doc
 
     # --- deploying ----------------------------------------------------------------------
