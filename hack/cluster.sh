@@ -190,7 +190,9 @@ wait_for() {
 wait_healthy() {  # wait_healthy NAME SECONDS: fails early with the log tail if it died
   local name=$1 deadline=$((SECONDS + $2))
   until healthy "$name"; do
-    if ! pid_of "$name" >/dev/null; then
+    # Gone, not merely "not ours yet": right after the fork the pid still runs the shell
+    # that is about to exec the component.
+    if ! kill -0 "$(cat "$pids/$name.pid" 2>/dev/null)" 2>/dev/null; then
       tail -n 30 "$logs/$name.log" >&2 || true
       die "$name exited; log: $logs/$name.log"
     fi

@@ -92,7 +92,9 @@ wait_until() {
   local deadline=$((SECONDS + $1)) what=$2 name=$3
   shift 3
   until "$@"; do
-    if ! pid_of "$name" >/dev/null; then
+    # Gone, not merely "not ours yet": right after the fork the pid still runs the shell
+    # that is about to exec the daemon.
+    if ! kill -0 "$(cat "$pids/$name.pid" 2>/dev/null)" 2>/dev/null; then
       tail -n 30 "$logs/$name.log" >&2 || true
       die "$name exited while waiting for $what; log: $logs/$name.log"
     fi

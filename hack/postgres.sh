@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The shop's PostgreSQL (Debian's PostgreSQL 15 binaries, never its system service), as a
-# detached server with its data in .state/postgres/.
+# detached server: its password in .state/postgres/, its data (as root) under /var/lib/pilotboat.
 #   hack/postgres.sh up       initdb once, start if not running, wait until it answers
 #   hack/postgres.sh down     stop it (the data stays)
-#   hack/postgres.sh purge    stop it and delete .state/postgres
+#   hack/postgres.sh purge    stop it and delete its data
 #   hack/postgres.sh status   exit 0 when it answers
 #   hack/postgres.sh env      print PGHOST/PGPORT/PGUSER/PGPASSWORD lines for `eval`
 #
@@ -20,7 +20,15 @@ hack="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$hack/.." && pwd)"
 state="${PILOTBOAT_STATE:-$repo/.state}"
 dir="$state/postgres"
-data="$dir/data"
+# What the server itself opens (data, socket, log) must be reachable by its system user,
+# and a checkout's parent folders may not be (a private temporary folder, say): as root
+# that part lives under /var/lib/pilotboat, one folder per state dir.
+if [ "$(id -u)" -eq 0 ]; then
+  srv="${PILOTBOAT_PG_SERVER_DIR:-/var/lib/pilotboat/postgres-$(printf %s "$dir" | sha256sum | cut -c1-12)}"
+else
+  srv="$dir"
+fi
+data="$srv/data"
 port="${PILOTBOAT_PG_PORT:-15432}"
 gateway=10.244.0.1
 listen="${PILOTBOAT_PG_LISTEN:-127.0.0.1,$gateway}"
@@ -47,7 +55,7 @@ init() {
   [ -s "$data/PG_VERSION" ] && return 0
   [ -x "$bin/initdb" ] || "$hack/deps.sh"
   [ -x "$bin/initdb" ] || die "no PostgreSQL binaries in $bin"
-  mkdir -p "$dir"
+  mkdir -p "$dir" "$srv"
   if [ ! -s "$pwfile" ]; then
     (umask 077 && openssl rand -base64 24 | tr -d '/+=\n' >"$pwfile")
   fi
@@ -55,7 +63,7 @@ init() {
   tmp_pw="$(mktemp)"
   cp "$pwfile" "$tmp_pw"
   if [ "$(id -u)" -eq 0 ]; then
-    chown "$system_user:" "$dir" "$tmp_pw"
+    chown "$system_user:" "$srv" "$tmp_pw"
   fi
   log "initdb in $data"
   as_server "$bin/initdb" -D "$data" -U "$superuser" --pwfile="$tmp_pw" \
@@ -84,25 +92,25 @@ wait_gateway() {
 up() {
   init
   if running; then
-    answers || die "running but not answering on 127.0.0.1:$port; see $dir/server.log"
+    answers || die "running but not answering on 127.0.0.1:$port; see $srv/server.log"
     return 0
   fi
   wait_gateway
   log "starting on ${listen//,/ and }, port $port"
   # unix socket in the data dir's parent (owned by the server's user), not /var/run.
-  local sockdir="$dir/run"
+  local sockdir="$srv/run"
   mkdir -p "$sockdir"
   [ "$(id -u)" -ne 0 ] || chown "$system_user:" "$sockdir"
-  touch "$dir/server.log"
-  [ "$(id -u)" -ne 0 ] || chown "$system_user:" "$dir/server.log"
-  as_server "$bin/pg_ctl" start -D "$data" -l "$dir/server.log" -w -t 60 -o \
+  touch "$srv/server.log"
+  [ "$(id -u)" -ne 0 ] || chown "$system_user:" "$srv/server.log"
+  as_server "$bin/pg_ctl" start -D "$data" -l "$srv/server.log" -w -t 60 -o \
     "-c listen_addresses=$listen -c port=$port -c unix_socket_directories=$sockdir \
      -c max_connections=200 -c shared_buffers=64MB -c fsync=off -c synchronous_commit=off \
      -c full_page_writes=off -c log_min_messages=warning" >/dev/null \
-    || die "did not start; see $dir/server.log"
+    || die "did not start; see $srv/server.log"
   local i
   for ((i = 0; i < 100; i++)); do answers && return 0; sleep 0.1; done
-  die "started but does not answer; see $dir/server.log"
+  die "started but does not answer; see $srv/server.log"
 }
 
 down() {
@@ -114,7 +122,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  purge) down; rm -rf "$dir" ;;
+  purge) down; rm -rf "$dir" "$srv" ;;
   status) running && answers ;;
   env)
     [ -s "$pwfile" ] || die "no $pwfile; run: $0 up"

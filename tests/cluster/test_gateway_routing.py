@@ -146,8 +146,9 @@ def test_route_weights_follow_the_steps_and_promotion_returns_all_traffic_to_sta
         service = story.wait_for("Service", name, lambda s: s is not None, what="created")
         assert service is not None
         assert service["spec"]["ports"][0]["port"] == PORT
-    stable_svc, canary_svc = story.get("Service", "checkout-stable"), story.get(
-        "Service", "checkout-canary"
+    stable_svc, canary_svc = (
+        story.get("Service", "checkout-stable"),
+        story.get("Service", "checkout-canary"),
     )
     assert stable_svc is not None and canary_svc is not None
     assert stable_svc["spec"]["selector"]["pilotboat.dev/track"] == "stable"
@@ -191,8 +192,9 @@ def test_an_abort_puts_all_route_traffic_back_on_stable(story: Story) -> None:
     story.wait_for("HTTPRoute", "basket-route", weights_are("basket", (90, 10)), what="at 90/10")
 
     story.patch_status_command("basket", "abort")
-    ms = story.wait_for("Microservice", "basket", phase_is("Degraded"), timeout=60,
-                        what="rolled back")
+    ms = story.wait_for(
+        "Microservice", "basket", phase_is("Degraded"), timeout=60, what="rolled back"
+    )
     assert ms is not None and ms["status"]["canaryWeight"] == 0
     story.wait_for(
         "HTTPRoute", "basket-route", weights_are("basket", (100, 0)), what="all on stable"
@@ -230,3 +232,77 @@ def test_the_route_sends_nothing_to_a_canary_that_has_no_ready_pod(story: Story)
     story.patch_status_command("ledger", "abort")
     story.wait_for("Microservice", "ledger", phase_is("Degraded"), timeout=60, what="rolled back")
     assert weights(story.get("HTTPRoute", "ledger-route"), "ledger") == (100, 0)
+
+
+def test_a_mirror_step_copies_stable_traffic_to_the_canary_until_the_release_ends(
+    story: Story,
+) -> None:
+    steps = [
+        {"mirror": {"percent": 20}},
+        {"pause": {"untilPromoted": True}},
+        {"setWeight": 50},
+        {"pause": {"untilPromoted": True}},
+    ]
+
+    def service(version: str) -> dict[str, Any]:
+        body = routed_service("cart", version)
+        body["spec"]["rollout"]["canary"]["steps"] = steps
+        return body
+
+    def mirror(route: dict[str, Any] | None) -> int | None:
+        rule = ((route or {}).get("spec") or {})["rules"][0]
+        for f in rule.get("filters", []) or []:
+            if f.get("type") == "RequestMirror":
+                ref = f["requestMirror"]["backendRef"]
+                assert (ref["name"], ref["port"]) == ("cart-canary", PORT)
+                return int(f["requestMirror"]["percent"])
+        return None
+
+    story.given(user_route("cart"), service("v1"))
+    story.wait_for(
+        "Microservice",
+        "cart",
+        lambda o: ((o or {}).get("status") or {}).get("phase") == "Healthy",
+        timeout=90,
+        what="Healthy",
+    )
+    story.apply(service("v2"))
+
+    route = story.wait_for(
+        "HTTPRoute",
+        "cart-route",
+        lambda r: mirror(r) == 20,
+        timeout=90,
+        what="mirroring 20% to the canary",
+    )
+    assert weights(route, "cart")[1] in (None, 0), "mirroring sends no live traffic"
+    story.wait_for(
+        "Microservice",
+        "cart",
+        lambda o: ((o or {}).get("status") or {}).get("currentStepIndex") == 1,
+        timeout=60,
+        what="paused after the mirror step",
+    )
+    assert any(e["reason"] == "MirrorSet" for e in story.events("cart"))
+
+    story.patch_status_command("cart", "promote")
+    route = story.wait_for(
+        "HTTPRoute",
+        "cart-route",
+        lambda r: weights(r, "cart") == (50, 50),
+        timeout=90,
+        what="at 50/50",
+    )
+    assert mirror(route) == 20  # the share holds until the release ends
+
+    story.patch_status_command("cart", "abort")
+    route = story.wait_for(
+        "HTTPRoute",
+        "cart-route",
+        lambda r: mirror(r) is None and weights(r, "cart")[1] == 0,
+        timeout=90,
+        what="without mirror, all traffic on stable",
+    )
+    rule = route["spec"]["rules"][0]  # type: ignore[index]
+    assert rule["matches"][0]["path"] == {"type": "PathPrefix", "value": "/checkout"}
+    assert route["spec"]["hostnames"] == ["checkout.shop.example"]  # type: ignore[index]

@@ -276,3 +276,45 @@ def test_deciding_again_on_the_same_observations_changes_nothing(index: int, res
     first = run(s, state, o)
     second = run(s, first.state, o)
     assert replace(first, events=()) == replace(second, events=())
+
+
+def test_a_mirror_step_sets_the_share_with_a_gateway_and_is_skipped_without() -> None:
+    s = steps({"mirror": {"percent": 20}}, {"pause": {"untilPromoted": True}})
+    state = ReleaseState(revision=NEW, step_index=0, step_started_at=0.0)
+    gateway = decide(
+        s,
+        state,
+        obs(),
+        version="v2",
+        stable_version="v1",
+        replicas=4,
+        routing="gatewayAPI",
+        now=1.0,
+    )
+    assert gateway.state.mirror_percent == 20 and gateway.state.step_index == 1
+    assert [e.reason for e in gateway.events] == ["MirrorSet"]
+    ratio = run(s, state, obs())
+    assert ratio.state.mirror_percent == 0 and ratio.state.step_index == 1
+    assert [e.reason for e in ratio.events] == ["StepSkipped"]
+    paused = decide(
+        s,
+        gateway.state,
+        obs(),
+        version="v2",
+        stable_version="v1",
+        replicas=4,
+        routing="gatewayAPI",
+        now=2.0,
+    )
+    assert paused.phase == "Paused" and paused.state.mirror_percent == 20
+    aborted = decide(
+        s,
+        gateway.state,
+        obs(commands={"abort": "a"}),
+        version="v2",
+        stable_version="v1",
+        replicas=4,
+        routing="gatewayAPI",
+        now=3.0,
+    )
+    assert aborted.state.mirror_percent == 0

@@ -220,3 +220,28 @@ def test_transition_time_moves_only_when_status_flips(statuses: list[str]) -> No
         else:
             assert after["lastTransitionTime"] == before["lastTransitionTime"]
         assert after["observedGeneration"] == i
+
+
+def test_route_mirror_keeps_other_filters_and_what_the_server_stored() -> None:
+    from pilotboat.core.traffic import route_mirror
+
+    header = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": []}}
+    stored = {
+        "type": "RequestMirror",
+        "requestMirror": {
+            "backendRef": {"group": "", "kind": "Service", "name": "c-canary", "port": 80},
+            "percent": 10,
+        },
+    }
+    rules = [
+        {"backendRefs": [{"name": "c-stable", "port": 80}], "filters": [header, stored]},
+        {"backendRefs": [{"name": "other", "port": 80}]},
+    ]
+    same = route_mirror(rules, stable="c-stable", canary="c-canary", port=80, percent=10)
+    assert same == rules
+    moved = route_mirror(rules, stable="c-stable", canary="c-canary", port=80, percent=30)
+    assert moved[0]["filters"][0] == header
+    assert moved[0]["filters"][1]["requestMirror"]["percent"] == 30
+    assert moved[1] == rules[1]
+    off = route_mirror(rules, stable="c-stable", canary="c-canary", port=80, percent=0)
+    assert off[0]["filters"] == [header]

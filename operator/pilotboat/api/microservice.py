@@ -346,6 +346,9 @@ class ReleaseStatus(StatusModel):
     rollback_reason: str | None = Field(
         default=None, description="Why the last release was rolled back, with its numbers."
     )
+    mirror_percent: int = Field(
+        default=0, ge=0, le=100, description="Share of stable's requests mirrored to the canary."
+    )
     handled_commands: RolloutCommands | None = Field(
         default=None, description="The command tokens already acted on."
     )

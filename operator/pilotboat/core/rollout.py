@@ -55,6 +55,8 @@ class ReleaseState:
     rollback_reason: str | None = None
     flag_overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     """FeatureFlag name -> variant percentages set by this release's setFlag steps."""
+    mirror_percent: int = 0
+    """Share of the stable's requests copied to the canary (a gateway's RequestMirror)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,7 @@ def decide(
         version=version,
         stable_version=stable_version,
         split=lambda w: split(routing, replicas, w),
+        routing=routing,
         now=now,
     )
 
@@ -307,6 +310,7 @@ def _walk(
     version: str,
     stable_version: str | None,
     split: Callable[[int], ReplicaSplit],
+    routing: Routing,
     now: float,
 ) -> Decision:
     index = state.step_index or 0
@@ -390,17 +394,36 @@ def _walk(
     if kind == "setFlag":
         return _set_flag_step(step, label, state, version, now)
 
-    # mirror: accepted by the API, carried out once its router exists.
-    nxt = _advance(state, now)
+    return _mirror_step(step, label, state, version, routing, now)
+
+
+def _mirror_step(
+    step: CanaryStep, label: str, state: ReleaseState, version: str, routing: Routing, now: float
+) -> Decision:
+    """Mirroring needs a router that can copy requests; with replica ratio it is skipped,
+    saying so. The share holds for the following steps, until another mirror step or the
+    end of the release."""
+    assert step.mirror is not None
+    percent = step.mirror.percent
+    if routing != "gatewayAPI":
+        message = f"{label}: mirroring needs Gateway API routing; skipped"
+        return Decision(
+            "Progressing",
+            _advance(state, now),
+            message,
+            canary=True,
+            requeue_after=0,
+            events=(ReleaseEvent("StepSkipped", message, warning=True),),
+        )
+    nxt = _advance(replace(state, mirror_percent=percent), now)
+    message = f"{label}: {percent}% of stable's requests mirrored to canary {version}"
     return Decision(
         "Progressing",
         nxt,
-        f"{label}: not supported yet, skipped",
+        message,
         canary=True,
         requeue_after=0,
-        events=(
-            ReleaseEvent("StepSkipped", f"{label} is not supported yet; skipped", warning=True),
-        ),
+        events=(ReleaseEvent("MirrorSet", message),),
     )
 
 
@@ -420,9 +443,7 @@ def _set_flag_step(
         canary=True,
         requeue_after=0,
         events=(
-            ReleaseEvent(
-                "FlagSet", f"FeatureFlag {set_flag.flag} at {split_text} for {version}"
-            ),
+            ReleaseEvent("FlagSet", f"FeatureFlag {set_flag.flag} at {split_text} for {version}"),
         ),
     )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "route_mirror",
     "ReplicaSplit",
     "gateway_split",
     "replica_split",
@@ -168,3 +169,54 @@ def routable_weight(wanted: int, routed: int, *, canary_ready: int, replicas: in
     if wanted <= routed or canary_ready >= gateway_split(replicas, wanted).canary:
         return wanted
     return routed
+
+
+def route_mirror(
+    rules: Sequence[Mapping[str, Any]], *, stable: str, canary: str, port: int, percent: int
+) -> list[dict[str, Any]]:
+    """An HTTPRoute's rules with a RequestMirror of `percent`% to `canary` on every rule that
+    sends to `stable` (none when `percent` is 0). Other filters are kept as they are.
+
+    >>> rules = [{"backendRefs": [{"name": "cart-stable", "port": 80}]}]
+    >>> on = route_mirror(rules, stable="cart-stable", canary="cart-canary", port=80, percent=20)
+    >>> on[0]["filters"]
+    [{'type': 'RequestMirror', 'requestMirror': {'backendRef': {'name': 'cart-canary', \
+'port': 80}, 'percent': 20}}]
+    >>> route_mirror(on, stable="cart-stable", canary="cart-canary", port=80, percent=0)
+    [{'backendRefs': [{'name': 'cart-stable', 'port': 80}]}]
+    """
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be within 0..100, not {percent}")
+    result = []
+    for rule in rules:
+        new = dict(rule)
+        if stable in [r.get("name") for r in rule.get("backendRefs", []) or []]:
+            filters, kept = [], False
+            for f in rule.get("filters", []) or []:
+                mirror = f.get("requestMirror") or {}
+                if (
+                    f.get("type") != "RequestMirror"
+                    or mirror.get("backendRef", {}).get("name") != canary
+                ):
+                    filters.append(dict(f))
+                elif percent and mirror.get("percent") == percent and not kept:
+                    # as stored, with the fields the API server defaulted: no change to write
+                    if mirror.get("backendRef", {}).get("port") == port:
+                        filters.append(dict(f))
+                        kept = True
+            if percent and not kept:
+                filters.append(
+                    {
+                        "type": "RequestMirror",
+                        "requestMirror": {
+                            "backendRef": {"name": canary, "port": port},
+                            "percent": percent,
+                        },
+                    }
+                )
+            if filters:
+                new["filters"] = filters
+            else:
+                new.pop("filters", None)
+        result.append(new)
+    return result

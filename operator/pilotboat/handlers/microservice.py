@@ -111,6 +111,7 @@ def _release_state(status: Mapping[str, Any]) -> ReleaseState:
         promoting=bool(release.get("promoting")),
         rollback_reason=release.get("rollbackReason"),
         flag_overrides=release_splits(status),
+        mirror_percent=int(release.get("mirrorPercent") or 0),
     )
 
 
@@ -545,6 +546,7 @@ def _write_status(
             "abortedRevision": state.aborted_revision,
             "promoting": state.promoting,
             "rollbackReason": state.rollback_reason,
+            "mirrorPercent": state.mirror_percent,
             "handledCommands": dict(state.handled_commands) or None,
         },
     }

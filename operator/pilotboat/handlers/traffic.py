@@ -12,7 +12,12 @@ import copy
 from pilotboat.adapters.kube import Kube
 from pilotboat.api import CanaryStrategy
 from pilotboat.core.rollout import Decision, Routing
-from pilotboat.core.traffic import routable_weight, route_weights, routed_canary_weight
+from pilotboat.core.traffic import (
+    routable_weight,
+    route_mirror,
+    route_weights,
+    routed_canary_weight,
+)
 from pilotboat.core.workload import Owner
 from pilotboat.handlers.context import Reconcile
 
@@ -63,6 +68,10 @@ def route(
     rules = route_weights(
         current_rules, stable=stable, canary=canary, port=gateway.port, weight=weight
     )
+    mirror = (
+        decision.state.mirror_percent if decision.canary and not decision.state.promoting else 0
+    )
+    rules = route_mirror(rules, stable=stable, canary=canary, port=gateway.port, percent=mirror)
     if rules != current.get("spec", {}).get("rules"):
         kube.merge_patch(
             "HTTPRoute",
