@@ -283,6 +283,14 @@ def test_prometheus_discovers_the_operators_pods_with_their_labels(
     kube.apply(body)
     pods = ready_pods(kube_api, namespace, "inventory", 2, label="app.kubernetes.io/name")
     service_ip = CoreV1Api(kube_api).read_namespaced_service("inventory", namespace).spec.cluster_ip
+
+    def service_answers() -> bool | None:  # kube-proxy has synced the new Service's rules
+        try:
+            return httpx.get(f"http://{service_ip}:8080/", timeout=2).status_code == 200 or None
+        except httpx.HTTPError:
+            return None
+
+    _wait("kube-proxy to route the Service", service_answers, timeout=60)
     answers = [httpx.get(f"http://{service_ip}:8080/", timeout=5) for _ in range(20)]
     assert all(r.status_code == 200 for r in answers)
 
