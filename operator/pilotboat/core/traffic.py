@@ -36,6 +36,11 @@ class ReplicaSplit:
         return 0 if total == 0 else (100 * self.canary) // total
 
 
+def _check_percent(name: str, value: int) -> None:
+    if not 0 <= value <= 100:
+        raise ValueError(f"{name} must be within 0..100, not {value}")
+
+
 def replica_split(replicas: int, weight: int, *, promoted: bool = False) -> ReplicaSplit:
     """Split `replicas` between the tracks for a canary `weight` (0–100).
 
@@ -59,8 +64,7 @@ def replica_split(replicas: int, weight: int, *, promoted: bool = False) -> Repl
     >>> replica_split(0, 50)
     ReplicaSplit(stable=0, canary=0)
     """
-    if not 0 <= weight <= 100:
-        raise ValueError(f"weight must be within 0..100, not {weight}")
+    _check_percent("weight", weight)
     if replicas <= 0:
         return ReplicaSplit(0, 0)
     canary = math.ceil(replicas * weight / 100)
@@ -81,8 +85,7 @@ def gateway_split(replicas: int, weight: int) -> ReplicaSplit:
     >>> gateway_split(4, 100)
     ReplicaSplit(stable=4, canary=4)
     """
-    if not 0 <= weight <= 100:
-        raise ValueError(f"weight must be within 0..100, not {weight}")
+    _check_percent("weight", weight)
     if replicas <= 0:
         return ReplicaSplit(0, 0)
     return ReplicaSplit(stable=replicas, canary=math.ceil(replicas * weight / 100))
@@ -110,8 +113,7 @@ def route_weights(
     >>> same == stored
     True
     """
-    if not 0 <= weight <= 100:
-        raise ValueError(f"weight must be within 0..100, not {weight}")
+    _check_percent("weight", weight)
     result = []
     for rule in rules:
         new = dict(rule)
@@ -185,8 +187,7 @@ def route_mirror(
     >>> route_mirror(on, stable="cart-stable", canary="cart-canary", port=80, percent=0)
     [{'backendRefs': [{'name': 'cart-stable', 'port': 80}]}]
     """
-    if not 0 <= percent <= 100:
-        raise ValueError(f"percent must be within 0..100, not {percent}")
+    _check_percent("percent", percent)
     result = []
     for rule in rules:
         new = dict(rule)
