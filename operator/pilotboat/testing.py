@@ -53,8 +53,14 @@ class ChildProcess:
                 self.kill()
 
     def wait_exit(self, timeout: float = 60) -> int:
+        """The exit code; an AssertionError carrying the log's tail if it is still running."""
         assert self.proc is not None
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running after {timeout}s:\n{self.log_text()[-3000:]}"
+            ) from None
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
