@@ -11,10 +11,13 @@
 #
 # Images (tags in images/versions.env):
 #   localhost/pilotboat/pause        static C binary; containerd's sandbox image
-#   localhost/pilotboat/python-base  Debian bookworm minbase (mmdebstrap) + python3, python3-venv
+#   localhost/pilotboat/python-base  Debian bookworm minbase (mmdebstrap) + python3, python3-venv,
+#                                    openssl
 #   localhost/pilotboat/echo         python-base + images/echo/echo.py; also tagged
 #                                    echo:v1, echo:v2, echo:v3 (ECHO_ALIASES)
 #   localhost/pilotboat/shop         python-base + the shop's services; examples/shop/build.sh
+#   localhost/pilotboat/operator     python-base + the operator; images/operator/build.sh (also
+#                                    tagged with the chart's appVersion)
 #
 # Each image is built once into ~/.cache/pilotboat/images/NAME-TAG-HASH.oci.tar, HASH being
 # a hash of its inputs: its folder under images/, its base image's hash, the apt sources, the
@@ -109,6 +112,7 @@ build_all() {
   build python-base
   build echo BASE_ARCHIVE="${archive[python-base]}"
   BASE_ARCHIVE="${archive[python-base]}" "$pb_repo/examples/shop/build.sh" build
+  BASE_ARCHIVE="${archive[python-base]}" "$pb_repo/images/operator/build.sh" build
   # Nothing is left in buildah's storage between runs: the archives are the cache.
   buildah rm --all >/dev/null 2>&1 || true
   buildah rmi --all --force >/dev/null 2>&1 || true
@@ -136,6 +140,7 @@ import_all() {
   # The sandbox image must never be garbage-collected: there is no registry to pull it back.
   "${c[@]}" images label "${ref[pause]}" io.cri-containerd.pinned=pinned >/dev/null
   BASE_ARCHIVE="${archive[python-base]}" "$pb_repo/examples/shop/build.sh" import
+  BASE_ARCHIVE="${archive[python-base]}" "$pb_repo/images/operator/build.sh" import
 }
 
 case "${1:-all}" in
@@ -153,6 +158,9 @@ case "${1:-all}" in
     printf '%s\n' "${ref[pause]}" "${ref[python-base]}" "${ref[echo]}"
     for name in ${ECHO_ALIASES:-}; do echo "localhost/pilotboat/echo:$name"; done
     BASE_ARCHIVE="${archive[python-base]}" "$pb_repo/examples/shop/build.sh" ref
-    echo localhost/pilotboat/shop:local ;;
+    echo localhost/pilotboat/shop:local
+    BASE_ARCHIVE="${archive[python-base]}" "$pb_repo/images/operator/build.sh" ref
+    echo "localhost/pilotboat/operator:$(awk -F'"' '/^appVersion:/ {print $2}' \
+      "$pb_repo/charts/pilotboat/Chart.yaml")" ;;
   *) echo "usage: $0 [all|build|import|refs]" >&2; exit 2 ;;
 esac

@@ -6,7 +6,7 @@
 # APT_SOURCES (one "deb URI SUITE COMPONENTS" line each) set.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-packages=$(grep -v '^#' "$here/packages" | xargs | tr ' ' ',')
+packages=$(sed 's/#.*//' "$here/packages" | xargs | tr ' ' ',')
 mapfile -t sources <<<"$APT_SOURCES"
 # SOURCE_DATE_EPOCH makes mmdebstrap's output reproducible for the same package versions.
 # The merged-usr hook sets /usr up the way debootstrap does (usr-is-merged) instead of

@@ -1,12 +1,13 @@
 """Installing Pilotboat: the Helm chart lints and renders, the committed manifests are what it
 renders, everything applies to a real API server, and the operator's RBAC is both enough
-(the operator, authenticated as its ServiceAccount, takes a release and a migration through)
+(the operator, from its image built here, running as a pod on the real node with the chart's
+ServiceAccount, takes a release and a migration through)
 and no more than it uses (without any one rule, something the operator does is refused)."""
 
 from __future__ import annotations
 
-import base64
 import copy
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +20,6 @@ import pytest
 import yaml
 
 from pilotboat.adapters.kube import Kube
-from pilotboat.testing import OperatorProcess
 from tests.cluster.test_migrations import (
     approval,
     create_in,
@@ -28,7 +28,8 @@ from tests.cluster.test_migrations import (
     schema_migration,
     workload,
 )
-from tests.fixtures.postgres import PostgresServer
+from tests.cluster.test_real_node import POD_CIDR
+from tests.fixtures.postgres import PostgresServer, running_server
 from tests.manifests import microservice
 from tests.story import Story
 
@@ -388,61 +389,83 @@ def test_every_rule_is_needed(
             kube.delete("ClusterRole", None, name)
 
 
-# --- the operator, authenticated as its ServiceAccount -------------------------------------------
+# --- the operator in-cluster: its image, as a pod on the real node, as its ServiceAccount ------
 
 
-def service_account_kubeconfig(kube_api: kubernetes.client.ApiClient, admin: Path,
-                               path: Path) -> Path:
-    """A kubeconfig with a short-lived token of the operator's ServiceAccount (TokenRequest)."""
-    token = kubernetes.client.CoreV1Api(kube_api).create_namespaced_service_account_token(
-        "pilotboat", SYSTEM,
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-         "spec": {"expirationSeconds": 3600}},
-    ).status.token
-    config = yaml.safe_load(admin.read_text())
-    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
-    cluster = next(c for c in config["clusters"] if c["name"] == context["context"]["cluster"])
-    cluster = copy.deepcopy(cluster)
-    ca = cluster["cluster"].get("certificate-authority")
-    if ca:  # inline it: the file path may be relative to the admin kubeconfig
-        ca_path = (admin.parent / ca) if not Path(ca).is_absolute() else Path(ca)
-        cluster["cluster"]["certificate-authority-data"] = base64.b64encode(
-            ca_path.read_bytes()).decode()
-        del cluster["cluster"]["certificate-authority"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "pilotboat",
-        "clusters": [cluster],
-        "users": [{"name": "pilotboat", "user": {"token": token}}],
-        "contexts": [{"name": "pilotboat",
-                      "context": {"cluster": cluster["name"], "user": "pilotboat"}}],
-    }))
-    return path
+def operator_image_tag() -> str:
+    """The tag of the operator image built from this checkout (hack/images.sh imports it)."""
+    out = subprocess.run([str(REPO / "images" / "operator" / "build.sh"), "ref"],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip().rsplit(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def pod_reachable_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on the pod network's gateway (the real node's bridge, hack/node.sh):
+    the operator's pod and this host both reach it there."""
+    with running_server(host=str(POD_CIDR[1])) as server:
+        yield server
+
+
+@dataclass
+class OperatorPod:
+    core: kubernetes.client.CoreV1Api
+    namespace: str
+    selector: str
+
+    def pods(self) -> list[Any]:
+        return list(self.core.list_namespaced_pod(self.namespace,
+                                                  label_selector=self.selector).items)
+
+    def running(self) -> Any:
+        """The one ready pod, once there is one."""
+        deadline = time.monotonic() + 120
+        while True:
+            ready = [p for p in self.pods() if not p.metadata.deletion_timestamp and any(
+                c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+            if len(ready) == 1:
+                return ready[0]
+            assert time.monotonic() < deadline, [
+                (p.metadata.name, p.status.phase, p.status.container_statuses)
+                for p in self.pods()]
+            time.sleep(0.5)
+
+    def log(self) -> str:
+        pod = self.running()
+        return str(self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace,
+                                                     container="operator"))
 
 
 @pytest.fixture
-def operator_as_its_service_account(
+def operator_in_cluster(
     kube: Kube, kube_api: kubernetes.client.ApiClient, helm: str, kubeconfig: Path,
-    private_namespace: str, tmp_path: Path,
-) -> Iterator[OperatorProcess]:
-    """The chart installed to watch one namespace, and `pilotboat run` logged in with the
-    ServiceAccount's token only, as its pod would be."""
-    install(kube, kubeconfig, helm, f"watchNamespaces={{{private_namespace}}}")
-    config = service_account_kubeconfig(kube_api, kubeconfig, tmp_path / "sa-kubeconfig")
-    proc = OperatorProcess(config, tmp_path, ["--namespace", private_namespace,
-                                              "--peering", "pilotboat"])
-    proc.start()
-    yield proc
-    proc.stop()
-    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        kube.delete(kind, None, "pilotboat-pilotboat")
-    install(kube, kubeconfig, helm)  # back to the default, cluster-wide RBAC
+    private_namespace: str,
+) -> Iterator[OperatorPod]:
+    """The chart installed as a user would, watching one namespace: one operator pod, from the
+    image built here, on the real node, as the chart's ServiceAccount with the chart's RBAC."""
+    install(kube, kubeconfig, helm, f"watchNamespaces={{{private_namespace}}}", "replicas=1",
+            f"image.tag={operator_image_tag()}", "image.pullPolicy=Never")
+    pod = OperatorPod(kubernetes.client.CoreV1Api(kube_api), SYSTEM,
+                      "app.kubernetes.io/name=pilotboat")
+    try:
+        yield pod
+    finally:
+        install(kube, kubeconfig, helm)  # no operator pod, the default, cluster-wide RBAC
+        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            kube.delete(kind, None, "pilotboat-pilotboat")
 
 
-def test_the_operator_as_its_service_account_releases_and_migrates(
-    operator_as_its_service_account: OperatorProcess, kube: Kube, private_namespace: str,
-    postgres_server: PostgresServer, kubeconfig: Path,
+def test_the_operator_in_cluster_releases_and_migrates(
+    operator_in_cluster: OperatorPod, kube: Kube, private_namespace: str,
+    pod_reachable_postgres: PostgresServer,
 ) -> None:
-    proc = operator_as_its_service_account
+    pod = operator_in_cluster.running()
+    assert pod.spec.node_name == "pilotboat-real"
+    assert pod.spec.service_account_name == "pilotboat"
+    (container,) = pod.spec.containers
+    assert container.security_context.read_only_root_filesystem is True
+    assert pod.spec.security_context.run_as_user == 65534
+
     story = Story(kube, private_namespace)
     steps = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
 
@@ -457,21 +480,27 @@ def test_the_operator_as_its_service_account_releases_and_migrates(
         "canaryWeight") == 50, timeout=60, what="at 50%")
     story.wait_for("Microservice", "web", healthy_at("v2"), timeout=90, what="Healthy at v2")
 
-    dsn = given_database_with_orders(story, postgres_server)
+    # The migration: the operator's pod reaches PostgreSQL, and the API server reaches the
+    # pod's webhook, which stamps the approval with the identity it saw.
+    dsn = given_database_with_orders(story, pod_reachable_postgres)
     story.given(workload("v2", 1))
     story.given(schema_migration(contract={"sql": "ALTER TABLE orders DROP COLUMN "
                                                   "customer_name;", "soak": "1s"}))
     story.wait_condition("SchemaMigration", "customer-column", "ExpandApplied", timeout=60)
-    create_in(kube, private_namespace, approval("ok"))
+    created = create_in(kube, private_namespace, approval("ok"))
+    assert created["metadata"]["annotations"]["pilotboat.dev/approver"]
     story.wait_for("SchemaMigration", "customer-column",
                    lambda o: ((o or {}).get("status") or {}).get("phase") == "Contracted",
                    timeout=90, what="Contracted")
     assert [p for p, _ in history(dsn)] == ["expand", "backfill", "contract"]
 
-    log = proc.log_text()
+    log = operator_in_cluster.log()
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(r.get("reason") == "ContractApplied" and r.get("correlation_id")
+               for r in records), log[-3000:]
     for refusal in ("Forbidden", "forbidden", "Not enough permissions", '"status": 403'):
         assert refusal not in log, [line for line in log.splitlines() if refusal in line][:5]
-    assert proc.proc is not None and proc.proc.poll() is None
+    assert operator_in_cluster.running().status.container_statuses[0].restart_count == 0
 
 
 def _readme_commands() -> list[list[str]]:

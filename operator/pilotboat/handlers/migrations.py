@@ -432,13 +432,11 @@ def _report(
     for entry in history:
         if str(entry.phase) not in recorded:
             reason = f"{str(entry.phase).capitalize()}Applied"
-            _event_once(
-                kube,
-                body,
-                f"applied/{entry.phase}/{entry.checksum}",
-                reason,
-                f"{entry.phase} applied (checksum {entry.checksum[:12]}) by {entry.applied_by}",
+            message = (
+                f"{entry.phase} applied (checksum {entry.checksum[:12]}) by {entry.applied_by}"
             )
+            rc.log.info("%s: %s", reason, message, extra={"reason": reason})
+            _event_once(kube, body, f"applied/{entry.phase}/{entry.checksum}", reason, message)
             rc.emitted.add(reason)  # a Ready condition with this reason says it once more
     old = status.get("conditions") or []
     for want in conditions:
