@@ -162,6 +162,15 @@ prepare_host() {
   if [ -d /proc/sys/net/bridge ]; then
     sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
   fi
+  # The pod bridge with its gateway address, before any pod: the CNI bridge plugin would make
+  # it only with the first pod, and servers on the host that pods reach at the gateway
+  # (PostgreSQL, CoreDNS) must be able to listen there as soon as the node is up. The plugin
+  # takes the bridge as it finds it; `down` deletes it.
+  ip link show "$bridge" >/dev/null 2>&1 ||
+    ip link add "$bridge" mtu "$(default_mtu)" type bridge
+  ip -4 addr show dev "$bridge" | grep -q "inet $pod_gateway/" ||
+    ip addr add "$pod_gateway/${pod_cidr#*/}" dev "$bridge"
+  ip link set "$bridge" up
   # Two paths the kubelet uses whatever its --root-dir: /var/log/containers (links to the
   # pod logs) and /var/lib/kubelet/device-plugins (the device plugin socket). `down` removes
   # them again when they were not there before.

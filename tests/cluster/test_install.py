@@ -78,8 +78,8 @@ def kinds(docs: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
     return sorted((d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs)
 
 
-def role(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    return next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name)
+def role(docs: list[dict[str, Any]], name: str, kind: str = "ClusterRole") -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
 # --- the chart and the committed manifests ------------------------------------------------------
@@ -224,14 +224,15 @@ class Operation:
     resource: str
     name: str | None = None
     where: str = ""
+    namespace: str = "default"
 
     def __str__(self) -> str:
         return f"{self.verb} {self.resource}{'/' + self.name if self.name else ''} ({self.where})"
 
 
-def _ops(verbs: str, group: str, resource: str, where: str, name: str | None = None
-         ) -> list[Operation]:
-    return [Operation(v, group, resource, name, where) for v in verbs.split()]
+def _ops(verbs: str, group: str, resource: str, where: str, name: str | None = None,
+         namespace: str = "default") -> list[Operation]:
+    return [Operation(v, group, resource, name, where, namespace) for v in verbs.split()]
 
 
 PB = "pilotboat.dev"
@@ -263,6 +264,10 @@ OPERATIONS: list[Operation] = [
           "Kopf resource observer"),
     *_ops("list watch", "kopf.dev", "clusterkopfpeerings", "Kopf peering"),
     Operation("patch", "kopf.dev", "clusterkopfpeerings", "pilotboat", "Kopf peering keep-alive"),
+    *_ops("get update", "coordination.k8s.io", "leases", "adapters.leadership: renew",
+          "pilotboat-pilotboat", SYSTEM),
+    Operation("create", "coordination.k8s.io", "leases", None,
+              "adapters.leadership: the first replica makes the Lease", SYSTEM),
 ]
 
 # What it must never be able to do.
@@ -288,18 +293,20 @@ FORBIDDEN: list[Operation] = [
     Operation("delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations",
               "pilotboat-pilotboat"),
     Operation("patch", "kopf.dev", "clusterkopfpeerings", "another-operator"),
+    Operation("update", "coordination.k8s.io", "leases", "kube-scheduler", "", "kube-system"),
+    Operation("update", "coordination.k8s.io", "leases", "another-operator", "", SYSTEM),
+    Operation("create", "coordination.k8s.io", "leases", None, "", "default"),
 ]
 
 
-def allowed(api: kubernetes.client.ApiClient, user: str, op: Operation,
-            namespace: str | None = "default") -> bool:
+def allowed(api: kubernetes.client.ApiClient, user: str, op: Operation) -> bool:
     resource, _, subresource = op.resource.partition("/")
     attributes: dict[str, Any] = {"verb": op.verb, "group": op.group, "resource": resource,
                                   "subresource": subresource, "name": op.name or ""}
     if resource not in {"namespaces", "customresourcedefinitions", "clusterkopfpeerings",
                         "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
                         "clusterroles", "clusterrolebindings", "users"}:
-        attributes["namespace"] = namespace
+        attributes["namespace"] = op.namespace
     review = kubernetes.client.AuthorizationV1Api(api).create_subject_access_review({
         "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
         "spec": {"user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
@@ -354,7 +361,8 @@ def test_every_rule_is_needed(
     operator performs is refused: for each grant, a ClusterRole without it is bound to a
     probe user, and the API server's own RBAC says no to that operation."""
     rules = [*role(installed, "pilotboat-operator")["rules"],
-             *role(installed, "pilotboat-operator-secrets")["rules"]]
+             *role(installed, "pilotboat-operator-secrets")["rules"],
+             *role(installed, "pilotboat-leader-election", "Role")["rules"]]
     grants = _grants(rules)
     uncovered = [g for g in grants
                  if not any((o.verb, o.group, o.resource, o.name) == g[1:] for o in OPERATIONS)]
@@ -408,63 +416,91 @@ def pod_reachable_postgres() -> Iterator[PostgresServer]:
 
 
 @dataclass
-class OperatorPod:
+class OperatorPods:
     core: kubernetes.client.CoreV1Api
+    coordination: kubernetes.client.CoordinationV1Api
     namespace: str
     selector: str
+    lease: str
 
-    def pods(self) -> list[Any]:
-        return list(self.core.list_namespaced_pod(self.namespace,
-                                                  label_selector=self.selector).items)
-
-    def running(self) -> Any:
-        """The one ready pod, once there is one."""
+    def ready(self, count: int) -> list[Any]:
+        """The operator's pods once `count` of them, and only those, are ready."""
         deadline = time.monotonic() + 120
         while True:
-            ready = [p for p in self.pods() if not p.metadata.deletion_timestamp and any(
+            pods = self.core.list_namespaced_pod(self.namespace,
+                                                 label_selector=self.selector).items
+            ready = [p for p in pods if not p.metadata.deletion_timestamp and any(
                 c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
-            if len(ready) == 1:
-                return ready[0]
+            if len(ready) == count == len(pods):
+                return sorted(ready, key=lambda p: p.metadata.name)
             assert time.monotonic() < deadline, [
-                (p.metadata.name, p.status.phase, p.status.container_statuses)
-                for p in self.pods()]
+                (p.metadata.name, p.status.phase, p.status.container_statuses) for p in pods]
             time.sleep(0.5)
 
-    def log(self) -> str:
-        pod = self.running()
-        return str(self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace,
-                                                     container="operator"))
+    def leader(self, other_than: str | None = None) -> str:
+        """The pod holding the Lease (once one other than `other_than` does)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                spec = self.coordination.read_namespaced_lease(self.lease, self.namespace).spec
+                holder = spec.holder_identity
+            except kubernetes.client.ApiException:
+                holder = None
+            if holder and holder != other_than:
+                return str(holder)
+            assert time.monotonic() < deadline, f"no new holder of {self.lease}: {holder}"
+            time.sleep(0.5)
+
+    def log(self, pod: str) -> str:
+        return str(self.core.read_namespaced_pod_log(pod, self.namespace, container="operator"))
 
 
 @pytest.fixture
 def operator_in_cluster(
     kube: Kube, kube_api: kubernetes.client.ApiClient, helm: str, kubeconfig: Path,
     private_namespace: str,
-) -> Iterator[OperatorPod]:
-    """The chart installed as a user would, watching one namespace: one operator pod, from the
-    image built here, on the real node, as the chart's ServiceAccount with the chart's RBAC."""
-    install(kube, kubeconfig, helm, f"watchNamespaces={{{private_namespace}}}", "replicas=1",
+) -> Iterator[OperatorPods]:
+    """The chart installed as a user would, watching one namespace: two operator pods (the
+    default), from the image built here, on the real node, as the chart's ServiceAccount with
+    the chart's RBAC."""
+    install(kube, kubeconfig, helm, f"watchNamespaces={{{private_namespace}}}", "replicas=2",
             f"image.tag={operator_image_tag()}", "image.pullPolicy=Never")
-    pod = OperatorPod(kubernetes.client.CoreV1Api(kube_api), SYSTEM,
-                      "app.kubernetes.io/name=pilotboat")
+    pods = OperatorPods(kubernetes.client.CoreV1Api(kube_api),
+                        kubernetes.client.CoordinationV1Api(kube_api), SYSTEM,
+                        "app.kubernetes.io/name=pilotboat", "pilotboat-pilotboat")
     try:
-        yield pod
+        yield pods
     finally:
         install(kube, kubeconfig, helm)  # no operator pod, the default, cluster-wide RBAC
         for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
             kube.delete(kind, None, "pilotboat-pilotboat")
 
 
-def test_the_operator_in_cluster_releases_and_migrates(
-    operator_in_cluster: OperatorPod, kube: Kube, private_namespace: str,
+def _acted(log: str) -> list[str]:
+    """The lines of an operator's log that say it handled an object."""
+    return [line for line in log.splitlines() if "Handler '" in line]
+
+
+def _refusals(log: str) -> list[str]:
+    return [line for line in log.splitlines()
+            if any(r in line for r in ("Forbidden", "forbidden", "Not enough permissions",
+                                       '"status": 403'))]
+
+
+def test_the_operator_in_cluster_releases_and_migrates_with_one_replica_acting(
+    operator_in_cluster: OperatorPods, kube: Kube, private_namespace: str,
     pod_reachable_postgres: PostgresServer,
 ) -> None:
-    pod = operator_in_cluster.running()
-    assert pod.spec.node_name == "pilotboat-real"
-    assert pod.spec.service_account_name == "pilotboat"
-    (container,) = pod.spec.containers
-    assert container.security_context.read_only_root_filesystem is True
-    assert pod.spec.security_context.run_as_user == 65534
+    pods = operator_in_cluster
+    both = pods.ready(2)
+    for pod in both:
+        assert pod.spec.node_name == "pilotboat-real"
+        assert pod.spec.service_account_name == "pilotboat"
+        (container,) = pod.spec.containers
+        assert container.security_context.read_only_root_filesystem is True
+        assert pod.spec.security_context.run_as_user == 65534
+    first = pods.leader()
+    (standby,) = [p.metadata.name for p in both if p.metadata.name != first]
 
     story = Story(kube, private_namespace)
     steps = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
@@ -480,8 +516,18 @@ def test_the_operator_in_cluster_releases_and_migrates(
         "canaryWeight") == 50, timeout=60, what="at 50%")
     story.wait_for("Microservice", "web", healthy_at("v2"), timeout=90, what="Healthy at v2")
 
-    # The migration: the operator's pod reaches PostgreSQL, and the API server reaches the
-    # pod's webhook, which stamps the approval with the identity it saw.
+    # One replica acted; the other stood by, answering its probes.
+    assert _acted(pods.log(first)), pods.log(first)[-3000:]
+    assert not _acted(pods.log(standby)), _acted(pods.log(standby))[:5]
+    assert "waiting for the lease" in pods.log(standby)
+
+    # The leader stops (as in a node drain): the standby takes over.
+    pods.core.delete_namespaced_pod(first, SYSTEM)
+    second = pods.leader(other_than=first)
+    assert second == standby
+
+    # The migration, with the new leader: its pod reaches PostgreSQL, and the API server
+    # reaches its webhook, which stamps the approval with the identity it saw.
     dsn = given_database_with_orders(story, pod_reachable_postgres)
     story.given(workload("v2", 1))
     story.given(schema_migration(contract={"sql": "ALTER TABLE orders DROP COLUMN "
@@ -494,13 +540,16 @@ def test_the_operator_in_cluster_releases_and_migrates(
                    timeout=90, what="Contracted")
     assert [p for p, _ in history(dsn)] == ["expand", "backfill", "contract"]
 
-    log = operator_in_cluster.log()
+    log = pods.log(second)
     records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(r.get("reason") == "ContractApplied" and r.get("correlation_id")
                for r in records), log[-3000:]
-    for refusal in ("Forbidden", "forbidden", "Not enough permissions", '"status": 403'):
-        assert refusal not in log, [line for line in log.splitlines() if refusal in line][:5]
-    assert operator_in_cluster.running().status.container_statuses[0].restart_count == 0
+    assert not _refusals(log), _refusals(log)[:5]
+    replacement = [p for p in pods.ready(2) if p.metadata.name != second]
+    assert pods.leader() == second
+    for pod in pods.ready(2):
+        assert pod.status.container_statuses[0].restart_count == 0, pod.metadata.name
+    assert not _acted(pods.log(replacement[0].metadata.name))
 
 
 def _readme_commands() -> list[list[str]]:

@@ -23,3 +23,8 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The Lease the replicas elect a leader with. */}}
+{{- define "pilotboat.lease" -}}
+pilotboat-{{ .Values.peering.name }}
+{{- end }}

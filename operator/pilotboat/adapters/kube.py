@@ -154,8 +154,14 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._api.call_api(method_, url, header_params=headers, body=body_,
-                                      post_params=post, _request_timeout=self._timeout)
+        response = self._api.call_api(
+            method_,
+            url,
+            header_params=headers,
+            body=body_,
+            post_params=post,
+            _request_timeout=self._timeout,
+        )
         response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(
@@ -163,6 +169,27 @@ class Kube:
             )
         raw = response.data
         return json.loads(raw) if raw else None
+
+    def served(self, group: str, version: str) -> set[str]:
+        """The resources (plurals, subresources too) API discovery lists for `group/version`:
+        empty while the API server does not serve it yet (a CRD just made may be
+        Established some time before discovery has it)."""
+        groups = self._call("GET", "/apis") or {}
+        versions = {
+            v.get("groupVersion")
+            for g in groups.get("groups", [])
+            if g.get("name") == group
+            for v in g.get("versions", [])
+        }
+        if f"{group}/{version}" not in versions:
+            return set()
+        try:
+            listing = self._call("GET", f"/apis/{group}/{version}") or {}
+        except ApiException as exc:
+            if exc.status == 404:
+                return set()
+            raise
+        return {str(r["name"]) for r in listing.get("resources", [])}
 
     def apply(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply `obj` (it must carry apiVersion, kind, metadata.name)."""

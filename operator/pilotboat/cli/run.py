@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
-from typing import Any
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
+from pilotboat import GROUP
+
+if TYPE_CHECKING:
+    from pilotboat.adapters.kube import Kube
+    from pilotboat.adapters.leadership import Leadership
+
 __all__ = ["run"]
+
+_SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 @click.command()
@@ -66,6 +78,24 @@ __all__ = ["run"]
     help="Serve /metrics, /healthz and /readyz on this port; not at all when 0.",
 )
 @click.option("--metrics-address", default="0.0.0.0", show_default=True)
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    default=False,
+    show_default=True,
+    help="Act only while holding a Lease, so that of several replicas one acts; the others "
+    "stand by (they answer probes) and take over when it stops.",
+)
+@click.option(
+    "--lease-namespace",
+    envvar="POD_NAMESPACE",
+    default=None,
+    help="Namespace of the Lease (default: the pod's, from its service account).",
+)
+@click.option(
+    "--lease-name",
+    default=None,
+    help="Name of the Lease (default: pilotboat-<peering name>, or pilotboat).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def run(
     namespaces: tuple[str, ...],
@@ -79,6 +109,9 @@ def run(
     webhook_port: int,
     metrics_port: int,
     metrics_address: str,
+    leader_elect: bool,
+    lease_namespace: str | None,
+    lease_name: str | None,
     verbose: bool,
 ) -> None:
     """Run the Pilotboat operator."""
@@ -106,6 +139,7 @@ def run(
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         api_client = kubernetes.client.ApiClient()
     kube = Kube(api_client)
+    _wait_for_the_api(kube)
     configure_runtime(
         Runtime(kube=kube, prometheus_url=prometheus_url, extras={"webhooks": webhooks})
     )
@@ -129,11 +163,99 @@ def run(
                 port=webhook_port or None,
             )
 
-    ready = threading.Event()
-    if metrics_port:
-        from pilotboat.handlers import metrics
+    from pilotboat.handlers import metrics
 
-        metrics.serve(metrics_address, metrics_port, ready)
+    ready, standby = threading.Event(), threading.Event()
+    if metrics_port:
+        metrics.serve(metrics_address, metrics_port, ready, standby)
+    leadership = None
+    if leader_elect:
+        leadership = _lead(api_client, lease_namespace, lease_name or _lease(peering), liveness,
+                           standby)  # fmt: skip
+    metrics.leading(True)
+    if leadership is not None and peering:
+
+        @kopf.on.startup()
+        def _fence(settings: kopf.OperatorSettings, **_: Any) -> None:
+            # A second fence behind the Lease: each leader's Kopf peering priority is the
+            # time it took the Lease, so a leader that has not noticed it lost the Lease
+            # pauses in favour of the newer one, and a crashed leader's stale peering
+            # record (lower priority) does not pause its successor.
+            settings.peering.priority = int(time.time())
+
+    try:
+        _operate(kopf, ready, namespaces, peering, liveness)
+    finally:
+        if leadership is not None:
+            leadership.release()
+
+
+def _wait_for_the_api(kube: Kube, timeout: float = 120) -> None:
+    """Wait until API discovery lists every kind the operator watches: Kopf looks its
+    resources up once at start (and again only when a CRD changes), so an operator started
+    just after its CRDs were made, before discovery had them, would not watch them."""
+    from pilotboat.adapters.kube import RESOURCES
+
+    log = logging.getLogger("pilotboat")
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for res in RESOURCES.values():
+        if res.group == GROUP:
+            wanted.setdefault((res.group, res.version), set()).add(res.plural)
+    deadline = time.monotonic() + timeout
+    said = False
+    for (group, version), plurals in wanted.items():
+        while not plurals <= kube.served(group, version):
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"the API server does not serve {group}/{version} "
+                    f"({', '.join(sorted(plurals))}) after {timeout:.0f}s: are the CRDs installed?"
+                )
+            if not said:
+                log.info("waiting for the API server to serve %s/%s", group, version)
+                said = True
+            time.sleep(0.5)
+
+
+def _lease(peering: str | None) -> str:
+    return f"pilotboat-{peering}" if peering else "pilotboat"
+
+
+def _lead(
+    api_client: Any, namespace: str | None, name: str, liveness: str, standby: threading.Event
+) -> Leadership:
+    """Stand by (answering the liveness probe) until this process holds the Lease."""
+    from pilotboat.adapters.leadership import Leadership
+    from pilotboat.handlers import metrics
+
+    if namespace is None:
+        try:
+            namespace = Path(_SA_NAMESPACE).read_text().strip()
+        except OSError:
+            raise click.UsageError(
+                "--leader-elect needs --lease-namespace (or POD_NAMESPACE) outside a pod"
+            ) from None
+    identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    leadership = Leadership(api_client, namespace, name, identity)
+    metrics.leading(False)
+    url = urlsplit(liveness)
+    probe = metrics.serve(url.hostname or "0.0.0.0", url.port or 80, threading.Event(), standby)
+    standby.set()
+    try:
+        leadership.acquire()
+    finally:
+        standby.clear()
+        probe.shutdown()
+        probe.server_close()  # Kopf's liveness endpoint takes the port over
+    return leadership
+
+
+def _operate(
+    kopf: Any,
+    ready: threading.Event,
+    namespaces: tuple[str, ...],
+    peering: str | None,
+    liveness: str,
+) -> None:
     asyncio.run(
         kopf.operator(
             ready_flag=ready,

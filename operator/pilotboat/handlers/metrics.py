@@ -3,7 +3,8 @@
 Handlers call the small functions here (one line each at the place a thing happens); the
 numbers live in a registry of this module, served at ``/metrics`` in Prometheus' text format
 by ``pilotboat run --metrics-port``, beside ``/healthz`` (the process answers) and ``/readyz``
-(Kopf has started: watching, and serving its webhooks).
+(Kopf has started: watching, and serving its webhooks; or, with leader election, the process
+stands by for the Lease: a standby is ready to take over, so a PodDisruptionBudget counts it).
 
 Series:
 
@@ -12,7 +13,9 @@ Series:
   ``pilotboat_canary_weight{namespace,service}``;
 * ``pilotboat_analyses_total{verdict}``: canary measurements by verdict;
 * ``pilotboat_migration_gates_blocked{gate,reason}``: SchemaMigrations held by each gate now;
-* ``pilotboat_migration_phase_duration_seconds{phase}``: how long migrations stayed in a phase.
+* ``pilotboat_migration_phase_duration_seconds{phase}``: how long migrations stayed in a phase;
+* ``pilotboat_leader``: 1 while this process acts (it holds the Lease, or runs without leader
+  election), 0 while it stands by.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 __all__ = [
     "REGISTRY",
     "analysis_verdict",
+    "leading",
     "migration_observed",
     "reconciling",
     "release_observed",
@@ -39,31 +43,53 @@ __all__ = [
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _RECONCILES = Counter(
-    "pilotboat_reconciles", "Reconcile passes, by kind and result (ok, error).",
-    ["kind", "result"], registry=REGISTRY,
+    "pilotboat_reconciles",
+    "Reconcile passes, by kind and result (ok, error).",
+    ["kind", "result"],
+    registry=REGISTRY,
 )
 _LATENCY = Histogram(
-    "pilotboat_reconcile_duration_seconds", "Time one reconcile pass took, by kind.", ["kind"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY,
+    "pilotboat_reconcile_duration_seconds",
+    "Time one reconcile pass took, by kind.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
 )
 _RELEASES = Gauge(
-    "pilotboat_releases", "Microservices by release phase.", ["phase"], registry=REGISTRY,
+    "pilotboat_releases",
+    "Microservices by release phase.",
+    ["phase"],
+    registry=REGISTRY,
 )
 _WEIGHT = Gauge(
-    "pilotboat_canary_weight", "Percent of traffic on the canary.", ["namespace", "service"],
+    "pilotboat_canary_weight",
+    "Percent of traffic on the canary.",
+    ["namespace", "service"],
     registry=REGISTRY,
 )
 _ANALYSES = Counter(
-    "pilotboat_analyses", "Canary analysis measurements, by verdict.", ["verdict"],
+    "pilotboat_analyses",
+    "Canary analysis measurements, by verdict.",
+    ["verdict"],
     registry=REGISTRY,
 )
 _GATES = Gauge(
-    "pilotboat_migration_gates_blocked", "SchemaMigrations held by a gate, by gate and reason.",
-    ["gate", "reason"], registry=REGISTRY,
+    "pilotboat_migration_gates_blocked",
+    "SchemaMigrations held by a gate, by gate and reason.",
+    ["gate", "reason"],
+    registry=REGISTRY,
 )
 _PHASE_TIME = Histogram(
-    "pilotboat_migration_phase_duration_seconds", "How long a SchemaMigration stayed in a phase.",
-    ["phase"], buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400), registry=REGISTRY,
+    "pilotboat_migration_phase_duration_seconds",
+    "How long a SchemaMigration stayed in a phase.",
+    ["phase"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400),
+    registry=REGISTRY,
+)
+_LEADER = Gauge(
+    "pilotboat_leader",
+    "1 while this process acts, 0 while it stands by for the Lease.",
+    registry=REGISTRY,
 )
 
 _lock = threading.Lock()
@@ -106,12 +132,19 @@ def _weights() -> set[tuple[str, ...]]:
     return {tuple(s.labels.values()) for m in _WEIGHT.collect() for s in m.samples}
 
 
+def leading(yes: bool) -> None:
+    _LEADER.set(1 if yes else 0)
+
+
 def analysis_verdict(verdict: str) -> None:
     _ANALYSES.labels(verdict).inc()
 
 
 def migration_observed(
-    namespace: str, name: str, phase: str, blocked: Iterable[tuple[str, str]],
+    namespace: str,
+    name: str,
+    phase: str,
+    blocked: Iterable[tuple[str, str]],
     now: float | None = None,
 ) -> None:
     """A SchemaMigration's phase and the (gate, reason) pairs that hold it, after a pass."""
@@ -134,6 +167,7 @@ def migration_observed(
 
 class _Endpoints(BaseHTTPRequestHandler):
     ready: threading.Event
+    standby: threading.Event
 
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         path = self.path.split("?", 1)[0]
@@ -142,8 +176,12 @@ class _Endpoints(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._send(200, b"ok\n")
         elif path == "/readyz":
-            ok = self.ready.is_set()
-            self._send(200 if ok else 503, b"ready\n" if ok else b"starting\n")
+            if self.ready.is_set():
+                self._send(200, b"ready\n")
+            elif self.standby.is_set():
+                self._send(200, b"standing by\n")
+            else:
+                self._send(503, b"starting\n")
         else:
             self._send(404, b"not found\n")
 
@@ -158,9 +196,13 @@ class _Endpoints(BaseHTTPRequestHandler):
         pass  # scrapes and probes every few seconds would drown the log
 
 
-def serve(address: str, port: int, ready: threading.Event) -> ThreadingHTTPServer:
+def serve(
+    address: str, port: int, ready: threading.Event, standby: threading.Event | None = None
+) -> ThreadingHTTPServer:
     """Serve /metrics, /healthz and /readyz on a daemon thread; returns the server."""
-    handler = type("Endpoints", (_Endpoints,), {"ready": ready})
+    handler = type(
+        "Endpoints", (_Endpoints,), {"ready": ready, "standby": standby or threading.Event()}
+    )
     server = ThreadingHTTPServer((address, port), handler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
