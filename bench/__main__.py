@@ -17,7 +17,7 @@ from typing import Any
 
 import kubernetes
 
-from bench import migration, reconcile, rollback
+from bench import failover, migration, reconcile, rollback
 from pilotboat.adapters.kube import Kube
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     **reconcile.BENCHMARKS,
     **rollback.BENCHMARKS,
     **migration.BENCHMARKS,
+    **failover.BENCHMARKS,
 }
 
 

@@ -52,7 +52,14 @@ answers() {
 running() { as_server "$bin/pg_ctl" status -D "$data" >/dev/null 2>&1; }
 
 init() {
-  [ -s "$data/PG_VERSION" ] && return 0
+  if [ -s "$data/PG_VERSION" ]; then
+    [ -s "$pwfile" ] && return 0
+    # Server files without this checkout's password: they are an earlier checkout's at the
+    # same path (a clean clone where one was), and nothing here can log in to them. Start over.
+    log "$srv has no password in $dir (an earlier checkout's server): starting it afresh"
+    running && as_server "$bin/pg_ctl" stop -D "$data" -m immediate -w -t 30 >/dev/null
+    rm -rf "$srv"
+  fi
   [ -x "$bin/initdb" ] || "$hack/deps.sh"
   [ -x "$bin/initdb" ] || die "no PostgreSQL binaries in $bin"
   mkdir -p "$dir" "$srv"

@@ -60,9 +60,15 @@ def test_a_holder_that_cannot_renew_stops(
     # Someone else writes the Lease (as a replica that saw it expire would): a's next
     # renewals find another holder, and after its renew deadline it gives up.
     coordination = kubernetes.client.CoordinationV1Api(kube_api)
-    lease = coordination.read_namespaced_lease("pb-test", private_namespace)
-    lease.spec.holder_identity = "intruder"
-    coordination.replace_namespaced_lease("pb-test", private_namespace, lease)
+    while True:  # a's renewals move the resourceVersion: read and write again on a conflict
+        lease = coordination.read_namespaced_lease("pb-test", private_namespace)
+        lease.spec.holder_identity = "intruder"
+        try:
+            coordination.replace_namespaced_lease("pb-test", private_namespace, lease)
+            break
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:
+                raise
     assert lost.wait(10), "a kept acting without the Lease"
     assert not a.leading
     assert lease_holder(kube_api, private_namespace, "pb-test") == "intruder"
