@@ -95,6 +95,10 @@ def test_replica_ratio_follows_the_steps_and_promotion_finishes_the_release(
     assert ms is not None
     assert ms["status"]["canaryWeight"] == 50
     assert ms["status"]["canaryVersion"] == "v2" and ms["status"]["stableVersion"] == "v1"
+    # What the canary really receives: its share of the ready pods, 2 of 4
+    story.wait_for("Microservice", "payments",
+                   lambda o: (o or {})["status"].get("actualWeight") == 50, timeout=30,
+                   what="actually at 50%")
     assert "kubectl pilotboat promote" in ms["status"]["pauseReason"]
     assert replicas(story, "payments") == (2, 2)
     paused = story.wait_condition("Microservice", "payments", "Paused")

@@ -159,6 +159,9 @@ def test_route_weights_follow_the_steps_and_promotion_returns_all_traffic_to_sta
         "HTTPRoute", "checkout-route", weights_are("checkout", (90, 10)), what="at 90/10"
     )
     assert route is not None
+    story.wait_for("Microservice", "checkout",
+                   lambda o: (o or {})["status"].get("actualWeight") == 10, timeout=30,
+                   what="actually at 10%")
     assert_only_weights_changed(story, "checkout", before)
 
     story.patch_status_command("checkout", "promote")
@@ -227,6 +230,10 @@ def test_the_route_sends_nothing_to_a_canary_that_has_no_ready_pod(story: Story)
     time.sleep(3)  # a few reconciles later, still nothing routed to the canary
     route = story.get("HTTPRoute", "ledger-route")
     assert weights(route, "ledger") == (100, 0)
+    # The status tells the step's target from what the route really sends
+    ms = story.get("Microservice", "ledger")
+    assert ms is not None
+    assert (ms["status"]["canaryWeight"], ms["status"]["actualWeight"]) == (10, 0), ms["status"]
     assert_only_weights_changed(story, "ledger", before)
 
     story.patch_status_command("ledger", "abort")

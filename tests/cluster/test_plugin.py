@@ -51,7 +51,8 @@ def test_get_shows_phase_step_and_weight_of_a_release(story: Story, kubeconfig: 
     assert rows[0] | {"age": None, "message": None} == {
         "namespace": story.namespace, "name": "cart", "version": "v2", "stable": "v1",
         "canary": "v2", "phase": "Paused", "step": "2/2", "weight": 50, "ready": rows[0]["ready"],
-        "age": None, "message": None}
+        "actualWeight": rows[0]["actualWeight"], "age": None, "message": None}
+    assert 0 <= rows[0]["actualWeight"] <= 100
 
     everywhere = run(kubeconfig, "get", "-A", "-o", "json")
     assert story.namespace in everywhere

@@ -383,7 +383,18 @@ class MicroserviceStatus(StatusBase):
         default=None, ge=0, description="Index of the canary step running now, if any."
     )
     canary_weight: int = Field(
-        default=0, ge=0, le=100, description="Percent of traffic the canary gets."
+        default=0,
+        ge=0,
+        le=100,
+        description="Percent of traffic the current step gives the canary (the target).",
+    )
+    actual_weight: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Percent of traffic the canary receives now: the HTTPRoute's weight under "
+        "Gateway API routing (it rises only once canary pods are ready for it), the canary's "
+        "share of ready pods under replica ratio.",
     )
     replicas: int = Field(default=0, ge=0, description="Pods, stable and canary.")
     ready_replicas: int = Field(default=0, ge=0, description="Ready pods, stable and canary.")

@@ -44,6 +44,7 @@ def release_row(ms: Mapping[str, Any], now: _dt.datetime | None = None) -> dict[
         "phase": st.get("phase"),
         "step": f"{index + 1}/{len(steps)}" if index is not None and steps else None,
         "weight": int(st.get("canaryWeight") or 0),
+        "actualWeight": int(st.get("actualWeight") or 0),
         "ready": f"{st.get('readyReplicas', 0)}/{st.get('replicas', spec.get('replicas', 0))}",
         "message": st.get("message"),
         "age": _age(meta.get("creationTimestamp"), now),

@@ -77,7 +77,12 @@ def _render(ms: dict[str, Any]) -> str:
         f"  phase:    {st.get('phase', '-')}",
         f"  message:  {st.get('message', '-')}",
         f"  stable:   {st.get('stableVersion', '-')}",
-        f"  canary:   {st.get('canaryVersion') or '-'}  weight {st.get('canaryWeight', 0)}%",
+        f"  canary:   {st.get('canaryVersion') or '-'}  weight {st.get('canaryWeight', 0)}%"
+        + (
+            f" (actual {st['actualWeight']}%)"
+            if st.get("actualWeight", st.get("canaryWeight", 0)) != st.get("canaryWeight", 0)
+            else ""
+        ),
         f"  replicas: {st.get('readyReplicas', 0)}/{st.get('replicas', 0)} ready",
     ]
     if st.get("pauseReason"):

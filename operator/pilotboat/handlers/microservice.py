@@ -291,7 +291,7 @@ def reconcile_microservice(
     # the route at stable first, then scales the canary down; a higher weight waits for the
     # canary's ready replicas inside `traffic.route`.
     _apply_services(kube, rc, owner, spec, routing)
-    traffic.route(
+    routed = traffic.route(
         kube,
         rc,
         owner,
@@ -300,6 +300,10 @@ def reconcile_microservice(
         canary_ready=canary_health.ready if tracks.revision("canary") == revision else 0,
         replicas=spec.replicas,
     )
+    extra_status = {
+        **(extra_status or {}),
+        "actualWeight": _actual_weight(routed, tracks, revision, decision),
+    }
     crash_point("microservice.after-service")
     _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
     crash_point("microservice.after-deployment")
@@ -497,6 +501,23 @@ def _conditions(
             decision.message if phase != "Healthy" or ready else ready_message,
         ),
     ]
+
+
+def _actual_weight(
+    routed: int | None, tracks: _Tracks, revision: str, decision: Decision
+) -> int:
+    """The percent of traffic the canary receives now: the route's weight when a route
+    carries the traffic, else the canary's share of the ready pods serving the Service."""
+    if routed is not None:
+        return routed
+    if not decision.canary or tracks.canary is None or tracks.revision("canary") != revision:
+        return 0
+
+    def ready(track: Mapping[str, Any] | None) -> int:
+        return int(((track or {}).get("status") or {}).get("readyReplicas", 0) or 0)
+
+    canary, stable = ready(tracks.canary), ready(tracks.stable)
+    return round(100 * canary / (canary + stable)) if canary + stable else 0
 
 
 def _write_status(

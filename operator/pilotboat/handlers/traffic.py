@@ -39,11 +39,12 @@ def route(
     *,
     canary_ready: int,
     replicas: int,
-) -> None:
+) -> int | None:
     """Set the HTTPRoute's weights for the decision, when the strategy routes by gateway;
-    a weight goes up only once `canary_ready` replicas of the release can take it."""
+    a weight goes up only once `canary_ready` replicas of the release can take it. Returns
+    the canary's weight on the route (None: no route to set)."""
     if strategy is None or strategy.traffic_routing.gateway_api is None:
-        return
+        return None
     gateway = strategy.traffic_routing.gateway_api
     current = kube.get("HTTPRoute", owner.namespace, gateway.http_route)
     if current is None:
@@ -53,7 +54,7 @@ def route(
             "traffic follows the replica ratio only",
             warning=True,
         )
-        return
+        return None
     weight = decision.state.canary_weight if decision.canary else 0
     if decision.state.promoting and decision.phase == "Progressing":
         weight = 100
@@ -86,3 +87,4 @@ def route(
             "TrafficShifted",
             f"HTTPRoute {gateway.http_route}: canary {weight}%, stable {100 - weight}%",
         )
+    return weight
