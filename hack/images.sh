@@ -27,6 +27,8 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=node/lib.sh
 source "$(dirname "$0")/node/lib.sh"
+# shellcheck source=../images/python-app.sh
+source "$(dirname "$0")/../images/python-app.sh"
 # shellcheck source=../images/versions.env
 source "$pb_repo/images/versions.env"
 export SOURCE_DATE_EPOCH
@@ -121,15 +123,7 @@ build_all() {
 import_all() {
   local name want have c=(ctr -a "$pb_containerd_sock" -n k8s.io)
   for name in pause python-base echo; do
-    want=$(cat "${archive[$name]}.digest")
-    have=$("${c[@]}" images ls "name==${ref[$name]}" 2>/dev/null | awk 'NR > 1 {print $3}')
-    if [ "$have" = "$want" ]; then
-      pb_log "${ref[$name]} already imported ($want)"
-      continue
-    fi
-    pb_log "importing ${ref[$name]} $want"
-    "${c[@]}" images import --no-unpack=false --all-platforms=false \
-      --index-name="" "${archive[$name]}" >/dev/null
+    pyapp_import "${archive[$name]}" "${ref[$name]}"
   done
   # The same echo image under the tags tests use for versions (echo:v1, echo:v2, ...)
   want=$(cat "${archive[echo]}.digest")

@@ -1,6 +1,6 @@
-# Shared by the builders of the Python application images (images/operator/build.sh,
-# examples/shop/build.sh): the app's pinned wheels and its source, byte-compiled, as one
-# layer on localhost/pilotboat/python-base. Source it after hack/node/lib.sh; it defines
+# Shared by hack/images.sh (imports) and the builders of the Python application images
+# (images/operator/build.sh, examples/shop/build.sh): the app's pinned wheels and its
+# source, byte-compiled, as one layer on localhost/pilotboat/python-base. Source it after hack/node/lib.sh; it defines
 # functions only.
 #
 # The build container has no network: the dependencies are installed on the host, by
@@ -11,6 +11,19 @@
 # shellcheck shell=bash
 
 pyapp_python=/usr/bin/python3  # Debian bookworm's, the image's own: the same .pyc magic
+
+# pyapp_by_hand IMAGE ALIAS [all|build|import|ref]: a builder run by hand, without
+# BASE_ARCHIVE: hack/images.sh builds the base and calls the builder back; `ref` prints the
+# reference of IMAGE that is not its ALIAS. Never returns.
+pyapp_by_hand() {
+  local image=$1 alias=$2 refs
+  case "${3:-all}" in
+    all|build|import) exec "$pb_repo/hack/images.sh" "${3:-all}" ;;
+    ref) refs=$("$pb_repo/hack/images.sh" refs)
+         grep "^$image:" <<<"$refs" | grep -v ":$alias\$"; exit ;;
+    *) echo "usage: $0 [all|build|import|ref]" >&2; exit 2 ;;
+  esac
+}
 
 # pyapp_tag FILE...: a short hash of the files (paths relative to the current directory),
 # the base archive, the build time and the tools' versions: the image's tag.
@@ -68,10 +81,25 @@ pyapp_commit() {
   find "$(dirname "$out")" -maxdepth 1 -name "$stem-*.oci.tar*" ! -name "$(basename "$out")*" -delete
 }
 
-# pyapp_import OUT REF ALIAS: OUT imported into the node's containerd as REF (skipped when it
-# already holds that digest) and tagged ALIAS too.
+# pyapp_build REF OUT REQUIREMENTS SRC PACKAGE CONFIG...: the image REF of PACKAGE (a folder
+# of SRC) and its pinned wheels, configured with CONFIG, written to OUT, unless OUT exists.
+pyapp_build() {
+  local ref=$1 out=$2 requirements=$3 src=$4 package=$5; shift 5
+  [ -s "$out" ] && [ -s "$out.digest" ] && return 0
+  pb_log "building $ref"
+  local start=$SECONDS work
+  work=$(mktemp -d "$(dirname "$out")/work.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf '$work'" RETURN
+  pyapp_stage "$work/app" "$requirements" "$src" "$package"
+  pyapp_commit "$work/app" "$ref" "$out" "$@"
+  pb_log "built $ref $(cat "$out.digest") in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
+}
+
+# pyapp_import OUT REF [ALIAS]: OUT imported into the node's containerd as REF (skipped when
+# it already holds that digest), and tagged ALIAS too when given.
 pyapp_import() {
-  local out=$1 ref=$2 alias=$3 want have c=(ctr -a "$pb_containerd_sock" -n k8s.io)
+  local out=$1 ref=$2 alias=${3:-} want have c=(ctr -a "$pb_containerd_sock" -n k8s.io)
   want=$(cat "$out.digest")
   have=$("${c[@]}" images ls "name==$ref" 2>/dev/null | awk 'NR > 1 {print $3}')
   if [ "$have" = "$want" ]; then
@@ -80,6 +108,7 @@ pyapp_import() {
     pb_log "importing $ref $want"
     "${c[@]}" images import --no-unpack=false --all-platforms=false --index-name="" "$out" >/dev/null
   fi
+  [ -n "$alias" ] || return 0
   have=$("${c[@]}" images ls "name==$alias" 2>/dev/null | awk 'NR > 1 {print $3}')
   [ "$have" = "$want" ] || "${c[@]}" images tag --force "$ref" "$alias" >/dev/null
 }

@@ -25,30 +25,16 @@ source "$here/../../images/python-app.sh"
 image=localhost/pilotboat/shop
 alias_tag=local
 
-if [ -z "${BASE_ARCHIVE:-}" ]; then  # by hand: hack/images.sh builds the base, then calls us
-  case "${1:-all}" in
-    all|build|import) exec "$pb_repo/hack/images.sh" "${1:-all}" ;;
-    ref) refs=$("$pb_repo/hack/images.sh" refs)
-         grep "^$image:" <<<"$refs" | grep -v ":$alias_tag\$"; exit ;;
-    *) echo "usage: $0 [all|build|import|ref]" >&2; exit 2 ;;
-  esac
-fi
+# By hand: hack/images.sh builds the base, then calls us back.
+[ -n "${BASE_ARCHIVE:-}" ] || pyapp_by_hand "$image" "$alias_tag" "$@"
 
 cache="$pb_cache/images"
 
 build() {
-  [ -s "$out" ] && [ -s "$out.digest" ] && return 0
-  pb_log "building $ref"
-  local start=$SECONDS work
-  work=$(mktemp -d "$cache/work.XXXXXX")
-  # shellcheck disable=SC2064
-  trap "rm -rf '$work'" RETURN
-  pyapp_stage "$work/app" "$here/requirements.txt" "$here" shop
-  pyapp_commit "$work/app" "$ref" "$out" \
+  pyapp_build "$ref" "$out" "$here/requirements.txt" "$here" shop \
     --entrypoint '["python3", "-m", "shop"]' --port 8080/tcp --env PORT=8080 \
     --label org.opencontainers.image.title=shop \
     --label org.opencontainers.image.source=pilotboat/examples/shop
-  pb_log "built $ref $(cat "$out.digest") in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
 }
 
 tag=$(cd "$pb_repo" && pyapp_tag examples/shop/shop examples/shop/requirements.txt \

@@ -24,14 +24,8 @@ source "$here/../python-app.sh"
 image=localhost/pilotboat/operator
 alias_tag=$(awk -F'"' '/^appVersion:/ {print $2}' "$pb_repo/charts/pilotboat/Chart.yaml")
 
-if [ -z "${BASE_ARCHIVE:-}" ]; then  # by hand: hack/images.sh builds the base, then calls us
-  case "${1:-all}" in
-    all|build|import) exec "$pb_repo/hack/images.sh" "${1:-all}" ;;
-    ref) refs=$("$pb_repo/hack/images.sh" refs)
-         grep "^$image:" <<<"$refs" | grep -v ":$alias_tag\$"; exit ;;
-    *) echo "usage: $0 [all|build|import|ref]" >&2; exit 2 ;;
-  esac
-fi
+# By hand: hack/images.sh builds the base, then calls us back.
+[ -n "${BASE_ARCHIVE:-}" ] || pyapp_by_hand "$image" "$alias_tag" "$@"
 
 cache="$pb_cache/images"
 tag=$(cd "$pb_repo" && pyapp_tag operator/pilotboat images/operator images/python-app.sh)
@@ -39,19 +33,11 @@ ref="$image:$tag"
 out="$cache/operator-$tag.oci.tar"
 
 build() {
-  [ -s "$out" ] && [ -s "$out.digest" ] && return 0
-  pb_log "building $ref"
-  local start=$SECONDS work
-  work=$(mktemp -d "$cache/work.XXXXXX")
-  # shellcheck disable=SC2064
-  trap "rm -rf '$work'" RETURN
-  pyapp_stage "$work/app" "$here/requirements.txt" "$pb_repo/operator" pilotboat
-  pyapp_commit "$work/app" "$ref" "$out" \
+  pyapp_build "$ref" "$out" "$here/requirements.txt" "$pb_repo/operator" pilotboat \
     --entrypoint '["python3", "-m", "pilotboat"]' --cmd '["run"]' \
     --port 8080/tcp --port 9090/tcp --port 9443/tcp \
     --label org.opencontainers.image.title=pilotboat-operator \
     --label org.opencontainers.image.source=pilotboat/images/operator
-  pb_log "built $ref $(cat "$out.digest") in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
 }
 
 case "${1:-build}" in
