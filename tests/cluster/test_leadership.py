@@ -131,3 +131,20 @@ def test_run_with_leader_election_stands_by_until_the_leader_stops(
                    timeout=60, what="2 ready replicas")
     assert "Handler '" in two.log_text()
     assert "pilotboat_leader 1.0" in httpx.get(f"{_metrics_url(two)}/metrics", timeout=2).text
+
+
+def test_a_standby_stops_at_once_on_sigterm(
+    two_operators: list[OperatorProcess], kube_api: kubernetes.client.ApiClient,
+    private_namespace: str,
+) -> None:
+    """In a container the process is PID 1, for which SIGTERM without a handler does nothing:
+    the standby handles it, and exits 0 instead of waiting to be killed."""
+    one, two = two_operators
+    one.start(env={"POD_ID": "one"})
+    two.start(env={"POD_ID": "two"})
+    assert lease_holder(kube_api, private_namespace, "pilotboat") == "one"
+    assert two.proc is not None
+    two.proc.terminate()
+    assert two.wait_exit(timeout=10) == 0
+    assert "stopping while standing by (SIGTERM)" in two.log_text()
+    assert lease_holder(kube_api, private_namespace, "pilotboat") == "one"

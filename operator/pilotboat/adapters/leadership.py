@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -125,8 +126,11 @@ class Leadership:
                 target=election.run, name="leader-election", daemon=True
             )
             self._thread.start()
-        if not self._leading.wait(timeout):
-            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Short waits: signal handlers run between them.
+        while not self._leading.wait(1.0 if deadline is None else min(1.0, timeout or 0)):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
         log.info("leading: holding the lease %s/%s as %s", self.namespace, self.name, self.identity)
         return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -240,13 +241,24 @@ def _lead(
     url = urlsplit(liveness)
     probe = metrics.serve(url.hostname or "0.0.0.0", url.port or 80, threading.Event(), standby)
     standby.set()
+    # As PID 1 of a container, a process without a handler ignores SIGTERM: a standby would
+    # wait out the pod's whole grace period, then be killed. It has nothing to finish.
+    previous = signal.signal(signal.SIGTERM, _stop_standing_by)
     try:
         leadership.acquire()
     finally:
+        signal.signal(signal.SIGTERM, previous)  # Kopf installs its own
         standby.clear()
         probe.shutdown()
         probe.server_close()  # Kopf's liveness endpoint takes the port over
     return leadership
+
+
+def _stop_standing_by(signum: int, _frame: Any) -> None:
+    logging.getLogger("pilotboat").info(
+        "stopping while standing by (%s)", signal.Signals(signum).name
+    )
+    raise SystemExit(0)
 
 
 def _operate(
