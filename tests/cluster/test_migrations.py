@@ -3,6 +3,7 @@ approvals that RBAC controls, crashes that repeat nothing."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,32 @@ def test_unsafe_expand_sql_is_refused_with_the_statement_and_rule(
     assert history(dsn) == []
     warnings = [e for e in story.events("customer-column") if e["type"] == "Warning"]
     assert any("PB001" in e["message"] for e in warnings)
+
+
+@pytest.mark.usefixtures("operator")
+def test_kubectl_apply_warns_of_what_the_linter_finds_naming_the_field(
+    story: Story, kubeconfig: Path
+) -> None:
+    """The linter answers at admission, as warnings: the object is stored (the reconciler
+    refuses it, as above), and the author sees why at once, field by field."""
+
+    def apply(obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(REPO / ".state" / "bin" / "kubectl"), "--kubeconfig", str(kubeconfig), "apply",
+             "-n", story.namespace, "-f", "-"],
+            input=yaml.safe_dump(obj), capture_output=True, text=True, check=True)
+
+    unsafe = apply(schema_migration("unsafe", expand={
+        "sql": "ALTER TABLE orders DROP COLUMN customer_name;\n"
+               "ALTER TABLE orders ALTER COLUMN id SET NOT NULL;"}))
+    warnings = [line for line in unsafe.stderr.splitlines() if line.startswith("Warning: ")]
+    assert any(w.startswith("Warning: spec.expand.sql: PB001 drop-column (refused):")
+               and "ALTER TABLE orders DROP COLUMN customer_name" in w for w in warnings), warnings
+    assert len(warnings) >= 2, warnings
+    assert story.get("SchemaMigration", "unsafe") is not None
+
+    clean = apply(schema_migration("clean"))
+    assert "Warning:" not in clean.stderr, clean.stderr
 
 
 @pytest.mark.usefixtures("operator")

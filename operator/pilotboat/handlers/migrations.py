@@ -70,6 +70,7 @@ from pilotboat.handlers.loop import ReconcileLoop
 
 __all__ = [
     "definition_of",
+    "lint_warnings",
     "migrations_blocking",
     "observe_running",
     "reconcile_migration",
@@ -115,6 +116,33 @@ def definition_of(name: str, spec: SchemaMigrationSpec) -> MigrationDefinition:
         lock_timeout=td(seconds=parse_duration(spec.lock_timeout)),
         statement_timeout=td(seconds=parse_duration(spec.statement_timeout)),
     )
+
+
+_LINTED_FIELDS = {
+    "expand": "spec.expand.sql",
+    "down": "spec.expand.down",
+    "backfill": "spec.backfill.sql",
+    "verify": "spec.verify.sql",
+    "contract": "spec.contract.sql",
+}
+
+
+def lint_warnings(name: str, spec: Mapping[str, Any] | None) -> list[str]:
+    """The linter's findings on a SchemaMigration as admission warnings (``kubectl apply``
+    prints them), each naming its field: the author hears at once what the reconciler will
+    refuse or warn about. Nothing for a spec the schema refuses anyway."""
+    try:
+        definition = definition_of(name, SchemaMigrationSpec.model_validate(spec or {}))
+    except (ValidationError, ValueError):
+        return []
+    out = []
+    for f in lint_migration(definition):
+        field = _LINTED_FIELDS.get(f.phase, f"spec.{f.phase}")
+        verdict = "refused" if f.refuses else "warning"
+        statement = " ".join(f.statement.split())
+        text = f"{field}: {f.rule} ({verdict}): {f.message}: {statement}"
+        out.append(text if len(text) <= 250 else text[:249] + "…")
+    return out
 
 
 # --- observations ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Admission webhooks served by the operator (``pilotboat run --webhooks``, the default).
 
-Two webhooks:
+The webhooks:
 
 * ``approval-identity`` (mutating, ``failurePolicy: Fail``) stamps every new
   MigrationApproval with the creator's identity from the admission request's ``userInfo``
@@ -12,6 +12,10 @@ Two webhooks:
 * ``featureflag-valid`` (validating, ``failurePolicy: Ignore``) refuses a FeatureFlag that
   flagd could not serve, naming each field (:func:`pilotboat.api.flag.feature_flag_problems`);
   ``Ignore`` for the same reason: the operator does not render a flag it would refuse;
+* ``schemamigration-lint`` (validating, ``failurePolicy: Ignore``) admits every
+  SchemaMigration but answers the SQL linter's findings as admission warnings naming the
+  field, which ``kubectl apply`` prints (:func:`pilotboat.handlers.migrations.lint_warnings`);
+  the reconciler is what refuses unsafe SQL, with the same findings in a condition;
 * ``breaking-change-override`` (mutating, ``failurePolicy: Fail``, called only for requests
   whose object carries or carried the override annotations) stamps who allowed a breaking
   contract change (:func:`pilotboat.handlers.contracts.admit_override`).
@@ -57,6 +61,7 @@ from pilotboat.handlers.contracts import (
     admit_override,
 )
 from pilotboat.handlers.databases import database_claim
+from pilotboat.handlers.migrations import lint_warnings
 
 __all__ = [
     "PilotboatWebhookServer",
@@ -68,6 +73,7 @@ _log = logging.getLogger("pilotboat.webhooks")
 APPROVAL_WEBHOOK = "approval-identity"
 CLAIM_WEBHOOK = "database-claim"
 FLAG_WEBHOOK = "featureflag-valid"
+LINT_WEBHOOK = "schemamigration-lint"
 OVERRIDE_WEBHOOK = "breaking-change-override"
 
 
@@ -189,6 +195,7 @@ def _configurations(
             "webhooks": [
                 webhook(CLAIM_WEBHOOK, "microservices", "Ignore"),
                 webhook(FLAG_WEBHOOK, "featureflags", "Ignore"),
+                webhook(LINT_WEBHOOK, "schemamigrations", "Ignore"),
             ],
         },
     ]
@@ -268,6 +275,13 @@ def feature_flag_check(body: kopf.Body, **_: Any) -> None:
     problems = feature_flag_problems(body.get("spec"))
     if problems:
         raise kopf.AdmissionError("FeatureFlag refused: " + "; ".join(problems), code=422)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "schemamigrations", id=LINT_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+def schema_migration_lint(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+    warnings.extend(lint_warnings(body["metadata"].get("name", ""), body.get("spec")))
 
 
 @kopf.on.mutate(
