@@ -5,6 +5,7 @@ analysis could not measure (paused, then aborted) and a migration held by its ga
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,12 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
     assert value(found, "pilotboat_releases", phase="Paused") == 1
     assert value(found, "pilotboat_canary_weight", namespace=private_namespace,
                  service="cart") == 50
+    # What the canary receives follows its ready pods: 1 of 2 once the canary pod is ready
+    deadline = time.monotonic() + 30
+    while value(samples(base), "pilotboat_canary_actual_weight", namespace=private_namespace,
+                service="cart") != 50:
+        assert time.monotonic() < deadline, samples(base)
+        time.sleep(0.5)
     story.patch_status_command("cart", "abort")
     story.wait_for("Microservice", "cart", lambda o: ((o or {}).get("status") or {}).get(
         "phase") == "Degraded", timeout=90, what="rolled back")

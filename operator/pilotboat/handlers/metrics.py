@@ -9,8 +9,9 @@ stands by for the Lease: a standby is ready to take over, so a PodDisruptionBudg
 Series:
 
 * ``pilotboat_reconciles_total{kind,result}`` and ``pilotboat_reconcile_duration_seconds{kind}``;
-* ``pilotboat_releases{phase}``: Microservices by release phase, and
-  ``pilotboat_canary_weight{namespace,service}``;
+* ``pilotboat_releases{phase}``: Microservices by release phase,
+  ``pilotboat_canary_weight{namespace,service}`` (the step's target) and
+  ``pilotboat_canary_actual_weight{namespace,service}`` (what the canary receives now);
 * ``pilotboat_analyses_total{verdict}``: canary measurements by verdict;
 * ``pilotboat_migration_gates_blocked{gate,reason}``: SchemaMigrations held by each gate now;
 * ``pilotboat_migration_phase_duration_seconds{phase}``: how long migrations stayed in a phase;
@@ -67,6 +68,12 @@ _WEIGHT = Gauge(
     ["namespace", "service"],
     registry=REGISTRY,
 )
+_ACTUAL = Gauge(
+    "pilotboat_canary_actual_weight",
+    "Percent of traffic the canary receives now (route weight, or share of ready pods).",
+    ["namespace", "service"],
+    registry=REGISTRY,
+)
 _ANALYSES = Counter(
     "pilotboat_analyses",
     "Canary analysis measurements, by verdict.",
@@ -113,16 +120,21 @@ def reconciling(kind: str) -> Iterator[None]:
         _LATENCY.labels(kind).observe(time.perf_counter() - started)
 
 
-def release_observed(namespace: str, name: str, phase: str | None, weight: int) -> None:
-    """The phase and canary weight a Microservice's status now says (None: it is gone)."""
+def release_observed(
+    namespace: str, name: str, phase: str | None, weight: int, actual: int = 0
+) -> None:
+    """The phase and canary weights (target, actual) a Microservice's status now says
+    (phase None: it is gone)."""
     with _lock:
         if phase is None:
             _phases.pop((namespace, name), None)
             if (namespace, name) in _weights():
                 _WEIGHT.remove(namespace, name)
+                _ACTUAL.remove(namespace, name)
         else:
             _phases[(namespace, name)] = phase
             _WEIGHT.labels(namespace, name).set(weight)
+            _ACTUAL.labels(namespace, name).set(actual)
         tally = _Tally(_phases.values())
         for known in {"Healthy", "Progressing", "Paused", "Degraded", *tally}:
             _RELEASES.labels(known).set(tally.get(known, 0))

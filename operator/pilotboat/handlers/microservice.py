@@ -579,7 +579,11 @@ def _write_status(
     rc.write_status(status, [*(extra_conditions or []), *conditions], fields)
     meta = rc.body["metadata"]
     metrics.release_observed(
-        meta["namespace"], meta["name"], decision.phase, fields["canaryWeight"]
+        meta["namespace"],
+        meta["name"],
+        decision.phase,
+        fields["canaryWeight"],
+        int(fields.get("actualWeight") or 0),
     )
 
 
