@@ -22,21 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 from tests.manifests import microservice
 from tests.story import Story
 
 from pilotboat.adapters.kube import Kube
+from pilotboat.adapters.leadership import lease_holder
 from pilotboat.testing import OperatorProcess
 
 __all__ = ["BENCHMARKS"]
 
 RUNS = 3
-
-
-def _holder(api: kubernetes.client.ApiClient, namespace: str) -> str | None:
-    lease = kubernetes.client.CoordinationV1Api(api).read_namespaced_lease("pilotboat", namespace)
-    return lease.spec.holder_identity
 
 
 def failover(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
@@ -57,7 +52,7 @@ def failover(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
             for how in ("stop", "kill"):
                 gaps, converged = [], []
                 for _ in range(RUNS):
-                    leader = _holder(kube.api_client, namespace) or ""
+                    leader = lease_holder(kube.api_client, namespace, "pilotboat") or ""
                     standby = next(n for n in procs if n != leader)
                     replicas = 3 - replicas  # 1 <-> 2
                     t0 = time.monotonic()
@@ -66,7 +61,7 @@ def failover(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
                     else:
                         procs[leader].kill()
                     story.apply(microservice("web", replicas=replicas))
-                    while _holder(kube.api_client, namespace) != standby:
+                    while lease_holder(kube.api_client, namespace, "pilotboat") != standby:
                         time.sleep(0.05)
                     gaps.append(time.monotonic() - t0)
                     want = replicas

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from pilotboat.adapters.kube import Kube
+from pilotboat.adapters.leadership import lease_holder
 from tests.cluster.test_migrations import (
     approval,
     create_in,
@@ -418,7 +419,6 @@ def pod_reachable_postgres() -> Iterator[PostgresServer]:
 @dataclass
 class OperatorPods:
     core: kubernetes.client.CoreV1Api
-    coordination: kubernetes.client.CoordinationV1Api
     namespace: str
     selector: str
     lease: str
@@ -443,11 +443,7 @@ class OperatorPods:
         renewed for its duration)."""
         deadline = time.monotonic() + 60
         while True:
-            try:
-                spec = self.coordination.read_namespaced_lease(self.lease, self.namespace).spec
-                holder = spec.holder_identity
-            except kubernetes.client.ApiException:
-                holder = None
+            holder = lease_holder(self.core.api_client, self.namespace, self.lease)
             live = {p.metadata.name for p in self.core.list_namespaced_pod(
                 self.namespace, label_selector=self.selector).items
                 if not p.metadata.deletion_timestamp}
@@ -470,8 +466,7 @@ def operator_in_cluster(
     the chart's RBAC."""
     install(kube, kubeconfig, helm, f"watchNamespaces={{{private_namespace}}}", "replicas=2",
             f"image.tag={operator_image_tag()}", "image.pullPolicy=Never")
-    pods = OperatorPods(kubernetes.client.CoreV1Api(kube_api),
-                        kubernetes.client.CoordinationV1Api(kube_api), SYSTEM,
+    pods = OperatorPods(kubernetes.client.CoreV1Api(kube_api), SYSTEM,
                         "app.kubernetes.io/name=pilotboat", "pilotboat-pilotboat")
     try:
         yield pods

@@ -4,7 +4,6 @@ another process leads (answering its probes, acting on nothing)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,15 +14,11 @@ import kubernetes
 import pytest
 
 from pilotboat.adapters.kube import Kube
-from pilotboat.adapters.leadership import Leadership
+from pilotboat.adapters.leadership import Leadership, lease_holder
 from pilotboat.testing import OperatorProcess
+from tests.fixtures.standins import free_port
 from tests.manifests import microservice
 from tests.story import Story
-
-
-def lease_holder(api: kubernetes.client.ApiClient, namespace: str, name: str) -> str | None:
-    spec = kubernetes.client.CoordinationV1Api(api).read_namespaced_lease(name, namespace).spec
-    return spec.holder_identity
 
 
 def fast(api: kubernetes.client.ApiClient, namespace: str, identity: str,
@@ -83,17 +78,11 @@ def two_operators(
     procs = []
     for name in ("one", "two"):
         proc = OperatorProcess(kubeconfig, tmp_path / name, [*args, "--metrics-port",
-                                                             str(_free_port())])
+                                                             str(free_port())])
         procs.append(proc)
     yield procs
     for proc in procs:
         proc.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _metrics_url(proc: OperatorProcess) -> str:

@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
-__all__ = ["Leadership"]
+__all__ = ["Leadership", "lease_holder"]
 
 log = logging.getLogger("pilotboat.leadership")
 # The client's election logs each retry at INFO; the transitions are logged here instead.
@@ -66,6 +66,17 @@ class _Lock(LeaseLock):
                 super().update(name, namespace, updated_record)  # type: ignore[no-untyped-call]
             )
         )
+
+
+def lease_holder(api: k8s.ApiClient, namespace: str, name: str) -> str | None:
+    """Who holds the Lease `namespace/name` now (None: nobody, or no such Lease)."""
+    try:
+        lease = k8s.CoordinationV1Api(api).read_namespaced_lease(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return (lease.spec and lease.spec.holder_identity) or None
 
 
 def _exit_at_once() -> None:
@@ -103,13 +114,7 @@ class Leadership:
 
     def holder(self) -> str | None:
         """Who holds the Lease now, as the API server has it (None: nobody)."""
-        try:
-            lease = self._lock.api_instance.read_namespaced_lease(self.name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return (lease.spec and lease.spec.holder_identity) or None
+        return lease_holder(self._lock.api_instance.api_client, self.namespace, self.name)
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Block until this process leads (True), or `timeout` seconds pass (False)."""

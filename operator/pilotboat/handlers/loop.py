@@ -72,13 +72,9 @@ class ReconcileLoop:
             try:
                 with metrics.reconciling(self._kind):
                     again = self._reconcile(kube, fresh, rc)
-            except ApiException as exc:
-                if exc.status == 404:  # deleted while the pass ran
-                    return
-                rc.log.exception("reconcile failed; retrying in %ss", self._retry_after)
-                self.schedule(namespace, name, self._retry_after)
-                return
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, ApiException) and exc.status == 404:
+                    return  # deleted while the pass ran
                 rc.log.exception("reconcile failed; retrying in %ss", self._retry_after)
                 self.schedule(namespace, name, self._retry_after)
                 return

@@ -64,7 +64,7 @@ _RELEASES = Gauge(
 )
 _WEIGHT = Gauge(
     "pilotboat_canary_weight",
-    "Percent of traffic on the canary.",
+    "Percent of traffic the current step gives the canary (the target).",
     ["namespace", "service"],
     registry=REGISTRY,
 )

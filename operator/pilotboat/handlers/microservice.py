@@ -512,12 +512,13 @@ def _actual_weight(
         return routed
     if not decision.canary or tracks.canary is None or tracks.revision("canary") != revision:
         return 0
-
-    def ready(track: Mapping[str, Any] | None) -> int:
-        return int(((track or {}).get("status") or {}).get("readyReplicas", 0) or 0)
-
-    canary, stable = ready(tracks.canary), ready(tracks.stable)
+    canary, stable = _ready_replicas(tracks.canary), _ready_replicas(tracks.stable)
     return round(100 * canary / (canary + stable)) if canary + stable else 0
+
+
+def _ready_replicas(track: Mapping[str, Any] | None) -> int:
+    """The ready pods a track's Deployment reports (0 for no Deployment)."""
+    return int(((track or {}).get("status") or {}).get("readyReplicas", 0) or 0)
 
 
 def _write_status(
@@ -534,9 +535,7 @@ def _write_status(
     extra_conditions: list[DesiredCondition] | None = None,
 ) -> None:
     stable_health = track_health(tracks.stable, stable_version or spec.version)
-    canary_ready = 0
-    if tracks.canary is not None:
-        canary_ready = int((tracks.canary.get("status") or {}).get("readyReplicas", 0) or 0)
+    canary_ready = _ready_replicas(tracks.canary)
     state = decision.state
     releasing = decision.phase != "Healthy" and state.revision is not None
     if decision.phase == "Healthy":
