@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -10,7 +12,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from pilotboat import API_VERSION
+from pilotboat.adapters.kube import Kube
 from pilotboat.handlers.databases import database_claim
+from tests.conftest import SESSION
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
@@ -217,3 +221,98 @@ def test_a_service_claiming_anothers_database_is_left_unreconciled(
     assert story.get("Deployment", "reports") is None
     assert any(e["reason"] == "DatabaseOwnedByAnother" and e["type"] == "Warning"
                for e in story.events("reports"))
+
+
+# --- names that look alike never share a database ------------------------------------------
+
+@pytest.fixture
+def lookalike_namespaces(kube: Kube) -> Iterator[tuple[Story, Story]]:
+    """Namespaces ``X`` and ``X-order`` (both watched): ``X/order-db``, ``X-order/db`` and
+    ``X/order.db`` read alike once ``-`` and ``.`` become ``_``."""
+    base = f"t{SESSION}-trio-{secrets.token_hex(2)}"
+    stories = []
+    for name in (base, f"{base}-order"):
+        kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name, "labels": {"pilotboat.dev/test": "true"}}})
+        stories.append(Story(kube, name))
+    yield stories[0], stories[1]
+    for story in stories:
+        for odb in story.kube.list("OwnedDatabase", story.namespace):
+            story.kube.merge_patch("OwnedDatabase", story.namespace, odb["metadata"]["name"],
+                                   {"metadata": {"finalizers": None}})
+        kube.delete("Namespace", None, story.namespace)
+
+
+def _ready_reason(odb: dict[str, Any]) -> tuple[str, str]:
+    ready = next(c for c in odb["status"]["conditions"] if c["type"] == "Ready")
+    return ready["reason"], ready["message"]
+
+
+def _drop(server: PostgresServer, *dbnames: str) -> None:
+    with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
+        for dbname in dbnames:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def test_lookalike_names_get_databases_and_roles_of_their_own(
+    lookalike_namespaces: tuple[Story, Story], postgres_server: PostgresServer
+) -> None:
+    shop, shop_order = lookalike_namespaces
+    shop.given(admin_secret(postgres_server), owned_database("order-db", postgres_server),
+               owned_database("order.db", postgres_server))
+    shop_order.given(admin_secret(postgres_server), owned_database("db", postgres_server))
+
+    objs = [shop.wait_condition("OwnedDatabase", "order-db", "Ready", timeout=60),
+            shop.wait_condition("OwnedDatabase", "order.db", "Ready", timeout=60),
+            shop_order.wait_condition("OwnedDatabase", "db", "Ready", timeout=60)]
+    names = [(o["status"]["databaseName"], o["status"]["roleName"]) for o in objs]
+    try:
+        assert len({db for db, _ in names}) == 3, names
+        assert len({role for _, role in names}) == 3, names
+        # Each owner's credentials reach its own database, and only that one.
+        for story, name in ((shop, "order-db"), (shop, "order.db"), (shop_order, "db")):
+            values = secret_values(story, f"pilotboat-db-{name}")
+            with psycopg.connect(values["uri"], autocommit=True) as conn:
+                assert conn.execute("SELECT current_database()").fetchone() == (values["dbname"],)
+    finally:
+        _drop(postgres_server, *(db for db, _ in names))
+
+
+def test_a_database_named_by_another_owner_is_refused_and_never_dropped(
+    lookalike_namespaces: tuple[Story, Story], postgres_server: PostgresServer
+) -> None:
+    shop, shop_order = lookalike_namespaces
+    dbname = f"shop_order_db_{secrets.token_hex(3)}"
+
+    def claiming(name: str) -> dict[str, Any]:
+        manifest = owned_database(name, postgres_server, reclaim="Delete")
+        manifest["spec"]["databaseName"] = dbname
+        return manifest
+
+    shop.given(admin_secret(postgres_server), claiming("order-db"))
+    first = shop.wait_condition("OwnedDatabase", "order-db", "Ready", timeout=60)
+    owner_values = secret_values(shop, "pilotboat-db-order-db")
+    with psycopg.connect(owner_values["uri"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute("INSERT INTO orders VALUES (1), (2)")
+
+    shop_order.given(admin_secret(postgres_server), claiming("db"))
+    shop.given(claiming("order.db"))
+    for story, name in ((shop_order, "db"), (shop, "order.db")):
+        refused = story.wait_condition("OwnedDatabase", name, "Ready", "False", timeout=60)
+        reason, message = _ready_reason(refused)
+        assert (refused["status"]["phase"], reason) == ("Refused", "DatabaseOwnedByAnother")
+        assert f"belongs to OwnedDatabase {shop.namespace}/order-db" in message
+        assert first["metadata"]["uid"] in message
+
+    # Deleting the colliders (reclaimPolicy Delete) drops nothing of the owner's.
+    shop_order.delete("OwnedDatabase", "db").wait_gone("OwnedDatabase", "db")
+    shop.delete("OwnedDatabase", "order.db").wait_gone("OwnedDatabase", "order.db")
+    assert any(e["reason"] == "DatabaseNotDropped" for e in shop_order.events("db"))
+    try:
+        assert database_exists(postgres_server, dbname)
+        with psycopg.connect(owner_values["uri"], autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+    finally:
+        shop.delete("OwnedDatabase", "order-db").wait_gone("OwnedDatabase", "order-db")
+    assert not database_exists(postgres_server, dbname)

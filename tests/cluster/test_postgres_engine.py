@@ -12,6 +12,7 @@ import pytest
 from pilotboat.adapters.database import (
     ChecksumMismatch,
     DatabaseOwnedByAnother,
+    DatabaseOwner,
     DatabaseUnavailable,
     MigrationLocked,
     PhaseFailed,
@@ -41,6 +42,10 @@ DROP TRIGGER users_sync_full_name ON users;
 DROP FUNCTION users_sync_full_name();
 ALTER TABLE users DROP COLUMN name;
 """
+
+
+ORDERS = DatabaseOwner("uid-orders", "shop/orders-db")
+OTHER = DatabaseOwner("uid-other", "shop/other-db")
 
 
 def no_sleep(_: float) -> None:
@@ -79,9 +84,9 @@ def test_database_and_role_are_created_idempotently_and_only_the_owner_gets_in(
         postgres_server: PostgresServer, engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
     password = "orders-pw-7f3a9c"
-    engine.ensure_database(admin, "orders", "orders_owner", password)
-    engine.ensure_database(admin, "orders", "orders_owner", password)
-    engine.ensure_database(admin, "other", "other_owner", "other-pw-1b2c")
+    engine.ensure_database(admin, "orders", "orders_owner", password, owner=ORDERS)
+    engine.ensure_database(admin, "orders", "orders_owner", password, owner=ORDERS)
+    engine.ensure_database(admin, "other", "other_owner", "other-pw-1b2c", owner=OTHER)
     try:
         own = postgres_server.dsn("orders", user="orders_owner", password=password)
         assert query(own, "SELECT current_user, current_database()") == [
@@ -96,44 +101,105 @@ def test_database_and_role_are_created_idempotently_and_only_the_owner_gets_in(
             (False,)]
         assert password not in postgres_server.log_text()
     finally:
-        engine.drop_database(admin, "orders", "orders_owner")
-        engine.drop_database(admin, "other", "other_owner")
+        engine.drop_database(admin, "orders", "orders_owner", owner=ORDERS)
+        engine.drop_database(admin, "other", "other_owner", owner=OTHER)
     assert query(admin, "SELECT count(*) FROM pg_database WHERE datname = 'orders'") == [(0,)]
     assert query(admin, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_owner'") == [(0,)]
-    engine.drop_database(admin, "orders", "orders_owner")  # absent: nothing to do
+    engine.drop_database(admin, "orders", "orders_owner", owner=ORDERS)  # absent: nothing to do
 
 
 def test_password_change_converges(postgres_server: PostgresServer,
                                    engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
-    engine.ensure_database(admin, "rotated", "rotated_owner", "first-pw")
-    engine.ensure_database(admin, "rotated", "rotated_owner", "second-pw")
+    engine.ensure_database(admin, "rotated", "rotated_owner", "first-pw", owner=ORDERS)
+    engine.ensure_database(admin, "rotated", "rotated_owner", "second-pw", owner=ORDERS)
     try:
         dsn = postgres_server.dsn("rotated", user="rotated_owner", password="second-pw")
         assert query(dsn, "SELECT 1") == [(1,)]
     finally:
-        engine.drop_database(admin, "rotated", "rotated_owner")
+        engine.drop_database(admin, "rotated", "rotated_owner", owner=ORDERS)
 
 
 def test_a_database_of_another_owner_is_not_taken_over(postgres_server: PostgresServer,
                                                        engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
-    engine.ensure_database(admin, "taken", "first_owner", "pw-1")
+    engine.ensure_database(admin, "taken", "first_owner", "pw-1", owner=ORDERS)
     try:
-        with pytest.raises(DatabaseOwnedByAnother, match="owned by first_owner"):
-            engine.ensure_database(admin, "taken", "second_owner", "pw-2")
+        with pytest.raises(DatabaseOwnedByAnother, match="belongs to OwnedDatabase shop/orders-db"):
+            engine.ensure_database(admin, "taken", "second_owner", "pw-2", owner=OTHER)
         with pytest.raises(DatabaseOwnedByAnother):
-            engine.drop_database(admin, "taken", "second_owner")
+            engine.drop_database(admin, "taken", "second_owner", owner=OTHER)
     finally:
-        engine.drop_database(admin, "taken", "first_owner")
-        engine.drop_database(admin, "nothing", "second_owner")
+        engine.drop_database(admin, "taken", "first_owner", owner=ORDERS)
+        engine.drop_database(admin, "nothing", "second_owner", owner=OTHER)
+
+
+def test_a_role_recorded_as_anothers_keeps_its_password_and_is_never_dropped(
+        postgres_server: PostgresServer, engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    engine.ensure_database(admin, "victim", "victim_owner", "victim-pw", owner=ORDERS)
+    try:
+        with pytest.raises(DatabaseOwnedByAnother) as refused:
+            engine.ensure_database(admin, "victim", "victim_owner", "thief-pw", owner=OTHER)
+        assert "role victim_owner belongs to OwnedDatabase shop/orders-db" in str(refused.value)
+        with pytest.raises(DatabaseOwnedByAnother):
+            engine.drop_database(admin, "victim", "victim_owner", owner=OTHER)
+        own = postgres_server.dsn("victim", user="victim_owner", password="victim-pw")
+        assert query(own, "SELECT current_user") == [("victim_owner",)]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(postgres_server.dsn("victim", user="victim_owner",
+                                                password="thief-pw")).close()
+    finally:
+        engine.drop_database(admin, "victim", "victim_owner", owner=ORDERS)
+    assert query(admin, "SELECT count(*) FROM pg_database WHERE datname = 'victim'") == [(0,)]
+
+
+def test_a_successor_of_the_same_namespace_and_name_takes_its_retained_database_back(
+        postgres_server: PostgresServer, engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    engine.ensure_database(admin, "kept", "kept_owner", "first-pw", owner=ORDERS)
+    successor = DatabaseOwner("uid-orders-recreated", ORDERS.name)
+    try:
+        engine.ensure_database(admin, "kept", "kept_owner", "second-pw", owner=successor)
+        dsn = postgres_server.dsn("kept", user="kept_owner", password="second-pw")
+        assert query(dsn, "SELECT current_database()") == [("kept",)]
+        comments = query(admin, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                "WHERE datname = 'kept'")
+        assert comments == [(f"pilotboat owner: OwnedDatabase {ORDERS.name} "
+                             "uid=uid-orders-recreated",)]
+    finally:
+        engine.drop_database(admin, "kept", "kept_owner", owner=successor)
+
+
+def test_a_role_nobody_recorded_is_left_alone_with_the_sql_to_hand_it_over(
+        postgres_server: PostgresServer, engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    query(admin, "CREATE ROLE handmade LOGIN PASSWORD 'handmade-pw'")
+    try:
+        with pytest.raises(DatabaseOwnedByAnother) as refused:
+            engine.ensure_database(admin, "handmade_db", "handmade", "new-pw", owner=ORDERS)
+        assert "COMMENT ON ROLE handmade IS 'pilotboat owner: OwnedDatabase shop/orders-db " \
+               "uid=uid-orders'" in str(refused.value)
+        assert query(admin, "SELECT count(*) FROM pg_database WHERE datname = 'handmade_db'") \
+            == [(0,)]
+        assert query(postgres_server.dsn("postgres", user="handmade", password="handmade-pw"),
+                     "SELECT current_user") == [("handmade",)]
+        # The administrator hands it over as the message says; then it converges.
+        query(admin, "COMMENT ON ROLE handmade IS "
+                     "'pilotboat owner: OwnedDatabase shop/orders-db uid=uid-orders'")
+        engine.ensure_database(admin, "handmade_db", "handmade", "new-pw", owner=ORDERS)
+        assert query(postgres_server.dsn("handmade_db", user="handmade", password="new-pw"),
+                     "SELECT current_database()") == [("handmade_db",)]
+    finally:
+        engine.drop_database(admin, "handmade_db", "handmade", owner=ORDERS)
+        query(admin, "DROP ROLE IF EXISTS handmade")
 
 
 def test_connection_errors_never_show_the_password(postgres_server: PostgresServer,
                                                    engine: PostgresEngine) -> None:
     dsn = postgres_server.dsn(password="not-the-password-XYZ")
     with pytest.raises(DatabaseUnavailable) as caught:
-        engine.ensure_database(dsn, "x", "x_owner", "pw")
+        engine.ensure_database(dsn, "x", "x_owner", "pw", owner=ORDERS)
     assert "not-the-password-XYZ" not in str(caught.value)
     assert "password=***" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__

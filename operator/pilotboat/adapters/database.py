@@ -4,7 +4,10 @@ One implementation per server kind (PostgreSQL first: :mod:`pilotboat.adapters.p
 Handlers call an engine from a worker thread; every method blocks and is idempotent:
 
 * ``ensure_database`` converges a role and a database owned by it; ``drop_database`` undoes
-  both (``reclaimPolicy: Delete``).
+  both (``reclaimPolicy: Delete``). Both carry the :class:`DatabaseOwner` asking: the engine
+  records it on the role and the database it creates, and checks it *before* changing
+  either (a password, a grant, a drop), so an object of another owner is never touched;
+  :class:`DatabaseOwnedByAnother` names the recorded owner.
 * ``apply_phase`` applies one phase of a migration and its history row atomically, at most
   once; applying it again is a no-op, applying changed SQL raises :class:`ChecksumMismatch`.
 * ``backfill`` runs batches until one affects no row, recording progress with each batch,
@@ -30,6 +33,7 @@ __all__ = [
     "DatabaseEngine",
     "DatabaseError",
     "DatabaseOwnedByAnother",
+    "DatabaseOwner",
     "DatabaseUnavailable",
     "MigrationLocked",
     "PhaseFailed",
@@ -48,6 +52,17 @@ class Timeouts:
 
 
 DEFAULT_TIMEOUTS = Timeouts()
+
+
+@dataclass(frozen=True)
+class DatabaseOwner:
+    """Who a role and a database belong to: an OwnedDatabase, by UID (names can be reused).
+
+    ``name`` (``namespace/name``) is for messages only; ownership is decided by ``uid``.
+    """
+
+    uid: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,8 @@ class DatabaseUnavailable(DatabaseError):
 
 
 class DatabaseOwnedByAnother(DatabaseError):
-    """The database exists and belongs to another role; the engine will not take it over."""
+    """The role or database exists and belongs to another owner; the engine will not take
+    it over, nor change or drop it."""
 
 
 class MigrationLocked(DatabaseError):
@@ -105,12 +121,22 @@ class ChecksumMismatch(DatabaseError):
 
 
 class DatabaseEngine(Protocol):
-    def ensure_database(self, admin_dsn: str, dbname: str, role: str, password: str) -> None:
-        """Create or converge ``role`` (LOGIN, ``password``) and ``dbname`` owned by it."""
+    def ensure_database(self, admin_dsn: str, dbname: str, role: str, password: str, *,
+                        owner: DatabaseOwner) -> None:
+        """Create or converge ``role`` (LOGIN, ``password``) and ``dbname`` owned by it.
+
+        Raises :class:`DatabaseOwnedByAnother`, having changed nothing, when either exists
+        and was not recorded as ``owner``'s.
+        """
         ...
 
-    def drop_database(self, admin_dsn: str, dbname: str, role: str) -> None:
-        """Drop ``dbname`` (closing its sessions) and ``role``; absent ones are fine."""
+    def drop_database(self, admin_dsn: str, dbname: str, role: str, *,
+                      owner: DatabaseOwner) -> None:
+        """Drop ``dbname`` (closing its sessions) and ``role``; absent ones are fine.
+
+        Raises :class:`DatabaseOwnedByAnother`, having dropped nothing, when either is
+        recorded as another owner's (or, for the database, belongs to another role).
+        """
         ...
 
     def history(self, dsn: str, migration: str) -> tuple[AppliedPhase, ...]:

@@ -53,6 +53,7 @@ from pilotboat.adapters.database import (
     ChecksumMismatch,
     DatabaseError,
     DatabaseOwnedByAnother,
+    DatabaseOwner,
     DatabaseUnavailable,
     MigrationLocked,
     PhaseFailed,
@@ -72,6 +73,9 @@ __all__ = [
     "BACKFILL_PROGRESS_TABLE",
     "HISTORY_TABLE",
     "PostgresEngine",
+    "owner_marker",
+    "recorded_owner_name",
+    "recorded_owner_uid",
     "redact_dsn",
     "scram_sha256_verifier",
 ]
@@ -105,6 +109,29 @@ CREATE TABLE IF NOT EXISTS {BACKFILL_PROGRESS_TABLE} (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )"""
 _LOCK_KEY = f"(({_LOCK_NAMESPACE}::bigint << 32) | d.oid::bigint)"
+
+
+_MARKER_PREFIX = "pilotboat owner: OwnedDatabase"
+_MARKER = re.compile(r"^pilotboat owner: OwnedDatabase (?P<name>\S+) uid=(?P<uid>[0-9A-Za-z-]+)$")
+
+
+def owner_marker(owner: DatabaseOwner) -> str:
+    """The comment recorded on a role and a database: whose they are.
+
+    >>> owner_marker(DatabaseOwner("1f0c", "shop/orders-db"))
+    'pilotboat owner: OwnedDatabase shop/orders-db uid=1f0c'
+    """
+    return f"{_MARKER_PREFIX} {owner.name} uid={owner.uid}"
+
+
+def recorded_owner_uid(comment: str | None) -> str | None:
+    match = _MARKER.match(comment or "")
+    return match["uid"] if match else None
+
+
+def recorded_owner_name(comment: str | None) -> str | None:
+    match = _MARKER.match(comment or "")
+    return f"OwnedDatabase {match['name']}" if match else None
 
 
 def redact_dsn(dsn: str) -> str:
@@ -178,59 +205,135 @@ class PostgresEngine:
 
     # --- owned databases ---------------------------------------------------------------------
 
-    def ensure_database(self, admin_dsn: str, dbname: str, role: str, password: str) -> None:
+    def ensure_database(self, admin_dsn: str, dbname: str, role: str, password: str, *,
+                        owner: DatabaseOwner) -> None:
         _check_name("database", dbname)
         _check_name("role", role)
         verifier = scram_sha256_verifier(password)
         with self._session(admin_dsn) as conn:
-            self._ensure_role(conn, role, verifier)
-            owner = self._owner(conn, dbname)
-            if owner is None:
-                try:
-                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(dbname), sql.Identifier(role)))
-                    log.info("created database %s owned by %s", dbname, role)
-                except errors.DuplicateDatabase:
-                    owner = self._owner(conn, dbname)
-            if owner is not None and owner != role:
-                raise DatabaseOwnedByAnother(
-                    f"database {dbname} exists and is owned by {owner}, not {role}")
+            self._ensure_role(conn, role, verifier, owner)
+            self._ensure_owned_database(conn, dbname, role, owner)
             ident = sql.Identifier(dbname)
             conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC")
                          .format(ident))
             conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}")
                          .format(ident, sql.Identifier(role)))
 
-    def drop_database(self, admin_dsn: str, dbname: str, role: str) -> None:
+    def drop_database(self, admin_dsn: str, dbname: str, role: str, *,
+                      owner: DatabaseOwner) -> None:
         _check_name("database", dbname)
         _check_name("role", role)
         with self._session(admin_dsn) as conn:
-            owner = self._owner(conn, dbname)
-            if owner is not None and owner != role:
-                raise DatabaseOwnedByAnother(
-                    f"database {dbname} is owned by {owner}, not {role}; not dropping it")
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(dbname)))
+            role_row = conn.execute(
+                "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
+                (role,)).fetchone()
+            if role_row is not None:
+                self._check_recorded(conn, "role", role, role_row[0], owner)
+            db_row = self._database_row(conn, dbname)
+            foreign: DatabaseOwnedByAnother | None = None
+            if db_row is not None:
+                db_owner, comment = db_row
+                try:
+                    self._check_recorded(conn, "database", dbname, comment, owner,
+                                         unrecorded_ok=db_owner == role)
+                    if db_owner != role:
+                        raise DatabaseOwnedByAnother(
+                            f"database {dbname} is owned by {db_owner}, not {role}; "
+                            "not dropping it")
+                except DatabaseOwnedByAnother as error:
+                    foreign = error
+            if foreign is None:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                             .format(sql.Identifier(dbname)))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            if foreign is not None:
+                log.info("dropped role %s; database %s is another owner's", role, dbname)
+                raise foreign
             log.info("dropped database %s and role %s", dbname, role)
 
-    def _ensure_role(self, conn: psycopg.Connection[Any], role: str, verifier: str) -> None:
+    def _ensure_role(self, conn: psycopg.Connection[Any], role: str, verifier: str,
+                     owner: DatabaseOwner) -> None:
         ident, secret = sql.Identifier(role), sql.Literal(verifier)
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        if exists is None:
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
+            (role,)).fetchone()
+        if row is None:
             try:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, secret))
-                log.info("created role %s", role)
+                # One transaction: a role never exists without its recorded owner.
+                with conn.transaction():
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}")
+                                 .format(ident, secret))
+                    conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}")
+                                 .format(ident, sql.Literal(owner_marker(owner))))
+                log.info("created role %s for %s", role, owner.name)
                 return
             except errors.DuplicateObject:
-                pass
+                row = conn.execute(
+                    "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
+                    "WHERE rolname = %s", (role,)).fetchone()
+        self._check_recorded(conn, "role", role, row[0] if row else None, owner)
         conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(ident, secret))
 
+    def _ensure_owned_database(self, conn: psycopg.Connection[Any], dbname: str, role: str,
+                               owner: DatabaseOwner) -> None:
+        row = self._database_row(conn, dbname)
+        if row is None:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(dbname), sql.Identifier(role)))
+                log.info("created database %s owned by %s", dbname, role)
+            except errors.DuplicateDatabase:
+                pass
+            row = self._database_row(conn, dbname)
+            if row is None:
+                raise DatabaseError(f"database {dbname} vanished while being created")
+        db_owner, comment = row
+        # CREATE DATABASE cannot share a transaction with its COMMENT: a database owned by
+        # this owner's role (recorded as this owner's) and not yet marked is this owner's.
+        self._check_recorded(conn, "database", dbname, comment, owner,
+                             unrecorded_ok=db_owner == role)
+        if db_owner != role:
+            raise DatabaseOwnedByAnother(
+                f"database {dbname} exists and is owned by {db_owner}, not {role}")
+        if recorded_owner_uid(comment) is None:
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(dbname), sql.Literal(owner_marker(owner))))
+
     @staticmethod
-    def _owner(conn: psycopg.Connection[Any], dbname: str) -> str | None:
-        row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
-                           (dbname,)).fetchone()
-        return None if row is None else str(row[0])
+    def _check_recorded(conn: psycopg.Connection[Any], what: str, name: str,
+                        comment: str | None, owner: DatabaseOwner, *,
+                        unrecorded_ok: bool = False) -> None:
+        """Raise unless ``owner`` may change ``name``; record ``owner`` on a successor.
+
+        A successor is an OwnedDatabase of the same namespace and name as the recorded one
+        with another UID: the recorded one was deleted with ``reclaimPolicy: Retain`` and
+        this one takes its data back (only one object can hold a namespace/name at a time).
+        """
+        uid = recorded_owner_uid(comment)
+        if uid == owner.uid or (uid is None and unrecorded_ok):
+            return
+        keyword = "ROLE" if what == "role" else "DATABASE"
+        if uid is not None and recorded_owner_name(comment) == f"OwnedDatabase {owner.name}":
+            conn.execute(sql.SQL("COMMENT ON {} {} IS {}").format(
+                sql.SQL(keyword), sql.Identifier(name), sql.Literal(owner_marker(owner))))
+            log.info("%s %s handed from %s uid %s to its successor uid %s", what, name,
+                     owner.name, uid, owner.uid)
+            return
+        if uid is not None:
+            raise DatabaseOwnedByAnother(
+                f"{what} {name} belongs to {recorded_owner_name(comment)} (uid {uid}), "
+                f"not to {owner.name}; it is left untouched")
+        raise DatabaseOwnedByAnother(
+            f"{what} {name} exists and no OwnedDatabase is recorded as its owner; it is left "
+            f"untouched. To hand it to {owner.name}, an administrator runs: COMMENT ON "
+            f"{keyword} {name} IS '{owner_marker(owner)}'")
+
+    @staticmethod
+    def _database_row(conn: psycopg.Connection[Any], dbname: str) -> tuple[str, str | None] | None:
+        row = conn.execute(
+            "SELECT pg_get_userbyid(datdba), shobj_description(oid, 'pg_database') "
+            "FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        return None if row is None else (str(row[0]), row[1])
 
     # --- migrations --------------------------------------------------------------------------
 

@@ -30,7 +30,12 @@ from psycopg.conninfo import make_conninfo
 from pydantic import ValidationError
 
 from pilotboat import API_VERSION, GROUP, VERSION
-from pilotboat.adapters.database import DatabaseError, DatabaseOwnedByAnother, DatabaseUnavailable
+from pilotboat.adapters.database import (
+    DatabaseError,
+    DatabaseOwnedByAnother,
+    DatabaseOwner,
+    DatabaseUnavailable,
+)
 from pilotboat.adapters.kube import Kube
 from pilotboat.adapters.postgres import PostgresEngine
 from pilotboat.api import OwnedDatabaseSpec
@@ -49,6 +54,7 @@ __all__ = [
     "database_claim",
     "database_engine",
     "database_names",
+    "database_owner",
     "owner_dsn",
     "reconcile_owned_database",
 ]
@@ -58,6 +64,7 @@ LABEL_OWNER_SERVICE = "pilotboat.dev/owner-service"
 _SECRET_PREFIX = "pilotboat-db-"
 _RETRY_SECONDS = 10.0
 _IDENT_MAX = 63
+_HASH_LEN = 10
 
 
 @dataclass(frozen=True)
@@ -119,29 +126,40 @@ def database_claim(
     )
 
 
-def _identifier(text: str) -> str:
-    """A PostgreSQL identifier for ``text``: lower-case ``[a-z0-9_]``, at most 63 bytes.
+def _identifier(readable: str, key: str) -> str:
+    """A PostgreSQL identifier for the object ``key`` names: ``readable`` lower-cased to
+    ``[a-z0-9_]`` (cut to fit 63 bytes), then ``_`` and a hash of ``key``.
 
-    When anything had to change beyond case and separators, or the result is too long, a
-    short hash of the original keeps two different inputs apart.
+    The hash makes names unique by construction: ``shop/order-db``, ``shop-order/db`` and
+    ``shop/order.db`` read alike but hash apart (``/`` cannot occur in a namespace).
 
-    >>> _identifier("t-shop-1a2b_orders")
-    't_shop_1a2b_orders'
+    >>> _identifier("pb_shop_order-db", "shop/order-db")
+    'pb_shop_order_db_2eb24b4a4c'
+    >>> _identifier("pb_shop-order_db", "shop-order/db")
+    'pb_shop_order_db_b67bf688fb'
     """
-    clean = re.sub(r"[^a-z0-9_]", "_", text.lower())
+    clean = re.sub(r"[^a-z0-9_]", "_", readable.lower())
     if not re.match(r"[a-z_]", clean):
         clean = f"_{clean}"
-    if len(clean) <= _IDENT_MAX:
-        return clean
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{clean[: _IDENT_MAX - 9]}_{digest}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LEN]
+    return f"{clean[: _IDENT_MAX - _HASH_LEN - 1]}_{digest}"
 
 
 def database_names(namespace: str, name: str, spec: OwnedDatabaseSpec) -> tuple[str, str]:
-    """(database, role) on the server; the role always derives from namespace and name."""
-    dbname = spec.database_name or _identifier(f"{namespace}_{name}")
-    role = _identifier(f"pb_{namespace}_{name}")
+    """(database, role) on the server, unique per ``namespace/name``.
+
+    The role always derives from namespace and name; the database too unless
+    ``spec.databaseName`` names it, and then the owner recorded on the server decides.
+    """
+    key = f"{namespace}/{name}"
+    dbname = spec.database_name or _identifier(f"{namespace}_{name}", key)
+    role = _identifier(f"pb_{namespace}_{name}", key)
     return dbname, role
+
+
+def database_owner(meta: Mapping[str, Any]) -> DatabaseOwner:
+    """Whom the server records as owner of this OwnedDatabase's role and database."""
+    return DatabaseOwner(uid=str(meta["uid"]), name=f"{meta['namespace']}/{meta['name']}")
 
 
 def database_engine() -> PostgresEngine:
@@ -349,7 +367,7 @@ def reconcile_owned_database(
     password = _ensure_credentials_secret(kube, rc, body, spec, dbname, role)
     secret_name = credentials_secret_name(meta["name"])
     try:
-        engine.ensure_database(admin_dsn, dbname, role, password)
+        engine.ensure_database(admin_dsn, dbname, role, password, owner=database_owner(meta))
     except DatabaseUnavailable as exc:
         message = f"PostgreSQL at {spec.server.host}:{spec.server.port} is unreachable: {exc}"
         _not_ready(rc, status, generation, reasons.SERVER_UNREACHABLE, message, **names)
@@ -397,7 +415,14 @@ def _finalize(
         dbname, role = database_names(meta["namespace"], meta["name"], spec)
         try:
             admin_dsn = _admin_dsn(kube, meta["namespace"], spec)
-            engine.drop_database(admin_dsn, dbname, role)
+            engine.drop_database(admin_dsn, dbname, role, owner=database_owner(meta))
+        except DatabaseOwnedByAnother as exc:
+            # Never ours (refused when created) or handed to another: nothing to drop.
+            rc.event(reasons.DATABASE_NOT_DROPPED, f"Left database {dbname} in place: {exc}",
+                     warning=True)
+            crash_point("database.before-finalizer")
+            _set_finalizer(kube, body, False)
+            return None
         except _AdminSecretProblem as problem:
             _not_ready(
                 rc,
