@@ -2,7 +2,9 @@
 
 Objects travel as plain dicts (the wire form). Writes of child objects go through
 server-side apply with one field manager, so the operator owns exactly the fields it sets
-and a second apply of the same object is a no-op on the server.
+and a second apply of the same object is a no-op on the server. Every other write (merge
+patch, create) carries the same field manager, so ``managedFields`` names ``pilotboat`` for
+everything the operator wrote, and nothing it did not.
 """
 
 from __future__ import annotations
@@ -220,7 +222,11 @@ class Kube:
         if subresource:
             path += f"/{subresource}"
         result: dict[str, Any] = self._call(
-            "PATCH", path, body=patch, content_type="application/merge-patch+json"
+            "PATCH",
+            path,
+            body=patch,
+            query=[("fieldManager", self._field_manager)],
+            content_type="application/merge-patch+json",
         )
         return result
 
@@ -247,7 +253,10 @@ class Kube:
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         res = resource_for(obj["kind"])
         result: dict[str, Any] = self._call(
-            "POST", res.path(obj["metadata"].get("namespace")), body=obj
+            "POST",
+            res.path(obj["metadata"].get("namespace")),
+            body=obj,
+            query=[("fieldManager", self._field_manager)],
         )
         return result
 

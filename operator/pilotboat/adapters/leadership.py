@@ -34,6 +34,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
+from pilotboat.adapters.kube import FIELD_MANAGER
+
 __all__ = ["Leadership", "lease_holder"]
 
 log = logging.getLogger("pilotboat.leadership")
@@ -41,12 +43,28 @@ log = logging.getLogger("pilotboat.leadership")
 logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
 
+class _FieldManagedLeases(k8s.CoordinationV1Api):
+    """Lease writes that name the operator as their field manager, like all its writes."""
+
+    def create_namespaced_lease(  # type: ignore[override]
+        self, namespace: str, body: Any, **kwargs: Any
+    ) -> Any:
+        kwargs.setdefault("field_manager", FIELD_MANAGER)
+        return super().create_namespaced_lease(namespace, body, **kwargs)
+
+    def replace_namespaced_lease(  # type: ignore[override]
+        self, name: str, namespace: str, body: Any, **kwargs: Any
+    ) -> Any:
+        kwargs.setdefault("field_manager", FIELD_MANAGER)
+        return super().replace_namespaced_lease(name, namespace, body, **kwargs)
+
+
 class _Lock(LeaseLock):
     """The client's LeaseLock on a given ApiClient, that writes nothing once released."""
 
     def __init__(self, api: k8s.ApiClient, name: str, namespace: str, identity: str):
         super().__init__(name, namespace, identity)  # type: ignore[no-untyped-call]
-        self.api_instance = k8s.CoordinationV1Api(api)
+        self.api_instance = _FieldManagedLeases(api)
         self.released = False
 
     def create(self, name: str, namespace: str, election_record: Any) -> bool:
