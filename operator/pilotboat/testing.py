@@ -101,15 +101,16 @@ class OperatorProcess(ChildProcess):
         port = _free_port()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        # As a user runs it: the kubeconfig by flag, none in the environment.
         env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
+            **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
             "PYTHONUNBUFFERED": "1",
             **self.env,
             **(env or {}),
         }
         cmd = [
             sys.executable, "-m", "pilotboat", "run",
+            "--kubeconfig", str(self.kubeconfig),
             "--liveness", f"http://127.0.0.1:{port}/healthz",
             *self.extra_args,
         ]  # fmt: skip

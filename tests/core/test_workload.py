@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import pilotboat.core.conditions
 import pilotboat.core.readiness
+import pilotboat.core.workload
 from pilotboat.api import MicroserviceSpec
 from pilotboat.core.conditions import DesiredCondition, set_conditions
 from pilotboat.core.readiness import track_health
@@ -18,6 +19,7 @@ from pilotboat.core.workload import (
     render_deployment,
     render_service,
     revision_of,
+    source_field,
     template_hash,
 )
 
@@ -30,7 +32,9 @@ def spec(**overrides: object) -> MicroserviceSpec:
     )
 
 
-@pytest.mark.parametrize("module", [pilotboat.core.conditions, pilotboat.core.readiness])
+@pytest.mark.parametrize(
+    "module", [pilotboat.core.conditions, pilotboat.core.readiness, pilotboat.core.workload]
+)
 def test_docstring_examples_hold(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
@@ -245,3 +249,35 @@ def test_route_mirror_keeps_other_filters_and_what_the_server_stored() -> None:
     assert moved[1] == rules[1]
     off = route_mirror(rules, stable="c-stable", canary="c-canary", port=80, percent=0)
     assert off[0]["filters"] == [header]
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "env_count", "source"),
+    [
+        ("Service", "metadata.name", 0, "metadata.name"),
+        ("Deployment", "metadata.name", 0, "metadata.name"),
+        ("Service", "spec.ports[1].port", 0, "spec.ports[1].port"),
+        ("Service", "spec.ports[1].name", 0, "spec.ports[1].name"),
+        ("Deployment", "spec.template.spec.containers[0].image", 0, "spec.image"),
+        ("Deployment", "spec.template.spec.containers[0].imagePullPolicy", 0,
+         "spec.imagePullPolicy"),
+        ("Deployment", "spec.template.spec.containers[0].env[0].name", 1, "spec.env[0].name"),
+        ("Deployment", "spec.template.spec.containers[0].env[3].name", 1, None),  # the operator's
+        ("Deployment", "spec.template.spec.containers[0].resources.limits[cpu]", 0,
+         "spec.resources.limits[cpu]"),
+        ("Deployment", "spec.template.spec.containers[0].readinessProbe.httpGet.port", 0,
+         "spec.readinessProbe.port"),
+        ("Deployment", "spec.template.spec.containers[0].ports[0].containerPort", 0,
+         "spec.ports[0]"),
+        ("Deployment", "spec.template.spec.nodeSelector", 0, "spec.nodeSelector"),
+        ("Deployment", "spec.template.spec.tolerations[0].effect", 0,
+         "spec.tolerations[0].effect"),
+        ("Deployment", "spec.template.metadata.labels", 0, "spec.version"),
+        ("Deployment", "spec.selector", 0, None),
+        ("Service", "spec.template.spec.containers[0].image", 0, None),
+    ],
+)
+def test_a_refused_child_field_is_told_as_the_microservice_field_it_comes_from(
+    kind: str, field: str, env_count: int, source: str | None
+) -> None:
+    assert source_field(kind, field, env_count=env_count) == source

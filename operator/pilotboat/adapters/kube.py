@@ -193,20 +193,32 @@ class Kube:
             raise
         return {str(r["name"]) for r in listing.get("resources", [])}
 
-    def apply(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
-        """Server-side apply `obj` (it must carry apiVersion, kind, metadata.name)."""
+    def apply(
+        self, obj: dict[str, Any], *, subresource: str | None = None, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply `obj` (it must carry apiVersion, kind, metadata.name).
+
+        With `dry_run` the API server validates and admits it and stores nothing."""
         res = resource_for(obj["kind"])
         meta = obj["metadata"]
         path = res.path(meta.get("namespace"), meta["name"])
         if subresource:
             path += f"/{subresource}"
-        result: dict[str, Any] = self._call(
-            "PATCH",
-            path,
-            body=obj,
-            query=[("fieldManager", self._field_manager), ("force", "true")],
-            content_type="application/apply-patch+yaml",
-        )
+        try:
+            result: dict[str, Any] = self._call(
+                "PATCH",
+                path,
+                body=obj,
+                query=[
+                    ("fieldManager", self._field_manager),
+                    ("force", "true"),
+                    *([("dryRun", "All")] if dry_run else []),
+                ],
+                content_type="application/apply-patch+yaml",
+            )
+        except ApiException as exc:
+            exc.applied_object = obj  # type: ignore[attr-defined]  # what was refused
+            raise
         return result
 
     def merge_patch(

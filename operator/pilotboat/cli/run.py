@@ -36,6 +36,11 @@ _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 )
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Path to a kubeconfig.")
 @click.option(
+    "--context",
+    default=None,
+    help="The kubeconfig context to use (default: its current context).",
+)
+@click.option(
     "--liveness",
     default="http://0.0.0.0:8080/healthz",
     show_default=True,
@@ -101,6 +106,7 @@ _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 def run(
     namespaces: tuple[str, ...],
     kubeconfig: str | None,
+    context: str | None,
     liveness: str,
     prometheus_url: str | None,
     peering: str | None,
@@ -128,17 +134,15 @@ def run(
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="object",
     )
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig  # Kopf's own login reads it too
-        api_client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig
-        )
-    else:
-        try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        api_client = kubernetes.client.ApiClient()
+    api_client = _api_client(kubernetes, kubeconfig, context)
+
+    @kopf.on.login()
+    def _login(**_: Any) -> kopf.ConnectionInfo:
+        # Kopf logs in with exactly what the operator's own client uses (this kubeconfig
+        # and context, or the pod's service account), not with what it would find itself.
+        info: kopf.ConnectionInfo = _connection_info(kopf, api_client.configuration)
+        return info
+
     kube = Kube(api_client)
     _wait_for_the_api(kube)
     configure_runtime(
@@ -189,6 +193,48 @@ def run(
     finally:
         if leadership is not None:
             leadership.release()
+
+
+def _api_client(kubernetes: Any, kubeconfig: str | None, context: str | None) -> Any:
+    """A client on ``kubeconfig``/``context``; in a pod without them, its service account;
+    else the default kubeconfig. A missing or broken kubeconfig is one line, not a trace."""
+    config = kubernetes.client.Configuration()
+    try:
+        if kubeconfig or context:
+            kubernetes.config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=config
+            )
+        else:
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=config)
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config(client_configuration=config)
+    except (kubernetes.config.ConfigException, OSError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise click.ClickException(f"cannot load the kubeconfig {where}: {exc}") from None
+    return kubernetes.client.ApiClient(config)
+
+
+def _connection_info(kopf: Any, config: Any) -> Any:
+    """Kopf's credentials from a loaded kubernetes client configuration."""
+    if getattr(config, "refresh_api_key_hook", None) is not None:
+        config.refresh_api_key_hook(config)  # exec and auth-provider plugins renew here
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
 
 
 def _wait_for_the_api(kube: Kube, timeout: float = 120) -> None:

@@ -16,6 +16,7 @@ ROLLED_BACK = "RolledBack"
 # Reasons.
 DEPLOYMENT_MISSING = "DeploymentMissing"
 DEPLOYMENT_PENDING = "DeploymentPending"
+CHILD_REJECTED = "ChildRejected"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 REPLICAS_READY = "ReplicasReady"
 REPLICAS_NOT_READY = "ReplicasNotReady"

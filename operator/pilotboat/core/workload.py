@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +36,7 @@ __all__ = [
     "render_service",
     "revision_of",
     "selector_labels",
+    "source_field",
 ]
 
 Track = Literal["stable", "canary"]
@@ -232,3 +234,57 @@ def render_service(
             ],
         },
     }
+
+
+_CONTAINER = "spec.template.spec.containers[0]."
+# A rendered child's field → the Microservice field it comes from (longest prefix first).
+_SOURCES: tuple[tuple[str, str, str], ...] = (
+    ("Deployment", "metadata.name", "metadata.name"),
+    ("Service", "metadata.name", "metadata.name"),
+    ("Deployment", _CONTAINER + "image", "spec.image"),
+    ("Deployment", _CONTAINER + "imagePullPolicy", "spec.imagePullPolicy"),
+    ("Deployment", _CONTAINER + "env", "spec.env"),
+    ("Deployment", _CONTAINER + "resources", "spec.resources"),
+    ("Deployment", _CONTAINER + "readinessProbe.httpGet.port", "spec.readinessProbe.port"),
+    ("Deployment", _CONTAINER + "readinessProbe.httpGet.path", "spec.readinessProbe.path"),
+    ("Deployment", _CONTAINER + "readinessProbe.periodSeconds",
+     "spec.readinessProbe.periodSeconds"),
+    ("Deployment", _CONTAINER + "readinessProbe", "spec.readinessProbe"),
+    ("Deployment", _CONTAINER + "ports", "spec.ports"),
+    ("Deployment", "spec.template.spec.nodeSelector", "spec.nodeSelector"),
+    ("Deployment", "spec.template.spec.tolerations", "spec.tolerations"),
+    ("Deployment", "spec.template.metadata.labels", "spec.version"),
+    ("Deployment", "metadata.labels", "spec.version"),
+    ("Service", "spec.ports", "spec.ports"),
+)
+
+
+def source_field(kind: str, field: str, *, env_count: int = 0) -> str | None:
+    """The Microservice field that a field of its rendered ``kind`` comes from, or None.
+
+    Indexes carry over where the lists match one to one (ports; ``env`` for the first
+    ``env_count`` entries, the user's own, before those the operator adds).
+
+    >>> source_field("Deployment", "spec.template.spec.containers[0].env[1].name", env_count=2)
+    'spec.env[1].name'
+    >>> source_field("Service", "spec.ports[0].port")
+    'spec.ports[0].port'
+    >>> source_field("Deployment", "spec.template.spec.containers[0].ports[1].containerPort")
+    'spec.ports[1]'
+    """
+    for child_kind, prefix, source in _SOURCES:
+        if child_kind != kind or not (field == prefix or field.startswith(prefix)):
+            continue
+        rest = field[len(prefix):]
+        if rest and rest[0] not in ".[":
+            continue
+        if source == "spec.env":
+            index = re.match(r"^\[(\d+)\]", rest)
+            if index is None or int(index[1]) >= env_count:
+                return None  # an entry the operator adds, not the user's
+            return source + rest
+        if source == "spec.ports" and kind == "Deployment":
+            index = re.match(r"^\[(\d+)\]", rest)
+            return source + (index[0] if index else "")
+        return source + rest
+    return None

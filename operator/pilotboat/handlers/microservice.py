@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from pilotboat import GROUP, VERSION
@@ -45,6 +46,7 @@ from pilotboat.core.workload import (
 )
 from pilotboat.handlers import metrics, traffic
 from pilotboat.handlers.analysis import analyse_step, effective_template
+from pilotboat.handlers.children import ChildBackoff, ChildRefusal, child_refusal
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.contracts import contract_gate, hold_for_contract
 from pilotboat.handlers.databases import database_claim
@@ -56,6 +58,7 @@ from pilotboat.handlers.migrations import migrations_blocking
 __all__ = ["reconcile_microservice"]
 
 _COMMANDS = ("promote", "promoteFull", "abort", "retry")
+_backoff = ChildBackoff()
 
 
 
@@ -287,26 +290,13 @@ def reconcile_microservice(
         }
 
     extra_status = flag_overrides_fields(kube, owner.namespace, spec, status, decision)
-    # Traffic moves before the pods it leaves do: a rollback or a finished promotion points
-    # the route at stable first, then scales the canary down; a higher weight waits for the
-    # canary's ready replicas inside `traffic.route`.
-    _apply_services(kube, rc, owner, spec, routing)
-    routed = traffic.route(
-        kube,
-        rc,
-        owner,
-        strategy,
-        decision,
-        canary_ready=canary_health.ready if tracks.revision("canary") == revision else 0,
-        replicas=spec.replicas,
-    )
-    extra_status = {
-        **(extra_status or {}),
-        "actualWeight": _actual_weight(routed, tracks, revision, decision),
-    }
-    crash_point("microservice.after-service")
-    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
-    crash_point("microservice.after-deployment")
+    written = _write_children(
+        kube, rc, owner, spec, strategy, routing, tracks, decision, revision,
+        canary_health.ready, extra_env, extra_status, status, generation,
+    )  # fmt: skip
+    if not isinstance(written, dict):
+        return written  # refused, or backing off after a refusal
+    extra_status = written
 
     for event in decision.events:
         rc.event(event.reason, event.message, warning=event.warning)
@@ -324,6 +314,10 @@ def reconcile_microservice(
         extra_status,
         contract_conditions,
     )
+    return _next_look(decision, next_measure)
+
+
+def _next_look(decision: Decision, next_measure: float | None) -> float | None:
     waits = [
         w
         for w in (decision.requeue_after, next_measure if decision.analyse else None)
@@ -332,6 +326,98 @@ def reconcile_microservice(
     if decision.phase == "Progressing" and not waits:
         waits.append(5.0)  # a canary becoming ready also triggers an event; this is a floor
     return min(waits) if waits else None
+
+
+def _write_children(
+    kube: Kube,
+    rc: Reconcile,
+    owner: Owner,
+    spec: MicroserviceSpec,
+    strategy: CanaryStrategy | None,
+    routing: traffic.Routing,
+    tracks: _Tracks,
+    decision: Decision,
+    revision: str,
+    canary_ready: int,
+    extra_env: list[dict[str, Any]],
+    extra_status: dict[str, Any] | None,
+    status: Mapping[str, Any],
+    generation: int,
+) -> dict[str, Any] | float:
+    """The children written (the status fields they tell), or seconds until the next try
+    after the API server refused one."""
+    wait = _backoff.wait(owner.uid, generation)
+    if wait is not None:
+        return wait
+    try:
+        written = _apply_children(
+            kube, rc, owner, spec, strategy, routing, tracks, decision, revision,
+            canary_ready, extra_env, extra_status,
+        )  # fmt: skip
+    except ApiException as exc:
+        refusal = child_refusal(exc, getattr(exc, "applied_object", None) or {}, spec)
+        if refusal is None:
+            raise
+        return _child_rejected(rc, status, generation, owner, refusal)
+    _backoff.succeeded(owner.uid)
+    return written
+
+
+def _apply_children(
+    kube: Kube,
+    rc: Reconcile,
+    owner: Owner,
+    spec: MicroserviceSpec,
+    strategy: CanaryStrategy | None,
+    routing: traffic.Routing,
+    tracks: _Tracks,
+    decision: Decision,
+    revision: str,
+    canary_ready: int,
+    extra_env: list[dict[str, Any]],
+    extra_status: dict[str, Any] | None,
+) -> dict[str, Any]:
+    # Traffic moves before the pods it leaves do: a rollback or a finished promotion points
+    # the route at stable first, then scales the canary down; a higher weight waits for the
+    # canary's ready replicas inside `traffic.route`.
+    _apply_services(kube, rc, owner, spec, routing)
+    routed = traffic.route(
+        kube,
+        rc,
+        owner,
+        strategy,
+        decision,
+        canary_ready=canary_ready if tracks.revision("canary") == revision else 0,
+        replicas=spec.replicas,
+    )
+    extra_status = {
+        **(extra_status or {}),
+        "actualWeight": _actual_weight(routed, tracks, revision, decision),
+    }
+    crash_point("microservice.after-service")
+    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
+    crash_point("microservice.after-deployment")
+    return extra_status
+
+
+def _child_rejected(
+    rc: Reconcile, status: Mapping[str, Any], generation: int, owner: Owner,
+    refusal: ChildRefusal,
+) -> float:
+    """``Ready=False ChildRejected`` with the API server's words; the next try backs off."""
+    delay = _backoff.failed(owner.uid, generation)
+    rc.log.warning(
+        "%s; trying again in %.0fs", refusal.message, delay,
+        extra={"reason": reasons.CHILD_REJECTED, "retry_in": delay},
+    )  # fmt: skip
+    conditions = [DesiredCondition(reasons.READY, "False", reasons.CHILD_REJECTED, refusal.message)]
+    fields = {
+        "observedGeneration": generation,
+        "message": refusal.message,
+        "phase": status.get("phase") or "Progressing",
+    }
+    rc.write_status(status, conditions, fields, warn=True)
+    return delay
 
 
 def _apply_tracks(

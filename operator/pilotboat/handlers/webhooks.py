@@ -9,6 +9,11 @@ The webhooks:
   claims an OwnedDatabase owned by another service, naming the owner. ``Ignore`` because
   the Microservice reconciler enforces the same rule (:func:`database_claim`); the webhook
   only says no earlier, at ``kubectl apply`` time;
+* ``microservice-children`` (validating, ``failurePolicy: Ignore``) renders the
+  Microservice's Deployment and Service and asks the API server, by a server-side dry run
+  that stores nothing, whether it would take them; a refusal names the Microservice's own
+  field (``spec.env[0].name: Invalid value …``). ``Ignore`` because the reconciler reports
+  the same refusal as ``Ready=False ChildRejected`` (:mod:`pilotboat.handlers.children`);
 * ``featureflag-valid`` (validating, ``failurePolicy: Ignore``) refuses a FeatureFlag that
   flagd could not serve, naming each field (:func:`pilotboat.api.flag.feature_flag_problems`);
   ``Ignore`` for the same reason: the operator does not render a flag it would refuse;
@@ -47,12 +52,16 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from pilotboat import GROUP, VERSION
 from pilotboat.adapters.kube import Kube
+from pilotboat.api import MicroserviceSpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core import reasons
+from pilotboat.core.workload import Owner
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval
+from pilotboat.handlers.children import dry_run_children
 from pilotboat.handlers.context import runtime
 from pilotboat.handlers.contracts import (
     ANNOTATION_ALLOW_BREAKING,
@@ -75,6 +84,7 @@ CLAIM_WEBHOOK = "database-claim"
 FLAG_WEBHOOK = "featureflag-valid"
 LINT_WEBHOOK = "schemamigration-lint"
 OVERRIDE_WEBHOOK = "breaking-change-override"
+CHILDREN_WEBHOOK = "microservice-children"
 
 
 def _carries_override(obj: str) -> str:
@@ -194,6 +204,7 @@ def _configurations(
             "metadata": {"name": name, "labels": labels},
             "webhooks": [
                 webhook(CLAIM_WEBHOOK, "microservices", "Ignore"),
+                webhook(CHILDREN_WEBHOOK, "microservices", "Ignore"),
                 webhook(FLAG_WEBHOOK, "featureflags", "Ignore"),
                 webhook(LINT_WEBHOOK, "schemamigrations", "Ignore"),
             ],
@@ -268,6 +279,21 @@ def database_claim_check(body: kopf.Body, **_: Any) -> None:
     claim = database_claim(runtime().kube, meta["namespace"], meta["name"], str(ref))
     if claim.reason == reasons.DATABASE_OWNED_BY_ANOTHER:
         raise kopf.AdmissionError(claim.message, code=403)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "microservices", id=CHILDREN_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+def rendered_children_check(body: kopf.Body, **_: Any) -> None:
+    meta = body["metadata"]
+    try:
+        spec = MicroserviceSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return  # the CRD's schema, and the reconciler's SpecValid condition, name those
+    owner = Owner(str(meta["name"]), str(meta["namespace"]), str(meta.get("uid") or ""))
+    refusal = dry_run_children(runtime().kube, owner, spec)
+    if refusal is not None:
+        raise kopf.AdmissionError(refusal.message, code=422)
 
 
 @kopf.on.validate(GROUP, VERSION, "featureflags", id=FLAG_WEBHOOK, operations=["CREATE", "UPDATE"])

@@ -1,0 +1,118 @@
+"""Children the API server refuses, told in the Microservice's own fields, and the back-off
+between attempts to write them.
+
+A Microservice the CRD accepts can still render a Deployment or Service the API server
+refuses (a name that is no valid Service name, an environment variable name Kubernetes
+rejects, a port out of range …). Admission asks the API server first, by a server-side dry
+run of the rendered children (:func:`dry_run_children`); whatever is refused later makes
+``Ready=False ChildRejected`` with the API server's words, and the next attempts back off.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.api import MicroserviceSpec
+from pilotboat.core.workload import Owner, render_deployment, render_service, source_field
+
+__all__ = ["ChildBackoff", "ChildRefusal", "child_refusal", "dry_run_children"]
+
+_REFUSED = (400, 422)
+
+
+@dataclass(frozen=True)
+class ChildRefusal:
+    kind: str
+    name: str
+    message: str
+    """The API server's reasons, each led by the Microservice field it comes from."""
+
+
+def child_refusal(
+    exc: ApiException, child: Mapping[str, Any], spec: MicroserviceSpec
+) -> ChildRefusal | None:
+    """What the API server said about ``child``, if ``exc`` is a refusal (not an outage)."""
+    if exc.status not in _REFUSED:
+        return None
+    kind, name = str(child["kind"]), str(child["metadata"]["name"])
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        body = {}
+    env_count = len(spec.env or ())
+    parts = []
+    for cause in (body.get("details") or {}).get("causes") or []:
+        field = cause.get("field")
+        source = source_field(kind, field, env_count=env_count) if field else None
+        where = source or (f"{kind} field {field}" if field else kind)
+        parts.append(f"{where}: {cause.get('message') or cause.get('reason')}")
+    if not parts:
+        parts.append(str(body.get("message") or exc.reason))
+    message = (
+        f"the API server refuses the {kind} {name} rendered from this Microservice: "
+        + "; ".join(parts)
+    )
+    return ChildRefusal(kind, name, message[:2000])
+
+
+def dry_run_children(kube: Kube, owner: Owner, spec: MicroserviceSpec) -> ChildRefusal | None:
+    """Ask the API server, storing nothing, whether it takes the children ``spec`` renders."""
+    children = [
+        render_deployment(owner, spec, track="stable", replicas=spec.replicas),
+        render_service(owner, spec),
+    ]
+    for child in children:
+        child["metadata"].pop("ownerReferences", None)  # no UID before the object exists
+        try:
+            kube.apply(child, dry_run=True)
+        except ApiException as exc:
+            refusal = child_refusal(exc, child, spec)
+            if refusal is not None:
+                return refusal
+            raise
+    return None
+
+
+class ChildBackoff:
+    """Per object and generation: when writing its children may be tried again.
+
+    Delays double from ``first`` to ``longest``; a new generation or a success starts over.
+    Kept in memory: after a restart the first attempt comes at once, which is what a
+    changed cluster (a quota raised, a webhook fixed) deserves anyway.
+    """
+
+    def __init__(self, first: float = 5.0, longest: float = 300.0) -> None:
+        self._first, self._longest = first, longest
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[int, int, float]] = {}  # uid → generation, tries, next
+
+    def wait(self, uid: str, generation: int, now: float | None = None) -> float | None:
+        """Seconds to wait before the next attempt, or None when it may go now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            state = self._state.get(uid)
+        if state is None or state[0] != generation or now >= state[2]:
+            return None
+        return state[2] - now
+
+    def failed(self, uid: str, generation: int, now: float | None = None) -> float:
+        """Record a refusal; returns the delay before the next attempt."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            gen, tries, _ = self._state.get(uid, (generation, 0, now))
+            tries = tries + 1 if gen == generation else 1
+            delay = float(min(self._first * 2 ** (tries - 1), self._longest))
+            self._state[uid] = (generation, tries, now + delay)
+        return delay
+
+    def succeeded(self, uid: str) -> None:
+        with self._lock:
+            self._state.pop(uid, None)

@@ -1,0 +1,108 @@
+"""Children the API server refuses: refused at admission naming the Microservice's field, or,
+where admission did not run, ``Ready=False ChildRejected`` with the API server's message and
+retries that back off."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.testing import OperatorProcess
+from tests.manifests import microservice
+from tests.story import Story
+
+# Each passes the CRD's schema; the Deployment or Service it renders does not pass the API
+# server's validation.
+INVALID_CHILDREN: dict[str, tuple[dict[str, Any], str, str]] = {
+    "service-name": (microservice("orders.v2"), "metadata.name", "DNS-1035"),
+    "duplicate-port": (
+        microservice("orders", ports=[{"name": "http", "port": 8080},
+                                      {"name": "web", "port": 8080}]),
+        "spec.ports[1]", "Duplicate value",
+    ),
+    "env-name": (microservice("orders", env=[{"name": "A=B", "value": "x"}]),
+                 "spec.env[0].name", "Invalid value"),
+    "resource-quantity": (
+        microservice("orders", resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
+        "spec.resources.requests", "must be less than or equal to cpu limit",
+    ),
+    "image-reference": (microservice("orders", image=" localhost/pilotboat/echo:v1"),
+                        "spec.image", "whitespace"),
+    "probe-port": (microservice("orders", readinessProbe={"port": 70000}),
+                   "spec.readinessProbe.port", "between 1 and 65535"),
+}
+
+
+@pytest.mark.usefixtures("operator")
+@pytest.mark.parametrize("case", sorted(INVALID_CHILDREN))
+def test_admission_refuses_a_microservice_whose_children_the_api_server_would_refuse(
+    story: Story, case: str
+) -> None:
+    manifest, field, words = INVALID_CHILDREN[case]
+    with pytest.raises(ApiException) as refused:
+        story.given(manifest)
+    body = str(refused.value.body)
+    assert refused.value.status == 422, body
+    assert f"{field}: " in body and words in body, body
+    assert story.get("Microservice", manifest["metadata"]["name"]) is None
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_valid_microservice_is_admitted_and_nothing_is_left_by_the_dry_run(
+    story: Story,
+) -> None:
+    story.given(microservice("orders", replicas=1))
+    story.wait_condition("Microservice", "orders", "Ready", timeout=90)
+    assert len(story.kube.list("Deployment", story.namespace)) == 1
+
+
+def _rejection_delays(own: OperatorProcess, namespace: str) -> list[float]:
+    return [
+        float(r["retry_in"])
+        for r in own.log_records()
+        if r.get("reason") == "ChildRejected" and "retry_in" in r
+        and (r.get("object") or {}).get("namespace") == namespace
+    ]
+
+
+def test_a_child_refused_after_admission_is_reported_and_retried_with_back_off(
+    kube: Kube, private_namespace: str, kubeconfig: Path, tmp_path: Path
+) -> None:
+    # No webhook covers this namespace (the operator below serves none), as when the
+    # Microservice was created while no operator ran.
+    story = Story(kube, private_namespace)
+    story.given(microservice("orders", replicas=1, env=[{"name": "A=B", "value": "x"}]))
+    own = OperatorProcess(kubeconfig, tmp_path, ["--namespace", private_namespace,
+                                                 "--no-webhooks"])
+    own.start()
+    try:
+        ms = story.wait_for(
+            "Microservice", "orders",
+            lambda o: any(c["type"] == "Ready" and c["reason"] == "ChildRejected"
+                          for c in ((o or {}).get("status") or {}).get("conditions") or []),
+            timeout=30, what="Ready=False ChildRejected",
+        )
+        assert ms is not None
+        ready = next(c for c in ms["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False"
+        assert "spec.env[0].name: Invalid value: \"A=B\"" in ready["message"], ready
+        assert any(e["reason"] == "ChildRejected" and e["type"] == "Warning"
+                   for e in story.events("orders"))
+        assert story.get("Deployment", "orders") is None
+
+        deadline = time.monotonic() + 40
+        while len(_rejection_delays(own, private_namespace)) < 3 and time.monotonic() < deadline:
+            time.sleep(1)
+        delays = _rejection_delays(own, private_namespace)
+        assert delays[:3] == [5.0, 10.0, 20.0], delays
+
+        # The user fixes the field: the new generation is tried at once and converges.
+        story.patch("Microservice", "orders", {"spec": {"env": [{"name": "A", "value": "x"}]}})
+        story.wait_condition("Microservice", "orders", "Ready", timeout=90)
+    finally:
+        own.stop()

@@ -1,0 +1,51 @@
+"""`pilotboat run` as a user starts it: the kubeconfig by flag, nothing in the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pilotboat.adapters.kube import Kube
+from pilotboat.testing import OperatorProcess
+from tests.manifests import microservice
+from tests.story import Story
+
+
+def test_run_with_kubeconfig_and_context_flags_and_no_kubeconfig_in_the_environment(
+    kube: Kube, private_namespace: str, kubeconfig: Path, tmp_path: Path
+) -> None:
+    context = yaml.safe_load(kubeconfig.read_text())["current-context"]
+    home = tmp_path / "home"  # no ~/.kube/config to fall back on
+    home.mkdir()
+    own = OperatorProcess(kubeconfig, tmp_path, ["--namespace", private_namespace,
+                                                 "--context", context],
+                          env={"HOME": str(home)})
+    assert "KUBECONFIG" not in own.env
+    own.start()
+    story = Story(kube, private_namespace)
+    try:
+        story.given(microservice("catalog", replicas=1))
+        ms = story.wait_condition("Microservice", "catalog", "Ready", timeout=90)
+    finally:
+        own.stop()
+    assert ms["status"]["readyReplicas"] == 1
+    assert "Ran out of valid credentials" not in own.log_text()
+
+
+def test_a_context_the_kubeconfig_lacks_is_one_line_and_a_non_zero_exit(
+    kubeconfig: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pilotboat", "run", "--kubeconfig", str(kubeconfig),
+         "--context", "no-such-context"],
+        capture_output=True, text=True, env={**env, "HOME": str(tmp_path)}, timeout=60,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-context" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
