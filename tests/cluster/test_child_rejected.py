@@ -106,3 +106,46 @@ def test_a_child_refused_after_admission_is_reported_and_retried_with_back_off(
         story.wait_condition("Microservice", "orders", "Ready", timeout=90)
     finally:
         own.stop()
+
+
+def _foreign_deployment(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "other", "image": "someone/else:1"}],
+                     "nodeSelector": {"type": "kwok"},
+                     "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Equal",
+                                      "value": "fake", "effect": "NoSchedule"}]}}},
+    }
+
+
+@pytest.mark.usefixtures("operator")
+@pytest.mark.parametrize("foreign", ["web", "web-canary"])
+def test_a_foreign_object_with_a_childs_name_is_never_adopted_changed_or_deleted(
+    story: Story, foreign: str
+) -> None:
+    story.given(_foreign_deployment(foreign))
+    before = story.get("Deployment", foreign)
+    assert before is not None
+
+    story.given(microservice("web", replicas=1))
+    ms = story.wait_for(
+        "Microservice", "web",
+        lambda o: any(c["type"] == "Ready" and c["reason"] == "ChildNotOwned"
+                      for c in ((o or {}).get("status") or {}).get("conditions") or []),
+        timeout=60, what="Ready=False ChildNotOwned",
+    )
+    assert ms is not None
+    ready = next(c for c in ms["status"]["conditions"] if c["type"] == "Ready")
+    assert f"Deployment {foreign} exists and is not controlled by Microservice web" in \
+        ready["message"]
+    time.sleep(3)  # room for a wrong write to show
+    after = story.get("Deployment", foreign)
+    assert after is not None
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert not after["metadata"].get("ownerReferences")
+    assert all(m["manager"] != "pilotboat" for m in after["metadata"]["managedFields"])
+    assert any(e["reason"] == "ChildNotOwned" for e in story.events("web"))

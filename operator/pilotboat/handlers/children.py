@@ -23,9 +23,42 @@ from pilotboat.adapters.kube import Kube
 from pilotboat.api import MicroserviceSpec
 from pilotboat.core.workload import Owner, render_deployment, render_service, source_field
 
-__all__ = ["ChildBackoff", "ChildRefusal", "child_refusal", "dry_run_children"]
+__all__ = [
+    "ChildBackoff",
+    "ChildNotOwned",
+    "ChildRefusal",
+    "child_refusal",
+    "controlled_by",
+    "dry_run_children",
+    "ensure_controlled",
+]
 
 _REFUSED = (400, 422)
+
+
+def controlled_by(obj: Mapping[str, Any], owner: Owner) -> bool:
+    """Whether ``owner`` is ``obj``'s controller (an owner reference with its UID)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == owner.uid and r.get("controller") for r in refs)
+
+
+class ChildNotOwned(Exception):
+    """An object with the name a child needs exists and is not this Microservice's: it is
+    never adopted, overwritten or deleted."""
+
+    def __init__(self, kind: str, name: str, owner: Owner) -> None:
+        super().__init__(
+            f"{kind} {name} exists and is not controlled by Microservice {owner.name}; "
+            f"Pilotboat does not adopt, change or delete it. Rename or delete it, or give "
+            f"the Microservice another name"
+        )
+        self.kind, self.name = kind, name
+
+
+def ensure_controlled(obj: Mapping[str, Any] | None, kind: str, owner: Owner) -> None:
+    """Raise :class:`ChildNotOwned` when ``obj`` exists and ``owner`` does not control it."""
+    if obj is not None and not controlled_by(obj, owner):
+        raise ChildNotOwned(kind, str(obj["metadata"]["name"]), owner)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,13 @@ def sync_service_flags(
         if current is not None and _owned_by(current, owner):
             kube.delete("ConfigMap", owner.namespace, name)
         return None
+    if current is not None and not _owned_by(current, owner):
+        Reconcile.start(kube, service).log.warning(
+            "ConfigMap %s exists and is not controlled by Microservice %s; its flags are not "
+            "written there (Pilotboat never overwrites what it does not own)", name, owner.name,
+            extra={"reason": "ChildNotOwned"},
+        )
+        return None
     previous = None
     if current is not None:
         try:

@@ -46,7 +46,13 @@ from pilotboat.core.workload import (
 )
 from pilotboat.handlers import metrics, traffic
 from pilotboat.handlers.analysis import analyse_step, effective_template
-from pilotboat.handlers.children import ChildBackoff, ChildRefusal, child_refusal
+from pilotboat.handlers.children import (
+    ChildBackoff,
+    ChildNotOwned,
+    ChildRefusal,
+    child_refusal,
+    ensure_controlled,
+)
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.contracts import contract_gate, hold_for_contract
 from pilotboat.handlers.databases import database_claim
@@ -59,6 +65,7 @@ __all__ = ["reconcile_microservice"]
 
 _COMMANDS = ("promote", "promoteFull", "abort", "retry")
 _backoff = ChildBackoff()
+_FOREIGN_RECHECK_SECONDS = 30.0
 
 
 
@@ -191,23 +198,17 @@ def reconcile_microservice(
         kube.get("Deployment", owner.namespace, deployment_name(owner.name, "stable")),
         kube.get("Deployment", owner.namespace, deployment_name(owner.name, "canary")),
     )
+    try:
+        ensure_controlled(tracks.stable, "Deployment", owner)
+        ensure_controlled(tracks.canary, "Deployment", owner)
+    except ChildNotOwned as foreign:
+        return _child_not_owned(rc, status, generation, foreign)
     state = _release_state(status)
     stable_version = tracks.version("stable")
-    # A release starts, or a rolled-back one is retried: either way it runs on the schema
-    # as it is now, so the migrations its version needs are asked again.
-    retry = (status.get("commands") or {}).get("retry")
-    retrying = bool(retry) and state.aborted_revision == revision and (
-        state.handled_commands.get("retry") != retry
-    )
-    contract_conditions: list[DesiredCondition] = []
-    if tracks.revision("stable") != revision and (state.revision != revision or retrying):
-        blocking = migrations_blocking(kube, owner.namespace, owner.name, spec.version)
-        if blocking:
-            return _hold_for_migrations(rc, status, generation, spec.version, blocking)
-        gate = contract_gate(kube, rc, owner, spec, meta, tracks.revision("stable"), revision)
-        if gate.blocking:
-            return hold_for_contract(rc, status, generation, gate)
-        contract_conditions = gate.conditions
+    gates = _release_gates(kube, rc, owner, spec, meta, status, generation, tracks, state, revision)
+    if not isinstance(gates, list):
+        return gates  # the release waits for a migration or a contract
+    contract_conditions = gates
     canary_health = track_health(tracks.canary, spec.version)
     commands = {k: v for k, v in (status.get("commands") or {}).items() if v and k in _COMMANDS}
     steps = strategy.steps if strategy else []
@@ -328,6 +329,37 @@ def _next_look(decision: Decision, next_measure: float | None) -> float | None:
     return min(waits) if waits else None
 
 
+def _release_gates(
+    kube: Kube,
+    rc: Reconcile,
+    owner: Owner,
+    spec: MicroserviceSpec,
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    generation: int,
+    tracks: _Tracks,
+    state: ReleaseState,
+    revision: str,
+) -> list[DesiredCondition] | float:
+    """The contract conditions of a release that may go, or seconds to wait for a gate.
+
+    A release starts, or a rolled-back one is retried: either way it runs on the schema as
+    it is now, so the migrations its version needs are asked again."""
+    retry = (status.get("commands") or {}).get("retry")
+    retrying = bool(retry) and state.aborted_revision == revision and (
+        state.handled_commands.get("retry") != retry
+    )
+    if tracks.revision("stable") == revision or (state.revision == revision and not retrying):
+        return []
+    blocking = migrations_blocking(kube, owner.namespace, owner.name, spec.version)
+    if blocking:
+        return _hold_for_migrations(rc, status, generation, spec.version, blocking)
+    gate = contract_gate(kube, rc, owner, spec, meta, tracks.revision("stable"), revision)
+    if gate.blocking:
+        return hold_for_contract(rc, status, generation, gate)
+    return list(gate.conditions)
+
+
 def _write_children(
     kube: Kube,
     rc: Reconcile,
@@ -359,8 +391,25 @@ def _write_children(
         if refusal is None:
             raise
         return _child_rejected(rc, status, generation, owner, refusal)
+    except ChildNotOwned as foreign:
+        return _child_not_owned(rc, status, generation, foreign)
     _backoff.succeeded(owner.uid)
     return written
+
+
+def _child_not_owned(
+    rc: Reconcile, status: Mapping[str, Any], generation: int, foreign: ChildNotOwned
+) -> float:
+    """``Ready=False ChildNotOwned``: nothing is written; looked at again in a while, since
+    the other object's changes do not wake this Microservice."""
+    conditions = [DesiredCondition(reasons.READY, "False", reasons.CHILD_NOT_OWNED, str(foreign))]
+    fields = {
+        "observedGeneration": generation,
+        "message": str(foreign),
+        "phase": status.get("phase") or "Progressing",
+    }
+    rc.write_status(status, conditions, fields, warn=True)
+    return _FOREIGN_RECHECK_SECONDS
 
 
 def _apply_children(
@@ -513,6 +562,7 @@ def _apply_services(
     for service in wanted:
         name = service["metadata"]["name"]
         current = kube.get("Service", owner.namespace, name)
+        ensure_controlled(current, "Service", owner)
         if _service_differs(service, current):
             kube.apply(service)
             verb = "Created" if current is None else "Updated"
