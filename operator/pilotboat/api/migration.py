@@ -21,6 +21,7 @@ __all__ = [
     "ExpandPhase",
     "BackfillPhase",
     "VerifyCheck",
+    "ContractApproval",
     "ContractPhase",
     "SchemaMigrationSpec",
     "SchemaMigrationPhase",
@@ -87,6 +88,20 @@ class VerifyCheck(SpecModel):
     sql: str = Field(min_length=1, description="A query that returns one boolean; true = holds.")
 
 
+class ContractApproval(SpecModel):
+    """Who may approve the contract, and for how long an approval counts."""
+
+    separate_approver: bool = Field(
+        default=False,
+        description="The user who last changed the contract SQL may not approve it "
+        "(separation of duties).",
+    )
+    expires_after: Duration | None = Field(
+        default=None,
+        description="An approval older than this no longer counts (e.g. 72h); never if unset.",
+    )
+
+
 class ContractPhase(SpecModel):
     """The destructive half: SQL run only when no old version runs and an approval exists."""
 
@@ -97,6 +112,9 @@ class ContractPhase(SpecModel):
     retired_versions: list[str] | None = Field(
         default=None,
         description="Versions that must be gone first; all but requiredBy.version if unset.",
+    )
+    approval: ContractApproval | None = Field(
+        default=None, description="Separation of duties and expiry of approvals."
     )
 
 
@@ -207,6 +225,24 @@ class MigrationApprovalSpec(SpecModel):
     migration: ObjectName = Field(description="Name of the SchemaMigration in this namespace.")
     phase: ApprovedPhase = Field(default="contract", description="The phase approved: contract.")
     reason: str | None = Field(default=None, max_length=4096, description="Why, for the record.")
+    approver: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Who approves: the requesting user's name, which the API server checks "
+        "(admission policy pilotboat-approver-identity); filled in at admission when unset.",
+    )
+    migration_uid: str | None = Field(
+        default=None,
+        max_length=64,
+        description="UID of the SchemaMigration approved: an approval never counts for a "
+        "later object of the same name. Filled in at admission when unset.",
+    )
+    contract_checksum: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the contract SQL the approver was shown (pilotboat approve "
+        "sends it); a stale one is refused. The SQL's at admission when unset.",
+    )
 
 
 class ApproverIdentity(StatusModel):

@@ -19,25 +19,33 @@ reason ``IdentityMissing``).
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import kopf
 
 from pilotboat import GROUP, VERSION
 from pilotboat.adapters.kube import Kube
+from pilotboat.api.common import parse_duration
 from pilotboat.core import reasons
+from pilotboat.core.approval import ApprovalFacts, ApprovalPolicy, MigrationFacts, judge_approval
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.migration import Approval, checksum
 from pilotboat.handlers.context import Reconcile, now_rfc3339, runtime
 
 __all__ = [
     "ANNOTATION_APPROVER",
+    "ANNOTATION_CONTRACT_AUTHOR",
     "ApprovalRefused",
     "admit_approval",
     "approvals_for",
+    "contract_author",
+    "contract_author_patch",
+    "identity_enforced_since",
     "sync_approval",
 ]
 
@@ -59,8 +67,16 @@ def admit_approval(
     body: Mapping[str, Any],
     old: Mapping[str, Any] | None,
     userinfo: Mapping[str, Any],
-) -> dict[str, str] | None:
-    """Annotations to set on an approval being admitted (None: none); raises to refuse."""
+) -> dict[str, Any] | None:
+    """The patch for an approval being admitted (None: none); raises to refuse.
+
+    On CREATE: ``spec.approver``, ``spec.migrationUID`` and ``spec.contractChecksum`` are
+    filled in where the client left them out (the requesting user; the migration's UID and
+    contract checksum now), and refused where the client gave them and they are wrong: an
+    approver other than the requesting user, a re-created migration, a contract SQL that
+    changed since the approver was shown it, or (with ``separateApprover``) the contract's
+    own author. The annotation records the user's UID and groups and the time.
+    """
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     if operation == "UPDATE":
@@ -91,14 +107,98 @@ def admit_approval(
             f"SchemaMigration {migration_name} does not exist in namespace "
             f"{meta.get('namespace')}; there is nothing to approve"
         )
+    username = str(userinfo.get("username") or "")
+    current = _contract_checksum(migration) or ""
+    uid = str(migration["metadata"].get("uid") or "")
+    _refuse_wrong(spec, username, uid, current, migration)
     stamp = {
-        "username": str(userinfo.get("username") or ""),
+        "username": username,
         "uid": str(userinfo.get("uid") or ""),
         "groups": [str(g) for g in userinfo.get("groups") or []],
-        "contractChecksum": _contract_checksum(migration),
+        "contractChecksum": spec.get("contractChecksum") or current,
         "approvedAt": now_rfc3339(),
     }
-    return {ANNOTATION_APPROVER: json.dumps(stamp, sort_keys=True)}
+    return {
+        "metadata": {"annotations": {ANNOTATION_APPROVER: json.dumps(stamp, sort_keys=True)}},
+        "spec": {
+            "approver": username,
+            "migrationUID": spec.get("migrationUID") or uid,
+            "contractChecksum": spec.get("contractChecksum") or current,
+        },
+    }
+
+
+def _refuse_wrong(
+    spec: Mapping[str, Any],
+    username: str,
+    uid: str,
+    current: str,
+    migration: Mapping[str, Any],
+) -> None:
+    name = migration["metadata"]["name"]
+    if spec.get("approver") and spec["approver"] != username:
+        raise ApprovalRefused(
+            f"spec.approver is {spec['approver']}, but the API server authenticated this "
+            f"request as {username}; leave spec.approver out or give your own name"
+        )
+    if spec.get("migrationUID") and spec["migrationUID"] != uid:
+        raise ApprovalRefused(
+            f"spec.migrationUID {spec['migrationUID']} is not SchemaMigration {name}'s "
+            f"(UID {uid}): it was deleted and re-created since; look at it again"
+        )
+    if spec.get("contractChecksum") and spec["contractChecksum"] != current:
+        raise ApprovalRefused(
+            f"spec.contractChecksum {spec['contractChecksum']} is stale: SchemaMigration "
+            f"{name}'s contract SQL has changed since you were shown it (checksum now "
+            f"{current}); read it again (pilotboat approve shows it) and approve that"
+        )
+    policy = _policy(migration)
+    author = contract_author(migration)
+    if policy.separate_approver and author == username:
+        raise ApprovalRefused(
+            f"{username} last changed SchemaMigration {name}'s contract SQL and may not "
+            "approve it: spec.contract.approval.separateApprover asks for another person"
+        )
+
+
+ANNOTATION_CONTRACT_AUTHOR = "pilotboat.dev/contract-author"
+IDENTITY_POLICY = "pilotboat-approver-identity"
+
+
+def contract_author_patch(
+    operation: str,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    userinfo: Mapping[str, Any],
+) -> dict[str, str] | None:
+    """The annotation naming the requesting user, when it creates a SchemaMigration or
+    changes its contract SQL; None otherwise (the recorded author stays)."""
+    sql = ((body.get("spec") or {}).get("contract") or {}).get("sql")
+    old_sql = (((old or {}).get("spec") or {}).get("contract") or {}).get("sql")
+    if operation == "UPDATE" and sql == old_sql:
+        return None
+    if operation not in ("CREATE", "UPDATE") or not userinfo.get("username"):
+        return None
+    return {ANNOTATION_CONTRACT_AUTHOR: str(userinfo["username"])}
+
+
+def contract_author(migration: Mapping[str, Any]) -> str | None:
+    """Who last changed the migration's contract SQL (the admission policy
+    pilotboat-contract-author makes the annotation name the requesting user)."""
+    annotations = (migration.get("metadata") or {}).get("annotations") or {}
+    author = annotations.get(ANNOTATION_CONTRACT_AUTHOR)
+    return str(author) if author else None
+
+
+def _policy(migration: Mapping[str, Any] | None) -> ApprovalPolicy:
+    approval = (((migration or {}).get("spec") or {}).get("contract") or {}).get("approval")
+    if not isinstance(approval, Mapping):
+        return ApprovalPolicy()
+    expires = approval.get("expiresAfter")
+    return ApprovalPolicy(
+        separate_approver=bool(approval.get("separateApprover")),
+        expires_after=timedelta(seconds=parse_duration(str(expires))) if expires else None,
+    )
 
 
 def _well_formed(spec: Mapping[str, Any]) -> bool:
@@ -107,7 +207,8 @@ def _well_formed(spec: Mapping[str, Any]) -> bool:
         isinstance(migration, str)
         and bool(migration)
         and spec.get("phase", "contract") == "contract"
-        and set(spec) <= {"migration", "phase", "reason"}
+        and set(spec)
+        <= {"migration", "phase", "reason", "approver", "migrationUID", "contractChecksum"}
     )
 
 
@@ -124,8 +225,31 @@ def _stamp(approval: Mapping[str, Any]) -> dict[str, Any] | None:
     return stamp
 
 
-def _trusted() -> bool:
-    return bool(runtime().extras.get("webhooks", False))
+def _time(text: str | None) -> _dt.datetime | None:
+    if not text:
+        return None
+    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def identity_enforced_since(kube: Kube) -> _dt.datetime | None:
+    """Since when the API server has enforced ``spec.approver`` (the admission policy and its
+    binding, as they last changed); None when either is missing."""
+    since: _dt.datetime | None = None
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        obj = kube.get(kind, None, IDENTITY_POLICY)
+        if obj is None:
+            return None
+        if kind.endswith("Binding") and "Deny" not in (obj.get("spec") or {}).get(
+            "validationActions", []
+        ):
+            return None
+        meta = obj["metadata"]
+        times = [meta.get("creationTimestamp")] + [
+            m.get("time") for m in meta.get("managedFields") or []
+        ]
+        for moment in filter(None, map(_time, times)):
+            since = moment if since is None or moment > since else since
+    return since
 
 
 def sync_approval(
@@ -133,80 +257,80 @@ def sync_approval(
     approval: Mapping[str, Any],
     migration: Mapping[str, Any] | None,
     rc: Reconcile | None = None,
+    *,
+    enforced_since: _dt.datetime | None | bool = False,
 ) -> Approval | None:
-    """Write the approval's status from its stamp and the migration as it is now.
+    """Write the approval's status from what it says and the migration as it is now.
 
-    Returns the core :class:`Approval` it stands for (valid or void), or None when it has no
-    trustworthy stamp.
+    Returns the core :class:`Approval` the contract gate counts (valid, or void because the
+    SQL changed), or None when it does not count for another reason (in its status).
+    ``enforced_since`` is :func:`identity_enforced_since`, looked up when not given.
     """
     rc = rc or Reconcile.start(kube, approval)
     meta = approval["metadata"]
+    spec = approval.get("spec") or {}
     status: dict[str, Any] = dict(approval.get("status") or {})
-    stamp = _stamp(approval) if _trusted() else None
-    current = _contract_checksum(migration)
+    since = identity_enforced_since(kube) if enforced_since is False else enforced_since
+    created = _time(meta.get("creationTimestamp")) or _dt.datetime.now(_dt.UTC)
+    assert since is None or isinstance(since, _dt.datetime)
+    approver = str(spec.get("approver") or "")
+    stamp = _stamp(approval) or {}
+    checksum_seen = str(spec.get("contractChecksum") or stamp.get("contractChecksum") or "")
     fields: dict[str, Any] = {"observedGeneration": int(meta.get("generation", 0))}
-    result: Approval | None = None
-    if stamp is None:
-        why = (
-            "this operator runs without admission webhooks and cannot verify who created it"
-            if not _trusted()
-            else f"it has no {ANNOTATION_APPROVER} stamp from the admission webhook "
-            "(was it created while the webhook was not serving?); delete it and approve again"
-        )
-        condition = DesiredCondition(
-            reasons.VALID_CONDITION, "False", reasons.IDENTITY_MISSING, f"not counted: {why}"
-        )
-        fields["valid"] = False
-    else:
-        approved = stamp.get("contractChecksum") or current
+    if approver:
+        same = stamp.get("username") == approver
         fields["approvedBy"] = {
-            "username": stamp["username"],
-            "uid": stamp.get("uid", ""),
-            "groups": list(stamp.get("groups") or []),
+            "username": approver,
+            "uid": str(stamp.get("uid", "")) if same else "",
+            "groups": list(stamp.get("groups") or []) if same else [],
         }
-        fields["approvedAt"] = stamp.get("approvedAt")
-        fields["migrationChecksum"] = approved
-        result = Approval(approver=str(stamp["username"]), checksum=str(approved))
-        if migration is None:
-            condition = DesiredCondition(
-                reasons.VALID_CONDITION,
-                "False",
-                reasons.MIGRATION_NOT_FOUND,
-                f"SchemaMigration {approval['spec'].get('migration')} does not exist",
-            )
-            fields["valid"] = False
-        elif approved != current:
-            condition = DesiredCondition(
-                reasons.VALID_CONDITION,
-                "False",
-                reasons.APPROVAL_VOID,
-                f"void: {stamp['username']} approved contract checksum {approved}, but the "
-                f"contract SQL has changed since (checksum now {current}); approve again",
-            )
-            fields["valid"] = False
-        else:
-            condition = DesiredCondition(
-                reasons.VALID_CONDITION,
-                "True",
-                reasons.APPROVAL_VALID,
-                f"{stamp['username']} approved contract checksum {approved}",
-            )
-            fields["valid"] = True
-    rc.write_status(status, [condition], fields)
-    return result
+        fields["approvedAt"] = meta.get("creationTimestamp")
+        fields["migrationChecksum"] = checksum_seen
+    if migration is None:
+        condition = DesiredCondition(
+            reasons.VALID_CONDITION, "False", reasons.MIGRATION_NOT_FOUND,
+            f"SchemaMigration {spec.get('migration')} does not exist",
+        )  # fmt: skip
+        rc.write_status(status, [condition], {**fields, "valid": False})
+        return None
+    verdict = judge_approval(
+        ApprovalFacts(
+            approver=approver,
+            identity_verified=bool(approver) and since is not None and created > since,
+            migration_uid=spec.get("migrationUID"),
+            checksum=checksum_seen,
+            created_at=created,
+        ),
+        MigrationFacts(
+            uid=str(migration["metadata"].get("uid") or ""),
+            checksum=_contract_checksum(migration) or "",
+            contract_author=contract_author(migration),
+        ),
+        _policy(migration),
+        now=_dt.datetime.now(_dt.UTC),
+    )
+    condition = DesiredCondition(
+        reasons.VALID_CONDITION, "True" if verdict.valid else "False", verdict.reason,
+        verdict.message,
+    )  # fmt: skip
+    rc.write_status(status, [condition], {**fields, "valid": verdict.valid})
+    if verdict.valid or verdict.reason == reasons.APPROVAL_VOID:
+        return Approval(approver=approver, checksum=checksum_seen)
+    return None
 
 
 def approvals_for(kube: Kube, namespace: str, migration: Mapping[str, Any]) -> tuple[Approval, ...]:
     """The approvals of ``migration``'s contract (void ones too), their status brought current."""
     name = migration["metadata"]["name"]
     found = []
+    since = identity_enforced_since(kube)
     for approval in kube.list("MigrationApproval", namespace):
         spec = approval.get("spec") or {}
         if spec.get("migration") != name or spec.get("phase", "contract") != "contract":
             continue
         if approval["metadata"].get("deletionTimestamp"):
             continue
-        result = sync_approval(kube, approval, migration)
+        result = sync_approval(kube, approval, migration, enforced_since=since)
         if result is not None:
             found.append(result)
     return tuple(found)

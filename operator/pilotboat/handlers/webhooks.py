@@ -21,6 +21,10 @@ The webhooks:
   SchemaMigration but answers the SQL linter's findings as admission warnings naming the
   field, which ``kubectl apply`` prints (:func:`pilotboat.handlers.migrations.lint_warnings`);
   the reconciler is what refuses unsafe SQL, with the same findings in a condition;
+* ``contract-author`` (mutating, ``failurePolicy: Fail``) records in the annotation
+  ``pilotboat.dev/contract-author`` who created a SchemaMigration or last changed its
+  contract SQL, for separation of duties (the admission policy pilotboat-contract-author
+  makes sure the annotation cannot name anyone else);
 * ``breaking-change-override`` (mutating, ``failurePolicy: Fail``, called only for requests
   whose object carries or carried the override annotations) stamps who allowed a breaking
   contract change (:func:`pilotboat.handlers.contracts.admit_override`).
@@ -60,7 +64,7 @@ from pilotboat.api import MicroserviceSpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core import reasons
 from pilotboat.core.workload import Owner
-from pilotboat.handlers.approvals import ApprovalRefused, admit_approval
+from pilotboat.handlers.approvals import ApprovalRefused, admit_approval, contract_author_patch
 from pilotboat.handlers.children import dry_run_children
 from pilotboat.handlers.context import runtime
 from pilotboat.handlers.contracts import (
@@ -85,6 +89,7 @@ FLAG_WEBHOOK = "featureflag-valid"
 LINT_WEBHOOK = "schemamigration-lint"
 OVERRIDE_WEBHOOK = "breaking-change-override"
 CHILDREN_WEBHOOK = "microservice-children"
+AUTHOR_WEBHOOK = "contract-author"
 
 
 def _carries_override(obj: str) -> str:
@@ -196,7 +201,11 @@ def _configurations(
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": name, "labels": labels},
-            "webhooks": [webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail"), override],
+            "webhooks": [
+                webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail"),
+                override,
+                webhook(AUTHOR_WEBHOOK, "schemamigrations", "Fail"),
+            ],
         },
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -261,9 +270,25 @@ def approval_identity(
 ) -> None:
     operation, old = str(kwargs.get("operation")), kwargs.get("old")
     try:
-        stamp = admit_approval(runtime().kube, operation, body, old, dict(userinfo))
+        admitted = admit_approval(runtime().kube, operation, body, old, dict(userinfo))
     except ApprovalRefused as refusal:
         raise kopf.AdmissionError(str(refusal), code=403) from None
+    for part, values in (admitted or {}).items():
+        target = patch.setdefault(part, {})
+        if part == "metadata":
+            target.setdefault("annotations", {}).update(values["annotations"])
+        else:
+            target.update(values)
+
+
+@kopf.on.mutate(
+    GROUP, VERSION, "schemamigrations", id=AUTHOR_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+def contract_author_stamp(
+    body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+) -> None:
+    stamp = contract_author_patch(str(kwargs.get("operation")), body, kwargs.get("old"),
+                                  dict(userinfo))  # fmt: skip
     if stamp:
         patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp)
 
