@@ -42,6 +42,7 @@ from pilotboat.api import OwnedDatabaseSpec
 from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.database_env import SECRET_KEYS
+from pilotboat.core.status_trust import trusted_status
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.faults import crash_point
 from pilotboat.handlers.loop import ReconcileLoop
@@ -108,8 +109,8 @@ def database_claim(
             f"{service_name} may not use it (each database has one owner service: "
             f"call {owner}'s API instead, or give {service_name} a database of its own)",
         )
-    status = odb.get("status") or {}
-    if status.get("phase") != "Ready" or not status.get("secretName"):
+    status = trusted_status(odb.get("status"), odb["metadata"].get("managedFields"))
+    if status.get("phase") != "Ready":
         return DatabaseClaim(
             True,
             None,
@@ -117,12 +118,12 @@ def database_claim(
             f"OwnedDatabase {database_ref} is not ready yet "
             f"(phase {status.get('phase') or 'Pending'})",
         )
+    secret = credentials_secret_name(database_ref)  # by name: never a Secret status names
     return DatabaseClaim(
         True,
-        str(status["secretName"]),
+        secret,
         reasons.DATABASE_CLAIMED,
-        f"{service_name} owns OwnedDatabase {database_ref}; credentials in Secret "
-        f"{status['secretName']}",
+        f"{service_name} owns OwnedDatabase {database_ref}; credentials in Secret {secret}",
     )
 
 
@@ -347,7 +348,7 @@ def reconcile_owned_database(
     """Converge one OwnedDatabase; returns seconds until it should be looked at again."""
     meta = body["metadata"]
     generation = int(meta.get("generation", 0))
-    status: dict[str, Any] = dict(body.get("status") or {})
+    status = trusted_status(body.get("status"), meta.get("managedFields"))
     try:
         spec = OwnedDatabaseSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
@@ -409,7 +410,7 @@ def _finalize(
     meta = body["metadata"]
     if FINALIZER not in (meta.get("finalizers") or []):
         return None
-    status: dict[str, Any] = dict(body.get("status") or {})
+    status = trusted_status(body.get("status"), meta.get("managedFields"))
     generation = int(meta.get("generation", 0))
     if spec.reclaim_policy == "Delete":
         dbname, role = database_names(meta["namespace"], meta["name"], spec)

@@ -35,6 +35,7 @@ from pilotboat.core.rollout import (
     split,
     step_kind,
 )
+from pilotboat.core.status_trust import trusted_status
 from pilotboat.core.workload import (
     ANNOTATION_REVISION,
     LABEL_MANAGED_BY,
@@ -167,7 +168,8 @@ def reconcile_microservice(
     now = time.time() if now is None else now
     meta = body["metadata"]
     generation = int(meta.get("generation", 0))
-    status: dict[str, Any] = dict(body.get("status") or {})
+    # Only what the operator wrote itself is release state; a forged field reads as absent.
+    status = trusted_status(body.get("status"), meta.get("managedFields"))
     try:
         spec = MicroserviceSpec.model_validate(body.get("spec") or {})
         strategy = _strategy(kube, meta["namespace"], spec)

@@ -61,6 +61,7 @@ from pilotboat.core.migration import (
     decide,
     lint_migration,
 )
+from pilotboat.core.status_trust import trusted_status
 from pilotboat.handlers import metrics
 from pilotboat.handlers.approvals import approvals_for
 from pilotboat.handlers.context import Reconcile, describe_validation_error
@@ -201,8 +202,9 @@ def _versions_seen(
 
 
 def _rolled_back(kube: Kube, namespace: str, required: ServiceVersion) -> bool:
-    ms = kube.get("Microservice", namespace, required.service)
-    status = (ms or {}).get("status") or {}
+    ms = kube.get("Microservice", namespace, required.service) or {}
+    # A phase someone other than the operator wrote is no rollback (it could run `down`).
+    status = trusted_status(ms.get("status"), (ms.get("metadata") or {}).get("managedFields"))
     return bool(
         status.get("phase") == "Degraded" and status.get("canaryVersion") == required.version
     )
@@ -510,7 +512,7 @@ def reconcile_migration(
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation", 0))
-    status: dict[str, Any] = dict(body.get("status") or {})
+    status = trusted_status(body.get("status"), body["metadata"].get("managedFields"))
     try:
         spec = SchemaMigrationSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
