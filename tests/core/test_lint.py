@@ -1,5 +1,6 @@
 """`pilotboat lint`: manifests checked offline against the CRD schemas and the spec models,
-each problem named by file, object and field."""
+each problem named by file, object and field; SchemaMigrations' SQL through the operator's
+linter, each finding named by file, document, phase and rule id."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from pilotboat.cli.lint import lint_document
@@ -93,3 +95,120 @@ def test_output_is_plain_off_a_terminal(tmp_path: Path) -> None:
 def test_every_example_in_the_repository_lints_clean() -> None:
     code, output = run(str(REPO / "examples"))
     assert code == 0, output
+
+
+# --- the SQL linter, offline ------------------------------------------------------------------
+
+MIGRATION = """
+apiVersion: pilotboat.dev/v1alpha1
+kind: SchemaMigration
+metadata: {name: orders-note}
+spec:
+  database: orders-db
+  requiredBy: {service: orders, version: v2}
+  expand:
+    sql: |
+      ALTER TABLE orders ADD COLUMN note text;
+      ALTER TABLE orders DROP COLUMN customer_name;
+  contract:
+    sql: ALTER TABLE orders DROP COLUMN customer_name
+"""
+
+
+def migration(**phases: object) -> str:
+    spec = {"database": "orders-db", "requiredBy": {"service": "orders", "version": "v2"},
+            "expand": {"sql": "ALTER TABLE orders ADD COLUMN note text"},
+            "contract": {"sql": "ALTER TABLE orders DROP COLUMN legacy"}, **phases}
+    return yaml.safe_dump({"apiVersion": "pilotboat.dev/v1alpha1", "kind": "SchemaMigration",
+                           "metadata": {"name": "m"}, "spec": spec})
+
+
+def test_a_drop_column_in_expand_fails_the_lint_with_its_rule(tmp_path: Path) -> None:
+    path = tmp_path / "migration.yaml"
+    path.write_text(MIGRATION)
+    code, output = run(str(path))
+    assert code == 1, output
+    assert output.splitlines()[0] == (
+        f"{path}:1: spec.expand: PB001 drop-column: statement 2: DROP COLUMN customer_name: "
+        "the old version still reads or writes the column; it breaks the version still "
+        "running; it belongs in contract")
+    assert "spec.contract" not in output  # contract is where the drop belongs
+    assert "1 object(s) checked, 1 problem(s)" in output
+
+
+@pytest.mark.parametrize(("phases", "line"), [
+    ({"expand": {"sql": "ALTER TABLE orders ADD COLUMN n bigserial",
+                 "down": "SET ROLE postgres"}},
+     ": spec.expand: PB023 add-column-serial: statement 1: ADD COLUMN n bigserial: "),
+    ({"expand": {"sql": "ALTER TABLE orders ADD COLUMN n text", "down": "SET ROLE postgres"}},
+     ": spec.expand.down: PB090 session-settings: statement 1: SET ROLE: "),
+    ({"backfill": {"sql": "UPDATE orders SET n = 1; UPDATE orders SET m = 1"}},
+     ": spec.backfill: PB070 backfill-not-single-statement: found 2 statements: "),
+    ({"verify": {"sql": "DELETE FROM orders"}},
+     ": spec.verify: PB080 verify-not-single-select: found DELETE: "),
+    ({"contract": {"sql": "GRANT SELECT ON orders TO reporting"}},
+     ": spec.contract: PB091 privileges: statement 1: GRANT: "),
+    ({"contract": {"sql": "DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$"}},
+     ": spec.contract: PB094 dynamic-sql: statement 1: DO block that EXECUTEs dynamic SQL: "),
+])
+def test_every_phase_is_linted_with_the_reconcilers_rule_ids(
+    tmp_path: Path, phases: dict[str, object], line: str
+) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(migration(**phases))
+    code, output = run(str(path))
+    assert code == 1, output
+    assert any(out.startswith(f"{path}:1") and line in out for out in output.splitlines()), output
+
+
+def test_warnings_and_findings_that_need_approval_are_printed_but_pass(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(migration(
+        expand={"sql": "CREATE INDEX orders_note ON orders (note);\n"
+                       "ALTER TABLE orders DROP COLUMN legacy; "
+                       "-- pilotboat:allow PB001 nothing reads it since v1"},
+        backfill={"sql": "DELETE FROM orders WHERE id IN "
+                         "(SELECT id FROM orders WHERE legacy LIMIT :batch_size)"}))
+    code, output = run(str(path))
+    assert code == 0, output
+    lines = output.splitlines()
+    assert f"{path}:1: spec.expand: PB050 create-index-blocking (warning): statement 1: " \
+           "CREATE INDEX on orders: " in "\n".join(lines)
+    assert any("spec.expand: PB001 drop-column (needs approval): statement 2: " in line
+               and "nothing reads it since v1" in line for line in lines)
+    assert any("spec.backfill: PB073 backfill-delete (needs approval): statement 1: " in line
+               for line in lines)
+    assert "1 object(s) checked, 0 problem(s), 3 SQL warning(s) or approval(s) needed" in output
+
+
+def test_the_document_number_names_the_migration_in_a_file_of_several(tmp_path: Path) -> None:
+    path = tmp_path / "all.yaml"
+    path.write_text(GOOD + "---\n" + MIGRATION)
+    code, output = run(str(path))
+    assert code == 1
+    assert f"{path}:3: spec.expand: PB001 drop-column: statement 2: " in output
+
+
+def test_json_names_rule_severity_and_document(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MIGRATION)
+    code, output = run("-o", "json", str(path))
+    assert code == 1
+    (finding,) = json.loads(output)["findings"]
+    assert finding["doc"] == 1 and finding["field"] == "spec.expand"
+    assert finding["rule"] == "PB001 drop-column" and finding["severity"] == "refuse"
+    assert finding["object"] == "SchemaMigration/orders-note"
+
+
+def test_a_migration_the_schema_refuses_is_not_sql_linted(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MIGRATION.replace("database: orders-db", "databse: orders-db"))
+    code, output = run(str(path))
+    assert code == 1
+    assert "PB001" not in output and "spec.databse: unknown field" in output
+
+
+def test_the_shops_migration_lints_clean_sql_included() -> None:
+    code, output = run(str(REPO / "examples" / "shop" / "orders-migration.yaml"))
+    assert code == 0, output
+    assert output.strip() == "1 object(s) checked, 0 problem(s)"

@@ -1,4 +1,7 @@
-"""The expand linter: each unsafe statement names its rule; safe ones pass."""
+"""The expand linter: each unsafe statement names its rule; safe ones pass.
+
+The bypasses of issue 13 and the allow-list's properties are in test_sqllint_bypasses.py;
+the ``pilotboat:allow`` escape hatch in test_sqllint_directives.py."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from pilotboat.core import sqllint
 from pilotboat.core.sqllint import (
     RULES,
     Severity,
+    blocking,
+    has_refusal,
     lint_backfill,
     lint_contract,
     lint_down,
@@ -27,7 +32,8 @@ EXPAND_TABLE = [
     # (statement, expected rule ids)
     ("ALTER TABLE users ADD COLUMN full_name text", []),
     ("ALTER TABLE users ADD COLUMN n int NOT NULL DEFAULT 0", []),
-    ("ALTER TABLE users ADD COLUMN id2 bigint GENERATED ALWAYS AS IDENTITY", []),
+    ("ALTER TABLE users ADD COLUMN id2 bigint GENERATED ALWAYS AS IDENTITY",
+     ["PB023 add-column-serial"]),
     ("CREATE TABLE orders_v2 (id bigint PRIMARY KEY, total numeric NOT NULL)", []),
     ("CREATE TABLE n (a int); CREATE INDEX n_a ON n (a)", []),
     ("CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email)", []),
@@ -37,7 +43,8 @@ EXPAND_TABLE = [
     ("ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email", []),
     ("CREATE OR REPLACE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS "
      "$$ BEGIN NEW.b := NEW.a; RETURN NEW; END $$", []),
-    ("INSERT INTO settings (k, v) VALUES ('a', 'b')", []),
+    ("INSERT INTO settings (k, v) VALUES ('a', 'b')", ["PB033 insert-outside-backfill"]),
+    ("CREATE TABLE settings_v2 (k text, v text); INSERT INTO settings_v2 VALUES ('a', 'b')", []),
     ("ALTER TABLE users DROP COLUMN name", ["PB001 drop-column"]),
     ("DROP TABLE legacy", ["PB002 drop-table"]),
     ("DROP INDEX users_name_idx", ["PB003 drop-index"]),
@@ -89,7 +96,27 @@ def test_expand_rules(statement: str, expected: list[str]) -> None:
 def test_every_rule_has_a_unique_code_and_a_reason() -> None:
     codes = [rule.code for rule in RULES]
     assert len(codes) == len(set(codes))
+    assert codes == sorted(codes)
     assert all(rule.why and rule.id.startswith("PB") for rule in RULES)
+
+
+# Ids that status, Events, admission warnings and CI logs have carried: they never change.
+STABLE_IDS = [
+    "PB000 parse-error", "PB001 drop-column", "PB002 drop-table", "PB003 drop-index",
+    "PB004 drop-constraint", "PB005 drop-object", "PB006 drop-default", "PB010 rename-table",
+    "PB011 rename-column", "PB012 rename-object", "PB020 alter-column-type",
+    "PB021 set-not-null", "PB022 add-column-not-null-without-default", "PB030 truncate",
+    "PB031 delete-outside-backfill", "PB032 update-outside-backfill",
+    "PB040 add-constraint-validating", "PB041 add-unique-constraint",
+    "PB050 create-index-blocking", "PB051 non-transactional-not-idempotent",
+    "PB052 phase-not-atomic", "PB060 transaction-control", "PB061 empty-phase",
+    "PB070 backfill-not-single-statement", "PB071 backfill-not-dml",
+    "PB072 backfill-without-batch-size", "PB080 verify-not-single-select",
+]
+
+
+def test_existing_rule_ids_are_stable() -> None:
+    assert set(STABLE_IDS) <= {rule.id for rule in RULES}
 
 
 def test_finding_names_the_statement_and_why_it_belongs_in_contract() -> None:
@@ -99,7 +126,9 @@ def test_finding_names_the_statement_and_why_it_belongs_in_contract() -> None:
     assert finding.severity is Severity.REFUSE
     assert finding.phase == "expand"
     assert finding.statement == "ALTER TABLE users DROP COLUMN name"
-    assert "contract" in finding.message and "column name" in finding.message
+    assert finding.number == 2
+    assert finding.message.startswith("statement 2: DROP COLUMN name: ")
+    assert "contract" in finding.message
 
 
 def test_parse_error_carries_the_parsers_message() -> None:
@@ -107,6 +136,7 @@ def test_parse_error_carries_the_parsers_message() -> None:
     assert finding.rule == "PB000 parse-error"
     assert 'syntax error at or near "SELEC"' in finding.message
     assert "at character 38" in finding.message
+    assert finding.number == 2 and finding.message.startswith("statement 2: ")
 
 
 def test_create_index_blocking_is_only_a_warning() -> None:
@@ -116,6 +146,7 @@ def test_create_index_blocking_is_only_a_warning() -> None:
 
 @pytest.mark.parametrize(("sql", "expected"), [
     ("ALTER TABLE users DROP COLUMN name; DROP TABLE legacy", []),
+    ("LOCK TABLE users; UPDATE users SET a = 1; SELECT cleanup()", []),
     ("DROP INDEX CONCURRENTLY IF EXISTS users_name", []),
     ("DROP INDEX CONCURRENTLY users_name", ["PB051 non-transactional-not-idempotent"]),
     ("ALTER TABLE users DROP COLUMN", ["PB000 parse-error"]),
@@ -131,20 +162,45 @@ def test_down_may_drop_what_expand_added() -> None:
 
 @pytest.mark.parametrize(("sql", "expected"), [
     ("UPDATE u SET b = a WHERE id IN (SELECT id FROM u WHERE b IS NULL LIMIT :batch_size)", []),
-    ("DELETE FROM u WHERE id IN (SELECT id FROM u WHERE old LIMIT :batch_size)", []),
+    ("DELETE FROM u WHERE id IN (SELECT id FROM u WHERE old LIMIT :batch_size)",
+     ["PB073 backfill-delete"]),
+    ("WITH gone AS (DELETE FROM u_old RETURNING id) "
+     "UPDATE u SET moved = true WHERE id IN (SELECT id FROM gone LIMIT :batch_size)",
+     ["PB073 backfill-delete"]),
+    ("INSERT INTO u2 SELECT * FROM u WHERE id NOT IN (SELECT id FROM u2) LIMIT :batch_size", []),
+    ("MERGE INTO u USING v ON u.id = v.id WHEN MATCHED THEN DELETE", ["PB071 backfill-not-dml"]),
+    ("UPDATE u SET b = set_config('statement_timeout', '0', true) WHERE id < :batch_size",
+     ["PB090 session-settings"]),
     ("UPDATE u SET b = a WHERE b IS NULL", ["PB072 backfill-without-batch-size"]),
     ("SELECT 1", ["PB071 backfill-not-dml"]),
     ("UPDATE u SET b = 1; UPDATE u SET c = 1", ["PB070 backfill-not-single-statement"]),
     ("UPDATE u SET", ["PB000 parse-error"]),
+    ("UPDATE u SET b = $$x WHERE id < :batch_size", ["PB000 parse-error"]),  # the lexer fails
 ])
 def test_backfill_rules(sql: str, expected: list[str]) -> None:
     assert [f.rule for f in lint_backfill(sql)] == expected
+
+
+def test_a_backfill_delete_needs_approval_and_an_approval_of_backfill_lifts_it() -> None:
+    findings = lint_backfill("DELETE FROM u WHERE id IN (SELECT id FROM u LIMIT :batch_size)")
+    (finding,) = findings
+    assert finding.severity is Severity.APPROVE and finding.needs_approval
+    assert finding.refuses and has_refusal(findings)  # until approved, it stops the migration
+    assert blocking(findings) == findings
+    assert blocking(findings, approved_phases={"expand"}) == findings
+    assert blocking(findings, approved_phases={"backfill"}) == ()
+
+
+def test_an_approval_never_lifts_a_refusal() -> None:
+    findings = lint_expand("ALTER TABLE users DROP COLUMN name")
+    assert blocking(findings, approved_phases={"expand"}) == findings
 
 
 @pytest.mark.parametrize(("sql", "expected"), [
     ("SELECT count(*) = 0 FROM users WHERE full_name IS NULL", []),
     ("UPDATE users SET a = 1", ["PB080 verify-not-single-select"]),
     ("SELECT true; SELECT false", ["PB080 verify-not-single-select"]),
+    ("SELECT set_config('role', 'postgres', false) IS NOT NULL", ["PB090 session-settings"]),
 ])
 def test_verify_rules(sql: str, expected: list[str]) -> None:
     assert [f.rule for f in lint_verify(sql)] == expected
@@ -168,9 +224,12 @@ def test_batch_size_placeholder_outside_literals_and_casts() -> None:
 
 @given(st.text(max_size=200))
 def test_linting_never_raises(text: str) -> None:
-    for lint in (lint_expand, lint_contract, lint_backfill, lint_verify):
+    for lint in (lint_expand, lint_contract, lint_down, lint_backfill, lint_verify):
         for finding in lint(text):
             assert finding.rule in {rule.id for rule in RULES}
+            assert finding.number >= 0
+            assert finding.message.startswith(f"statement {finding.number}: ") == (
+                finding.number > 0)
 
 
 def test_docstring_examples() -> None:

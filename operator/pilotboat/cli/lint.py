@@ -1,16 +1,23 @@
 """`pilotboat lint FILE...`: check Pilotboat manifests offline, before Git or the API server.
 
-Two checks per object, both without a cluster: the CRD's OpenAPI schema (the one
+Checks per object, all without a cluster: the CRD's OpenAPI schema (the one
 `pilotboat crds generate` writes, here as a JSON Schema that also refuses unknown fields, as
 `kubectl apply --validate=strict` would), then the pydantic model of the kind's spec, which
 holds the rules across fields that the CRD states in CEL. Objects of other kinds are skipped.
+
+A SchemaMigration whose spec passes both also goes through the operator's SQL linter
+(:mod:`pilotboat.core.sqllint`), phase by phase, with the rule ids the reconciler uses, so CI
+catches a ``DROP COLUMN`` in expand before the cluster does. Each SQL finding is a line
+``file:doc: spec.<phase>: PBxxx name: statement N: construct: why`` (``doc`` is the 1-based
+document in the file); refusals fail the lint, warnings and findings that need approval at
+the cluster (``pilotboat:allow``, a backfill DELETE) are printed only.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,16 @@ from pilotboat import GROUP
 from pilotboat.api.catalog import KINDS
 from pilotboat.api.crd import custom_resource_definition
 from pilotboat.api.kind import KindDescriptor
+from pilotboat.api.migration import SchemaMigrationSpec
+from pilotboat.core.sqllint import (
+    LintFinding,
+    Severity,
+    lint_backfill,
+    lint_contract,
+    lint_down,
+    lint_expand,
+    lint_verify,
+)
 
 __all__ = ["Finding", "lint", "lint_document", "lint_file"]
 
@@ -36,9 +53,25 @@ class Finding:
     object: str
     field: str
     message: str
+    doc: int = 0
+    """The object's 1-based document number in its file (0 when not known)."""
+    rule: str = ""
+    """For a SQL finding, the linter's rule id (``PB001 drop-column``); empty otherwise."""
+    severity: str = Severity.REFUSE.value
+    """``refuse`` fails the lint; ``approve`` and ``warn`` are reported only."""
+
+    @property
+    def fails(self) -> bool:
+        return self.severity == Severity.REFUSE.value
 
     def __str__(self) -> str:
+        if self.rule:
+            verdict = "" if self.fails else f" ({_VERDICTS.get(self.severity, self.severity)})"
+            return f"{self.file}:{self.doc}: {self.field}: {self.rule}{verdict}: {self.message}"
         return f"{self.file}: {self.object}: {self.field}: {self.message}"
+
+
+_VERDICTS = {Severity.APPROVE.value: "needs approval", Severity.WARN.value: "warning"}
 
 
 def _json_schema(node: Any) -> Any:
@@ -111,8 +144,30 @@ def _model_findings(
             yield _path(["spec", *loc]), err["msg"]
 
 
-def lint_document(file: str, doc: Any) -> list[Finding]:
-    """Findings for one YAML document (empty when it is fine or not Pilotboat's)."""
+_SqlOf = Callable[[SchemaMigrationSpec], str | None]
+_SQL_PHASES: tuple[tuple[str, Callable[[str], tuple[LintFinding, ...]], _SqlOf], ...] = (
+    ("spec.expand", lint_expand, lambda s: s.expand.sql),
+    ("spec.expand.down", lint_down, lambda s: s.expand.down),
+    ("spec.backfill", lint_backfill, lambda s: s.backfill.sql if s.backfill else None),
+    ("spec.verify", lint_verify, lambda s: s.verify.sql if s.verify else None),
+    ("spec.contract", lint_contract, lambda s: s.contract.sql),
+)
+
+
+def _sql_findings(file: str, index: int, name: str, doc: Mapping[str, Any]) -> list[Finding]:
+    """The SQL linter's findings on each phase of a SchemaMigration whose spec is valid."""
+    spec = SchemaMigrationSpec.model_validate(doc.get("spec") or {})
+    return [
+        Finding(file, name, field, f.message, index, f.rule, f.severity.value)
+        for field, lint_phase, sql_of in _SQL_PHASES
+        if (sql := sql_of(spec)) is not None
+        for f in lint_phase(sql)
+    ]
+
+
+def lint_document(file: str, doc: Any, index: int = 0) -> list[Finding]:
+    """Findings for one YAML document (empty when it is fine or not Pilotboat's); ``index`` is
+    its 1-based number in the file. A SchemaMigration's SQL is linted once its spec is valid."""
     if not isinstance(doc, Mapping):
         return []
     api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
@@ -122,13 +177,17 @@ def lint_document(file: str, doc: Any) -> list[Finding]:
     descriptor = next((k for k in KINDS if k.kind == kind), None)
     if descriptor is None:
         known = ", ".join(k.kind for k in KINDS)
-        return [Finding(file, name, "kind", f"{kind!r} is not a Pilotboat kind ({known})")]
+        return [
+            Finding(file, name, "kind", f"{kind!r} is not a Pilotboat kind ({known})", index)
+        ]
     if api_version != descriptor.api_version:
-        return [Finding(file, name, "apiVersion", f"want {descriptor.api_version}")]
+        return [Finding(file, name, "apiVersion", f"want {descriptor.api_version}", index)]
     errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: list(e.absolute_path))
-    findings = [Finding(file, name, f, m) for e in errors for f, m in _schema_findings(e)]
+    findings = [Finding(file, name, f, m, index) for e in errors for f, m in _schema_findings(e)]
     if not findings:  # the model's rules assume a spec of the right shape
-        findings = [Finding(file, name, f, m) for f, m in _model_findings(descriptor, doc)]
+        findings = [Finding(file, name, f, m, index) for f, m in _model_findings(descriptor, doc)]
+    if not findings and kind == "SchemaMigration":
+        findings = _sql_findings(file, index, name, doc)
     return findings
 
 
@@ -143,7 +202,7 @@ def lint_file(path: Path) -> tuple[int, list[Finding]]:
         for d in docs
         if isinstance(d, Mapping) and str(d.get("apiVersion", "")).split("/")[0] == GROUP
     )
-    return checked, [f for d in docs for f in lint_document(str(path), d)]
+    return checked, [f for i, d in enumerate(docs, 1) for f in lint_document(str(path), d, i)]
 
 
 def _files(paths: tuple[Path, ...]) -> Iterator[Path]:
@@ -159,7 +218,9 @@ def _files(paths: tuple[Path, ...]) -> Iterator[Path]:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def lint(paths: tuple[Path, ...], output: str) -> None:
     """Check Pilotboat manifests in PATHS (files or folders) offline, naming file, object and
-    field of each problem; exit 1 when there is any."""
+    field of each problem, and lint each SchemaMigration's SQL phase by phase; exit 1 when
+    any problem or SQL refusal is found (SQL warnings and findings that need approval are
+    printed only)."""
     checked, findings = 0, []
     for path in _files(paths):
         n, found = lint_file(path)
@@ -170,8 +231,11 @@ def lint(paths: tuple[Path, ...], output: str) -> None:
                               indent=2))
     else:
         for finding in findings:
-            click.secho(str(finding), fg="red", err=False)
-        summary = f"{checked} object(s) checked, {len(findings)} problem(s)"
-        click.secho(summary, fg="red" if findings else "green", bold=bool(findings))
-    if findings:
+            click.secho(str(finding), fg="red" if finding.fails else "yellow", err=False)
+        failing = sum(1 for f in findings if f.fails)
+        summary = f"{checked} object(s) checked, {failing} problem(s)"
+        if len(findings) > failing:
+            summary += f", {len(findings) - failing} SQL warning(s) or approval(s) needed"
+        click.secho(summary, fg="red" if failing else "green", bold=bool(failing))
+    if any(f.fails for f in findings):
         raise SystemExit(1)

@@ -7,13 +7,41 @@ belongs in ``contract``, which runs once no old version is left.
 
 SQL is parsed with pglast (libpg_query, PostgreSQL's own parser), never with regular
 expressions. Each finding carries a stable rule id (``PB001 drop-column``), a severity, the
-statement it is about and the reason in words a DBA reads.
+statement it is about, its 1-based number in the phase, and a message naming the statement
+number and the offending construct before the reason in words a DBA reads. The rules and
+what breaks them live in :mod:`pilotboat.core.sqlrules`.
+
+What each phase takes:
+
+* ``expand`` — an **allow-list**: a statement passes only if its kind is one the linter can
+  show leaves the old version working (``CREATE TABLE``, ``ADD COLUMN`` nullable or with a
+  constant default, ``ADD CONSTRAINT … NOT VALID``, ``CREATE INDEX CONCURRENTLY IF NOT
+  EXISTS``, ``CREATE [OR REPLACE] VIEW / FUNCTION / TRIGGER`` …; docs/migrations.md has the
+  list). Everything else is refused, with a specific rule where one fits and PB100 where
+  none does.
+* ``contract`` and ``down`` — destructive statements are what they are for; only the guards
+  of every phase and the runner's needs (no transaction control, idempotent statements
+  outside the transaction) apply.
+* ``backfill`` — one INSERT or UPDATE; a DELETE is a finding that needs approval (PB073).
+* ``verify`` — one SELECT.
+* Every phase — no change of the session's timeouts or role, no privileges, roles,
+  databases or server settings, no anonymous code block running dynamic SQL (PB090–PB094).
 
 Severities:
 
-* ``refuse`` — the migration must not run as written (the handler sets the migration to
+* ``refuse``  — the migration must not run as written (the handler sets the migration to
   ``Failed`` with the findings);
-* ``warn``   — it may run, but someone should look (reported as an Event and in status).
+* ``approve`` — it must not run until approved: :attr:`LintFinding.refuses` is true for it,
+  so a caller that knows nothing of approvals refuses it; :func:`blocking` tells which
+  findings an approval of their phase lifts;
+* ``warn``    — it may run, but someone should look (reported as an Event and in status).
+
+The escape hatch is a comment on the statement, ``-- pilotboat:allow PB001 reason`` (above
+it, inside it, or after its semicolon on the same line; several codes may be given, then
+the reason): each refusal of a named rule on that statement becomes a finding that needs
+approval, its message carrying the reason. A directive without a reason, or naming a rule
+that cannot be allowed (the every-phase guards, parse errors, the phase's shape) is itself
+refused (PB062); one naming a rule the statement does not break is a warning (PB063).
 
 Decisions worth stating:
 
@@ -27,6 +55,9 @@ Decisions worth stating:
 * ``CREATE INDEX`` without ``CONCURRENTLY`` is a **warning** (PB050): it blocks writes for
   the duration of the build, which is harmless on a small table and an outage on a big one.
   An index on a table created earlier in the same phase draws no warning.
+* A table created earlier in the same expand phase by ``CREATE TABLE`` (not ``CREATE TABLE
+  IF NOT EXISTS``, which may meet an old table) is invisible to the old version: ALTERs,
+  indexes and INSERTs on it pass.
 * Statements PostgreSQL refuses inside a transaction (``CREATE INDEX CONCURRENTLY`` …) run
   outside the phase's transaction, so a crash can leave them half done and a re-run repeats
   them: they must be idempotent (``IF NOT EXISTS`` / ``IF EXISTS``), or they are refused
@@ -38,19 +69,45 @@ Example:
 ['PB001 drop-column']
 >>> lint_expand("ALTER TABLE users ADD COLUMN full_name text;")
 ()
+>>> lint_expand("LOCK TABLE users;")[0].message.split(": ")[:2]
+['statement 1', 'LOCK TABLE users']
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import NamedTuple
 
 from pglast import ast, parse_sql, scan
-from pglast.enums import AlterTableType, ConstrType, ObjectType
 from pglast.parser import ParseError
 
+from pilotboat.core.sqlrules import (
+    ALLOW_INVALID,
+    ALLOW_UNUSED,
+    BACKFILL_DELETE,
+    BACKFILL_NO_BATCH_SIZE,
+    BACKFILL_NOT_DML,
+    BACKFILL_SINGLE,
+    BATCH_SIZE_PARAMETER,
+    EMPTY_PHASE,
+    PARSE_ERROR,
+    PHASE_NOT_ATOMIC,
+    RULES,
+    VERIFY_NOT_SELECT,
+    ExpandScope,
+    Hit,
+    Rule,
+    Severity,
+    common_hits,
+    expand_hits,
+    guard_hits,
+    statement_kind,
+    walk,
+)
+
 __all__ = [
+    "ALLOW_DIRECTIVE",
     "BATCH_SIZE_PARAMETER",
     "RULES",
     "LintFinding",
@@ -58,6 +115,7 @@ __all__ = [
     "Severity",
     "SqlParseError",
     "SqlStatement",
+    "blocking",
     "has_refusal",
     "lint_backfill",
     "lint_contract",
@@ -68,204 +126,9 @@ __all__ = [
     "split_statements",
 ]
 
-BATCH_SIZE_PARAMETER = ":batch_size"
-"""The placeholder a backfill statement uses for its batch size."""
-
-
-class Severity(StrEnum):
-    REFUSE = "refuse"
-    WARN = "warn"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A lint rule: a stable code, a short name, a severity and the reason it exists."""
-
-    code: str
-    name: str
-    severity: Severity
-    why: str
-
-    @property
-    def id(self) -> str:
-        """``"PB001 drop-column"``: how the rule is named in messages and status."""
-        return f"{self.code} {self.name}"
-
-
-_R, _W = Severity.REFUSE, Severity.WARN
-_CONTRACT = "it breaks the version still running; it belongs in contract"
-
-PARSE_ERROR = Rule("PB000", "parse-error", _R, "PostgreSQL's parser rejects it")
-DROP_COLUMN = Rule(
-    "PB001", "drop-column", _R, f"the old version still reads or writes the column; {_CONTRACT}"
-)
-DROP_TABLE = Rule("PB002", "drop-table", _R, f"the old version still uses the table; {_CONTRACT}")
-DROP_INDEX = Rule(
-    "PB003", "drop-index", _R, f"the old version's queries may depend on the index; {_CONTRACT}"
-)
-DROP_CONSTRAINT = Rule(
-    "PB004",
-    "drop-constraint",
-    _R,
-    f"the old version may rely on what the constraint guarantees; {_CONTRACT}",
-)
-DROP_OBJECT = Rule(
-    "PB005", "drop-object", _R, f"dropping removes what the old version may use; {_CONTRACT}"
-)
-DROP_DEFAULT = Rule(
-    "PB006",
-    "drop-default",
-    _R,
-    f"the old version inserts rows without the column and relies on its default; {_CONTRACT}",
-)
-RENAME_TABLE = Rule(
-    "PB010",
-    "rename-table",
-    _R,
-    "the old version still uses the old name; create the new table in "
-    "expand, copy in backfill, drop the old one in contract",
-)
-RENAME_COLUMN = Rule(
-    "PB011",
-    "rename-column",
-    _R,
-    "the old version still uses the old name; add the new column in expand, "
-    "copy in backfill, drop the old one in contract",
-)
-RENAME_OBJECT = Rule(
-    "PB012",
-    "rename-object",
-    _R,
-    f"the old version may refer to the object by its old name; {_CONTRACT}",
-)
-ALTER_COLUMN_TYPE = Rule(
-    "PB020",
-    "alter-column-type",
-    _R,
-    "it rewrites the table under an exclusive lock and changes what the "
-    "old version reads; add a new column in expand instead",
-)
-SET_NOT_NULL = Rule(
-    "PB021", "set-not-null", _R, f"the old version may still write NULLs; {_CONTRACT}"
-)
-ADD_COLUMN_NOT_NULL = Rule(
-    "PB022",
-    "add-column-not-null-without-default",
-    _R,
-    "the old version inserts rows without the new column, which then "
-    "fail; give it a DEFAULT or add NOT NULL in contract",
-)
-TRUNCATE = Rule("PB030", "truncate", _R, f"it deletes the old version's data; {_CONTRACT}")
-DELETE = Rule(
-    "PB031",
-    "delete-outside-backfill",
-    _R,
-    "deleting data is a backfill (batched, resumable) or a contract step, never part of expand",
-)
-UPDATE = Rule(
-    "PB032",
-    "update-outside-backfill",
-    _R,
-    "a table-wide UPDATE in expand holds row locks for the whole transaction; "
-    "put it in backfill, which runs in resumable batches",
-)
-ADD_CONSTRAINT_VALIDATING = Rule(
-    "PB040",
-    "add-constraint-validating",
-    _R,
-    "validating scans the whole table while blocking the old "
-    "version's writes; add it NOT VALID in expand and VALIDATE "
-    "CONSTRAINT in contract",
-)
-ADD_UNIQUE_CONSTRAINT = Rule(
-    "PB041",
-    "add-unique-constraint",
-    _R,
-    "it builds an index under an ACCESS EXCLUSIVE lock; build it with "
-    "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS and attach it "
-    "with USING INDEX, or add it in contract",
-)
-CREATE_INDEX_BLOCKING = Rule(
-    "PB050",
-    "create-index-blocking",
-    _W,
-    "CREATE INDEX without CONCURRENTLY blocks writes while it "
-    "builds; use CREATE INDEX CONCURRENTLY IF NOT EXISTS",
-)
-NOT_IDEMPOTENT = Rule(
-    "PB051",
-    "non-transactional-not-idempotent",
-    _R,
-    "it cannot run in a transaction, so a crash may leave it half done and "
-    "the re-run repeats it; write IF NOT EXISTS / IF EXISTS",
-)
-PHASE_NOT_ATOMIC = Rule(
-    "PB052",
-    "phase-not-atomic",
-    _W,
-    "the phase mixes statements that cannot run in a transaction with "
-    "others, so it commits in parts; every statement must be safe to "
-    "re-run (IF NOT EXISTS), or split the migration",
-)
-TRANSACTION_CONTROL = Rule(
-    "PB060",
-    "transaction-control",
-    _R,
-    "the runner owns the transaction of each phase; remove BEGIN/COMMIT/ROLLBACK/SAVEPOINT",
-)
-EMPTY_PHASE = Rule("PB061", "empty-phase", _R, "the phase has no statement")
-BACKFILL_SINGLE = Rule(
-    "PB070",
-    "backfill-not-single-statement",
-    _R,
-    "a backfill is one statement run repeatedly until it affects no row",
-)
-BACKFILL_NOT_DML = Rule(
-    "PB071",
-    "backfill-not-dml",
-    _R,
-    "a backfill is an INSERT, UPDATE or DELETE whose row count tells when it is done",
-)
-BACKFILL_NO_BATCH_SIZE = Rule(
-    "PB072",
-    "backfill-without-batch-size",
-    _W,
-    f"without {BATCH_SIZE_PARAMETER} one batch touches every row in one long transaction",
-)
-VERIFY_NOT_SELECT = Rule(
-    "PB080", "verify-not-single-select", _R, "verify is one SELECT that returns one boolean"
-)
-
-RULES: tuple[Rule, ...] = (
-    PARSE_ERROR,
-    DROP_COLUMN,
-    DROP_TABLE,
-    DROP_INDEX,
-    DROP_CONSTRAINT,
-    DROP_OBJECT,
-    DROP_DEFAULT,
-    RENAME_TABLE,
-    RENAME_COLUMN,
-    RENAME_OBJECT,
-    ALTER_COLUMN_TYPE,
-    SET_NOT_NULL,
-    ADD_COLUMN_NOT_NULL,
-    TRUNCATE,
-    DELETE,
-    UPDATE,
-    ADD_CONSTRAINT_VALIDATING,
-    ADD_UNIQUE_CONSTRAINT,
-    CREATE_INDEX_BLOCKING,
-    NOT_IDEMPOTENT,
-    PHASE_NOT_ATOMIC,
-    TRANSACTION_CONTROL,
-    EMPTY_PHASE,
-    BACKFILL_SINGLE,
-    BACKFILL_NOT_DML,
-    BACKFILL_NO_BATCH_SIZE,
-    VERIFY_NOT_SELECT,
-)
-"""Every rule, in code order. Codes are stable: a retired rule's code is never reused."""
+ALLOW_DIRECTIVE = "pilotboat:allow"
+"""The comment that turns a refusal into a finding that needs approval:
+``-- pilotboat:allow PB001 the column was never read``."""
 
 
 @dataclass(frozen=True)
@@ -277,12 +140,23 @@ class LintFinding:
     severity: Severity
     phase: str
     statement: str
-    """The statement's text as written (stripped), or the whole SQL for a parse error."""
+    """The statement's text as written (stripped), or the whole SQL for a finding about the
+    phase (a parse error, an empty phase, a phase that cannot be atomic)."""
     message: str
+    """``statement N: <construct>: <why>``; without the number for a finding about the phase."""
+    number: int = 0
+    """The statement's 1-based number in its phase; 0 for a finding about the whole phase."""
 
     @property
     def refuses(self) -> bool:
-        return self.severity is Severity.REFUSE
+        """Whether the finding stops the migration as it stands: a refusal, or a finding
+        that needs an approval nobody has given yet (see :func:`blocking`)."""
+        return self.severity in {Severity.REFUSE, Severity.APPROVE}
+
+    @property
+    def needs_approval(self) -> bool:
+        """Whether an approval of the finding's phase lets the phase run despite it."""
+        return self.severity is Severity.APPROVE
 
 
 @dataclass(frozen=True)
@@ -315,8 +189,8 @@ def split_statements(sql: str) -> tuple[SqlStatement, ...]:
     [('CREATE TABLE t (a int)', True), ('VACUUM t', False)]
     """
     return tuple(
-        SqlStatement(text, not _runs_outside_transaction(node), _concurrent_index(node))
-        for text, node in _parse(sql)
+        SqlStatement(s.text, not _runs_outside_transaction(s.node), _concurrent_index(s.node))
+        for s in _parse(sql)
     )
 
 
@@ -348,11 +222,31 @@ def split_on_batch_size(sql: str) -> tuple[str, ...]:
 
 
 def has_refusal(findings: tuple[LintFinding, ...]) -> bool:
+    """Whether any finding stops the migration as it stands (approvals not considered)."""
     return any(f.refuses for f in findings)
 
 
+def blocking(
+    findings: Iterable[LintFinding], approved_phases: Collection[str] = ()
+) -> tuple[LintFinding, ...]:
+    """The findings that stop a migration: every refusal, and every finding that needs
+    approval in a phase not in ``approved_phases``.
+
+    >>> found = lint_backfill("DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT :batch_size)")
+    >>> [f.rule for f in blocking(found)], blocking(found, {"backfill"})
+    (['PB073 backfill-delete'], ())
+    """
+    return tuple(
+        f
+        for f in findings
+        if f.severity is Severity.REFUSE
+        or (f.severity is Severity.APPROVE and f.phase not in approved_phases)
+    )
+
+
 def lint_expand(sql: str) -> tuple[LintFinding, ...]:
-    """Findings for an ``expand`` phase: everything that would break the running version.
+    """Findings for an ``expand`` phase: every statement outside the allow-list, and
+    everything that would break the running version.
 
     >>> [f.rule for f in lint_expand("ALTER TABLE t RENAME COLUMN a TO b")]
     ['PB011 rename-column']
@@ -360,12 +254,24 @@ def lint_expand(sql: str) -> tuple[LintFinding, ...]:
     ['PB050 create-index-blocking']
     >>> [f.rule for f in lint_expand("CREATE TABLE n (a int); CREATE INDEX i ON n (a)")]
     []
+    >>> [f.rule for f in lint_expand("CREATE TABLE IF NOT EXISTS n (a int); DELETE FROM n")]
+    ['PB031 delete-outside-backfill']
+    >>> [(f.rule, f.severity.value) for f in lint_expand(
+    ...     "-- pilotboat:allow PB001 nothing reads it since v7\\n"
+    ...     "ALTER TABLE t DROP COLUMN legacy")]
+    [('PB001 drop-column', 'approve')]
     """
-    return _lint_phase("expand", sql, _expand_checks)
+    scope = ExpandScope()
+    return _lint_phase("expand", sql, lambda node: expand_hits(node, scope))
 
 
 def lint_contract(sql: str) -> tuple[LintFinding, ...]:
-    """Findings for a ``contract`` phase: parse, transaction control, crash safety only."""
+    """Findings for a ``contract`` phase: the guards of every phase, parse, transaction
+    control and crash safety only (destruction is what contract is for).
+
+    >>> [f.rule for f in lint_contract("ALTER TABLE t DROP COLUMN a; DROP ROLE app")]
+    ['PB092 roles']
+    """
     return _lint_phase("contract", sql, None)
 
 
@@ -375,7 +281,8 @@ def lint_down(sql: str) -> tuple[LintFinding, ...]:
 
 
 def lint_backfill(sql: str) -> tuple[LintFinding, ...]:
-    """Findings for a backfill statement: one DML statement, batched with ``:batch_size``.
+    """Findings for a backfill statement: one INSERT or UPDATE, batched with ``:batch_size``;
+    a DELETE needs approval (PB073).
 
     >>> lint_backfill("UPDATE t SET b = a WHERE id IN "
     ...               "(SELECT id FROM t WHERE b IS NULL LIMIT :batch_size)")
@@ -386,14 +293,12 @@ def lint_backfill(sql: str) -> tuple[LintFinding, ...]:
         return (parsed,)
     if len(parsed) != 1:
         return (
-            _finding(BACKFILL_SINGLE, "backfill", sql.strip(), f"found {len(parsed)} statements"),
+            _finding(
+                BACKFILL_SINGLE, "backfill", sql.strip(), 0, f"found {len(parsed)} statements"
+            ),
         )
-    text, node = parsed[0]
-    if not isinstance(node, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt):
-        return (_finding(BACKFILL_NOT_DML, "backfill", text, f"found {_kind(node)}"),)
-    if len(split_on_batch_size(sql)) == 1:
-        return (_finding(BACKFILL_NO_BATCH_SIZE, "backfill", text),)
-    return ()
+    batched = len(split_on_batch_size(sql)) > 1
+    return _judge("backfill", sql, parsed, lambda node: _backfill_hits(node, batched), guard_hits)
 
 
 def lint_verify(sql: str) -> tuple[LintFinding, ...]:
@@ -401,33 +306,41 @@ def lint_verify(sql: str) -> tuple[LintFinding, ...]:
     parsed = _parse_or_finding("verify", sql)
     if isinstance(parsed, LintFinding):
         return (parsed,)
-    if len(parsed) != 1 or not isinstance(parsed[0][1], ast.SelectStmt):
-        kinds = ", ".join(_kind(node) for _, node in parsed) or "no statement"
-        return (_finding(VERIFY_NOT_SELECT, "verify", sql.strip(), f"found {kinds}"),)
-    return ()
+    if len(parsed) != 1 or not isinstance(parsed[0].node, ast.SelectStmt):
+        kinds = ", ".join(statement_kind(s.node) for s in parsed) or "no statement"
+        return (_finding(VERIFY_NOT_SELECT, "verify", sql.strip(), 0, f"found {kinds}"),)
+    return _judge("verify", sql, parsed, None, guard_hits)
 
 
 # --- internals -------------------------------------------------------------------------------
 
-_Parsed = tuple[tuple[str, ast.Node], ...]
-_Check = Callable[[str, ast.Node, set[str]], Iterator[tuple[Rule, str]]]
+
+class _Statement(NamedTuple):
+    text: str
+    node: ast.Node
+    start: int
+    end: int
+
+
+_Parsed = tuple[_Statement, ...]
+_Checks = Callable[[ast.Node], Iterable[Hit]]
 
 
 def _parse(sql: str) -> _Parsed:
-    pieces = split_on_batch_size(sql) if BATCH_SIZE_PARAMETER in sql else (sql,)
-    # "$1" (padded to keep offsets) parses, and is what the placeholder becomes on the wire.
-    parseable = "$1".ljust(len(BATCH_SIZE_PARAMETER)).join(pieces)
     try:
+        pieces = split_on_batch_size(sql) if BATCH_SIZE_PARAMETER in sql else (sql,)
+        # "$1" (padded to keep offsets) parses, and is what the placeholder becomes on the wire.
+        parseable = "$1".ljust(len(BATCH_SIZE_PARAMETER)).join(pieces)
         raw = parse_sql(parseable)
     except ParseError as error:
         message, location = error.args[0], error.args[1] if len(error.args) > 1 else None
         raise SqlParseError(str(message), location) from None
-    out: list[tuple[str, ast.Node]] = []
+    out: list[_Statement] = []
     for item in raw:
         start = item.stmt_location or 0
         end = start + item.stmt_len if item.stmt_len else len(parseable)
         if item.stmt is not None:
-            out.append((sql[start:end].strip(), item.stmt))
+            out.append(_Statement(sql[start:end].strip(), item.stmt, start, end))
     return tuple(out)
 
 
@@ -436,128 +349,183 @@ def _parse_or_finding(phase: str, sql: str) -> _Parsed | LintFinding:
         return _parse(sql)
     except SqlParseError as error:
         where = f" at character {error.location + 1}" if error.location is not None else ""
-        return _finding(PARSE_ERROR, phase, sql.strip(), f"{error.message}{where}")
+        number = _statement_at(sql, error.location) if error.location is not None else 0
+        return _finding(PARSE_ERROR, phase, sql.strip(), number, f"{error.message}{where}")
 
 
-def _finding(rule: Rule, phase: str, statement: str, detail: str = "") -> LintFinding:
-    message = f"{rule.why} ({detail})" if detail else rule.why
-    return LintFinding(rule.id, rule.severity, phase, statement, message)
+def _statement_at(sql: str, location: int) -> int:
+    """The 1-based number of the statement holding ``location``, 0 when the lexer fails."""
+    try:
+        tokens = scan(sql)
+    except ParseError:
+        return 0
+    return 1 + sum(1 for t in tokens if t.name == "ASCII_59" and t.end < location)
 
 
-def _lint_phase(phase: str, sql: str, checks: _Check | None) -> tuple[LintFinding, ...]:
+def _finding(
+    rule: Rule,
+    phase: str,
+    statement: str,
+    number: int = 0,
+    construct: str = "",
+    *,
+    allowed_because: str | None = None,
+) -> LintFinding:
+    where = f"statement {number}: " if number else ""
+    what = f"{construct}: " if construct else ""
+    message = f"{where}{what}{rule.why}"
+    severity = rule.severity
+    if allowed_because is not None:
+        severity = Severity.APPROVE
+        message += f" (allowed by {ALLOW_DIRECTIVE}, needs approval: {allowed_because})"
+    return LintFinding(rule.id, severity, phase, statement, message, number)
+
+
+def _lint_phase(phase: str, sql: str, checks: _Checks | None) -> tuple[LintFinding, ...]:
     parsed = _parse_or_finding(phase, sql)
     if isinstance(parsed, LintFinding):
         return (parsed,)
     if not parsed:
         return (_finding(EMPTY_PHASE, phase, sql.strip()),)
-    findings: list[LintFinding] = []
-    created: set[str] = set()
-    for text, node in parsed:
-        for rule, detail in _common_checks(node):
-            findings.append(_finding(rule, phase, text, detail))
-        if checks is not None:
-            for rule, detail in checks(text, node, created):
-                findings.append(_finding(rule, phase, text, detail))
-    outside = [not _runs_outside_transaction(node) for _, node in parsed]
+    findings = list(_judge(phase, sql, parsed, checks, common_hits))
+    outside = [not _runs_outside_transaction(s.node) for s in parsed]
     if len(parsed) > 1 and not all(outside) and any(outside):
         findings.append(_finding(PHASE_NOT_ATOMIC, phase, sql.strip()))
     return tuple(findings)
 
 
-def _common_checks(node: ast.Node) -> Iterator[tuple[Rule, str]]:
-    if isinstance(node, ast.TransactionStmt):
-        kind = node.kind.name if node.kind is not None else "TRANS_STMT_?"
-        yield TRANSACTION_CONTROL, kind.removeprefix("TRANS_STMT_")
-    if isinstance(node, ast.IndexStmt) and node.concurrent and not node.if_not_exists:
-        yield NOT_IDEMPOTENT, "CREATE INDEX CONCURRENTLY without IF NOT EXISTS"
-    if isinstance(node, ast.DropStmt) and node.concurrent and not node.missing_ok:
-        yield NOT_IDEMPOTENT, "DROP INDEX CONCURRENTLY without IF EXISTS"
+def _judge(
+    phase: str,
+    sql: str,
+    parsed: _Parsed,
+    checks: _Checks | None,
+    base: Callable[[ast.Node], Iterable[Hit]],
+) -> tuple[LintFinding, ...]:
+    """Each statement's findings: ``base`` first; ``checks`` (the phase's own) only when
+    ``base`` refused nothing; then what the statement's directives make of them."""
+    directives, stray = _directives(sql, parsed)
+    findings: list[LintFinding] = []
+    for number, statement in enumerate(parsed, 1):
+        hits = list(base(statement.node))
+        if checks is not None and not any(r.severity is Severity.REFUSE for r, _ in hits):
+            hits += list(checks(statement.node))
+        found = _apply_directives(
+            phase, number, statement.text, list(dict.fromkeys(hits)), directives.get(number, [])
+        )
+        findings += found
+    for directive in stray:
+        construct = f"{ALLOW_DIRECTIVE} {' '.join(directive.codes)} after the last statement"
+        findings.append(_finding(ALLOW_UNUSED, phase, sql.strip(), 0, construct))
+    return tuple(findings)
 
 
-def _expand_checks(text: str, node: ast.Node, created: set[str]) -> Iterator[tuple[Rule, str]]:
-    if isinstance(node, ast.CreateStmt) and node.relation is not None:
-        created.add(_relname(node.relation))
-    elif isinstance(node, ast.DropStmt):
-        yield _drop_rule(node), ""
-    elif isinstance(node, ast.RenameStmt):
-        yield _rename_rule(node), ""
-    elif type(node) in _DATA_RULES:
-        yield _DATA_RULES[type(node)], ""
-    elif isinstance(node, ast.IndexStmt):
-        table = _relname(node.relation) if node.relation is not None else ""
-        if not node.concurrent and table not in created:
-            yield CREATE_INDEX_BLOCKING, f"on {table}"
-    elif isinstance(node, ast.AlterTableStmt):
-        table = _relname(node.relation) if node.relation is not None else ""
-        if table not in created:
-            for cmd in node.cmds or ():
-                if isinstance(cmd, ast.AlterTableCmd):
-                    yield from _alter_table_checks(cmd)
+def _backfill_hits(node: ast.Node, batched: bool) -> Iterator[Hit]:
+    if not isinstance(node, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt):
+        yield BACKFILL_NOT_DML, f"found {statement_kind(node)}"
+        return
+    for inner in walk(node):
+        if isinstance(inner, ast.DeleteStmt):
+            table = inner.relation.relname if inner.relation is not None else "?"
+            yield BACKFILL_DELETE, f"{'' if inner is node else 'WITH … '}DELETE FROM {table}"
+    if not batched:
+        yield BACKFILL_NO_BATCH_SIZE, f"no {BATCH_SIZE_PARAMETER}"
 
 
-def _alter_table_checks(cmd: ast.AlterTableCmd) -> Iterator[tuple[Rule, str]]:
-    subtype = cmd.subtype
-    column = f"column {cmd.name}" if cmd.name else ""
-    if subtype is AlterTableType.AT_DropColumn:
-        yield DROP_COLUMN, column
-    elif subtype is AlterTableType.AT_DropConstraint:
-        yield DROP_CONSTRAINT, f"constraint {cmd.name}"
-    elif subtype is AlterTableType.AT_AlterColumnType:
-        yield ALTER_COLUMN_TYPE, column
-    elif subtype is AlterTableType.AT_SetNotNull:
-        yield SET_NOT_NULL, column
-    elif subtype is AlterTableType.AT_ColumnDefault and cmd.def_ is None:
-        yield DROP_DEFAULT, column
-    elif subtype is AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
-        yield from _add_column_checks(cmd.def_)
-    elif subtype is AlterTableType.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
-        yield from _constraint_checks(cmd.def_)
+# --- the escape hatch ------------------------------------------------------------------------
 
 
-_PROVIDES_VALUE = {
-    ConstrType.CONSTR_DEFAULT,
-    ConstrType.CONSTR_IDENTITY,
-    ConstrType.CONSTR_GENERATED,
-}
+@dataclass(frozen=True)
+class _Directive:
+    codes: tuple[str, ...]
+    reason: str
+
+    def problem(self) -> str | None:
+        """Why the directive is invalid, or None."""
+        if not self.codes:
+            return f"{ALLOW_DIRECTIVE} names no rule code"
+        for code in self.codes:
+            rule = _BY_CODE.get(code)
+            if rule is None:
+                return f"{ALLOW_DIRECTIVE} {code}: no such rule"
+            if not (rule.allowable or rule.severity is Severity.APPROVE):
+                return f"{ALLOW_DIRECTIVE} {code}: {rule.id} cannot be allowed"
+        if not self.reason:
+            return f"{ALLOW_DIRECTIVE} {' '.join(self.codes)} gives no reason"
+        return None
 
 
-def _add_column_checks(column: ast.ColumnDef) -> Iterator[tuple[Rule, str]]:
-    kinds = {c.contype for c in column.constraints or () if isinstance(c, ast.Constraint)}
-    not_null = column.is_not_null or kinds & {ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY}
-    if not_null and not kinds & _PROVIDES_VALUE:
-        yield ADD_COLUMN_NOT_NULL, f"column {column.colname}"
-    if kinds & {ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE}:
-        yield ADD_UNIQUE_CONSTRAINT, f"column {column.colname}"
+_BY_CODE = {rule.code: rule for rule in RULES}
 
 
-def _constraint_checks(constraint: ast.Constraint) -> Iterator[tuple[Rule, str]]:
-    kind = constraint.contype
-    name = f"constraint {constraint.conname}" if constraint.conname else "unnamed constraint"
-    if kind in {ConstrType.CONSTR_FOREIGN, ConstrType.CONSTR_CHECK}:
-        if not constraint.skip_validation:
-            yield ADD_CONSTRAINT_VALIDATING, f"{name} without NOT VALID"
-    elif (
-        kind in {ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_EXCLUSION}
-        and not constraint.indexname
-    ):
-        yield ADD_UNIQUE_CONSTRAINT, name
+def _apply_directives(
+    phase: str, number: int, text: str, hits: list[Hit], directives: list[_Directive]
+) -> list[LintFinding]:
+    findings: list[LintFinding] = []
+    allowed: dict[str, str] = {}
+    for directive in directives:
+        problem = directive.problem()
+        if problem is not None:
+            findings.append(_finding(ALLOW_INVALID, phase, text, number, problem))
+        else:
+            allowed.update(dict.fromkeys(directive.codes, directive.reason))
+    used: set[str] = set()
+    for rule, construct in hits:
+        reason = allowed.get(rule.code)
+        if reason is not None:
+            used.add(rule.code)
+        lifts = rule.allowable or rule.severity is Severity.APPROVE
+        because = reason if reason is not None and lifts else None
+        findings.append(_finding(rule, phase, text, number, construct, allowed_because=because))
+    for code in allowed.keys() - used:
+        construct = f"{ALLOW_DIRECTIVE} {code}"
+        findings.append(_finding(ALLOW_UNUSED, phase, text, number, construct))
+    return findings
 
 
-_DATA_RULES: dict[type[ast.Node], Rule] = {
-    ast.TruncateStmt: TRUNCATE,
-    ast.DeleteStmt: DELETE,
-    ast.UpdateStmt: UPDATE,
-}
-_DROP_RULES = {ObjectType.OBJECT_TABLE: DROP_TABLE, ObjectType.OBJECT_INDEX: DROP_INDEX}
-_RENAME_RULES = {ObjectType.OBJECT_TABLE: RENAME_TABLE, ObjectType.OBJECT_COLUMN: RENAME_COLUMN}
+def _directives(sql: str, parsed: _Parsed) -> tuple[dict[int, list[_Directive]], list[_Directive]]:
+    """The directives in ``sql``'s comments, by the 1-based number of their statement, and
+    those after the last statement."""
+    by_statement: dict[int, list[_Directive]] = {}
+    stray: list[_Directive] = []
+    if ALLOW_DIRECTIVE not in sql.lower():
+        return by_statement, stray
+    for token in scan(sql):
+        if token.name not in {"SQL_COMMENT", "C_COMMENT"}:
+            continue
+        directive = _directive(sql[token.start : token.end + 1])
+        if directive is None:
+            continue
+        number = _owner(sql, parsed, token.start)
+        if number:
+            by_statement.setdefault(number, []).append(directive)
+        else:
+            stray.append(directive)
+    return by_statement, stray
 
 
-def _drop_rule(node: ast.DropStmt) -> Rule:
-    return _DROP_RULES.get(node.removeType, DROP_OBJECT) if node.removeType else DROP_OBJECT
+def _directive(comment: str) -> _Directive | None:
+    body = comment[2:-2] if comment.startswith("/*") else comment[2:]
+    body = body.strip()
+    if not body.lower().startswith(ALLOW_DIRECTIVE):
+        return None
+    rest = body[len(ALLOW_DIRECTIVE) :]
+    if rest and not rest[0].isspace():
+        return None
+    words = rest.replace(",", " ").split()
+    codes: list[str] = []
+    while words and words[0].upper().startswith("PB") and words[0][2:].isdigit():
+        codes.append(words.pop(0).upper())
+    return _Directive(tuple(codes), " ".join(words))
 
 
-def _rename_rule(node: ast.RenameStmt) -> Rule:
-    return _RENAME_RULES.get(node.renameType, RENAME_OBJECT) if node.renameType else RENAME_OBJECT
+def _owner(sql: str, parsed: _Parsed, offset: int) -> int:
+    """The statement a comment at ``offset`` belongs to: the one whose line it ends (a
+    comment after ``;`` on the same line), else the one it is inside or above; 0 after the
+    last statement."""
+    before = [n for n, s in enumerate(parsed, 1) if s.end <= offset]
+    if before and "\n" not in sql[parsed[before[-1] - 1].end : offset]:
+        return before[-1]
+    return next((n for n, s in enumerate(parsed, 1) if s.end > offset), 0)
 
 
 def _runs_outside_transaction(node: ast.Node) -> bool:
@@ -590,11 +558,3 @@ def _concurrent_index(node: ast.Node) -> str | None:
         return None
     schema = node.relation.schemaname if node.relation is not None else None
     return f"{schema}.{node.idxname}" if schema else node.idxname
-
-
-def _relname(relation: ast.RangeVar) -> str:
-    return ".".join(part for part in (relation.schemaname, relation.relname) if part)
-
-
-def _kind(node: ast.Node) -> str:
-    return type(node).__name__.removesuffix("Stmt").upper() or "statement"
