@@ -43,6 +43,15 @@ def test_a_refusal_without_causes_keeps_the_api_servers_message() -> None:
     assert refusal is not None and "quantities must match" in refusal.message
 
 
+def test_a_patch_server_side_apply_cannot_build_is_a_refusal_too() -> None:
+    exc = refused(500, {"message": 'failed to create typed patch object (shop/orders; apps/v1, '
+                        'Kind=Deployment): .spec.template.spec.containers[name="app"].ports: '
+                        'duplicate entries for key [containerPort=8080,protocol="TCP"]'})
+    refusal = child_refusal(exc, DEPLOYMENT, SPEC)
+    assert refusal is not None
+    assert "spec.ports: duplicate entries for key [containerPort=8080" in refusal.message
+
+
 def test_outages_and_conflicts_are_not_refusals() -> None:
     for status in (401, 403, 409, 500, 503):
         assert child_refusal(refused(status, {}), DEPLOYMENT, SPEC) is None

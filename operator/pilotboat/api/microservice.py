@@ -221,10 +221,26 @@ class RolloutStrategy(SpecModel):
         return self
 
 
+# The image reference grammar of the distribution project (reference/regexp.go), without
+# IPv6 registries: what the kubelet can pull. Anything else would only fail on the node.
+_DOMAIN = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+IMAGE_REFERENCE_PATTERN = (
+    rf"^(?:{_DOMAIN}(?:\.{_DOMAIN})*(?::[0-9]+)?/)?{_PATH}(?:/{_PATH})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?$"
+)
+
+
 class MicroserviceSpec(SpecModel):
     """The desired state of a service: what runs, how it is reached, and how it is released."""
 
-    image: str = Field(min_length=1, max_length=1024, description="Container image to run.")
+    image: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=IMAGE_REFERENCE_PATTERN,
+        description="Container image to run: [registry[:port]/]path[:tag][@digest].",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None,
         description="When the kubelet pulls the image; Kubernetes' default when unset"

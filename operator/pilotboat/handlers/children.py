@@ -11,6 +11,7 @@ run of the rendered children (:func:`dry_run_children`); whatever is refused lat
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -69,17 +70,34 @@ class ChildRefusal:
     """The API server's reasons, each led by the Microservice field it comes from."""
 
 
+# Server-side apply cannot even build the patch of an object whose list-map keys repeat (two
+# ports 8080/TCP): the API server answers 500 with this message, a refusal all the same.
+_TYPED_PATCH = re.compile(r"failed to create typed patch object \([^)]*\): \.(?P<field>[^:]+): ")
+
+
+def _typed_patch_cause(message: str) -> dict[str, str] | None:
+    """The cause in a typed-patch failure, as a cause of a 422 would carry it."""
+    match = _TYPED_PATCH.search(message)
+    if match is None:
+        return None
+    field = re.sub(r'\[name="app"\]', "[0]", match["field"])  # the one container rendered
+    return {"field": field, "message": message[match.end():]}
+
+
 def child_refusal(
     exc: ApiException, child: Mapping[str, Any], spec: MicroserviceSpec
 ) -> ChildRefusal | None:
     """What the API server said about ``child``, if ``exc`` is a refusal (not an outage)."""
-    if exc.status not in _REFUSED:
-        return None
-    kind, name = str(child["kind"]), str(child["metadata"]["name"])
     try:
         body = json.loads(exc.body or "{}")
     except ValueError:
         body = {}
+    typed = _typed_patch_cause(str(body.get("message") or "")) if exc.status == 500 else None
+    if exc.status not in _REFUSED and typed is None:
+        return None
+    if typed is not None:
+        body = {"details": {"causes": [typed]}}
+    kind, name = str(child.get("kind") or "object"), str((child.get("metadata") or {}).get("name"))
     env_count = len(spec.env or ())
     parts = []
     for cause in (body.get("details") or {}).get("causes") or []:
