@@ -63,14 +63,19 @@ def test_the_api_server_refuses_a_forged_approver_with_no_webhook_running(
     story.given(schema_migration())
     me = whoami(kubeconfig)
 
-    for forged in (approval("cto-says-yes", approver="the-cto"), approval("nobody")):
+    shown = checksum(CONTRACT)
+    for forged in (approval("cto-says-yes", approver="the-cto", contractChecksum=shown),
+                   approval("nobody", contractChecksum=shown)):
         with pytest.raises(ApiException) as refused:
             story.given(forged)
         assert refused.value.status == 403
         assert f"spec.approver must be the user creating the approval: {me}" in \
             str(refused.value.body)
 
-    story.given(approval("honest", approver=me))
+    with pytest.raises(ApiException) as unsaid:
+        story.given(approval("what", approver=me))
+    assert "spec.contractChecksum must name the contract SQL" in str(unsaid.value.body)
+    story.given(approval("honest", approver=me, contractChecksum=shown))
     with pytest.raises(ApiException) as changed:
         story.patch("MigrationApproval", "honest", {"spec": {"reason": "later"}})
     assert changed.value.status == 403 and "cannot change" in str(changed.value.body)
@@ -88,7 +93,8 @@ def test_an_approval_made_while_the_policy_was_missing_never_counts(
     deadline = time.monotonic() + 30
     while True:  # the API server stops enforcing a deleted binding within moments
         try:
-            story.given(approval("forged", approver="the-cto"))
+            story.given(approval("forged", approver="the-cto",
+                                 contractChecksum=checksum(CONTRACT)))
             break
         except ApiException:
             assert time.monotonic() < deadline, "the policy still refuses after 30 s"
@@ -99,7 +105,7 @@ def test_an_approval_made_while_the_policy_was_missing_never_counts(
     deadline = time.monotonic() + 30
     while True:
         try:
-            story.given(approval("honest", approver=me))
+            story.given(approval("honest", approver=me, contractChecksum=checksum(CONTRACT)))
             break
         except ApiException:  # the re-created binding takes a moment to be enforced
             assert time.monotonic() < deadline

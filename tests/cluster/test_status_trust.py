@@ -36,7 +36,7 @@ def test_a_forged_degraded_phase_is_no_rollback_and_is_written_over(story: Story
     healed = story.wait_for(
         "Microservice", "orders",
         lambda o: ((o or {}).get("status") or {}).get("phase") == "Healthy",
-        timeout=60, what="Healthy again",
+        timeout=120, what="Healthy again",
     )
     assert healed is not None
     assert "phase" not in foreign_status_fields(healed["metadata"]["managedFields"])

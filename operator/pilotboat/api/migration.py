@@ -233,6 +233,7 @@ class MigrationApprovalSpec(SpecModel):
     )
     migration_uid: str | None = Field(
         default=None,
+        alias="migrationUID",
         max_length=64,
         description="UID of the SchemaMigration approved: an approval never counts for a "
         "later object of the same name. Filled in at admission when unset.",
