@@ -7,6 +7,12 @@ and ``sem_ver``. No library checks the *structure* of a rule without evaluating 
 evaluation only walks the branches its data selects, so the walk below is our own.
 
 Each problem names the field, as the API server would: ``spec.targeting.if[1].fractional``.
+
+A rule is measured before it is walked: nested deeper than :data:`MAX_TARGETING_DEPTH` or
+larger than :data:`MAX_TARGETING_NODES` values, it is refused with that one problem, so no
+rule can make the check (or flagd) recurse without bound. Variant values are held to the same
+limits. The other limits on untrusted input are in :mod:`pilotboat.core.limits`; these two
+are here because the API layer checks flags and may not import the core.
 """
 
 from __future__ import annotations
@@ -18,12 +24,24 @@ from json_logic.builtins import BUILTINS
 
 __all__ = [
     "FLAGD_OPERATORS",
+    "MAX_TARGETING_DEPTH",
+    "MAX_TARGETING_NODES",
     "fractional_buckets",
     "fractional_operations",
     "json_type",
+    "nesting",
     "targeting_problems",
     "variant_type_problems",
 ]
+
+MAX_TARGETING_DEPTH = 64
+"""Objects and arrays nested in ``spec.targeting`` (or one variant value), at most. A
+JsonLogic operator is two levels (its object and its argument list), so this allows some 30
+nested operators; a typical rule (``if`` of ``in`` of ``var``) nests 5."""
+
+MAX_TARGETING_NODES = 10_000
+"""Values (objects, arrays and literals) in ``spec.targeting`` (or one variant value), at
+most."""
 
 _SPECIAL_FORMS = frozenset(
     {"if", "?:", "and", "or", "filter", "reduce", "map", "all", "some", "none"}
@@ -55,10 +73,59 @@ def json_type(value: Any) -> str:
     return "null"
 
 
+def nesting(value: Any, *, max_depth: int, max_nodes: int) -> tuple[int, int]:
+    """How deep a JSON-like value nests (each object or array is a level; a literal alone
+    is depth 0) and how many values it holds, counted without recursion and only until one
+    passes its bound: a result over ``max_depth`` or ``max_nodes`` means "more than".
+
+    Shared references count each time they are reached (as a YAML alias expands), so the
+    count is bounded work even for a value that refers to itself.
+
+    >>> nesting({"if": [{"var": "x"}, "on", "off"]}, max_depth=64, max_nodes=100)
+    (3, 6)
+    >>> nesting([[[[1]]]], max_depth=2, max_nodes=100)
+    (3, 3)
+    """
+    deepest, count = 0, 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > max_depth or count > max_nodes:
+            break
+        stack.extend((child, depth) for child in children)
+    return deepest, count
+
+
+def _size_problem(value: Any, field: str) -> str | None:
+    depth, count = nesting(value, max_depth=MAX_TARGETING_DEPTH, max_nodes=MAX_TARGETING_NODES)
+    if depth > MAX_TARGETING_DEPTH:
+        return (
+            f"{field}: nested more than {MAX_TARGETING_DEPTH} levels deep "
+            f"(limit MAX_TARGETING_DEPTH = {MAX_TARGETING_DEPTH})"
+        )
+    if count > MAX_TARGETING_NODES:
+        return (
+            f"{field}: more than {MAX_TARGETING_NODES} values "
+            f"(limit MAX_TARGETING_NODES = {MAX_TARGETING_NODES})"
+        )
+    return None
+
+
 def variant_type_problems(variants: Mapping[str, Any], field: str = "spec.variants") -> list[str]:
-    """Problems with the variants' values: none is null, and all share one JSON type."""
+    """Problems with the variants' values: none is null, none is over the size limits, and
+    all share one JSON type."""
     problems = [f"{field}.{name}: a variant value cannot be null" for name, v in variants.items()
                 if v is None]  # fmt: skip
+    problems += [p for name, v in variants.items() if (p := _size_problem(v, f"{field}.{name}"))]
     types = {name: json_type(v) for name, v in variants.items() if v is not None}
     if len(set(types.values())) > 1:
         listed = ", ".join(f"{n} is {t}" for n, t in sorted(types.items()))
@@ -140,7 +207,9 @@ def targeting_problems(
     field: str = "spec.targeting",
 ) -> list[str]:
     """Problems with a flag's targeting: it is JsonLogic whose operators flagd knows, each
-    ``fractional`` split names variants of the flag and its percentages sum to 100.
+    ``fractional`` split names variants of the flag and its percentages sum to 100, within
+    :data:`MAX_TARGETING_DEPTH` and :data:`MAX_TARGETING_NODES` (checked first; over them,
+    that is the only problem reported).
 
     An empty rule (``{}``) is no targeting, as in flagd.
 
@@ -152,6 +221,9 @@ def targeting_problems(
     """
     if not targeting:
         return []
+    too_large = _size_problem(targeting, field)
+    if too_large is not None:
+        return [too_large]
     return list(_walk(targeting, field, variants))
 
 

@@ -32,7 +32,10 @@ Default queries (``DEFAULT_QUERIES``), over the ``http_requests_total`` counter 
 
 Every query, the defaults and a signal's ``query`` override alike, is a Jinja2 template
 rendered with ``service``, ``namespace``, ``version``, ``interval`` (a PromQL duration) and,
-for latency, ``quantile``; an unknown placeholder is an Error naming it.
+for latency, ``quantile``; an unknown placeholder is an Error naming it. Templates are
+tenants' input: they render in :class:`pilotboat.core.limits.QueryTemplateSandbox`, which
+refuses loops, calls and anything that would build more than ``MAX_TEMPLATE_OUTPUT``
+characters before building it (:func:`template_limit_problems` lists those refusals).
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ from functools import lru_cache
 from typing import Literal
 
 import jinja2
-import jinja2.sandbox
 
 from pilotboat.api.common import format_duration, parse_duration
 from pilotboat.api.rollout import (
@@ -56,6 +58,11 @@ from pilotboat.api.rollout import (
     LatencySignal,
     SaturationSignal,
     TrafficSignal,
+)
+from pilotboat.core.limits import (
+    TemplateLimitExceeded,
+    compile_query_template,
+    render_query_template,
 )
 
 __all__ = [
@@ -75,6 +82,7 @@ __all__ = [
     "judged_signals",
     "queries_per_interval",
     "plan_queries",
+    "template_limit_problems",
     "judge",
     "assess_run",
 ]
@@ -139,6 +147,9 @@ class Query:
     key: str
     expression: str | None
     error: str | None = None
+    over_limit: bool = False
+    """The template was refused by a limit on untrusted input (:mod:`pilotboat.core.limits`),
+    not by a mistake in it: it would be refused whatever the data."""
 
 
 @dataclass(frozen=True)
@@ -253,22 +264,19 @@ def queries_per_interval(template: AnalysisTemplate) -> int:
     return 1 + 2 * len(judged_signals(template))
 
 
-_JINJA = jinja2.sandbox.ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False
-)
-
-
 @lru_cache(maxsize=256)
 def _compile(source: str) -> jinja2.Template:
-    return _JINJA.from_string(source)
+    return compile_query_template(source)
 
 
 def _render(key: str, source: str, values: Mapping[str, object]) -> Query:
     try:
-        return Query(key, _compile(source).render(values).strip())
+        return Query(key, render_query_template(_compile(source), values).strip())
     except jinja2.TemplateSyntaxError as exc:
         return Query(key, None, f"query template: {exc.message} (line {exc.lineno})")
-    except jinja2.TemplateError as exc:
+    except TemplateLimitExceeded as exc:
+        return Query(key, None, f"query template: {exc}", over_limit=True)
+    except Exception as exc:  # its own mistake ({{ 1 / 0 }}): an Error, not a crashed pass
         return Query(key, None, f"query template: {exc}")
 
 
@@ -302,6 +310,24 @@ def plan_queries(
         for track, version in (("canary", canary_version), ("stable", stable_version)):
             queries.append(_render(f"{name}.{track}", source, values | {"version": version}))
     return QueryPlan(window, tuple(queries))
+
+
+def template_limit_problems(plan: QueryPlan) -> list[str]:
+    """The signals whose query template a limit on untrusted input refused, one message
+    each, naming the field: ``analysis.signals.errors.query: query template: ...``.
+
+    >>> t = AnalysisTemplate.model_validate(
+    ...     {"signals": {"errors": {"maxRatio": 0.01, "query": "{{ 'x' * 10**9 }}"}}})
+    >>> template_limit_problems(plan_queries(t, "cart", "shop", "v2", "v1", "30s"))
+    ["analysis.signals.errors.query: query template: 'x' * 1000000000 would be 1000000000 \
+characters long, more than 65536 (limit MAX_TEMPLATE_OUTPUT = 65536)"]
+    """
+    problems: dict[str, str] = {}
+    for query in plan.queries:
+        if query.over_limit:
+            signal = query.key.split(".")[0]
+            problems.setdefault(signal, f"analysis.signals.{signal}.query: {query.error}")
+    return list(problems.values())
 
 
 # --- judging one interval -------------------------------------------------------------------

@@ -36,6 +36,12 @@ Field paths are dotted, with ``[]`` for array items: ``items[].sku``; consumers 
 unqualified, it must hold in at least one of the operations the consumer calls. Local
 ``$ref``s are resolved (``#/components/...``); ``allOf`` merges, ``oneOf``/``anyOf`` unite.
 Protobuf descriptors are not checked.
+
+Documents are tenants' input, held to the limits of :mod:`pilotboat.core.limits` when they
+are read (:func:`load_document`): their size, YAML aliases, values and depth, and the work
+of reading their operations. A schema that refers to itself (``$ref`` or ``allOf`` back to
+one of its own ancestors) contributes nothing more the second time; a lattice of schemas
+that would take more than ``MAX_SCHEMA_STEPS`` visits is refused.
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ from typing import Any
 import yaml
 
 from pilotboat.api import MicroserviceSpec
+from pilotboat.core.limits import (
+    MAX_SCHEMA_DEPTH,
+    MAX_SCHEMA_STEPS,
+    LimitExceeded,
+    check_document,
+    load_yaml,
+)
 
 __all__ = [
     "ConsumerExpectation",
@@ -66,7 +79,7 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
 class ContractError(ValueError):
-    """A document that is not an OpenAPI 3 document we can read."""
+    """A document that is not an OpenAPI 3 document we can read, or one over a limit."""
 
 
 @dataclass(frozen=True)
@@ -103,17 +116,22 @@ class ConsumerExpectation:
 
 
 def load_document(text: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
-    """Parse an OpenAPI 3 document from YAML or JSON text (or take a parsed one).
+    """Parse an OpenAPI 3 document from YAML or JSON text (or take a parsed one), within
+    the limits on untrusted input, and read its operations once.
 
-    Raises :class:`ContractError` when it is not one.
+    Raises :class:`ContractError` when it is not one, or is over a limit (the message names
+    the limit).
     """
-    if isinstance(text, Mapping):
-        doc: Any = dict(text)
-    else:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ContractError(f"not YAML or JSON: {exc}") from None
+    try:
+        if isinstance(text, Mapping):
+            check_document(text)
+            doc: Any = dict(text)
+        else:
+            doc = load_yaml(text)
+    except LimitExceeded as exc:
+        raise ContractError(str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise ContractError(f"not YAML or JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ContractError("an OpenAPI document is a mapping")
     version = str(doc.get("openapi") or "")
@@ -121,6 +139,7 @@ def load_document(text: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
         raise ContractError(f"not an OpenAPI 3 document (openapi: {version or 'missing'})")
     if not isinstance(doc.get("paths") or {}, dict):
         raise ContractError("paths must be a mapping")
+    _operations(doc)  # over MAX_SCHEMA_STEPS or MAX_SCHEMA_DEPTH, refused here
     return doc
 
 
@@ -139,14 +158,44 @@ def _pointer(doc: Mapping[str, Any], ref: str) -> Any:
     return node
 
 
-def _deref(doc: Mapping[str, Any], node: Any, seen: frozenset[str] = frozenset()) -> Any:
+def _deref(
+    doc: Mapping[str, Any], node: Any, seen: frozenset[str] = frozenset()
+) -> tuple[Any, frozenset[str]]:
+    """The node a chain of ``$ref``s leads to, and ``seen`` with the refs followed; a ref
+    already seen (a cycle) leads to ``{}``."""
     while isinstance(node, Mapping) and "$ref" in node:
         ref = str(node["$ref"])
         if ref in seen:
-            return {}
+            return {}, seen
         seen = seen | {ref}
         node = _pointer(doc, ref)
-    return node
+    return node, seen
+
+
+@dataclass
+class _Budget:
+    """The work of reading one document's operations, held to :data:`MAX_SCHEMA_STEPS`
+    (a field walked or a schema merged is a step) and :data:`MAX_SCHEMA_DEPTH`; and the
+    schemas merged so far, each merged once per set of refs followed to it."""
+
+    steps: int = 0
+    # (id(schema), seen) -> (schema, merged); the schema is held so its id is not reused
+    merged: dict[tuple[int, frozenset[str]], tuple[Any, dict[str, Any]]] = field(
+        default_factory=dict
+    )
+
+    def spend(self, depth: int) -> None:
+        self.steps += 1
+        if self.steps > MAX_SCHEMA_STEPS:
+            raise ContractError(
+                f"its schemas take more than {MAX_SCHEMA_STEPS} steps to resolve "
+                f"(limit MAX_SCHEMA_STEPS = {MAX_SCHEMA_STEPS})"
+            )
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ContractError(
+                f"its schemas nest more than {MAX_SCHEMA_DEPTH} deep, $refs included "
+                f"(limit MAX_SCHEMA_DEPTH = {MAX_SCHEMA_DEPTH})"
+            )
 
 
 @dataclass(frozen=True)
@@ -167,16 +216,22 @@ def _schema_type(schema: Mapping[str, Any]) -> str | None:
     return str(kind) if kind is not None else None
 
 
-def _merged(doc: Mapping[str, Any], schema: Any, seen: frozenset[str]) -> dict[str, Any]:
+def _merged(
+    doc: Mapping[str, Any], schema: Any, seen: frozenset[str], budget: _Budget, depth: int = 0
+) -> dict[str, Any]:
     """A schema with allOf merged and oneOf/anyOf united (properties, required, type)."""
-    schema = _deref(doc, schema, seen)
+    schema, seen = _deref(doc, schema, seen)
     if not isinstance(schema, Mapping):
         return {}
+    memo = (id(schema), seen)
+    if memo in budget.merged:
+        return budget.merged[memo][1]
+    budget.spend(depth)
     out: dict[str, Any] = {k: v for k, v in schema.items() if k not in ("allOf", "oneOf", "anyOf")}
     props = dict(out.get("properties") or {})
     required = set(out.get("required") or [])
     for key in ("allOf", "oneOf", "anyOf"):
-        parts = [_merged(doc, s, seen) for s in schema.get(key) or []]
+        parts = [_merged(doc, s, seen, budget, depth + 1) for s in schema.get(key) or []]
         for part in parts:
             props.update(part.get("properties") or {})
             if key == "allOf":
@@ -189,34 +244,44 @@ def _merged(doc: Mapping[str, Any], schema: Any, seen: frozenset[str]) -> dict[s
     if props:
         out["properties"] = props
     out["required"] = sorted(required)
+    budget.merged[memo] = (schema, out)
     return out
 
 
-def _fields(
+def _fields(doc: Mapping[str, Any], schema: Any, budget: _Budget) -> dict[str, _Field]:
+    """Every field of a schema by dotted path (``[]`` for array items)."""
+    result: dict[str, _Field] = {}
+    _add_fields(doc, schema, budget, result, "", frozenset(), 0)
+    return result
+
+
+def _add_fields(
     doc: Mapping[str, Any],
     schema: Any,
-    prefix: str = "",
-    seen: frozenset[str] = frozenset(),
-    depth: int = 0,
-) -> dict[str, _Field]:
-    """Every field of a schema by dotted path (``[]`` for array items)."""
+    budget: _Budget,
+    result: dict[str, _Field],
+    prefix: str,
+    seen: frozenset[str],
+    depth: int,
+) -> None:
     if depth > 12:
-        return {}
-    merged = _merged(doc, schema, seen)
+        return
+    budget.spend(depth)
+    merged = _merged(doc, schema, seen, budget, depth)
     if isinstance(schema, Mapping) and "$ref" in schema:
         ref = str(schema["$ref"])
         if ref in seen:
-            return {}
+            return
         seen = seen | {ref}
-    result: dict[str, _Field] = {}
     if _schema_type(merged) == "array" or "items" in merged:
-        result.update(_fields(doc, merged.get("items") or {}, f"{prefix}[]", seen, depth + 1))
-        return result
+        items = merged.get("items") or {}
+        _add_fields(doc, items, budget, result, f"{prefix}[]", seen, depth + 1)
+        return
     required = set(merged.get("required") or [])
     closed = merged.get("additionalProperties") is False
     for name, sub in (merged.get("properties") or {}).items():
         path = f"{prefix}.{name}" if prefix else str(name)
-        sub_merged = _merged(doc, sub, seen)
+        sub_merged = _merged(doc, sub, seen, budget, depth + 1)
         enum = sub_merged.get("enum")
         result[path] = _Field(
             _schema_type(sub_merged),
@@ -224,8 +289,7 @@ def _fields(
             tuple(enum) if isinstance(enum, list) else None,
             closed,
         )
-        result.update(_fields(doc, sub, path, seen, depth + 1))
-    return result
+        _add_fields(doc, sub, budget, result, path, seen, depth + 1)
 
 
 @dataclass
@@ -240,7 +304,7 @@ class _Operation:
 
 
 def _json_schema(doc: Mapping[str, Any], holder: Any) -> Any:
-    holder = _deref(doc, holder)
+    holder, _ = _deref(doc, holder)
     content = (holder or {}).get("content") if isinstance(holder, Mapping) else None
     if not isinstance(content, Mapping) or not content:
         return None
@@ -250,8 +314,9 @@ def _json_schema(doc: Mapping[str, Any], holder: Any) -> Any:
 
 def _operations(doc: Mapping[str, Any]) -> dict[tuple[str, str], _Operation]:
     ops: dict[tuple[str, str], _Operation] = {}
+    budget = _Budget()
     for path, item in (doc.get("paths") or {}).items():
-        item = _deref(doc, item)
+        item, _ = _deref(doc, item)
         if not isinstance(item, Mapping):
             continue
         shared = list(item.get("parameters") or [])
@@ -261,21 +326,21 @@ def _operations(doc: Mapping[str, Any]) -> dict[tuple[str, str], _Operation]:
                 continue
             op = _Operation(method.upper(), str(path), raw.get("operationId"))
             for param in [*shared, *(raw.get("parameters") or [])]:
-                param = _deref(doc, param)
-                schema = _merged(doc, param.get("schema") or {}, frozenset())
+                param, _ = _deref(doc, param)
+                schema = _merged(doc, param.get("schema") or {}, frozenset(), budget)
                 enum = schema.get("enum")
                 op.params[(str(param.get("in")), str(param.get("name")))] = _Field(
                     _schema_type(schema),
                     bool(param.get("required")) or param.get("in") == "path",
                     tuple(enum) if isinstance(enum, list) else None,
                 )
-            body = _deref(doc, raw.get("requestBody"))
+            body, _ = _deref(doc, raw.get("requestBody"))
             if isinstance(body, Mapping):
                 op.body_required = bool(body.get("required"))
-                op.request = _fields(doc, _json_schema(doc, body) or {})
+                op.request = _fields(doc, _json_schema(doc, body) or {}, budget)
             for code, response in (raw.get("responses") or {}).items():
                 if str(code).startswith("2"):
-                    op.response.update(_fields(doc, _json_schema(doc, response) or {}))
+                    op.response.update(_fields(doc, _json_schema(doc, response) or {}, budget))
             ops[(op.method, op.path)] = op
     return ops
 

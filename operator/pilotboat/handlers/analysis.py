@@ -1,5 +1,9 @@
 """Analysis of a canary step: take a measurement when one is due, and say where the step
-stands. Measurements live in `status.analysis`, so a restart continues the same step."""
+stands. Measurements live in `status.analysis`, so a restart continues the same step.
+
+A query template over a limit on untrusted input (:mod:`pilotboat.core.limits`) pauses the
+step at once, naming the field and the limit: no interval is waited for and nothing is
+sent to Prometheus, since no data could change the verdict."""
 
 from __future__ import annotations
 
@@ -12,7 +16,15 @@ from pilotboat.adapters.metrics import MetricProvider, measure
 from pilotboat.adapters.prometheus import prometheus_provider
 from pilotboat.api import AnalysisStep, AnalysisTemplate
 from pilotboat.api.common import parse_duration
-from pilotboat.core.analysis import Measurement, RunPhase, Verdict, analysis_interval, assess_run
+from pilotboat.core.analysis import (
+    Measurement,
+    RunPhase,
+    Verdict,
+    analysis_interval,
+    assess_run,
+    plan_queries,
+    template_limit_problems,
+)
 from pilotboat.core.rollout import AnalysisOutcome
 
 __all__ = ["DEFAULT_TEMPLATE", "StepAnalysis", "analyse_step", "effective_template"]
@@ -101,6 +113,12 @@ def analyse_step(
     previous = dict(previous or {})
     interval = analysis_interval(template, step)
     seconds = parse_duration(interval)
+    plan = plan_queries(template, service, namespace, canary_version, stable_version, interval)
+    refused = template_limit_problems(plan)
+    if refused:
+        summary = "; ".join(refused)
+        status = {**previous, "summary": summary}
+        return StepAnalysis(AnalysisOutcome("ErrorPaused", summary), status, seconds, None)
     records = [
         dict(r) for r in previous.get("measurements", []) or [] if r.get("step") == step_index
     ]

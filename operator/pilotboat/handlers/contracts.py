@@ -160,6 +160,7 @@ def contract_gate(
     revision: str,
 ) -> ContractGate:
     """Check the contract of ``spec`` before its release starts; keep it when it passes."""
+    where = "spec.api.openapi"
     try:
         text, where = _document(kube, owner.namespace, spec)
         if text is None:
@@ -170,9 +171,10 @@ def contract_gate(
             name = _record_name(owner.name, stable_revision)
             record = kube.get("ConfigMap", owner.namespace, name)
             old_text = ((record or {}).get("data") or {}).get(_KEY)
+            where = f"the deployed contract (ConfigMap {name})"
         old = load_document(old_text) if old_text else None
     except ContractError as exc:
-        message = f"{spec.version}'s contract cannot be read: {exc}"
+        message = f"{spec.version}'s contract cannot be read: {where}: {exc}"
         return ContractGate([message], [_condition("False", "ContractUnreadable", message)])
     consumers = _consumers(kube, owner.namespace, owner.name)
     violations = check_contract(old, new, consumers)

@@ -41,20 +41,34 @@ Kopf's managed mode, so that each configuration
 
 The configurations stay when the operator stops: removing them would open a window in
 which approvals are created without a stamp (and any stamp a client wrote would pass).
+
+**Admission has its own threads.** Every check runs on a small pool of its own
+(:data:`ADMISSION_WORKERS` threads), awaited by an async handler for at most
+``ADMISSION_TIMEOUT_SECONDS`` (:mod:`pilotboat.core.limits`), never on Kopf's executor, which
+runs the event handlers: a slow reconcile, or a tenant's object that is slow to check, never
+delays another approval. A check that runs out of time refuses where the webhook's
+``failurePolicy`` is ``Fail`` (as the API server would refuse without an answer) and admits
+with a warning where it is ``Ignore`` (the reconciler checks again). A request nested too
+deeply for Python's JSON reader (a FeatureFlag's targeting 2 000 levels deep) is read cut at
+``MAX_ADMISSION_DEPTH`` (:func:`pilotboat.core.limits.clip_json_depth`), so it is refused by
+the limit of its field instead of going unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
+import aiohttp.web
 import kopf
 from pydantic import ValidationError
 
@@ -63,9 +77,10 @@ from pilotboat.adapters.kube import Kube
 from pilotboat.api import MicroserviceSpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core import reasons
+from pilotboat.core.limits import ADMISSION_TIMEOUT_SECONDS, MAX_ADMISSION_DEPTH, clip_json_depth
 from pilotboat.core.workload import Owner
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval, contract_author_patch
-from pilotboat.handlers.children import dry_run_children
+from pilotboat.handlers.children import ChildRefusal, dry_run_children
 from pilotboat.handlers.context import runtime
 from pilotboat.handlers.contracts import (
     ANNOTATION_ALLOW_BREAKING,
@@ -73,10 +88,11 @@ from pilotboat.handlers.contracts import (
     OverrideRefused,
     admit_override,
 )
-from pilotboat.handlers.databases import database_claim
+from pilotboat.handlers.databases import DatabaseClaim, database_claim
 from pilotboat.handlers.migrations import lint_warnings
 
 __all__ = [
+    "ADMISSION_WORKERS",
     "PilotboatWebhookServer",
     "namespace_match_expression",
     "webhook_configuration_name",
@@ -90,6 +106,11 @@ LINT_WEBHOOK = "schemamigration-lint"
 OVERRIDE_WEBHOOK = "breaking-change-override"
 CHILDREN_WEBHOOK = "microservice-children"
 AUTHOR_WEBHOOK = "contract-author"
+
+ADMISSION_WORKERS = 4
+"""Threads that run admission checks, and nothing else."""
+_admission_pool = ThreadPoolExecutor(max_workers=ADMISSION_WORKERS, thread_name_prefix="admission")
+_T = TypeVar("_T")
 
 
 def _carries_override(obj: str) -> str:
@@ -258,6 +279,58 @@ class PilotboatWebhookServer(kopf.WebhookServer):
             await asyncio.to_thread(self._register, client_config)
             yield client_config
 
+    @staticmethod
+    async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        """Kopf's, except that a request nested too deeply for Python's JSON reader is read
+        cut at ``MAX_ADMISSION_DEPTH`` rather than answered with an error (which the API
+        server would take as no answer: with ``failurePolicy: Ignore``, as admitted)."""
+        text = await request.text()
+        try:
+            json.loads(text)
+        except RecursionError:
+            loop = asyncio.get_running_loop()
+            clipped = await loop.run_in_executor(
+                _admission_pool, clip_json_depth, text, MAX_ADMISSION_DEPTH
+            )
+            request = cast(aiohttp.web.Request, _ReadRequest(request, clipped))
+        except ValueError:
+            pass  # not JSON: Kopf answers 400
+        return await kopf.WebhookServer._serve(fn, request)
+
+
+class _ReadRequest:
+    """An aiohttp request whose body was read, and is answered as ``text``."""
+
+    def __init__(self, request: aiohttp.web.Request, text: str) -> None:
+        self._request = request
+        self._text = text
+
+    async def text(self) -> str:
+        return self._text
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+async def _check(
+    webhook: str, check: Callable[[], _T], *, fail_closed: bool, warnings: list[str]
+) -> _T | None:
+    """``check()`` on the admission pool, within ``ADMISSION_TIMEOUT_SECONDS``. Out of
+    time: refuse when ``fail_closed`` (a ``failurePolicy: Fail`` webhook), else None with a
+    warning (the API server would have admitted without an answer)."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(
+            loop.run_in_executor(_admission_pool, check), ADMISSION_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        _log.warning("admission check %s took more than %ss", webhook, ADMISSION_TIMEOUT_SECONDS)
+        message = f"{webhook}: not checked within {ADMISSION_TIMEOUT_SECONDS:g}s"
+        if fail_closed:
+            raise kopf.AdmissionError(f"{message}; try again", code=503) from None
+        warnings.append(f"{message}; the operator checks it when it reconciles")
+        return None
+
 
 # --- the handlers ------------------------------------------------------------------------------
 
@@ -265,12 +338,20 @@ class PilotboatWebhookServer(kopf.WebhookServer):
 @kopf.on.mutate(
     GROUP, VERSION, "migrationapprovals", id=APPROVAL_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
-def approval_identity(
-    body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+async def approval_identity(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    patch: kopf.Patch,
+    warnings: list[str],
+    **kwargs: Any,
 ) -> None:
     operation, old = str(kwargs.get("operation")), kwargs.get("old")
+
+    def check() -> dict[str, Any] | None:
+        return admit_approval(runtime().kube, operation, body, old, dict(userinfo))
+
     try:
-        admitted = admit_approval(runtime().kube, operation, body, old, dict(userinfo))
+        admitted = await _check(APPROVAL_WEBHOOK, check, fail_closed=True, warnings=warnings)
     except ApprovalRefused as refusal:
         raise kopf.AdmissionError(str(refusal), code=403) from None
     for part, values in (admitted or {}).items():
@@ -284,11 +365,18 @@ def approval_identity(
 @kopf.on.mutate(
     GROUP, VERSION, "schemamigrations", id=AUTHOR_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
-def contract_author_stamp(
-    body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+async def contract_author_stamp(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    patch: kopf.Patch,
+    warnings: list[str],
+    **kwargs: Any,
 ) -> None:
-    stamp = contract_author_patch(str(kwargs.get("operation")), body, kwargs.get("old"),
-                                  dict(userinfo))  # fmt: skip
+    def check() -> dict[str, str] | None:
+        return contract_author_patch(str(kwargs.get("operation")), body, kwargs.get("old"),
+                                     dict(userinfo))  # fmt: skip
+
+    stamp = await _check(AUTHOR_WEBHOOK, check, fail_closed=True, warnings=warnings)
     if stamp:
         patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp)
 
@@ -296,34 +384,45 @@ def contract_author_stamp(
 @kopf.on.validate(
     GROUP, VERSION, "microservices", id=CLAIM_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
-def database_claim_check(body: kopf.Body, **_: Any) -> None:
+async def database_claim_check(body: kopf.Body, warnings: list[str], **_: Any) -> None:
     ref = ((body.get("spec") or {}).get("database") or {}).get("ownedDatabase")
     if not ref:
         return
     meta = body["metadata"]
-    claim = database_claim(runtime().kube, meta["namespace"], meta["name"], str(ref))
-    if claim.reason == reasons.DATABASE_OWNED_BY_ANOTHER:
+
+    def check() -> DatabaseClaim:
+        return database_claim(runtime().kube, meta["namespace"], meta["name"], str(ref))
+
+    claim = await _check(CLAIM_WEBHOOK, check, fail_closed=False, warnings=warnings)
+    if claim is not None and claim.reason == reasons.DATABASE_OWNED_BY_ANOTHER:
         raise kopf.AdmissionError(claim.message, code=403)
 
 
 @kopf.on.validate(
     GROUP, VERSION, "microservices", id=CHILDREN_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
-def rendered_children_check(body: kopf.Body, **_: Any) -> None:
+async def rendered_children_check(body: kopf.Body, warnings: list[str], **_: Any) -> None:
     meta = body["metadata"]
-    try:
-        spec = MicroserviceSpec.model_validate(body.get("spec") or {})
-    except ValidationError:
-        return  # the CRD's schema, and the reconciler's SpecValid condition, name those
-    owner = Owner(str(meta["name"]), str(meta["namespace"]), str(meta.get("uid") or ""))
-    refusal = dry_run_children(runtime().kube, owner, spec)
+
+    def check() -> ChildRefusal | None:
+        try:
+            spec = MicroserviceSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return None  # the CRD's schema, and the reconciler's SpecValid condition, name those
+        owner = Owner(str(meta["name"]), str(meta["namespace"]), str(meta.get("uid") or ""))
+        return dry_run_children(runtime().kube, owner, spec)
+
+    refusal = await _check(CHILDREN_WEBHOOK, check, fail_closed=False, warnings=warnings)
     if refusal is not None:
         raise kopf.AdmissionError(refusal.message, code=422)
 
 
 @kopf.on.validate(GROUP, VERSION, "featureflags", id=FLAG_WEBHOOK, operations=["CREATE", "UPDATE"])
-def feature_flag_check(body: kopf.Body, **_: Any) -> None:
-    problems = feature_flag_problems(body.get("spec"))
+async def feature_flag_check(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+    def check() -> list[str]:
+        return feature_flag_problems(body.get("spec"))
+
+    problems = await _check(FLAG_WEBHOOK, check, fail_closed=False, warnings=warnings)
     if problems:
         raise kopf.AdmissionError("FeatureFlag refused: " + "; ".join(problems), code=422)
 
@@ -331,19 +430,31 @@ def feature_flag_check(body: kopf.Body, **_: Any) -> None:
 @kopf.on.validate(
     GROUP, VERSION, "schemamigrations", id=LINT_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
-def schema_migration_lint(body: kopf.Body, warnings: list[str], **_: Any) -> None:
-    warnings.extend(lint_warnings(body["metadata"].get("name", ""), body.get("spec")))
+async def schema_migration_lint(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+    def check() -> list[str]:
+        return list(lint_warnings(body["metadata"].get("name", ""), body.get("spec")))
+
+    found = await _check(LINT_WEBHOOK, check, fail_closed=False, warnings=warnings)
+    warnings.extend(found or [])
 
 
 @kopf.on.mutate(
     GROUP, VERSION, "microservices", id=OVERRIDE_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
-def breaking_change_override(
-    body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+async def breaking_change_override(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    patch: kopf.Patch,
+    warnings: list[str],
+    **kwargs: Any,
 ) -> None:
     operation, old = str(kwargs.get("operation")), kwargs.get("old")
+
+    def check() -> dict[str, str | None] | None:
+        return admit_override(operation, body, old, dict(userinfo))
+
     try:
-        stamp = admit_override(operation, body, old, dict(userinfo))
+        stamp = await _check(OVERRIDE_WEBHOOK, check, fail_closed=True, warnings=warnings)
     except OverrideRefused as refusal:
         raise kopf.AdmissionError(str(refusal), code=403) from None
     if stamp:
