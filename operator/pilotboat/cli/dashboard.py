@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pilotboat.adapters.kube import Kube
 from pilotboat.cli.get import release_row
-from pilotboat.cli.kubeclient import connect, current_namespace
+from pilotboat.cli.options import ClusterTarget, cluster_options
 
 __all__ = ["dashboard", "render_page"]
 
@@ -208,16 +208,13 @@ def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPSe
 
 
 @click.command()
-@click.option("-n", "--namespace", default=None, help="Namespace (default: the kubeconfig's).")
-@click.option("-A", "--all-namespaces", is_flag=True, help="Every namespace.")
+@cluster_options()
 @click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1 (0: any).")
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None)
-def dashboard(namespace: str | None, all_namespaces: bool, port: int,
-              kubeconfig: str | None) -> None:
+def dashboard(target: ClusterTarget, port: int) -> None:
     """Serve a page on 127.0.0.1 with releases, golden signals, gates, approvals, and
     promote / abort buttons that act as you (your kubeconfig, your RBAC)."""
-    kube = connect(kubeconfig)
-    ns = None if all_namespaces else namespace or current_namespace(kubeconfig)
+    kube = target.connect()
+    ns = target.scope
     server = make_server(kube, ns, port)
     click.echo(f"Pilotboat dashboard on http://127.0.0.1:{server.server_address[1]}/ "
                "(Ctrl-C stops it)")

@@ -14,14 +14,10 @@ from typing import Any
 
 import click
 
-from pilotboat.cli.kubeclient import connect, current_namespace
+from pilotboat.cli.options import ClusterTarget, cluster_options, complete_names, fetch, locate
+from pilotboat.cli.progress import duration_option, wait_for_release
 
 __all__ = ["abort", "promote", "retry", "status"]
-
-_namespace_option = click.option(
-    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig's)."
-)
-_kubeconfig_option = click.option("--kubeconfig", envvar="KUBECONFIG", default=None)
 
 
 def _token() -> str:
@@ -29,11 +25,10 @@ def _token() -> str:
     return f"{now}-{uuid.uuid4().hex[:8]}"
 
 
-def _send(kubeconfig: str | None, namespace: str | None, name: str, command: str) -> None:
-    kube = connect(kubeconfig)
-    ns = namespace or current_namespace(kubeconfig)
-    if kube.get("Microservice", ns, name) is None:
-        raise click.ClickException(f"Microservice {ns}/{name} not found")
+def _send(target: ClusterTarget, name: str, command: str) -> None:
+    kube = target.connect()
+    ns = locate(kube, target, "Microservice", name)
+    fetch(kube, "Microservice", ns, name)
     token = _token()
     kube.merge_patch(
         "Microservice", ns, name, {"status": {"commands": {command: token}}}, subresource="status"
@@ -41,32 +36,32 @@ def _send(kubeconfig: str | None, namespace: str | None, name: str, command: str
     click.echo(f"{command} requested for {ns}/{name} (token {token})")
 
 
+_name_argument = click.argument("name", shell_complete=complete_names("Microservice"))
+
+
 @click.command()
-@click.argument("name")
+@_name_argument
 @click.option("--full", is_flag=True, help="Skip all remaining steps and promote now.")
-@_namespace_option
-@_kubeconfig_option
-def promote(name: str, full: bool, namespace: str | None, kubeconfig: str | None) -> None:
+@cluster_options()
+def promote(name: str, full: bool, target: ClusterTarget) -> None:
     """Go past the current pause or analysis step (or, with --full, promote now)."""
-    _send(kubeconfig, namespace, name, "promoteFull" if full else "promote")
+    _send(target, name, "promoteFull" if full else "promote")
 
 
 @click.command()
-@click.argument("name")
-@_namespace_option
-@_kubeconfig_option
-def abort(name: str, namespace: str | None, kubeconfig: str | None) -> None:
+@_name_argument
+@cluster_options()
+def abort(name: str, target: ClusterTarget) -> None:
     """Roll the release back: all traffic to stable, canary scaled to zero."""
-    _send(kubeconfig, namespace, name, "abort")
+    _send(target, name, "abort")
 
 
 @click.command()
-@click.argument("name")
-@_namespace_option
-@_kubeconfig_option
-def retry(name: str, namespace: str | None, kubeconfig: str | None) -> None:
+@_name_argument
+@cluster_options()
+def retry(name: str, target: ClusterTarget) -> None:
     """Start a rolled-back release again from its first step."""
-    _send(kubeconfig, namespace, name, "retry")
+    _send(target, name, "retry")
 
 
 def _render(ms: dict[str, Any]) -> str:
@@ -113,17 +108,27 @@ def _render(ms: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("name")
-@_namespace_option
-@_kubeconfig_option
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-def status(name: str, namespace: str | None, kubeconfig: str | None, output: str) -> None:
+@_name_argument
+@cluster_options()
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--wait", is_flag=True,
+              help="Wait until the release is promoted (exit 0), fails (exit 1) or --timeout "
+                   "passes (exit 2), printing a line each time it moves.")
+@click.option("--timeout", callback=duration_option, default="10m", show_default=True,
+              help="How long --wait waits (30s, 10m, 1h; 0: no limit).")
+def status(name: str, target: ClusterTarget, output: str, wait: bool,
+           timeout: float | None) -> None:
     """Show where a release stands: steps, weight, signals, conditions."""
-    kube = connect(kubeconfig)
-    ns = namespace or current_namespace(kubeconfig)
-    ms = kube.get("Microservice", ns, name)
-    if ms is None:
-        raise click.ClickException(f"Microservice {ns}/{name} not found")
+    kube = target.connect()
+    ns = locate(kube, target, "Microservice", name)
+    ms = fetch(kube, "Microservice", ns, name)
+    if wait:
+        wait_for_release(lambda: fetch(kube, "Microservice", ns, name), name, timeout,
+                         say=lambda line: click.echo(line, err=output == "json"))
+        ms = fetch(kube, "Microservice", ns, name)
+        if output == "text":
+            return
     if output == "json":
         click.echo(
             json.dumps(
