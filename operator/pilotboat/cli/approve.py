@@ -45,9 +45,13 @@ def approve(migration: str, target: ClusterTarget, reason: str | None, wait: boo
         "apiVersion": API_VERSION,
         "kind": "MigrationApproval",
         "metadata": {"name": name, "namespace": namespace},
+        # Bound to what was shown above: the API server refuses it if the SQL changed since
+        # (stale checksum) or the migration was re-created (another UID).
         "spec": {
             "migration": migration,
             "phase": "contract",
+            "contractChecksum": checksum(sql),
+            "migrationUID": schema_migration["metadata"]["uid"],
             **({"reason": reason} if reason else {}),
         },
     }
