@@ -64,8 +64,8 @@ def test_the_api_server_refuses_a_forged_approver_with_no_webhook_running(
     me = whoami(kubeconfig)
 
     shown = checksum(CONTRACT)
-    for forged in (approval("cto-says-yes", approver="the-cto", contractChecksum=shown),
-                   approval("nobody", contractChecksum=shown)):
+    for forged in (approval("cto-says-yes", approver="the-cto", checksum=shown),
+                   approval("nobody", checksum=shown)):
         with pytest.raises(ApiException) as refused:
             story.given(forged)
         assert refused.value.status == 403
@@ -74,8 +74,8 @@ def test_the_api_server_refuses_a_forged_approver_with_no_webhook_running(
 
     with pytest.raises(ApiException) as unsaid:
         story.given(approval("what", approver=me))
-    assert "spec.contractChecksum must name the contract SQL" in str(unsaid.value.body)
-    story.given(approval("honest", approver=me, contractChecksum=shown))
+    assert "spec.checksum must name the SQL" in str(unsaid.value.body)
+    story.given(approval("honest", approver=me, checksum=shown))
     with pytest.raises(ApiException) as changed:
         story.patch("MigrationApproval", "honest", {"spec": {"reason": "later"}})
     assert changed.value.status == 403 and "cannot change" in str(changed.value.body)
@@ -94,7 +94,7 @@ def test_an_approval_made_while_the_policy_was_missing_never_counts(
     while True:  # the API server stops enforcing a deleted binding within moments
         try:
             story.given(approval("forged", approver="the-cto",
-                                 contractChecksum=checksum(CONTRACT)))
+                                 checksum=checksum(CONTRACT)))
             break
         except ApiException:
             assert time.monotonic() < deadline, "the policy still refuses after 30 s"
@@ -105,7 +105,7 @@ def test_an_approval_made_while_the_policy_was_missing_never_counts(
     deadline = time.monotonic() + 30
     while True:
         try:
-            story.given(approval("honest", approver=me, contractChecksum=checksum(CONTRACT)))
+            story.given(approval("honest", approver=me, checksum=checksum(CONTRACT)))
             break
         except ApiException:  # the re-created binding takes a moment to be enforced
             assert time.monotonic() < deadline
@@ -138,20 +138,20 @@ def test_stale_checksums_other_migrations_and_self_approvals_are_refused(
     shown = checksum(CONTRACT)
 
     with pytest.raises(ApiException) as own:
-        story.given(approval("mine", contractChecksum=shown))
+        story.given(approval("mine", checksum=shown))
     assert own.value.status == 403 and "may not approve it" in str(own.value.body)
 
     with pytest.raises(ApiException) as stale:
-        as_dba.create({**approval("stale", contractChecksum=checksum("DROP TABLE x;")),
+        as_dba.create({**approval("stale", checksum=checksum("DROP TABLE x;")),
                        "metadata": {"name": "stale", "namespace": story.namespace}})
     assert stale.value.status == 403 and "is stale" in str(stale.value.body)
 
     with pytest.raises(ApiException) as other:
-        as_dba.create({**approval("other", migrationUID="0000-gone", contractChecksum=shown),
+        as_dba.create({**approval("other", migrationUID="0000-gone", checksum=shown),
                        "metadata": {"name": "other", "namespace": story.namespace}})
     assert other.value.status == 403 and "re-created" in str(other.value.body)
 
-    as_dba.create({**approval("ok", contractChecksum=shown),
+    as_dba.create({**approval("ok", checksum=shown),
                    "metadata": {"name": "ok", "namespace": story.namespace}})
     recorded = story.get("MigrationApproval", "ok")
     assert recorded is not None

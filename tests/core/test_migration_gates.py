@@ -47,6 +47,8 @@ DEFINITION = MigrationDefinition(
     verify_sql=VERIFY,
     contract=ContractSpec(CONTRACT, soak=timedelta(minutes=10)),
 )
+DELETING = BackfillSpec("DELETE FROM users WHERE id IN "
+                        "(SELECT id FROM users WHERE name IS NULL LIMIT :batch_size)")
 PLAIN = replace(DEFINITION, backfill=None, verify_sql=None,
                 contract=ContractSpec(CONTRACT))
 
@@ -116,6 +118,15 @@ WORKED_EXAMPLES = [
      Action.REFUSE, MigrationPhase.FAILED, "ChecksumMismatch"),
     ("unsafe expand refused before it runs", replace(DEFINITION, expand=ExpandSpec(CONTRACT)),
      (), MigrationObservations(), T0, Action.REFUSE, MigrationPhase.FAILED, "UnsafeSql"),
+    ("a deleting backfill waits for its approval", replace(DEFINITION, backfill=DELETING),
+     applied(Phase.EXPAND), MigrationObservations(), T0,
+     Action.REFUSE, MigrationPhase.FAILED, "UnsafeSql"),
+    ("an approved deleting backfill runs", replace(DEFINITION, backfill=DELETING),
+     applied(Phase.EXPAND), MigrationObservations(approved_phases=frozenset({"backfill"})), T0,
+     Action.RUN_BACKFILL_BATCH, MigrationPhase.BACKFILL_RUNNING, "BackfillPending"),
+    ("an approval of another phase lifts nothing", replace(DEFINITION, backfill=DELETING),
+     applied(Phase.EXPAND), MigrationObservations(approved_phases=frozenset({"expand"})), T0,
+     Action.REFUSE, MigrationPhase.FAILED, "UnsafeSql"),
 ]
 
 

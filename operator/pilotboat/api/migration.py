@@ -52,7 +52,7 @@ SchemaMigrationPhase = Literal[
     "RolledBack",
 ]
 MigrationPhaseName = Literal["expand", "backfill", "verify", "contract", "down"]
-ApprovedPhase = Literal["contract"]
+ApprovedPhase = Literal["expand", "backfill", "contract"]
 
 
 class RequiredBy(SpecModel):
@@ -223,7 +223,11 @@ class MigrationApprovalSpec(SpecModel):
     """An approval of one phase of one SchemaMigration."""
 
     migration: ObjectName = Field(description="Name of the SchemaMigration in this namespace.")
-    phase: ApprovedPhase = Field(default="contract", description="The phase approved: contract.")
+    phase: ApprovedPhase = Field(
+        default="contract",
+        description="The phase approved: contract (always needed), or expand/backfill when "
+        "the SQL linter says their SQL needs approval (e.g. a backfill that deletes).",
+    )
     reason: str | None = Field(default=None, max_length=4096, description="Why, for the record.")
     approver: str | None = Field(
         default=None,
@@ -238,11 +242,12 @@ class MigrationApprovalSpec(SpecModel):
         description="UID of the SchemaMigration approved: an approval never counts for a "
         "later object of the same name. Filled in at admission when unset.",
     )
-    contract_checksum: str | None = Field(
+    checksum: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
-        description="SHA-256 of the contract SQL the approver was shown (pilotboat approve "
-        "sends it); a stale one is refused. The SQL's at admission when unset.",
+        description="SHA-256 of the approved phase's SQL as the approver was shown it "
+        "(pilotboat approve sends it); a stale one is refused. The SQL's at admission when "
+        "unset.",
     )
 
 

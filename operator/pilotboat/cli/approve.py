@@ -1,4 +1,5 @@
-"""``pilotboat approve MIGRATION``: approve a SchemaMigration's contract phase.
+"""``pilotboat approve MIGRATION [--phase contract|expand|backfill]``: approve a phase of a
+SchemaMigration, bound to the SQL this command shows (its checksum) and the migration's UID.
 
 Creates a MigrationApproval as the current kubeconfig user. Who approved is not something
 this command says: the API server authenticates the request, RBAC decides whether that user
@@ -23,21 +24,33 @@ __all__ = ["approve"]
 @cluster_options()
 @click.option("--reason", default=None, help="Why, for the record.")
 @click.option(
+    "--phase",
+    type=click.Choice(["contract", "expand", "backfill"]),
+    default="contract",
+    show_default=True,
+    help="The phase to approve: contract always needs one; expand or backfill when the SQL "
+    "linter says their SQL needs approval.",
+)
+@click.option(
     "--wait/--no-wait",
     default=True,
     show_default=True,
     help="Wait until the operator has recorded the approval.",
 )
-def approve(migration: str, target: ClusterTarget, reason: str | None, wait: bool) -> None:
-    """Approve the contract phase of MIGRATION (a SchemaMigration)."""
+def approve(
+    migration: str, target: ClusterTarget, reason: str | None, phase: str, wait: bool
+) -> None:
+    """Approve a phase (the contract by default) of MIGRATION (a SchemaMigration)."""
     from pilotboat.core.migration import checksum
 
     kube = target.connect()
     namespace = locate(kube, target, "SchemaMigration", migration)
     schema_migration = fetch(kube, "SchemaMigration", namespace, migration)
-    sql = schema_migration["spec"]["contract"]["sql"]
+    sql = ((schema_migration["spec"].get(phase) or {}).get("sql")) or ""
+    if not sql:
+        raise click.ClickException(f"SchemaMigration {migration} has no {phase} phase")
     click.echo(
-        f"Approving the contract of {namespace}/{migration} "
+        f"Approving the {phase} of {namespace}/{migration} "
         f"(checksum {checksum(sql)[:12]}):\n{sql.strip()}\n"
     )
     name = f"{migration[:240]}-{secrets.token_hex(3)}"
@@ -49,8 +62,8 @@ def approve(migration: str, target: ClusterTarget, reason: str | None, wait: boo
         # (stale checksum) or the migration was re-created (another UID).
         "spec": {
             "migration": migration,
-            "phase": "contract",
-            "contractChecksum": checksum(sql),
+            "phase": phase,
+            "checksum": checksum(sql),
             "migrationUID": schema_migration["metadata"]["uid"],
             **({"reason": reason} if reason else {}),
         },

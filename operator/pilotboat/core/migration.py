@@ -40,6 +40,7 @@ from enum import StrEnum
 
 from pilotboat.core.sqllint import (
     LintFinding,
+    blocking,
     lint_backfill,
     lint_contract,
     lint_down,
@@ -197,6 +198,8 @@ class MigrationObservations:
     last_seen: Mapping[str, datetime] = field(default_factory=dict)
     verify_result: bool | None = None
     approvals: tuple[Approval, ...] = ()
+    approved_phases: frozenset[str] = frozenset()
+    """Phases whose SQL a valid approval covers: their findings that need approval pass."""
     rolled_back: bool = False
 
 
@@ -334,7 +337,9 @@ def decide(
         return _after_rollback(definition, applied)
     findings = lint_migration(definition)
     # Findings about phases already applied are history; the rest can still be stopped.
-    refused = [f for f in findings if f.refuses and f.phase not in set(applied)]
+    refused = [
+        f for f in blocking(findings, observations.approved_phases) if f.phase not in set(applied)
+    ]
     if refused:
         return MigrationDecision(
             Action.REFUSE,

@@ -43,6 +43,7 @@ __all__ = [
     "ApprovalRefused",
     "admit_approval",
     "approvals_for",
+    "approved_phases",
     "contract_author",
     "contract_author_patch",
     "identity_enforced_since",
@@ -56,9 +57,14 @@ class ApprovalRefused(Exception):
     """The admission request must be refused; the message says why."""
 
 
-def _contract_checksum(migration: Mapping[str, Any] | None) -> str | None:
-    sql = (((migration or {}).get("spec") or {}).get("contract") or {}).get("sql")
+def _phase_checksum(migration: Mapping[str, Any] | None, phase: str = "contract") -> str | None:
+    """The checksum of ``phase``'s SQL in the migration as it is now (None: no such SQL)."""
+    sql = (((migration or {}).get("spec") or {}).get(phase) or {}).get("sql")
     return checksum(sql) if isinstance(sql, str) else None
+
+
+def _phase_of(approval: Mapping[str, Any]) -> str:
+    return str((approval.get("spec") or {}).get("phase") or "contract")
 
 
 def admit_approval(
@@ -70,12 +76,13 @@ def admit_approval(
 ) -> dict[str, Any] | None:
     """The patch for an approval being admitted (None: none); raises to refuse.
 
-    On CREATE: ``spec.approver``, ``spec.migrationUID`` and ``spec.contractChecksum`` are
-    filled in where the client left them out (the requesting user; the migration's UID and
-    contract checksum now), and refused where the client gave them and they are wrong: an
-    approver other than the requesting user, a re-created migration, a contract SQL that
-    changed since the approver was shown it, or (with ``separateApprover``) the contract's
-    own author. The annotation records the user's UID and groups and the time.
+    On CREATE: ``spec.approver``, ``spec.migrationUID`` and ``spec.checksum`` are filled in
+    where the client left them out (the requesting user; the migration's UID and the
+    approved phase's SQL checksum now), and refused where the client gave them and they are
+    wrong: an approver other than the requesting user, a re-created migration, SQL that
+    changed since the approver was shown it, or (with ``separateApprover``, for the
+    contract) the contract's own author. The annotation records the user's UID and groups
+    and the time.
     """
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -108,14 +115,19 @@ def admit_approval(
             f"{meta.get('namespace')}; there is nothing to approve"
         )
     username = str(userinfo.get("username") or "")
-    current = _contract_checksum(migration) or ""
+    phase = _phase_of(body)
+    current = _phase_checksum(migration, phase)
+    if current is None:
+        raise ApprovalRefused(
+            f"SchemaMigration {migration_name} has no {phase} phase; there is nothing to approve"
+        )
     uid = str(migration["metadata"].get("uid") or "")
-    _refuse_wrong(spec, username, uid, current, migration)
+    _refuse_wrong(spec, username, uid, current, migration, phase)
     stamp = {
         "username": username,
         "uid": str(userinfo.get("uid") or ""),
         "groups": [str(g) for g in userinfo.get("groups") or []],
-        "contractChecksum": spec.get("contractChecksum") or current,
+        "checksum": spec.get("checksum") or current,
         "approvedAt": now_rfc3339(),
     }
     return {
@@ -123,7 +135,7 @@ def admit_approval(
         "spec": {
             "approver": username,
             "migrationUID": spec.get("migrationUID") or uid,
-            "contractChecksum": spec.get("contractChecksum") or current,
+            "checksum": spec.get("checksum") or current,
         },
     }
 
@@ -134,6 +146,7 @@ def _refuse_wrong(
     uid: str,
     current: str,
     migration: Mapping[str, Any],
+    phase: str,
 ) -> None:
     name = migration["metadata"]["name"]
     if spec.get("approver") and spec["approver"] != username:
@@ -146,13 +159,13 @@ def _refuse_wrong(
             f"spec.migrationUID {spec['migrationUID']} is not SchemaMigration {name}'s "
             f"(UID {uid}): it was deleted and re-created since; look at it again"
         )
-    if spec.get("contractChecksum") and spec["contractChecksum"] != current:
+    if spec.get("checksum") and spec["checksum"] != current:
         raise ApprovalRefused(
-            f"spec.contractChecksum {spec['contractChecksum']} is stale: SchemaMigration "
-            f"{name}'s contract SQL has changed since you were shown it (checksum now "
-            f"{current}); read it again (pilotboat approve shows it) and approve that"
+            f"spec.checksum {spec['checksum']} is stale: SchemaMigration {name}'s {phase} SQL "
+            f"has changed since you were shown it (checksum now {current}); read it again "
+            "(pilotboat approve shows it) and approve that"
         )
-    policy = _policy(migration)
+    policy = _policy(migration, phase)
     author = contract_author(migration)
     if policy.separate_approver and author == username:
         raise ApprovalRefused(
@@ -190,9 +203,9 @@ def contract_author(migration: Mapping[str, Any]) -> str | None:
     return str(author) if author else None
 
 
-def _policy(migration: Mapping[str, Any] | None) -> ApprovalPolicy:
+def _policy(migration: Mapping[str, Any] | None, phase: str = "contract") -> ApprovalPolicy:
     approval = (((migration or {}).get("spec") or {}).get("contract") or {}).get("approval")
-    if not isinstance(approval, Mapping):
+    if phase != "contract" or not isinstance(approval, Mapping):
         return ApprovalPolicy()
     expires = approval.get("expiresAfter")
     return ApprovalPolicy(
@@ -206,9 +219,8 @@ def _well_formed(spec: Mapping[str, Any]) -> bool:
     return (
         isinstance(migration, str)
         and bool(migration)
-        and spec.get("phase", "contract") == "contract"
-        and set(spec)
-        <= {"migration", "phase", "reason", "approver", "migrationUID", "contractChecksum"}
+        and spec.get("phase", "contract") in ("expand", "backfill", "contract")
+        and set(spec) <= {"migration", "phase", "reason", "approver", "migrationUID", "checksum"}
     )
 
 
@@ -275,7 +287,10 @@ def sync_approval(
     assert since is None or isinstance(since, _dt.datetime)
     approver = str(spec.get("approver") or "")
     stamp = _stamp(approval) or {}
-    checksum_seen = str(spec.get("contractChecksum") or stamp.get("contractChecksum") or "")
+    phase = _phase_of(approval)
+    checksum_seen = str(
+        spec.get("checksum") or stamp.get("checksum") or stamp.get("contractChecksum") or ""
+    )
     fields: dict[str, Any] = {"observedGeneration": int(meta.get("generation", 0))}
     if approver:
         same = stamp.get("username") == approver
@@ -303,10 +318,10 @@ def sync_approval(
         ),
         MigrationFacts(
             uid=str(migration["metadata"].get("uid") or ""),
-            checksum=_contract_checksum(migration) or "",
+            checksum=_phase_checksum(migration, phase) or "",
             contract_author=contract_author(migration),
         ),
-        _policy(migration),
+        _policy(migration, phase),
         now=_dt.datetime.now(_dt.UTC),
     )
     condition = DesiredCondition(
@@ -319,21 +334,34 @@ def sync_approval(
     return None
 
 
-def approvals_for(kube: Kube, namespace: str, migration: Mapping[str, Any]) -> tuple[Approval, ...]:
-    """The approvals of ``migration``'s contract (void ones too), their status brought current."""
+def approvals_for(
+    kube: Kube, namespace: str, migration: Mapping[str, Any]
+) -> dict[str, tuple[Approval, ...]]:
+    """The approvals of ``migration``, by phase (void ones too), their status brought
+    current."""
     name = migration["metadata"]["name"]
-    found = []
+    found: dict[str, list[Approval]] = {}
     since = identity_enforced_since(kube)
     for approval in kube.list("MigrationApproval", namespace):
-        spec = approval.get("spec") or {}
-        if spec.get("migration") != name or spec.get("phase", "contract") != "contract":
+        if (approval.get("spec") or {}).get("migration") != name:
             continue
         if approval["metadata"].get("deletionTimestamp"):
             continue
         result = sync_approval(kube, approval, migration, enforced_since=since)
         if result is not None:
-            found.append(result)
-    return tuple(found)
+            found.setdefault(_phase_of(approval), []).append(result)
+    return {phase: tuple(approvals) for phase, approvals in found.items()}
+
+
+def approved_phases(
+    migration: Mapping[str, Any], approvals: Mapping[str, tuple[Approval, ...]]
+) -> frozenset[str]:
+    """The phases with a valid approval of their SQL as it is now."""
+    return frozenset(
+        phase
+        for phase, given in approvals.items()
+        if any(a.checksum == _phase_checksum(migration, phase) for a in given)
+    )
 
 
 @kopf.on.event(GROUP, VERSION, "migrationapprovals")

@@ -63,7 +63,7 @@ from pilotboat.core.migration import (
 )
 from pilotboat.core.status_trust import trusted_status
 from pilotboat.handlers import metrics
-from pilotboat.handlers.approvals import approvals_for
+from pilotboat.handlers.approvals import approvals_for, approved_phases
 from pilotboat.handlers.context import Reconcile, describe_validation_error
 from pilotboat.handlers.databases import database_engine, owner_dsn
 from pilotboat.handlers.faults import crash_point
@@ -593,10 +593,12 @@ def _pass(
     required = definition.required_by
     running = observe_running(kube, namespace, required.service)
     seen, gone = _versions_seen(list(status.get("versionsSeen") or []), running, now)
+    approvals = approvals_for(kube, namespace, body)
     observations = MigrationObservations(
         running=running,
         last_seen=gone,
-        approvals=approvals_for(kube, namespace, body),
+        approvals=approvals.get("contract", ()),
+        approved_phases=approved_phases(body, approvals),
         rolled_back=_rolled_back(kube, namespace, required),
     )
     history = engine.history(dsn, definition.name)
