@@ -293,10 +293,10 @@ def reconcile_microservice(
         }
 
     extra_status = flag_overrides_fields(kube, owner.namespace, spec, status, decision)
-    written = _write_children(
-        kube, rc, owner, spec, strategy, routing, tracks, decision, revision,
-        canary_health.ready, extra_env, extra_status, status, generation,
-    )  # fmt: skip
+    children = _Children(
+        owner, spec, strategy, routing, tracks, decision, revision, canary_health.ready, extra_env
+    )
+    written = _write_children(kube, rc, children, extra_status, status, generation)
     if not isinstance(written, dict):
         return written  # refused, or backing off after a refusal
     extra_status = written
@@ -362,34 +362,41 @@ def _release_gates(
     return list(gate.conditions)
 
 
+@dataclass(frozen=True)
+class _Children:
+    """What one pass writes the children (Services, route, Deployments) from."""
+
+    owner: Owner
+    spec: MicroserviceSpec
+    strategy: CanaryStrategy | None
+    routing: traffic.Routing
+    tracks: _Tracks
+    decision: Decision
+    revision: str
+    canary_ready: int
+    extra_env: list[dict[str, Any]]
+
+
 def _write_children(
     kube: Kube,
     rc: Reconcile,
-    owner: Owner,
-    spec: MicroserviceSpec,
-    strategy: CanaryStrategy | None,
-    routing: traffic.Routing,
-    tracks: _Tracks,
-    decision: Decision,
-    revision: str,
-    canary_ready: int,
-    extra_env: list[dict[str, Any]],
+    children: _Children,
     extra_status: dict[str, Any] | None,
     status: Mapping[str, Any],
     generation: int,
 ) -> dict[str, Any] | float:
     """The children written (the status fields they tell), or seconds until the next try
     after the API server refused one."""
+    owner = children.owner
     wait = _backoff.wait(owner.uid, generation)
     if wait is not None:
         return wait
     try:
-        written = _apply_children(
-            kube, rc, owner, spec, strategy, routing, tracks, decision, revision,
-            canary_ready, extra_env, extra_status,
-        )  # fmt: skip
+        written = _apply_children(kube, rc, children, extra_status)
     except ApiException as exc:
-        refusal = child_refusal(exc, getattr(exc, "applied_object", None) or {}, spec)
+        refusal = child_refusal(
+            exc, getattr(exc, "applied_object", None) or {}, children.spec
+        )
         if refusal is None:
             raise
         return _child_rejected(rc, status, generation, owner, refusal)
@@ -415,38 +422,27 @@ def _child_not_owned(
 
 
 def _apply_children(
-    kube: Kube,
-    rc: Reconcile,
-    owner: Owner,
-    spec: MicroserviceSpec,
-    strategy: CanaryStrategy | None,
-    routing: traffic.Routing,
-    tracks: _Tracks,
-    decision: Decision,
-    revision: str,
-    canary_ready: int,
-    extra_env: list[dict[str, Any]],
-    extra_status: dict[str, Any] | None,
+    kube: Kube, rc: Reconcile, c: _Children, extra_status: dict[str, Any] | None
 ) -> dict[str, Any]:
     # Traffic moves before the pods it leaves do: a rollback or a finished promotion points
     # the route at stable first, then scales the canary down; a higher weight waits for the
     # canary's ready replicas inside `traffic.route`.
-    _apply_services(kube, rc, owner, spec, routing)
+    _apply_services(kube, rc, c.owner, c.spec, c.routing)
     routed = traffic.route(
         kube,
         rc,
-        owner,
-        strategy,
-        decision,
-        canary_ready=canary_ready if tracks.revision("canary") == revision else 0,
-        replicas=spec.replicas,
+        c.owner,
+        c.strategy,
+        c.decision,
+        canary_ready=c.canary_ready if c.tracks.revision("canary") == c.revision else 0,
+        replicas=c.spec.replicas,
     )
     extra_status = {
         **(extra_status or {}),
-        "actualWeight": _actual_weight(routed, tracks, revision, decision),
+        "actualWeight": _actual_weight(routed, c.tracks, c.revision, c.decision),
     }
     crash_point("microservice.after-service")
-    _apply_tracks(kube, rc, owner, spec, tracks, decision, routing, extra_env)
+    _apply_tracks(kube, rc, c.owner, c.spec, c.tracks, c.decision, c.routing, c.extra_env)
     crash_point("microservice.after-deployment")
     return extra_status
 
