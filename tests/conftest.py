@@ -7,6 +7,8 @@
 - `namespace`: a fresh namespace per test, deleted afterwards.
 - `operator`: the operator as a real subprocess (`pilotboat run`), shared by the session;
   tests may kill and restart it.
+- Under `CI=true` or `PILOTBOAT_STRICT=1` (`make test`) a skip or an xfail is a failure with
+  its reason, except on a cluster chosen with PILOTBOAT_KUBECONFIG (tests/fixtures/strict.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from tests.story import Story
 REPO = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("PILOTBOAT_STATE", REPO / ".state"))
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.prometheus", "tests.fixtures.gateway"]
+pytest_plugins = [
+    "tests.fixtures.strict",
+    "tests.fixtures.postgres",
+    "tests.fixtures.prometheus",
+    "tests.fixtures.gateway",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -38,6 +45,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.fspath)).relative_to(REPO).parts
         if len(parts) > 1 and parts[0] == "tests" and parts[1] in {"core", "cluster", "e2e"}:
             item.add_marker(getattr(pytest.mark, parts[1]))
+    # It stops the cluster and every server, so it runs last (sort keeps the others' order).
+    last = REPO / "tests" / "e2e" / "test_stop_everything.py"
+    items.sort(key=lambda item: Path(str(item.fspath)) == last)
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +83,10 @@ def kube_api(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
         kube.apply(crd)
         names.append(crd["metadata"]["name"])
     _wait_established(kube, names)
+    # Installed with the CRDs: the admission policies that make identity the API server's.
+    policies = REPO / "manifests" / "crds" / "pilotboat-admission-policies.yaml"
+    for doc in yaml.safe_load_all(policies.read_text()):
+        kube.apply(doc)
     yield api
     api.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -187,6 +188,70 @@ def test_route_weights_follow_the_steps_and_promotion_returns_all_traffic_to_sta
     # One write per change: the canary backend joins at 0% while v1 is stable, then 10%,
     # 50%, 100% while the stable track takes v2, and 0% once it has.
     assert canary_shifts(story, "checkout") == [0, 0, 10, 50, 100]
+
+
+def owns(fields: Mapping[str, Any], path: Sequence[str | None]) -> bool:
+    """Whether a managedFields entry's `fieldsV1` covers `path` (None: any element of a
+    list). A field whose value is `{}` is owned whole: a scalar, or an atomic list or map,
+    as Gateway API declares `spec.rules` and each rule's `backendRefs`, `matches`, `filters`."""
+    head, *rest = path
+    if head is None:
+        children = [v for k, v in fields.items() if k[:2] in ("k:", "v:", "i:")]
+    else:
+        children = [fields[f"f:{head}"]] if f"f:{head}" in fields else []
+    return any(child == {} or not rest or owns(child, rest) for child in children)
+
+
+def owned_leaves(fields: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The fields an entry owns, as dotted paths (`spec.rules`), down to what it owns whole."""
+    leaves: set[str] = set()
+    for key, child in fields.items():
+        if key == ".":
+            continue
+        path = f"{prefix}.{key[2:]}" if prefix else key[2:]
+        leaves |= owned_leaves(child, path) if child else {path}
+    return leaves
+
+
+def owners(route: Mapping[str, Any], path: Sequence[str | None]) -> set[str]:
+    entries = route["metadata"]["managedFields"]
+    return {e["manager"] for e in entries if owns(e.get("fieldsV1") or {}, path)}
+
+
+WEIGHT = ["spec", "rules", None, "backendRefs", None, "weight"]
+
+
+def test_the_weights_belong_to_field_manager_pilotboat_which_argo_cd_can_ignore(
+    story: Story,
+) -> None:
+    """docs/argocd.md: `ignoreDifferences: managedFieldsManagers: [pilotboat]` keeps Argo CD
+    from resetting the weights mid-release. What that ignores is exactly what the managed
+    fields say manager `pilotboat` owns."""
+    start_release(story, "till")
+    story.wait_for("Microservice", "till", phase_is("Paused", 1), timeout=90, what="paused")
+    route = story.wait_for(
+        "HTTPRoute", "till-route", weights_are("till", (90, 10)), what="at 90/10"
+    )
+    assert route is not None
+
+    assert owners(route, WEIGHT) == {"pilotboat"}, route["metadata"]["managedFields"]
+    ours = [e for e in route["metadata"]["managedFields"] if e["manager"] == "pilotboat"]
+    assert [(e["operation"], e.get("subresource")) for e in ours] == [("Update", None)]
+    # Gateway API makes spec.rules an atomic list: the API server cannot record a weight's
+    # owner apart from its rule, so the operator's write owns every rule whole (matches,
+    # filters, the other backends too) and nothing else. That is what Argo CD then ignores.
+    assert owned_leaves(ours[0]["fieldsV1"]) == {"spec.rules"}, ours[0]
+    # The rest of the route stays the user's (its applier, here the tests' own; Git's under
+    # Argo CD): compared and synced as ever.
+    for field in ("parentRefs", "hostnames"):
+        assert owners(route, ["spec", field]) == {"pilotboat-tests"}, field
+
+    story.patch_status_command("till", "abort")
+    route = story.wait_for(
+        "HTTPRoute", "till-route", weights_are("till", (100, 0)), what="all on stable"
+    )
+    assert route is not None
+    assert owners(route, WEIGHT) == {"pilotboat"}, "after the release the rules stay ours"
 
 
 def test_an_abort_puts_all_route_traffic_back_on_stable(story: Story) -> None:

@@ -2,7 +2,9 @@
 hack/images.sh, a real bridge network and kube-proxy's iptables rules.
 
 Skipped, with the reason, when that node is not there or not Ready: it needs root and
-`hack/node.sh up` (docs/local-cluster.md). Requests go from this process to Service and pod
+`hack/node.sh up` (docs/local-cluster.md). The skip fails a strict run (`make test`, CI;
+tests/fixtures/strict.py) and is allowed only on a cluster chosen with PILOTBOAT_KUBECONFIG,
+which may have no such node. Requests go from this process to Service and pod
 addresses, so the tests run on the machine that hosts the node.
 """
 

@@ -278,7 +278,7 @@ INVALID: list[tuple[str, type[BaseModel], dict[str, Any], str]] = [
         "expand.sql",
     ),
     ("missing migration", MigrationApprovalSpec, {}, "migration"),
-    ("approve expand", MigrationApprovalSpec, {"migration": "m", "phase": "expand"}, "phase"),
+    ("approve down", MigrationApprovalSpec, {"migration": "m", "phase": "down"}, "phase"),
     (
         "defaultVariant not a variant",
         FeatureFlagSpec,

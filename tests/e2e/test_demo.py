@@ -1,7 +1,9 @@
 """The demo's story, end to end and shortened: the shop deployed as real pods on the real
 node, customers' orders flowing, payments v2 promoted on real signals, payments v3 rolled
 back by the operator on its own, orders' schema migration expanded before its canary and
-contracted after an approval, and every order consistent across the services' databases.
+contracted after an approval, a feature flag moved by catalog's canary, a breaking payments
+API held by its consumer's contract, and every order consistent across the services'
+databases. Every chapter must behave as described: the test fails on any that did not.
 
 It runs examples/shop/demo in a namespace of its own (the demo's own is `shop`), with the
 operator watching only it, and deletes that namespace (and the databases) afterwards. The
@@ -27,7 +29,16 @@ from pilotboat.adapters.kube import Kube
 
 pytestmark = pytest.mark.timeout(900)
 
-SHOP = REPO / "examples" / "shop"
+# Every chapter of the story, by title prefix and in order (examples/shop/demo/story.py).
+CHAPTERS = (
+    "the shop deployed at v1",
+    "payments v2",
+    "payments v3",
+    "orders v2",
+    "a feature flag moves with catalog's canary",
+    "a breaking payments API held by its consumer's contract",
+    "integrity of every order",
+)
 
 
 @pytest.fixture
@@ -45,8 +56,6 @@ def servers() -> Iterator[None]:
 
 @pytest.fixture
 def demo_namespace(servers: None) -> Iterator[str]:
-    if not (SHOP / "build.sh").exists() or not (SHOP / "payments.yaml").exists():
-        pytest.skip("the shop's image (examples/shop/build.sh) and manifests are not there yet")
     name = f"e2e{secrets.token_hex(2)}-shop"
     yield name
     kube = Kube(kubernetes.config.new_client_from_config(
@@ -58,7 +67,8 @@ def demo_namespace(servers: None) -> Iterator[str]:
 
 
 def _explain(result: DemoResult) -> str:
-    lines = [f"{'ok' if c.ok else 'FAILED'}: {c.title}: {c.outcome}" for c in result.chapters]
+    marks = {True: "ok", False: "FAILED", None: "UNFINISHED"}
+    lines = [f"{marks[c.ok]}: {c.title}: {c.outcome}" for c in result.chapters]
     if result.error:
         lines.append(f"error: {result.error}")
     if result.integrity:
@@ -71,6 +81,13 @@ def test_the_shop_story(demo_namespace: str, tmp_path: Path) -> None:
                  report_path=tmp_path / "report.html", cleanup=True)
     why = _explain(result)
     assert result.error is None, why
+    titles = [c.title for c in result.chapters]
+    assert len(titles) == len(CHAPTERS), why  # none left out (flags, contracts) or added
+    for title, prefix in zip(titles, CHAPTERS, strict=True):
+        assert title.startswith(prefix), why
+    not_ok = [c.title for c in result.chapters if c.ok is not True]  # None: never closed
+    assert not not_ok, f"chapters that did not behave as described: {not_ok}\n{why}"
+    assert result.passed, why
 
     promoted = result.chapter("payments v2")
     assert promoted is not None and promoted.ok, why
@@ -83,6 +100,16 @@ def test_the_shop_story(demo_namespace: str, tmp_path: Path) -> None:
     migration = result.chapter("orders v2")
     assert migration is not None and migration.ok, why
     assert "customer_name" not in migration.outcome.split("now:")[-1], why
+
+    flag = result.chapter("a feature flag moves")
+    assert flag is not None and flag.ok, why
+    assert "the flag moved with the canary" in flag.outcome, why
+    assert "stays at on 50%" in flag.outcome, why  # after the promotion
+
+    contract = result.chapter("a breaking payments API")
+    assert contract is not None and contract.ok, why
+    assert "payments v4 held before its canary" in contract.outcome, why
+    assert "canary pods started: none" in contract.outcome, why
 
     assert result.integrity is not None and result.integrity.ok, why
     assert result.integrity.orders >= 100, why  # customers really ordered all along

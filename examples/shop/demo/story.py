@@ -399,6 +399,11 @@ def _kube(infra: Infra) -> Kube:
                    for c in (crd.get("status") or {}).get("conditions") or []):
                 break
             time.sleep(0.2)
+    # Installed with the CRDs: the admission policies that make identity the API server's
+    # (without them no approval counts, and the contract would wait for ever).
+    policies = REPO / "manifests" / "crds" / "pilotboat-admission-policies.yaml"
+    for doc in yaml.safe_load_all(policies.read_text()):
+        kube.apply(doc)
     return kube
 
 
