@@ -12,7 +12,10 @@ help:
 	@echo "make demo          the whole story on the embedded local cluster"
 	@echo "make test          lint + every test (core, cluster, e2e), installing what it needs"
 	@echo "make unit          the pure core tests only (seconds)"
-	@echo "make cluster       start the local control plane (make cluster-down stops it)"
+	@echo "make cluster       start the local control plane and its real node"
+	@echo "make cluster-down  stop everything this checkout started: the demo and operators,"
+	@echo "                   Prometheus, cluster DNS, PostgreSQL, the node, the control plane"
+	@echo "make clean         make cluster-down, then delete .state and PostgreSQL's data"
 	@echo "make images        build the local container images (no registry needed)"
 	@echo "make bench         benchmarks, printed as JSON lines"
 	@echo "make crds          regenerate crds/ from the API models"
@@ -31,6 +34,7 @@ deps:
 cluster: venv deps
 	hack/cluster.sh up
 
+# Everything this checkout started, one line per thing stopped (hack/cluster.sh down).
 cluster-down:
 	hack/cluster.sh down
 
@@ -57,7 +61,7 @@ unit: venv
 	$(PYTEST) -m core
 
 test: venv deps lint cluster
-	$(PYTEST) -m "core or cluster or e2e" -p no:cacheprovider
+	PILOTBOAT_STRICT=1 $(PYTEST) -m "core or cluster or e2e" -p no:cacheprovider
 
 bench: venv deps cluster
 	$(PY) -m bench
@@ -66,4 +70,5 @@ demo: venv deps cluster
 	hack/demo.sh
 
 clean: cluster-down
+	hack/postgres.sh purge
 	rm -rf .state

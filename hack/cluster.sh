@@ -2,7 +2,12 @@
 # Runs the real local control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler) plus kwok for fake nodes, as detached processes of this machine.
 #   hack/cluster.sh up              build if needed, start what is not running, wait ready
-#   hack/cluster.sh down [--purge]  stop everything; --purge also deletes etcd data and PKI
+#   hack/cluster.sh down [--purge]  stop everything this checkout started (`make cluster-down`,
+#                                   `make clean`): the demo and every operator, Prometheus
+#                                   and its pod discovery, CoreDNS, PostgreSQL, the real node,
+#                                   the control plane; one line per thing stopped (stdout).
+#                                   Exit 0 when nothing runs any more, also when nothing ran.
+#                                   --purge also deletes etcd data and PKI
 #   hack/cluster.sh status          one line per component; exit 0 only when all are up
 set -euo pipefail
 
@@ -132,13 +137,14 @@ write_kubeconfigs() {
 
 # --- processes -------------------------------------------------------------------------
 
-# A process is ours when it runs one of our binaries with arguments under $cluster, so
-# a cluster under another PILOTBOAT_STATE is never touched.
+# A process is ours when it runs a binary of the cache with arguments under $cluster, so
+# a cluster under another PILOTBOAT_STATE is never touched, and one started before a
+# version in versions.env changed still is.
 is_ours() {
   local pid=$1 cmd
   cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
   case "$cmd" in
-    "$k8s_bin/"* | "$etcd_bin/"* | "$kwok_bin/"*) [[ "$cmd" == *"$cluster/"* ]] ;;
+    "$cache/bin/"*) [[ "$cmd" == *"$cluster/"* ]] ;;
     *) return 1 ;;
   esac
 }
@@ -360,7 +366,7 @@ print_usage() {
 cluster is up: https://127.0.0.1:$apiserver_port (Kubernetes $KUBERNETES_VERSION, $fake_nodes kwok nodes)
   export KUBECONFIG=$kubeconfig
   $k8s_bin/kubectl get nodes      (also: $state/bin/kubectl)
-logs: $logs/   stop: hack/cluster.sh down [--purge]
+logs: $logs/   stop (with PostgreSQL, DNS, Prometheus, the demo): make cluster-down
 EOF
 }
 
@@ -400,18 +406,19 @@ real_node_up() {
   [ "${PILOTBOAT_REAL_NODE:-1}" = 0 ] || "$hack/node.sh" up
 }
 
-# stop NAME...: SIGTERM, then SIGKILL whatever is left after a grace period
+# stop NAME...: SIGTERM, then SIGKILL whatever is left after a grace period; one line each
 stop() {
-  local name pid victims=()
+  local name pid victims=() stopped=()
   for name in "$@"; do
     if pid="$(pid_of "$name")"; then
-      log "stopping $name (pid $pid)"
       kill -TERM "$pid" 2>/dev/null || true
       victims+=("$pid")
+      stopped+=("cluster: stopped $name (pid $pid)")
     fi
     rm -f "$pids/$name.pid"
   done
   kill_after 20 "${victims[@]}"
+  [ ${#stopped[@]} -eq 0 ] || printf '%s\n' "${stopped[@]}"
 }
 
 kill_after() {  # kill_after SECONDS PID...: SIGKILL those of PID... still alive then
@@ -439,36 +446,140 @@ stragglers() {  # our processes whose pid files were lost
   return 0
 }
 
+# programs KIND: pids of the project's Python programs of KIND, `demo` (hack/demo.sh, python -m
+# examples.shop.demo) or `operator` (`pilotboat run`, whoever started it: the demo, a test
+# session, a person), that run with this state dir or use its cluster (a kubeconfig in it).
+programs() {
+  local kind=$1 d pid args cmd
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+    cmd="${args[*]} "
+    case "$kind:$cmd" in
+      "demo:"*" -m examples.shop.demo "* | "operator:"*"pilotboat run "*) ;;
+      *) continue ;;
+    esac
+    [ "$pid" != "$$" ] || continue
+    if [ "$(state_of "$pid" "${args[0]}")" = "$state" ] || [[ "$cmd" == *"$state/"* ]] ||
+      tr '\0' '\n' 2>/dev/null <"$d/environ" | grep -qF "KUBECONFIG=$state/"; then
+      echo "$pid"
+    fi
+  done
+  return 0
+}
+
+# state_of PID PROGRAM: the state dir a program runs with: its PILOTBOAT_STATE, else the
+# .state of the checkout whose .venv runs it, else of its working directory
+state_of() {
+  local s
+  s="$(tr '\0' '\n' 2>/dev/null <"/proc/$1/environ" | sed -n 's/^PILOTBOAT_STATE=//p')"
+  if [ -z "$s" ]; then
+    case "$2" in
+      /*/.venv/bin/*) s="${2%%/.venv/bin/*}/.state" ;;
+      *) s="$(readlink "/proc/$1/cwd" 2>/dev/null)/.state" ;;
+    esac
+  fi
+  echo "$s"
+}
+
+# stop_programs KIND: the demo unwinds on SIGTERM (its operator and customers stop with it);
+# an operator whose cluster is gone would only retry 127.0.0.1:$apiserver_port, where the
+# next checkout's cluster may answer.
+stop_programs() {
+  local kind=$1 pids pid i left
+  pids="$(programs "$kind")"
+  [ -n "$pids" ] || return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    [ -n "$(programs "$kind")" ] || break
+    sleep 0.2
+  done
+  left="$(programs "$kind")"
+  # shellcheck disable=SC2086
+  [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
+  for pid in $pids; do
+    case "$kind" in
+      demo) echo "demo: stopped the demo, python -m examples.shop.demo (pid $pid)" ;;
+      operator) echo "operator: stopped pilotboat run (pid $pid)" ;;
+    esac
+  done
+}
+
+stop_control_plane() {
+  local left
+  # Clients first, etcd last, so the apiserver shuts down against a live store. Then any
+  # process of ours without a pid file (.state deleted under a running cluster).
+  stop kwok kube-scheduler kube-controller-manager
+  stop kube-apiserver
+  stop etcd
+  left="$(stragglers)"
+  if [ -n "$left" ]; then
+    # shellcheck disable=SC2086
+    kill -TERM $left 2>/dev/null || true
+    # shellcheck disable=SC2086
+    kill_after 20 $left
+    echo "cluster: stopped leftover processes of the control plane (pid ${left//$'\n'/ })"
+  fi
+  left="$(stragglers)"
+  [ -z "$left" ] || die "still running: ${left//$'\n'/ }"
+}
+
+ancestors() {  # this shell and the processes that started it: never stragglers
+  local pid=$$
+  while [ "$pid" -gt 1 ] 2>/dev/null; do
+    echo "$pid"
+    pid="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f2)"
+  done
+}
+
+# Processes still naming the state dir after every step: not something these scripts started
+# (a `tail -f` of a log, say), so they are named, not killed.
+warn_state_users() {
+  local d pid args cmd mine
+  mine=" $(ancestors | tr '\n' ' ') "
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [[ "$mine" == *" $pid "* ]] && continue
+    mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+    cmd="${args[*]}"
+    [[ "$cmd" == *"$state/"* ]] && log "still running and using $state: pid $pid: ${cmd:0:160}"
+  done
+  return 0
+}
+
+down_step() {  # down_step STEP: stops what STEP names; prints one line per thing stopped
+  case "$1" in
+    demo | operator) stop_programs "$1" ;;
+    prometheus | dns | postgres | node) "$hack/$1.sh" down ;;
+    control-plane) stop_control_plane ;;
+  esac
+}
+
+# Everything this checkout starts, in this order: what uses the cluster and the servers
+# first; PostgreSQL and CoreDNS before the node takes their address 10.244.0.1 away (a server
+# bound to it would keep listening); the node before the control plane, which deletes its
+# Node object. A step that fails does not keep the next ones from running.
 cmd_down() {
-  local purge=false left
+  local purge=false out step failed=() any=false steps=(demo operator prometheus dns postgres)
   case "${1:-}" in
     --purge) purge=true ;;
     "") ;;
     *) die "usage: $0 down [--purge]" ;;
   esac
-  [ ! -d "$state/node" ] || "$hack/node.sh" down || log "hack/node.sh down failed; see $state/node/logs/"
-  if [ -d "$cluster" ]; then
-    mkdir -p "$pids"
-    # Clients first, etcd last, so the apiserver shuts down against a live store.
-    stop kwok kube-scheduler kube-controller-manager
-    stop kube-apiserver
-    stop etcd
-    left="$(stragglers)"
-    if [ -n "$left" ]; then
-      log "stopping leftover processes: ${left//$'\n'/ }"
-      # shellcheck disable=SC2086
-      kill -TERM $left 2>/dev/null || true
-      # shellcheck disable=SC2086
-      kill_after 20 $left
-    fi
-    left="$(stragglers)"
-    [ -z "$left" ] || die "still running: ${left//$'\n'/ }"
-  fi
+  [ ! -d "$state/node" ] || steps+=(node)
+  steps+=(control-plane)
+  for step in "${steps[@]}"; do
+    out="$(down_step "$step")" || failed+=("$step")
+    [ -z "$out" ] || { echo "$out"; any=true; }
+  done
+  $any || echo "cluster: nothing of this checkout was running ($state)"
+  warn_state_users
+  [ ${#failed[@]} -eq 0 ] || die "could not stop everything; failed: ${failed[*]}"
   if $purge; then
     rm -rf "$cluster"
     log "purged $cluster"
   fi
-  log "down"
 }
 
 cmd_status() {

@@ -5,7 +5,7 @@
 # their nameserver (clusterDNS in hack/node/kubelet-config.yaml.in).
 #   hack/dns.sh up       build once (cache: ~/.cache/pilotboat/bin/coredns-VERSION), start,
 #                        wait until it answers for kubernetes.default.svc.cluster.local
-#   hack/dns.sh down     stop it
+#   hack/dns.sh down     stop it, one line on stdout; exit 0 when it does not run
 #   hack/dns.sh status   exit 0 when it runs and is ready
 # It serves the cluster.local zone (and the reverse zones) only and forwards nothing:
 # any other name gets REFUSED, so pods resolve Services and nothing outside.
@@ -86,17 +86,32 @@ up() {
   die "CoreDNS not ready after 30s; see $dir/coredns.log"
 }
 
+# CoreDNS processes with our Corefile: `down` finds them by command line rather than by pid
+# file, so a pid file lost with a deleted .state leaves nothing running, and a reused pid is
+# never taken for ours.
+ours() {
+  local d args
+  for d in /proc/[0-9]*; do
+    mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+    [[ "${args[*]} " == *" -conf $dir/Corefile "* ]] && echo "${d#/proc/}"
+  done
+  return 0
+}
+
 down() {
-  alive || { rm -f "$pidfile"; return 0; }
-  local pid i
-  pid="$(cat "$pidfile")"
-  kill -TERM "$pid"
+  local pids i
+  rm -f "$pidfile"
+  pids="$(ours)"
+  [ -n "$pids" ] || return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+    [ -n "$(ours)" ] || break
     sleep 0.1
   done
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$pidfile"
+  # shellcheck disable=SC2086
+  [ -z "$(ours)" ] || kill -KILL $pids 2>/dev/null || true
+  echo "dns: stopped CoreDNS on $address:53 (pid ${pids//$'\n'/ })"
 }
 
 case "${1:-}" in

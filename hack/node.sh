@@ -9,6 +9,7 @@
 #   hack/node.sh down      stop everything and leave nothing behind: no process, mount, bridge,
 #                          veth, iptables chain, cgroup or sysctl change of ours; deletes the
 #                          Node object when the API server answers. Keeps the imported images.
+#                          Prints one line per daemon it stopped (stdout); exit 0 when none ran.
 #   hack/node.sh purge     down, then also delete .state/node (images, certificates)
 #   hack/node.sh status    one line per component; exit 0 only when the node is Ready
 #   hack/node.sh leftovers what of the node is still on the host (after down: nothing)
@@ -61,12 +62,14 @@ kubectl() { "$k8s_bin/kubectl" --kubeconfig "$admin_kubeconfig" --request-timeou
 # --- processes ---------------------------------------------------------------------------
 
 # A process is ours when it is one of our daemons with arguments under $S, or a containerd
-# shim serving our containerd's socket; a system containerd is never touched.
+# shim serving our containerd's socket; a system containerd is never touched. Any cached
+# Kubernetes version: a kubelet started before KUBERNETES_VERSION changed is ours too.
 is_ours() {
   local cmd
   cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
   case "$cmd" in
-    "containerd --config $S/"* | "$k8s_bin/kubelet "*"$S/"* | "$k8s_bin/kube-proxy "*"$S/"*) return 0 ;;
+    "containerd --config $S/"*) return 0 ;;
+    "$pb_cache/bin/kubernetes-"*/kubelet" "*"$S/"* | "$pb_cache/bin/kubernetes-"*/kube-proxy" "*"$S/"*) return 0 ;;
     *containerd-shim*"-address $sock "*) return 0 ;;
     *) return 1 ;;
   esac
@@ -106,7 +109,6 @@ wait_until() {
 stop() {  # stop NAME [SECONDS]: SIGTERM, SIGKILL after the grace period
   local name=$1 grace=${2:-15} pid deadline
   pid="$(pid_of "$name")" || { rm -f "$pids/$name.pid"; return 0; }
-  log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   deadline=$((SECONDS + grace))
   while is_ours "$pid"; do
@@ -114,6 +116,7 @@ stop() {  # stop NAME [SECONDS]: SIGTERM, SIGKILL after the grace period
     sleep 0.2
   done
   rm -f "$pids/$name.pid"
+  echo "node: stopped $name (pid $pid)"
 }
 
 our_processes() {
@@ -345,7 +348,7 @@ kill_pods() {  # every container of our containerd, sandboxes included
   ids="$("${ctr[@]}" containers ls -q 2>/dev/null)" || true
   # shellcheck disable=SC2086
   [ -z "$ids" ] || "${ctr[@]}" containers delete $ids >/dev/null 2>&1 || true
-  [ -z "$ids" ] || log "removed $(wc -w <<<"$ids") containers"
+  [ -z "$ids" ] || echo "node: stopped and removed the pods' containers ($(wc -w <<<"$ids"))"
 }
 
 pod_cgroups() {  # the kubelet's pod cgroup trees, in every hierarchy
@@ -358,7 +361,7 @@ kill_leftovers() {  # processes still in pod cgroups, and our daemons or shims n
     left="$( (our_processes; pod_cgroups | while read -r d; do
       find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null; done) | sort -u)"
     [ -z "$left" ] && return 0
-    log "killing leftover processes: ${left//$'\n'/ }"
+    echo "node: killed leftover processes of the node and its pods (pid ${left//$'\n'/ })"
     # shellcheck disable=SC2086
     kill -KILL $left 2>/dev/null || true
     sleep 0.5
@@ -456,12 +459,13 @@ cmd_down() {
   remove_state
   # The Node object would stay NotReady with its pods stuck; the next `up` registers anew.
   if [ -s "$admin_kubeconfig" ] && kubectl get node "$node_name" >/dev/null 2>&1; then
-    if kubectl delete node "$node_name" --wait=false >/dev/null 2>&1; then log "deleted node $node_name"; fi
+    if kubectl delete node "$node_name" --wait=false >/dev/null 2>&1; then
+      echo "node: deleted the Node object $node_name"
+    fi
   fi
   local left
   left="$(our_processes)"
   [ -z "$left" ] || die "still running: ${left//$'\n'/ }"
-  log "down"
 }
 
 cmd_leftovers() {  # prints what of the node is still on the host; exit 0 only when nothing

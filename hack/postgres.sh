@@ -2,7 +2,8 @@
 # The shop's PostgreSQL (Debian's PostgreSQL 15 binaries, never its system service), as a
 # detached server: its password in .state/postgres/, its data (as root) under /var/lib/pilotboat.
 #   hack/postgres.sh up       initdb once, start if not running, wait until it answers
-#   hack/postgres.sh down     stop it (the data stays)
+#   hack/postgres.sh down     stop it (the data stays), one line on stdout; exit 0 when it
+#                             does not run
 #   hack/postgres.sh purge    stop it and delete its data
 #   hack/postgres.sh status   exit 0 when it answers
 #   hack/postgres.sh env      print PGHOST/PGPORT/PGUSER/PGPASSWORD lines for `eval`
@@ -120,10 +121,42 @@ up() {
   die "started but does not answer; see $srv/server.log"
 }
 
+# Postmasters of our data dir, by command line: also those pg_ctl no longer finds because
+# postmaster.pid went (the data dir deleted under the running server, as `rm -rf .state`
+# does when not root).
+postmasters() {
+  local d args
+  for d in /proc/[0-9]*; do
+    mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+    [[ "${args[*]} " == *"/postgres -D $data "* ]] && echo "${d#/proc/}"
+  done
+  return 0
+}
+
 down() {
-  running || return 0
-  log "stopping"
-  as_server "$bin/pg_ctl" stop -D "$data" -m fast -w -t 30 >/dev/null
+  local pm=() pids i
+  if running; then
+    # postmaster.pid: pid, data dir, start time, port, ...
+    { mapfile -t pm <"$data/postmaster.pid"; } 2>/dev/null || true
+    if as_server "$bin/pg_ctl" stop -D "$data" -m fast -w -t 30 >/dev/null; then
+      echo "postgres: stopped PostgreSQL on port ${pm[3]:-$port} (pid ${pm[0]:-?})"
+    else
+      log "pg_ctl stop failed (see $srv/server.log); signalling the server"
+    fi
+  fi
+  pids="$(postmasters)"
+  [ -n "$pids" ] || return 0
+  # shellcheck disable=SC2086
+  kill -INT $pids 2>/dev/null || true  # SIGINT: the fast shutdown pg_ctl -m fast asks for
+  for ((i = 0; i < 300; i++)); do
+    [ -n "$(postmasters)" ] || break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086
+  [ -z "$(postmasters)" ] || kill -KILL $pids 2>/dev/null || true
+  sleep 0.2
+  [ -z "$(postmasters)" ] || die "still running: $(postmasters | tr '\n' ' ')"
+  echo "postgres: stopped PostgreSQL of $data by signal (pid ${pids//$'\n'/ })"
 }
 
 case "${1:-}" in

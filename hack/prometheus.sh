@@ -3,7 +3,8 @@
 # as a detached process on 127.0.0.1:${PILOTBOAT_PROMETHEUS_PORT:-19090}, data in
 # .state/prometheus/.
 #   hack/prometheus.sh up      render the config, start if not running, wait until ready
-#   hack/prometheus.sh down    stop it (the data stays)
+#   hack/prometheus.sh down    stop it and its pod discovery, one line each on stdout (the
+#                              data stays); exit 0 when nothing runs
 #   hack/prometheus.sh reload  render the config again and have Prometheus reload it
 #   hack/prometheus.sh status  exit 0 when it is up and ready
 # Scrape targets: files in .state/prometheus/targets/*.json (file_sd, picked up without a
@@ -57,18 +58,39 @@ start_pod_sd() {
   echo $! >"$sd_pidfile"
 }
 
-stop_pid() {  # stop_pid PIDFILE: TERM, wait up to 10s, then KILL
-  local pidfile=$1 pid i
-  alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-  pid=$(cat "$pidfile")
-  kill -TERM "$pid"
+# ours TEXT...: processes whose command line (arguments joined by spaces) holds every TEXT.
+# `down` finds its processes this way rather than by pid file, so a pid file lost with a
+# deleted .state leaves nothing running, and a reused pid is never taken for ours.
+ours() {
+  local d args text
+  for d in /proc/[0-9]*; do
+    mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+    for text in "$@"; do [[ "${args[*]} " == *"$text"* ]] || continue 2; done
+    [ "${d#/proc/}" = "$$" ] || echo "${d#/proc/}"
+  done
+  return 0
+}
+
+# stop_ours WHAT PIDFILE TEXT...: TERM the processes ours TEXT... finds, KILL those left after
+# 10s, print "prometheus: stopped WHAT (pid ...)" when there were any
+stop_ours() {
+  local what=$1 pidfile=$2 pids i
+  shift 2
+  rm -f "$pidfile"
+  pids="$(ours "$@")"
+  [ -n "$pids" ] || return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
   for ((i = 0; i < 200; i++)); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+    [ -n "$(ours "$@")" ] || break
     sleep 0.05
   done
-  log "$pid still running after 10s; killing it"
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$pidfile"
+  if [ -n "$(ours "$@")" ]; then
+    log "${pids//$'\n'/ } still running after 10s; killing it"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+  fi
+  echo "prometheus: stopped $what (pid ${pids//$'\n'/ })"
 }
 
 wait_ready() {
@@ -104,8 +126,18 @@ up() {
 }
 
 down() {
-  stop_pid "$sd_pidfile"
-  stop_pid "$pidfile"
+  # Any checkout's pod_sd.py writing into our folder: another checkout's tests may run with
+  # PILOTBOAT_STATE pointing here.
+  stop_ours "pod discovery, hack/prometheus/pod_sd.py" "$sd_pidfile" \
+    "/prometheus/pod_sd.py " " --out $dir/pods/"
+  stop_ours "Prometheus on $(listen_address)" "$pidfile" " --config.file=$config "
+}
+
+listen_address() {  # the running Prometheus' address (PILOTBOAT_PROMETHEUS_PORT may differ now)
+  local pid
+  pid="$(ours " --config.file=$config " | head -n1)"
+  tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | sed -n 's/^--web.listen-address=//p' | grep . ||
+    echo "127.0.0.1:$port"
 }
 
 reload() {
