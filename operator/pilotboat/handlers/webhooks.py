@@ -21,10 +21,12 @@ The webhooks:
   SchemaMigration but answers the SQL linter's findings as admission warnings naming the
   field, which ``kubectl apply`` prints (:func:`pilotboat.handlers.migrations.lint_warnings`);
   the reconciler is what refuses unsafe SQL, with the same findings in a condition;
-* ``contract-author`` (mutating, ``failurePolicy: Fail``) records in the annotation
+* ``contract-author`` (mutating, ``failurePolicy: Ignore``) records in the annotation
   ``pilotboat.dev/contract-author`` who created a SchemaMigration or last changed its
-  contract SQL, for separation of duties (the admission policy pilotboat-contract-author
-  makes sure the annotation cannot name anyone else);
+  contract SQL, for separation of duties. ``Ignore``, so a stopped operator never blocks a
+  migration: where separation of duties is asked for, the admission policy
+  pilotboat-contract-author refuses an annotation naming anyone but the requester (the
+  client then sets it itself), and an unknown author is treated as the approver;
 * ``breaking-change-override`` (mutating, ``failurePolicy: Fail``, called only for requests
   whose object carries or carried the override annotations) stamps who allowed a breaking
   contract change (:func:`pilotboat.handlers.contracts.admit_override`).
@@ -225,7 +227,7 @@ def _configurations(
             "webhooks": [
                 webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail"),
                 override,
-                webhook(AUTHOR_WEBHOOK, "schemamigrations", "Fail"),
+                webhook(AUTHOR_WEBHOOK, "schemamigrations", "Ignore"),
             ],
         },
         {
@@ -376,7 +378,7 @@ async def contract_author_stamp(
         return contract_author_patch(str(kwargs.get("operation")), body, kwargs.get("old"),
                                      dict(userinfo))  # fmt: skip
 
-    stamp = await _check(AUTHOR_WEBHOOK, check, fail_closed=True, warnings=warnings)
+    stamp = await _check(AUTHOR_WEBHOOK, check, fail_closed=False, warnings=warnings)
     if stamp:
         patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamp)
 
