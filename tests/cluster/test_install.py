@@ -263,6 +263,9 @@ OPERATIONS: list[Operation] = [
     *[Operation(verb, "admissionregistration.k8s.io", f"{kind}webhookconfigurations",
                 "pilotboat-pilotboat", "webhooks.PilotboatWebhookServer._register (apply)")
       for verb in ("create", "patch") for kind in ("mutating", "validating")],
+    *[Operation("get", "admissionregistration.k8s.io", f"validatingadmissionpolicy{kind}",
+                "pilotboat-approver-identity", "approvals.identity_enforced_since")
+      for kind in ("ies", "bindings")],
     *_ops("list watch", "apiextensions.k8s.io", "customresourcedefinitions",
           "Kopf resource observer"),
     *_ops("list watch", "kopf.dev", "clusterkopfpeerings", "Kopf peering"),

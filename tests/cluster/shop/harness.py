@@ -131,7 +131,10 @@ class Shop:
     def process(self, name: str, *, key: str | None = None, **env: str) -> ShopProcess:
         """A (not yet started) process of service ``name``; ``key`` names a second one."""
         key = key or name
+        taken = {p.port for p in self.procs.values()}
         port = free_port()
+        while port in taken:  # the kernel may hand a just-freed port out twice
+            port = free_port()
         base = {"SHOP_SERVICE": name, "SERVICE_VERSION": "test", "HOST": "127.0.0.1",
                 "PORT": str(port), "DATABASE_URL": _uri(self.databases[name]), **TEST_ENV}
         if name == "orders":
