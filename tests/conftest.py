@@ -73,6 +73,27 @@ def _wait_established(kube: Kube, names: list[str], timeout: float = 60) -> None
         raise RuntimeError(f"CRDs not established: {sorted(pending)}")
 
 
+def _wait_enforced(api: kubernetes.client.ApiClient, timeout: float = 60) -> None:
+    """Until the API server enforces the approver-identity policy (a new policy takes a
+    moment): a dry-run approval naming someone else must be refused."""
+    custom = kubernetes.client.CustomObjectsApi(api)
+    forged = {"apiVersion": "pilotboat.dev/v1alpha1", "kind": "MigrationApproval",
+              "metadata": {"generateName": "enforced-"},
+              "spec": {"migration": "none", "approver": "nobody-at-all", "checksum": "0" * 64}}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            custom.create_namespaced_custom_object(
+                "pilotboat.dev", "v1alpha1", "default", "migrationapprovals", forged,
+                dry_run="All")
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status == 403 and "spec.approver" in str(exc.body):
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"the admission policy pilotboat-approver-identity is not enforced "
+                       f"after {timeout:.0f}s")
+
+
 @pytest.fixture(scope="session")
 def kube_api(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
@@ -87,6 +108,7 @@ def kube_api(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
     policies = REPO / "manifests" / "crds" / "pilotboat-admission-policies.yaml"
     for doc in yaml.safe_load_all(policies.read_text()):
         kube.apply(doc)
+    _wait_enforced(api)
     yield api
     api.close()
 
