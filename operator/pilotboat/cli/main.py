@@ -49,6 +49,7 @@ def main() -> None:
 def _register() -> None:
     from pilotboat.cli.approve import approve
     from pilotboat.cli.contract import contract
+    from pilotboat.cli.convert import convert_command
     from pilotboat.cli.crds import crds
     from pilotboat.cli.dashboard import dashboard
     from pilotboat.cli.get import get
@@ -60,6 +61,7 @@ def _register() -> None:
     for command in (crds, contract, run, get, status, promote, abort, retry, approve, lint,
                     version, dashboard):
         main.add_command(command)
+    main.add_command(convert_command)
 
 
 _register()
