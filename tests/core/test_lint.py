@@ -212,3 +212,68 @@ def test_the_shops_migration_lints_clean_sql_included() -> None:
     code, output = run(str(REPO / "examples" / "shop" / "orders-migration.yaml"))
     assert code == 0, output
     assert output.strip() == "1 object(s) checked, 0 problem(s)"
+
+
+# --- analysis queries -------------------------------------------------------------------------
+
+QUERIES = """
+apiVersion: pilotboat.dev/v1alpha1
+kind: Microservice
+metadata: {name: cart}
+spec:
+  image: cart:v2
+  version: v2
+  rollout:
+    canary:
+      steps: [{setWeight: 20}, {analysis: {intervals: 2}}]
+      analysis:
+        signals:
+          errors:
+            maxRatio: 0.01
+            query: >-
+              sum(rate(http_requests_total{service="{{ servise }}",code=~"5.."}[{{ interval }}]))
+          traffic:
+            minRate: 1
+            query: 'sum(rate(http_requests_total{service="{{ service }}"}[{{ interval }}])'
+---
+apiVersion: pilotboat.dev/v1alpha1
+kind: RolloutPolicy
+metadata: {name: standard}
+spec:
+  steps: [{setWeight: 20}]
+  analysis:
+    signals:
+      latency:
+        maxSeconds: 0.5
+        query: 'histogram_quantile({{ quantile }}, sum by (le) (rate(x_bucket[{{ interval }}])))'
+      saturation: {max: 0.8, query: 'nosuch(up{service="{{ service }}"})'}
+"""
+
+
+def test_analysis_queries_with_an_unknown_variable_or_bad_promql_fail_the_lint(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "queries.yaml"
+    path.write_text(QUERIES)
+    code, output = run(str(path))
+    assert code == 1, output
+    field = "spec.rollout.canary.analysis.signals"
+    assert output.splitlines() == [
+        f"{path}: Microservice/cart: {field}.errors.query: unknown template variable 'servise' "
+        "(known: interval, namespace, service, version; did you mean 'service'?)",
+        f"{path}: Microservice/cart: {field}.traffic.query: PromQL parse error at 1:4: "
+        "unclosed left parenthesis; rendered: "
+        'sum(rate(http_requests_total{service="cart"}[30s])',
+        f"{path}: RolloutPolicy/standard: spec.analysis.signals.saturation.query: PromQL parse "
+        "error: unknown function with name 'nosuch'; rendered: nosuch(up{service=\"cart\"})",
+        "2 object(s) checked, 3 problem(s)",
+    ]
+
+
+def test_good_analysis_queries_pass(tmp_path: Path) -> None:
+    path = tmp_path / "queries.yaml"
+    path.write_text(QUERIES.replace("servise", "service").replace("[{{ interval }}])'",
+                                                                  "[{{ interval }}]))'")
+                    .replace("nosuch(", "max("))  # fmt: skip
+    code, output = run(str(path))
+    assert code == 0, output

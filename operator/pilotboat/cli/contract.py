@@ -1,12 +1,14 @@
 """`pilotboat contract check OLD NEW [--consumers DIR]`: the contract gate, outside the cluster.
 
 For CI pipelines, like Pact's can-i-deploy or oasdiff's breaking check: exit 0 when NEW can
-replace OLD, 1 on a break (each violation printed), 2 when a document cannot be read.
+replace OLD, 1 on a break (each violation printed), 2 when a document cannot be read or is
+not valid OpenAPI (one line naming the file and the JSON path of the problem).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import yaml
@@ -48,6 +50,14 @@ def _consumers(directory: Path, service: str | None) -> list[ConsumerExpectation
     return [e for provider in sorted(providers) for e in expectations_for(provider, specs)]
 
 
+def _read(path: Path) -> dict[str, Any]:
+    """The document at ``path``; a :class:`ContractError` names the file."""
+    try:
+        return load_document(path.read_text())
+    except ContractError as exc:
+        raise ContractError(f"{path}: {exc}") from None
+
+
 @contract.command("check")
 @click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -67,7 +77,7 @@ def _consumers(directory: Path, service: str | None) -> list[ConsumerExpectation
 def check(old: Path, new: Path, consumers_dir: Path | None, service: str | None) -> None:
     """Exit 1 if NEW breaks clients of OLD or the consumers' declared expectations."""
     try:
-        old_doc, new_doc = load_document(old.read_text()), load_document(new.read_text())
+        old_doc, new_doc = _read(old), _read(new)
         consumers = _consumers(consumers_dir, service) if consumers_dir else []
         violations = check_contract(old_doc, new_doc, consumers)
     except ContractError as exc:

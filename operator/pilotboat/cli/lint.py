@@ -11,6 +11,12 @@ catches a ``DROP COLUMN`` in expand before the cluster does. Each SQL finding is
 ``file:doc: spec.<phase>: PBxxx name: statement N: construct: why`` (``doc`` is the 1-based
 document in the file); refusals fail the lint, warnings and findings that need approval at
 the cluster (``pilotboat:allow``, a backfill DELETE) are printed only.
+
+A Microservice or RolloutPolicy whose spec passes both has its analysis queries checked
+(:mod:`pilotboat.core.promql_check`): each signal's ``query`` must use only the template
+variables the operator provides and render to PromQL that parses, so a misspelt
+``{{ servise }}`` or an unclosed parenthesis fails here rather than at the first analysis
+step. Each is a line ``file: Kind/name: spec...signals.<signal>.query: why``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pilotboat.api.catalog import KINDS
 from pilotboat.api.crd import custom_resource_definition
 from pilotboat.api.kind import KindDescriptor
 from pilotboat.api.migration import SchemaMigrationSpec
+from pilotboat.core.promql_check import spec_query_problems
 from pilotboat.core.sqllint import (
     LintFinding,
     Severity,
@@ -188,6 +195,9 @@ def lint_document(file: str, doc: Any, index: int = 0) -> list[Finding]:
         findings = [Finding(file, name, f, m, index) for f, m in _model_findings(descriptor, doc)]
     if not findings and kind == "SchemaMigration":
         findings = _sql_findings(file, index, name, doc)
+    if not findings:
+        findings = [Finding(file, name, p.field, p.message, index)
+                    for p in spec_query_problems(kind, doc.get("spec"))]  # fmt: skip
     return findings
 
 

@@ -27,6 +27,12 @@ The webhooks:
   migration: where separation of duties is asked for, the admission policy
   pilotboat-contract-author refuses an annotation naming anyone but the requester (the
   client then sets it itself), and an unknown author is treated as the approver;
+* ``microservice-queries`` and ``rolloutpolicy-queries`` (validating, ``failurePolicy:
+  Ignore``) refuse a Microservice or RolloutPolicy whose analysis queries would not run: a
+  template variable the operator does not provide (``{{ servise }}``) or rendered PromQL that
+  does not parse, naming each field (:mod:`pilotboat.core.promql_check`). A template over a
+  limit on untrusted input is admitted with a warning: the analysis pauses naming the limit.
+  ``Ignore``, as a bad query is an Error measurement that pauses the release anyway;
 * ``breaking-change-override`` (mutating, ``failurePolicy: Fail``, called only for requests
   whose object carries or carried the override annotations) stamps who allowed a breaking
   contract change (:func:`pilotboat.handlers.contracts.admit_override`).
@@ -80,6 +86,7 @@ from pilotboat.api import MicroserviceSpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core import reasons
 from pilotboat.core.limits import ADMISSION_TIMEOUT_SECONDS, MAX_ADMISSION_DEPTH, clip_json_depth
+from pilotboat.core.promql_check import QueryProblem, spec_query_problems
 from pilotboat.core.workload import Owner
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval, contract_author_patch
 from pilotboat.handlers.children import ChildRefusal, dry_run_children
@@ -108,6 +115,8 @@ LINT_WEBHOOK = "schemamigration-lint"
 OVERRIDE_WEBHOOK = "breaking-change-override"
 CHILDREN_WEBHOOK = "microservice-children"
 AUTHOR_WEBHOOK = "contract-author"
+QUERIES_WEBHOOK = "microservice-queries"
+POLICY_QUERIES_WEBHOOK = "rolloutpolicy-queries"
 
 ADMISSION_WORKERS = 4
 """Threads that run admission checks, and nothing else."""
@@ -239,6 +248,8 @@ def _configurations(
                 webhook(CHILDREN_WEBHOOK, "microservices", "Ignore"),
                 webhook(FLAG_WEBHOOK, "featureflags", "Ignore"),
                 webhook(LINT_WEBHOOK, "schemamigrations", "Ignore"),
+                webhook(QUERIES_WEBHOOK, "microservices", "Ignore"),
+                webhook(POLICY_QUERIES_WEBHOOK, "rolloutpolicies", "Ignore"),
             ],
         },
     ]
@@ -438,6 +449,33 @@ async def schema_migration_lint(body: kopf.Body, warnings: list[str], **_: Any) 
 
     found = await _check(LINT_WEBHOOK, check, fail_closed=False, warnings=warnings)
     warnings.extend(found or [])
+
+
+async def _refuse_bad_queries(
+    webhook: str, kind: str, body: kopf.Body, warnings: list[str]
+) -> None:
+    def check() -> list[QueryProblem]:
+        return spec_query_problems(kind, body.get("spec"))
+
+    problems = await _check(webhook, check, fail_closed=False, warnings=warnings) or []
+    warnings.extend(str(p) for p in problems if p.over_limit)
+    refused = [str(p) for p in problems if not p.over_limit]
+    if refused:
+        raise kopf.AdmissionError(f"{kind} refused: " + "; ".join(refused), code=422)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "microservices", id=QUERIES_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+async def microservice_queries_check(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+    await _refuse_bad_queries(QUERIES_WEBHOOK, "Microservice", body, warnings)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "rolloutpolicies", id=POLICY_QUERIES_WEBHOOK, operations=["CREATE", "UPDATE"]
+)
+async def rollout_policy_queries_check(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+    await _refuse_bad_queries(POLICY_QUERIES_WEBHOOK, "RolloutPolicy", body, warnings)
 
 
 @kopf.on.mutate(
