@@ -60,3 +60,10 @@ SELF_APPROVAL = "SelfApproval"
 OTHER_MIGRATION = "OtherMigration"
 MIGRATIONS_READY = "MigrationsReady"
 WAITING_FOR_EXPAND = "WaitingForExpand"
+
+# Microservice releases: the reasons of Progressing, Paused, RolledBack and Ready.
+STABLE = "Stable"
+RELEASING = "Releasing"
+NOT_PAUSED = "NotPaused"
+NOT_ROLLED_BACK = "NotRolledBack"
+MIGRATIONS_APPLIED = "MigrationsApplied"

@@ -22,44 +22,18 @@ from kubernetes.client.exceptions import ApiException
 
 from pilotboat.adapters.kube import Kube
 from pilotboat.api import MicroserviceSpec
+from pilotboat.core.release import ChildRejection, controlled_by
 from pilotboat.core.workload import Owner, render_deployment, render_service, source_field
 
 __all__ = [
     "ChildBackoff",
-    "ChildNotOwned",
     "ChildRefusal",
     "child_refusal",
     "controlled_by",
     "dry_run_children",
-    "ensure_controlled",
 ]
 
 _REFUSED = (400, 422)
-
-
-def controlled_by(obj: Mapping[str, Any], owner: Owner) -> bool:
-    """Whether ``owner`` is ``obj``'s controller (an owner reference with its UID)."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == owner.uid and r.get("controller") for r in refs)
-
-
-class ChildNotOwned(Exception):
-    """An object with the name a child needs exists and is not this Microservice's: it is
-    never adopted, overwritten or deleted."""
-
-    def __init__(self, kind: str, name: str, owner: Owner) -> None:
-        super().__init__(
-            f"{kind} {name} exists and is not controlled by Microservice {owner.name}; "
-            f"Pilotboat does not adopt, change or delete it. Rename or delete it, or give "
-            f"the Microservice another name"
-        )
-        self.kind, self.name = kind, name
-
-
-def ensure_controlled(obj: Mapping[str, Any] | None, kind: str, owner: Owner) -> None:
-    """Raise :class:`ChildNotOwned` when ``obj`` exists and ``owner`` does not control it."""
-    if obj is not None and not controlled_by(obj, owner):
-        raise ChildNotOwned(kind, str(obj["metadata"]["name"]), owner)
 
 
 @dataclass(frozen=True)
@@ -148,6 +122,7 @@ class ChildBackoff:
         self._first, self._longest = first, longest
         self._lock = threading.Lock()
         self._state: dict[str, tuple[int, int, float]] = {}  # uid → generation, tries, next
+        self._messages: dict[str, str] = {}  # uid → the API server's words on the last try
 
     def wait(self, uid: str, generation: int, now: float | None = None) -> float | None:
         """Seconds to wait before the next attempt, or None when it may go now."""
@@ -158,10 +133,21 @@ class ChildBackoff:
             return None
         return state[2] - now
 
-    def failed(self, uid: str, generation: int, now: float | None = None) -> float:
-        """Record a refusal; returns the delay before the next attempt."""
+    def pending(self, uid: str, generation: int, now: float | None = None) -> ChildRejection | None:
+        """The refusal this generation waits out, or None when the next attempt may go."""
+        wait = self.wait(uid, generation, now)
+        with self._lock:
+            message = self._messages.get(uid)
+        return None if wait is None or message is None else ChildRejection(message, wait)
+
+    def failed(
+        self, uid: str, generation: int, now: float | None = None, *, message: str = ""
+    ) -> float:
+        """Record a refusal (and the API server's words); returns the delay before the next
+        attempt."""
         now = time.monotonic() if now is None else now
         with self._lock:
+            self._messages[uid] = message
             gen, tries, _ = self._state.get(uid, (generation, 0, now))
             tries = tries + 1 if gen == generation else 1
             delay = float(min(self._first * 2 ** (tries - 1), self._longest))
@@ -171,3 +157,4 @@ class ChildBackoff:
     def succeeded(self, uid: str) -> None:
         with self._lock:
             self._state.pop(uid, None)
+            self._messages.pop(uid, None)

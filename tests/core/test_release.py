@@ -1,0 +1,370 @@
+"""One pass over a Microservice as a value: tables of observations and the plans they give."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pilotboat.api import MicroserviceSpec
+from pilotboat.api.microservice import MicroserviceStatus
+from pilotboat.core.release import (
+    ChildRejection,
+    DatabaseAccess,
+    MeasuredAnalysis,
+    ObservedChildren,
+    ReleaseGates,
+    ReleaseObservation,
+    ReleasePlan,
+    analysis_step,
+    desired_revision,
+    gates_due,
+    plan_release,
+    wanted_services,
+)
+from pilotboat.core.rollout import AnalysisOutcome
+from pilotboat.core.workload import LABEL_VERSION, Owner, render_deployment
+
+OWNER = Owner("orders", "shop", "uid-orders")
+NOW = 1_000_000.0
+STEPS = [{"setWeight": 25}, {"pause": {"untilPromoted": True}}, {"analysis": {}}]
+
+
+def spec(version: str = "v2", **extra: Any) -> MicroserviceSpec:
+    body = {"image": f"localhost/pilotboat/echo:{version}", "version": version, "replicas": 4}
+    return MicroserviceSpec.model_validate({**body, **extra})
+
+
+RELEASE = spec(rollout={"canary": {"steps": STEPS}})
+OLD = spec("v1", rollout={"canary": {"steps": STEPS}})
+
+
+def deployment(
+    of: MicroserviceSpec, track: str, *, replicas: int, ready: int | None = None, owned: bool = True
+) -> dict[str, Any]:
+    """A Deployment as the API server returns it: rendered, then reported on."""
+    obj = render_deployment(OWNER, of, track=track, replicas=replicas)  # type: ignore[arg-type]
+    obj["metadata"]["generation"] = 1
+    if not owned:
+        obj["metadata"].pop("ownerReferences")
+    ready = replicas if ready is None else ready
+    obj["status"] = {
+        "observedGeneration": 1,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+    }
+    return obj
+
+
+def services(of: MicroserviceSpec) -> dict[str, Any]:
+    return {s["metadata"]["name"]: s for s in wanted_services(OWNER, of, "replicaRatio")}
+
+
+def observe(
+    of: MicroserviceSpec = RELEASE,
+    *,
+    stable: dict[str, Any] | None = None,
+    canary: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
+    **kw: Any,
+) -> ReleaseObservation:
+    children = ObservedChildren(stable=stable, canary=canary, services=services(of))
+    return ReleaseObservation(
+        OWNER,
+        3,
+        MicroserviceStatus.model_validate(status or {}),
+        NOW,
+        spec=of,
+        strategy=of.rollout.canary if of.rollout else None,
+        children=children,
+        **kw,
+    )
+
+
+def in_release(step: int, weight: int = 0, **release: Any) -> dict[str, Any]:
+    """The status of RELEASE's release at `step`."""
+    revision = desired_revision(observe())
+    return {
+        "phase": "Progressing",
+        "stableVersion": "v1",
+        "currentStepIndex": step,
+        "canaryWeight": weight,
+        "release": {"revision": revision, "stepStartedAt": NOW - 60, **release},
+    }
+
+
+def condition(plan: ReleasePlan, type_: str) -> tuple[str, str]:
+    found = next(c for c in plan.status.conditions if c.type == type_)
+    return found.status, found.reason
+
+
+def writes(plan: ReleasePlan) -> list[tuple[str, str, str]]:
+    return [(w.verb, w.kind, w.name) for w in (*plan.traffic, *plan.workloads)]
+
+
+def reasons(plan: ReleasePlan) -> list[str]:
+    """The Events of a pass, in order: those of the children's writes, then the plan's."""
+    told = [w.event.reason for w in (*plan.traffic, *plan.workloads) if w.event]
+    return told + [e.reason for e in plan.events]
+
+
+def again(obs: ReleaseObservation, plan: ReleasePlan) -> ReleasePlan:
+    """The next pass, once the plan's status is what the API server has."""
+    return plan_release(replace(obs, status=plan.status))
+
+
+STEADY = observe(spec("v1"), stable=deployment(spec("v1"), "stable", replicas=4))
+START = observe(stable=deployment(OLD, "stable", replicas=4))
+WEIGHT = observe(
+    stable=deployment(OLD, "stable", replicas=4),
+    canary=deployment(RELEASE, "canary", replicas=1),
+    status=in_release(0),
+)
+PAUSE = replace(WEIGHT, status=MicroserviceStatus.model_validate(in_release(1, 25)))
+FAILED = replace(
+    WEIGHT,
+    status=MicroserviceStatus.model_validate(in_release(2, 25)),
+    analysis=MeasuredAnalysis(
+        AnalysisOutcome("Failed", "errors 12% > 1%"),
+        {"measurements": [{"at": "t", "step": 2, "verdict": "Failed", "summary": "12%"}]},
+        30.0,
+    ),
+)
+PROMOTING = replace(WEIGHT, status=MicroserviceStatus.model_validate(in_release(3, 25)))
+PROMOTED = observe(
+    stable=deployment(RELEASE, "stable", replicas=4),
+    canary=deployment(RELEASE, "canary", replicas=4),
+    status=in_release(3, 100, promoting=True),
+)
+
+
+@pytest.mark.parametrize(
+    ("obs", "phase", "written", "events", "next_look"),
+    [
+        pytest.param(STEADY, "Healthy", [], ["Stable"], None, id="steady state"),
+        pytest.param(
+            START,
+            "Progressing",
+            [("apply", "Deployment", "orders-canary")],
+            ["DeploymentCreated", "RolloutStarted", "Releasing"],
+            0,
+            id="start of a release",
+        ),
+        pytest.param(
+            WEIGHT,
+            "Progressing",
+            [("patch", "Deployment", "orders")],
+            ["WeightSet"],
+            0,
+            id="setWeight step",
+        ),
+        pytest.param(
+            PAUSE,
+            "Paused",
+            [("patch", "Deployment", "orders")],
+            ["Paused"],
+            None,
+            id="pause until promoted",
+        ),
+        pytest.param(
+            FAILED,
+            "Degraded",
+            [("patch", "Deployment", "orders-canary")],
+            ["RolledBack"],
+            None,
+            id="rollback on failed analysis",
+        ),
+        pytest.param(
+            PROMOTING,
+            "Progressing",
+            [("apply", "Deployment", "orders"), ("apply", "Deployment", "orders-canary")],
+            ["DeploymentUpdated", "Promoting"],
+            5.0,
+            id="promotion after the last step",
+        ),
+        pytest.param(
+            PROMOTED,
+            "Healthy",
+            [("delete", "Deployment", "orders-canary")],
+            ["Promoted", "Stable"],
+            None,
+            id="promotion done",
+        ),
+    ],
+)
+def test_a_release_walks_its_steps(
+    obs: ReleaseObservation,
+    phase: str,
+    written: list[tuple[str, str, str]],
+    events: list[str],
+    next_look: float | None,
+) -> None:
+    plan = plan_release(obs)
+    assert plan.hold is None
+    assert plan.status.phase == phase
+    assert writes(plan) == written
+    assert [r for r in reasons(plan) if r in events] == events
+    assert plan.next_look == next_look
+
+
+def test_a_setweight_step_moves_the_target_and_scales_the_tracks() -> None:
+    plan = plan_release(WEIGHT)
+    assert (plan.status.canary_weight, plan.status.current_step_index) == (25, 1)
+    assert plan.workloads[0].body == {"spec": {"replicas": 3}}  # replica_split(4, 25)
+    assert plan.status.actual_weight == 20  # 1 ready canary pod of 5
+
+
+def test_a_pause_says_why_and_how_to_go_on() -> None:
+    plan = plan_release(PAUSE)
+    assert condition(plan, "Paused") == ("True", "Paused")
+    assert "kubectl pilotboat promote" in (plan.status.pause_reason or "")
+
+
+def test_a_failed_analysis_rolls_back_and_remembers_the_revision() -> None:
+    plan = plan_release(FAILED)
+    assert condition(plan, "RolledBack") == ("True", "RolledBack")
+    assert plan.workloads[0].body == {"spec": {"replicas": 0}}
+    release = plan.status.release
+    assert release is not None and release.aborted_revision == desired_revision(FAILED)
+    assert "errors 12% > 1%" in (release.rollback_reason or "")
+    assert plan.status.failed_checks == 1
+    assert next(e for e in plan.events if e.reason == "RolledBack").warning
+
+
+def test_promotion_renders_the_stable_track_from_the_spec() -> None:
+    plan = plan_release(PROMOTING)
+    stable = plan.workloads[0].body
+    assert stable["metadata"]["labels"][LABEL_VERSION] == "v2"
+    assert plan.status.release is not None and plan.status.release.promoting
+
+
+@pytest.mark.parametrize(
+    ("obs", "hold", "next_look", "condition_type", "warning"),
+    [
+        pytest.param(
+            replace(START, database=DatabaseAccess(True, None, "DatabaseNotReady", "not yet")),
+            "DatabaseNotReady",
+            5.0,
+            "DatabaseClaimed",
+            False,
+            id="hold for a database not ready",
+        ),
+        pytest.param(
+            replace(START, database=DatabaseAccess(False, None, "DatabaseOwnedByAnother", "no")),
+            "DatabaseOwnedByAnother",
+            None,
+            "DatabaseClaimed",
+            True,
+            id="hold for a database another owns",
+        ),
+        pytest.param(
+            replace(START, gates=ReleaseGates(migrations=("add-column: expand pending",))),
+            "WaitingForExpand",
+            5.0,
+            "MigrationsReady",
+            False,
+            id="hold for migrations",
+        ),
+        pytest.param(
+            observe(stable=deployment(OLD, "stable", replicas=4, owned=False)),
+            "ChildNotOwned",
+            30.0,
+            "Ready",
+            True,
+            id="child not owned",
+        ),
+        pytest.param(
+            replace(START, rejection=ChildRejection("the API server refuses it", 10.0)),
+            "ChildRejected",
+            10.0,
+            "Ready",
+            True,
+            id="child rejected: back off",
+        ),
+        pytest.param(
+            ReleaseObservation(OWNER, 3, MicroserviceStatus(), NOW, spec_problem="spec.x: bad"),
+            "InvalidSpec",
+            None,
+            "SpecValid",
+            True,
+            id="invalid spec",
+        ),
+    ],
+)
+def test_a_hold_writes_status_only(
+    obs: ReleaseObservation,
+    hold: str,
+    next_look: float | None,
+    condition_type: str,
+    warning: bool,
+) -> None:
+    plan = plan_release(obs)
+    assert (plan.hold, plan.next_look, writes(plan)) == (hold, next_look, [])
+    assert condition(plan, condition_type) == ("False", hold)
+    if warning:
+        assert [(e.reason, e.warning) for e in plan.events] == [(hold, True)]
+    assert again(obs, plan).events == ()
+
+
+def test_a_gate_holds_the_release_as_progressing() -> None:
+    plan = plan_release(replace(START, gates=ReleaseGates(migrations=("m1: expand pending",))))
+    assert plan.status.phase == "Progressing"
+    assert condition(plan, "Progressing") == ("True", "WaitingForExpand")
+    assert "v2 waits for its schema migrations: m1: expand pending" == plan.status.message
+
+
+def test_a_scaled_service_is_ready_only_once_its_deployment_runs_the_new_count() -> None:
+    scaled = replace(STEADY, spec=spec("v1", replicas=6))
+    plan = plan_release(scaled)
+    assert writes(plan) == [("patch", "Deployment", "orders")]
+    assert plan.workloads[0].body == {"spec": {"replicas": 6}}
+    assert plan.status.phase == "Progressing"
+    assert condition(plan, "Ready") == ("False", "Releasing")
+
+
+def test_a_promoted_stable_keeps_all_its_replicas_until_it_is_ready() -> None:
+    rolling = deployment(RELEASE, "stable", replicas=4, ready=2)
+    plan = plan_release(replace(PROMOTED, children=replace(PROMOTED.children, stable=rolling)))
+    assert plan.status.phase == "Progressing"
+    assert writes(plan) == []  # the stable keeps 4 replicas, the canary all of its own
+
+
+def test_a_second_pass_over_its_own_status_plans_the_same() -> None:
+    first = plan_release(STEADY)
+    second = again(STEADY, first)
+    assert second.status == first.status
+    assert second.events == ()
+    assert writes(second) == []
+
+
+@pytest.mark.parametrize(
+    ("obs", "due"),
+    [
+        pytest.param(STEADY, False, id="steady"),
+        pytest.param(START, True, id="a release starts"),
+        pytest.param(WEIGHT, False, id="a release runs"),
+        pytest.param(
+            replace(
+                START,
+                status=MicroserviceStatus.model_validate(
+                    {
+                        **in_release(1, abortedRevision=desired_revision(START)),
+                        "commands": {"retry": "t1"},
+                    }
+                ),
+            ),
+            True,
+            id="a rolled-back release is retried",
+        ),
+    ],
+)
+def test_the_gates_are_asked_when_a_release_starts(obs: ReleaseObservation, due: bool) -> None:
+    assert gates_due(obs) is due
+
+
+def test_the_analysis_is_measured_only_at_an_analysis_step() -> None:
+    assert analysis_step(WEIGHT) is None
+    assert analysis_step(FAILED) == 2
