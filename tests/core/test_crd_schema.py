@@ -197,6 +197,7 @@ def test_cel_messages_name_the_fields() -> None:
                         "trafficRouting",
                         "openapi",
                         "defaultVariant",
+                        "judge",
                     )
                     if word in rule["message"]
                 ]

@@ -1,7 +1,8 @@
 """Metric providers: the one contract every source of golden signals fulfils, and the
 measurement that runs an interval's queries through one.
 
-A provider answers one query at a time with a plain number. It raises
+A provider answers one query at a time: an instant query with a plain number, a range query
+(the statistical judge's samples) with one series of numbers per source. It raises
 :class:`MetricQueryError` (and only that) when it cannot answer, with a message a person can
 act on; :func:`measure` turns that into an *error measurement*, so a failed query never
 escapes into the reconcile loop. Providers are constructed with their client injected
@@ -10,21 +11,25 @@ escapes into the reconcile loop. Providers are constructed with their client inj
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
+from pilotboat.api.common import parse_duration
 from pilotboat.api.rollout import AnalysisTemplate
 from pilotboat.core.analysis import (
     Measurement,
+    Query,
     QueryPlan,
     Reading,
+    SampleSeries,
+    SeriesReading,
     Verdict,
     judge,
     plan_queries,
 )
 
-__all__ = ["MetricProvider", "MetricQueryError", "measure", "read_plan"]
+__all__ = ["MetricProvider", "MetricQueryError", "measure", "read_plan", "read_samples"]
 
 
 class MetricQueryError(Exception):
@@ -52,6 +57,43 @@ class MetricProvider(Protocol):
 
     def query(self, expression: str, at: datetime) -> float | None: ...
 
+    def query_range(
+        self, expression: str, start: datetime, end: datetime, step: float
+    ) -> Sequence[SampleSeries]:
+        """Evaluate `expression` every `step` seconds from `start` to `end`, both included:
+        one :class:`SampleSeries` per series of the result (named by its ``pod`` label, else
+        its ``instance``), values oldest first. Raises as :meth:`query` does."""
+        ...
+
+
+_Answer = TypeVar("_Answer", Reading, SeriesReading)
+
+
+def _send_all(
+    queries: Sequence[Query],
+    ask: Callable[[str], _Answer],
+    failed: Callable[[str], _Answer],
+    down: str | None = None,
+) -> tuple[dict[str, _Answer], int, str | None]:
+    """Each query's answer, how many were sent, and why the provider is unreachable (if it
+    is): once it is found so, the remaining queries get that error without being sent."""
+    answers: dict[str, _Answer] = {}
+    sent = 0
+    for query in queries:
+        assert query.expression is not None
+        if down is not None:
+            answers[query.key] = failed(down)
+            continue
+        sent += 1
+        try:
+            answers[query.key] = ask(query.expression)
+        except MetricQueryError as exc:
+            answers[query.key] = failed(str(exc))
+            down = str(exc) if exc.unreachable else None
+        except Exception as exc:  # a provider's bug must not end the reconcile either
+            answers[query.key] = failed(f"{type(exc).__name__}: {exc}")
+    return answers, sent, down
+
 
 def read_plan(
     provider: MetricProvider, plan: QueryPlan, at: datetime
@@ -61,23 +103,34 @@ def read_plan(
     Never raises: a failed query is a reading with an error. Once the provider is found
     unreachable, the remaining queries get the same error without being sent.
     """
-    readings: dict[str, Reading] = {}
-    sent = 0
-    down: str | None = None
-    for query in plan.to_send:
-        assert query.expression is not None
-        if down is not None:
-            readings[query.key] = Reading(error=down)
-            continue
-        sent += 1
-        try:
-            readings[query.key] = Reading(provider.query(query.expression, at))
-        except MetricQueryError as exc:
-            readings[query.key] = Reading(error=str(exc))
-            down = str(exc) if exc.unreachable else None
-        except Exception as exc:  # a provider's bug must not end the reconcile either
-            readings[query.key] = Reading(error=f"{type(exc).__name__}: {exc}")
+    readings, sent, _ = _send_all(
+        plan.to_send,
+        lambda expression: Reading(provider.query(expression, at)),
+        lambda error: Reading(error=error),
+    )
     return readings, sent
+
+
+def read_samples(
+    provider: MetricProvider, plan: QueryPlan, at: datetime, down: str | None = None
+) -> tuple[dict[str, SeriesReading], int]:
+    """A series reading for each sample query of `plan`, over the ``plan.window`` that ends
+    at `at`, and how many were sent. Never raises, like :func:`read_plan`; `down` is the
+    error of a provider already found unreachable, which then is not asked at all."""
+    if not plan.samples_to_send or plan.step is None or plan.window is None:
+        return {}, 0
+    step = parse_duration(plan.step)
+    # the first sample's slice starts where the window does
+    start = at - timedelta(seconds=parse_duration(plan.window) - step)
+    series, sent, _ = _send_all(
+        plan.samples_to_send,
+        lambda expression: SeriesReading(
+            tuple(provider.query_range(expression, start, at, step))
+        ),
+        lambda error: SeriesReading(error=error),
+        down,
+    )
+    return series, sent
 
 
 def measure(
@@ -92,14 +145,20 @@ def measure(
 ) -> Measurement:
     """Measure the canary's golden signals over the `interval` that ends at `now`.
 
-    Runs :func:`pilotboat.core.analysis.plan_queries`' queries through `provider` and judges
-    them. Never raises: any failure is an Error verdict whose message carries the cause.
-    ``Measurement.queries`` is the number of queries sent (see
-    :func:`pilotboat.core.analysis.queries_per_interval` for the planned number).
+    Runs :func:`pilotboat.core.analysis.plan_queries`' queries (and, for the statistical
+    judge, its range queries) through `provider` and judges them. Never raises: any failure
+    is an Error verdict whose message carries the cause. ``Measurement.queries`` is the
+    number of queries sent (see :func:`pilotboat.core.analysis.queries_per_interval` for the
+    planned number).
     """
     try:
         plan = plan_queries(template, service, namespace, canary_version, stable_version, interval)
     except ValueError as exc:  # an interval no duration parser accepts
         return Measurement(now, interval, None, (), Verdict.ERROR, f"analysis interval: {exc}")
-    readings, sent = read_plan(provider, plan, now)
-    return dataclasses.replace(judge(template, plan, readings, now), queries=sent)
+    readings, sent, down = _send_all(
+        plan.to_send,
+        lambda expression: Reading(provider.query(expression, now)),
+        lambda error: Reading(error=error),
+    )
+    series, sampled = read_samples(provider, plan, now, down)
+    return judge(template, plan, readings, now, sent + sampled, series)

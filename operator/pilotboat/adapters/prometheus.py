@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -18,6 +19,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from pilotboat.adapters.metrics import MetricProvider, MetricQueryError, measure
+from pilotboat.core.analysis import SampleSeries
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -35,8 +37,11 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _STATUS = re.compile(r"HTTP Status Code (\d+) \((b?)(['\"])(.*)\3\)$", re.S)
 
 
+_T = TypeVar("_T")
+
+
 class PrometheusProvider:
-    """Instant queries against one Prometheus server's HTTP API."""
+    """Instant and range queries against one Prometheus server's HTTP API."""
 
     def __init__(self, client: PrometheusConnect, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._client = client
@@ -50,11 +55,33 @@ class PrometheusProvider:
 
     def query(self, expression: str, at: datetime) -> float | None:
         """The single value of `expression` evaluated at `at`; see ``MetricProvider``."""
+        return _single_value(
+            self._send(
+                lambda: self._client.custom_query(
+                    expression, params={"time": f"{at.timestamp():.3f}"}, timeout=self._timeout
+                )
+            )
+        )
+
+    def query_range(
+        self, expression: str, start: datetime, end: datetime, step: float
+    ) -> list[SampleSeries]:
+        """`expression` every `step` seconds from `start` to `end` (``/api/v1/query_range``),
+        one series per source; see ``MetricProvider``."""
+        # start and end go as params, to the millisecond: the client rounds its own to seconds
+        params = {"start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}"}
+        result = self._send(
+            lambda: self._client.custom_query_range(
+                expression, start, end, f"{step:g}", params=params, timeout=self._timeout
+            )
+        )
+        return _series(result)
+
+    def _send(self, ask: Callable[[], _T]) -> _T:
+        """`ask`'s answer; any failure as a :class:`MetricQueryError` saying why."""
         self.queries_sent += 1
         try:
-            result = self._client.custom_query(
-                expression, params={"time": f"{at.timestamp():.3f}"}, timeout=self._timeout
-            )
+            return ask()
         except PrometheusApiClientException as exc:
             raise MetricQueryError(_rejection(str(exc))) from exc
         except requests.Timeout as exc:
@@ -68,7 +95,6 @@ class PrometheusProvider:
             ) from exc
         except (requests.RequestException, ValueError, KeyError) as exc:
             raise MetricQueryError(f"Prometheus query failed: {_cause(exc)}") from exc
-        return _single_value(result)
 
 
 def prometheus_provider(url: str, timeout: float = DEFAULT_TIMEOUT) -> PrometheusProvider:
@@ -122,6 +148,30 @@ def _single_value(result: Any) -> float | None:
     if "value" not in sample:
         raise MetricQueryError("query returned a range vector, expected an instant value")
     return _number(sample["value"][1])
+
+
+def _source(labels: Any, index: int) -> str:
+    """What a series is named by: its pod, else its target, else its labels."""
+    if not isinstance(labels, dict):
+        return f"series {index + 1}"
+    for key in ("pod", "instance"):
+        if labels.get(key):
+            return str(labels[key])
+    shown = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__")
+    return shown or f"series {index + 1}"
+
+
+def _series(result: Any) -> list[SampleSeries]:
+    """The series of a range query's ``data.result`` (a matrix), values oldest first."""
+    if not isinstance(result, list):
+        raise MetricQueryError(f"Prometheus returned an unexpected result: {result!r:.200}")
+    found = []
+    for index, one in enumerate(result):
+        if not isinstance(one, dict) or "values" not in one:
+            raise MetricQueryError("range query returned no matrix: expected series of values")
+        values = tuple(_number(v) for _, v in sorted(one["values"], key=lambda p: float(p[0])))
+        found.append(SampleSeries(_source(one.get("metric"), index), values))
+    return found
 
 
 def _number(text: Any) -> float:

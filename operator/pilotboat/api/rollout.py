@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -13,6 +13,7 @@ from pilotboat.api.common import (
     StatusBase,
     cel_rule,
     cel_validations,
+    parse_duration,
 )
 from pilotboat.api.kind import KindDescriptor, PrinterColumn
 
@@ -30,6 +31,12 @@ __all__ = [
     "TrafficSignal",
     "SaturationSignal",
     "GoldenSignals",
+    "JudgeMethod",
+    "SignalDirection",
+    "SignalWeights",
+    "SignalDirections",
+    "AnalysisJudge",
+    "MAX_JUDGE_SAMPLES",
     "AnalysisTemplate",
     "ReplicaRatioRouting",
     "GatewayAPIRouting",
@@ -45,6 +52,8 @@ STEP_KINDS = ("setWeight", "pause", "analysis", "setFlag", "mirror")
 
 MAX_STEPS = 50
 MAX_FLAG_VARIANTS = 64
+MAX_JUDGE_SAMPLES = 1000
+"""The most samples one series may give the judge in one measurement (window / step)."""
 
 Percent = Annotated[int, Field(ge=0, le=100)]
 
@@ -265,12 +274,145 @@ class SaturationSignal(SpecModel):
 
 
 class GoldenSignals(SpecModel):
-    """The four golden signals and their thresholds; a signal without thresholds is not judged."""
+    """The four golden signals and their thresholds. A signal without thresholds is judged only
+    by the statistical judge (judge.method mannWhitney)."""
 
     errors: ErrorsSignal | None = Field(default=None, description="Error ratio thresholds.")
     latency: LatencySignal | None = Field(default=None, description="Latency thresholds.")
     traffic: TrafficSignal | None = Field(default=None, description="Request rate thresholds.")
     saturation: SaturationSignal | None = Field(default=None, description="Saturation thresholds.")
+
+
+JudgeMethod = Literal["threshold", "mannWhitney"]
+SignalDirection = Literal["increase", "decrease", "either"]
+
+_WEIGHT = "Weight of {} in the score; 1 when unset, 0 to report it without scoring it."
+_DIRECTION = "Which way {} may not move: increase, decrease or either; {} when unset."
+
+
+class SignalWeights(SpecModel):
+    """How much each signal counts in the judge's score."""
+
+    errors: float | None = Field(default=None, ge=0, le=1000, description=_WEIGHT.format("errors"))
+    latency: float | None = Field(
+        default=None, ge=0, le=1000, description=_WEIGHT.format("latency")
+    )
+    traffic: float | None = Field(
+        default=None, ge=0, le=1000, description=_WEIGHT.format("traffic")
+    )
+    saturation: float | None = Field(
+        default=None, ge=0, le=1000, description=_WEIGHT.format("saturation")
+    )
+
+
+class SignalDirections(SpecModel):
+    """Which change of each signal is worse; either makes the test two-sided."""
+
+    errors: SignalDirection | None = Field(
+        default=None, description=_DIRECTION.format("errors", "increase")
+    )
+    latency: SignalDirection | None = Field(
+        default=None, description=_DIRECTION.format("latency", "increase")
+    )
+    traffic: SignalDirection | None = Field(
+        default=None, description=_DIRECTION.format("traffic", "decrease")
+    )
+    saturation: SignalDirection | None = Field(
+        default=None, description=_DIRECTION.format("saturation", "increase")
+    )
+
+
+class AnalysisJudge(SpecModel):
+    """How a measurement is judged. threshold: each signal's value over the window against
+    its thresholds. mannWhitney: besides the thresholds, which stay hard limits, the canary's
+    per-pod samples against the stable's with a Mann-Whitney U test, scored Kayenta-style."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "self.marginalScore <= self.passScore",
+                "judge.marginalScore must not be above judge.passScore",
+                ".marginalScore",
+            )
+        )
+    )
+
+    method: JudgeMethod = Field(
+        default="threshold",
+        description="threshold (thresholds only) or mannWhitney (a statistical test as well).",
+    )
+    confidence: float = Field(
+        default=0.99,
+        ge=0.5,
+        lt=1,
+        description="How sure a window's verdict must be that the canary is worse, all signals"
+        " together: each of the n judged signals fails only at p < (1 - confidence) / n"
+        " (Bonferroni), so a healthy canary fails a window at most 1 - confidence of the time.",
+    )
+    tolerance: float = Field(
+        default=0.1,
+        ge=0,
+        le=100,
+        description="How much worse the canary's median may be, relative to the stable's,"
+        " before a significant difference fails it; 0.1 is 10%.",
+    )
+    min_samples: int = Field(
+        default=10,
+        ge=2,
+        le=MAX_JUDGE_SAMPLES,
+        description="Samples per track below which a signal is inconclusive.",
+    )
+    step: Duration = Field(
+        default="10s",
+        description="Length of one sample: each pod gives one value per step. At least twice"
+        " the scrape interval.",
+    )
+    window: Duration | None = Field(
+        default=None,
+        description="How far back samples are drawn from; the analysis interval when unset.",
+    )
+    weights: SignalWeights | None = Field(
+        default=None, description="Weights of the signals in the score; 1 each when unset."
+    )
+    directions: SignalDirections | None = Field(
+        default=None, description="Which change of each signal is worse."
+    )
+    pass_score: float = Field(
+        default=95.0,
+        ge=0,
+        le=100,
+        description="Score (0 to 100) at or above which a check passes.",
+    )
+    marginal_score: float = Field(
+        default=75.0,
+        ge=0,
+        le=100,
+        description="Score below which a check fails; between the two it is inconclusive.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnalysisJudge:
+        if self.marginal_score > self.pass_score:
+            raise ValueError(
+                f"judge.marginalScore ({self.marginal_score:g}) must not be above"
+                f" judge.passScore ({self.pass_score:g})"
+            )
+        step = parse_duration(self.step)
+        if step <= 0:
+            raise ValueError("judge.step must be longer than 0s")
+        if self.window is not None:
+            window = parse_duration(self.window)
+            if window < step:
+                raise ValueError(
+                    f"judge.window ({self.window}) must not be shorter than judge.step"
+                    f" ({self.step})"
+                )
+            if window / step > MAX_JUDGE_SAMPLES:
+                raise ValueError(
+                    f"judge.window / judge.step gives {window / step:.0f} samples per series,"
+                    f" more than {MAX_JUDGE_SAMPLES}"
+                )
+        return self
 
 
 class AnalysisTemplate(SpecModel):
@@ -300,6 +442,10 @@ class AnalysisTemplate(SpecModel):
     )
     signals: GoldenSignals | None = Field(
         default=None, description="The golden signals to judge and their thresholds."
+    )
+    judge: AnalysisJudge | None = Field(
+        default=None,
+        description="How measurements are judged; thresholds only (method threshold) when unset.",
     )
 
 

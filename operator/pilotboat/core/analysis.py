@@ -30,6 +30,14 @@ Default queries (``DEFAULT_QUERIES``), over the ``http_requests_total`` counter 
   service is whatever its CPU limit, and need no cAdvisor series joined by pod name;
   thresholds on saturation are in the units of whichever series answered.
 
+With ``judge.method: mannWhitney`` (:mod:`pilotboat.core.judge`) a measurement also reads
+*samples*: for every declared signal, per pod of each track, one value per ``judge.step`` over
+``judge.window`` (the interval when unset), from a range query (``DEFAULT_SAMPLE_QUERIES``:
+the queries above grouped ``by (pod, instance)`` instead of summed, with ``{{ interval }}``
+the step, so each sample covers its own slice of the window and no two overlap). A signal's
+``query`` override is run as a range query too; each series it returns is one source. The
+thresholds stay hard limits: a canary beyond one fails whatever the score says.
+
 Every query, the defaults and a signal's ``query`` override alike, is a Jinja2 template
 rendered with ``service``, ``namespace``, ``version``, ``interval`` (a PromQL duration) and,
 for latency, ``quantile``; an unknown placeholder is an Error naming it. Templates are
@@ -52,12 +60,25 @@ import jinja2
 
 from pilotboat.api.common import format_duration, parse_duration
 from pilotboat.api.rollout import (
+    MAX_JUDGE_SAMPLES,
+    AnalysisJudge,
     AnalysisStep,
     AnalysisTemplate,
     ErrorsSignal,
     LatencySignal,
     SaturationSignal,
     TrafficSignal,
+)
+from pilotboat.core.judge import (
+    ABSOLUTE_FLOORS,
+    Criteria,
+    Direction,
+    Scorecard,
+    ScoreVerdict,
+    SignalJudgement,
+    SignalVerdict,
+    compare_signal,
+    score,
 )
 from pilotboat.core.limits import (
     TemplateLimitExceeded,
@@ -69,17 +90,22 @@ __all__ = [
     "SIGNALS",
     "SAMPLE_SIZE",
     "DEFAULT_QUERIES",
+    "DEFAULT_SAMPLE_QUERIES",
+    "DEFAULT_DIRECTIONS",
     "Signal",
     "Verdict",
     "RunPhase",
     "Query",
     "QueryPlan",
     "Reading",
+    "SampleSeries",
+    "SeriesReading",
     "GoldenSignalSample",
     "Measurement",
     "AnalysisRunVerdict",
     "analysis_interval",
     "judged_signals",
+    "sampled_signals",
     "queries_per_interval",
     "plan_queries",
     "template_limit_problems",
@@ -112,6 +138,35 @@ DEFAULT_QUERIES: Mapping[str, str] = {
     SAMPLE_SIZE: f"sum(increase(http_requests_total{{{_SELECTOR}}}{_WINDOW})) or vector(0)",
 }
 """PromQL templates used when a signal has no ``query`` of its own (see the module doc)."""
+
+_BY_POD = "by (pod, instance)"
+_ALL = f"rate(http_requests_total{{{_SELECTOR}}}{_WINDOW})"
+
+DEFAULT_SAMPLE_QUERIES: Mapping[str, str] = {
+    "errors": (
+        f'(sum {_BY_POD} (rate(http_requests_total{{{_SELECTOR},code=~"5.."}}{_WINDOW}))'
+        f" or 0 * sum {_BY_POD} ({_ALL})) / sum {_BY_POD} ({_ALL})"
+    ),
+    "latency": (
+        "histogram_quantile({{ quantile }}, sum by (le, pod, instance) "
+        f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}{_WINDOW})))"
+    ),
+    "traffic": f"sum {_BY_POD} ({_ALL})",
+    "saturation": (
+        f"max {_BY_POD} (http_requests_in_flight{{{_SELECTOR}}})"
+        f" or max {_BY_POD} (rate(process_cpu_seconds_total{{{_SELECTOR}}}{_WINDOW}))"
+    ),
+}
+"""Range-query templates of the judge's samples: one series per pod (``pod`` on a cluster,
+``instance`` for a target without one), ``{{ interval }}`` being the judge's step."""
+
+DEFAULT_DIRECTIONS: Mapping[str, Direction] = {
+    "errors": Direction.INCREASE,
+    "latency": Direction.INCREASE,
+    "traffic": Direction.DECREASE,
+    "saturation": Direction.INCREASE,
+}
+"""Which way each signal may not move, unless ``judge.directions`` says otherwise."""
 
 
 class Verdict(StrEnum):
@@ -155,15 +210,27 @@ class Query:
 @dataclass(frozen=True)
 class QueryPlan:
     """The queries of one analysis interval, keyed ``requests``, ``<signal>.canary`` and
-    ``<signal>.stable``; only the ones with an expression are sent."""
+    ``<signal>.stable``; only the ones with an expression are sent.
+
+    ``sample_queries`` (the same keys, in a namespace of their own) are the statistical
+    judge's range queries over ``window`` at ``step``; empty unless ``judge.method`` is
+    mannWhitney."""
 
     interval: str
     queries: tuple[Query, ...]
+    sample_queries: tuple[Query, ...] = ()
+    step: str | None = None
+    window: str | None = None
 
     @property
     def to_send(self) -> tuple[Query, ...]:
         """The queries a provider is asked, in order."""
         return tuple(q for q in self.queries if q.expression is not None)
+
+    @property
+    def samples_to_send(self) -> tuple[Query, ...]:
+        """The range queries a provider is asked, in order."""
+        return tuple(q for q in self.sample_queries if q.expression is not None)
 
 
 @dataclass(frozen=True)
@@ -172,6 +239,23 @@ class Reading:
     empty result), or the reason there is no answer."""
 
     value: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleSeries:
+    """One source's samples of one range query: a pod (or a target) and its values, one per
+    step, oldest first; NaN where the step had nothing to say (no requests)."""
+
+    source: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SeriesReading:
+    """A provider's answer to one range query: its series, or the reason there are none."""
+
+    series: tuple[SampleSeries, ...] = ()
     error: str | None = None
 
 
@@ -198,6 +282,10 @@ class Measurement:
     message: str
     queries: int = 0
     """How many queries the provider was sent for this measurement."""
+    judgements: tuple[SignalJudgement, ...] = ()
+    """The statistical judge's verdicts (``judge.method: mannWhitney``), one per signal."""
+    score: float | None = None
+    """The statistical judge's score, 0 to 100, when it had a conclusive signal."""
 
 
 @dataclass(frozen=True)
@@ -242,7 +330,8 @@ def _thresholds(spec: _AnySignal) -> tuple[float | None, ...]:
 
 def judged_signals(template: AnalysisTemplate) -> tuple[tuple[Signal, _AnySignal], ...]:
     """The signals that have at least one threshold, in :data:`SIGNALS` order; the others
-    are neither queried nor judged."""
+    get no instant query and no threshold verdict (:func:`sampled_signals` may still judge
+    them)."""
     if template.signals is None:
         return ()
     found = []
@@ -253,15 +342,34 @@ def judged_signals(template: AnalysisTemplate) -> tuple[tuple[Signal, _AnySignal
     return tuple(found)
 
 
+def sampled_signals(template: AnalysisTemplate) -> tuple[tuple[Signal, _AnySignal], ...]:
+    """The signals the statistical judge compares: every declared one, thresholds or not,
+    when ``judge.method`` is mannWhitney; none otherwise."""
+    if template.judge is None or template.judge.method != "mannWhitney":
+        return ()
+    if template.signals is None:
+        return ()
+    found = []
+    for name in SIGNALS:
+        spec: _AnySignal | None = getattr(template.signals, name)
+        if spec is not None:
+            found.append((name, spec))
+    return tuple(found)
+
+
 def queries_per_interval(template: AnalysisTemplate) -> int:
     """How many queries one measurement sends: the sample size, then canary and stable for
-    each judged signal.
+    each judged signal, and canary and stable range queries for each sampled signal.
 
     >>> queries_per_interval(AnalysisTemplate.model_validate(
     ...     {"signals": {"errors": {"maxRatio": 0.01}, "latency": {"maxSeconds": 0.5}}}))
     5
+    >>> queries_per_interval(AnalysisTemplate.model_validate(
+    ...     {"signals": {"errors": {"maxRatio": 0.01}, "traffic": {}},
+    ...      "judge": {"method": "mannWhitney"}}))
+    7
     """
-    return 1 + 2 * len(judged_signals(template))
+    return 1 + 2 * len(judged_signals(template)) + 2 * len(sampled_signals(template))
 
 
 @lru_cache(maxsize=256)
@@ -309,7 +417,39 @@ def plan_queries(
             values["quantile"] = spec.quantile
         for track, version in (("canary", canary_version), ("stable", stable_version)):
             queries.append(_render(f"{name}.{track}", source, values | {"version": version}))
-    return QueryPlan(window, tuple(queries))
+    judge_spec = template.judge
+    if judge_spec is None or not sampled_signals(template):
+        return QueryPlan(window, tuple(queries))
+    step, span, problem = _sampling(judge_spec, window)
+    samples = []
+    for name, spec in sampled_signals(template):
+        source = spec.query or DEFAULT_SAMPLE_QUERIES[name]
+        values = base | {"interval": step}
+        if isinstance(spec, LatencySignal):
+            values["quantile"] = spec.quantile
+        for track, version in (("canary", canary_version), ("stable", stable_version)):
+            key = f"{name}.{track}"
+            if problem is not None:
+                samples.append(Query(key, None, problem))
+            else:
+                samples.append(_render(key, source, values | {"version": version}))
+    return QueryPlan(window, tuple(queries), tuple(samples), step, span)
+
+
+def _sampling(judge_spec: AnalysisJudge, interval: str) -> tuple[str, str, str | None]:
+    """The judge's step and window as PromQL durations, and why they cannot be used, if so."""
+    step = parse_duration(judge_spec.step)
+    window = parse_duration(judge_spec.window or interval)
+    shown = format_duration(step), format_duration(window)
+    if window < step:
+        return *shown, f"judge.step {shown[0]} is longer than the window {shown[1]}"
+    if window / step > MAX_JUDGE_SAMPLES:
+        problem = (
+            f"judge.step {shown[0]} gives {window / step:.0f} samples per series"
+            f" in {shown[1]}, more than {MAX_JUDGE_SAMPLES}"
+        )
+        return *shown, problem
+    return *shown, None
 
 
 def template_limit_problems(plan: QueryPlan) -> list[str]:
@@ -323,7 +463,7 @@ def template_limit_problems(plan: QueryPlan) -> list[str]:
 characters long, more than 65536 (limit MAX_TEMPLATE_OUTPUT = 65536)"]
     """
     problems: dict[str, str] = {}
-    for query in plan.queries:
+    for query in plan.queries + plan.sample_queries:
         if query.over_limit:
             signal = query.key.split(".")[0]
             problems.setdefault(signal, f"analysis.signals.{signal}.query: {query.error}")
@@ -507,11 +647,14 @@ def judge(
     readings: Mapping[str, Reading],
     now: datetime,
     queries: int = 0,
+    series: Mapping[str, SeriesReading] | None = None,
 ) -> Measurement:
-    """The verdict on one interval, given a reading for each query of `plan`.
+    """The verdict on one interval, given a reading for each query of `plan` and, for the
+    statistical judge, a series reading for each of its sample queries.
 
-    A query missing from `readings` counts as one that failed; a query that could not be
-    rendered is an Error naming the problem. `queries` is recorded as the number sent.
+    A query missing from `readings` (or `series`) counts as one that failed; a query that
+    could not be rendered is an Error naming the problem. `queries` is recorded as the number
+    sent. With ``judge.method: mannWhitney`` see :func:`_judge_by_score`.
 
     >>> t = AnalysisTemplate.model_validate(
     ...     {"minSampleSize": 20, "signals": {"errors": {"maxRatio": 0.01}}})
@@ -545,6 +688,21 @@ def judge(
         _judge_signal(name, spec, reading(f"{name}.canary"), reading(f"{name}.stable"), gate)
         for name, spec in judged_signals(template)
     ]
+    if template.judge is not None and sampled_signals(template):
+        by_key = {q.key: q for q in plan.sample_queries}
+
+        def series_reading(key: str) -> SeriesReading:
+            query = by_key.get(key)
+            if query is not None and query.error is not None:
+                return SeriesReading(error=query.error)
+            return (series or {}).get(key, SeriesReading(error="no answer to the query"))
+
+        verdict, message, merged, judgements, card = _judge_by_score(
+            template, template.judge, judged, series_reading, gate
+        )
+        return Measurement(
+            now, plan.interval, size, merged, verdict, message, queries, judgements, card.score
+        )
     samples = tuple(sample for sample, _ in judged)
     if not samples:
         verdict = Verdict.INCONCLUSIVE
@@ -555,6 +713,147 @@ def judge(
         verdict = max((s.verdict for s in samples), key=_SEVERITY.__getitem__)
         message = _summarise(judged, verdict)
     return Measurement(now, plan.interval, size, samples, verdict, message, queries)
+
+
+# --- judging one interval by statistics -----------------------------------------------------
+
+_BY_SCORE = {
+    ScoreVerdict.PASS: Verdict.SUCCESSFUL,
+    ScoreVerdict.MARGINAL: Verdict.INCONCLUSIVE,
+    ScoreVerdict.INCONCLUSIVE: Verdict.INCONCLUSIVE,
+    ScoreVerdict.FAIL: Verdict.FAILED,
+}
+_BY_SIGNAL = {
+    SignalVerdict.PASS: Verdict.SUCCESSFUL,
+    SignalVerdict.INCONCLUSIVE: Verdict.INCONCLUSIVE,
+    SignalVerdict.FAIL: Verdict.FAILED,
+}
+_SHORT: Mapping[str, Callable[[float], str]] = {
+    "errors": lambda v: f"{v * 100:.3g}%",
+    "latency": lambda v: f"{v:.3g}s",
+    "traffic": lambda v: f"{v:.3g} req/s",
+    "saturation": lambda v: f"{v:.3g}",
+}
+
+
+def _criteria(spec: AnalysisJudge, name: Signal, tests: int) -> Criteria:
+    """How one of ``tests`` signals is judged: the window's confidence is split evenly across
+    them (Bonferroni), so that a healthy canary fails a window, whichever signal it is, with
+    probability at most ``1 - confidence``."""
+    chosen = getattr(spec.directions, name) if spec.directions is not None else None
+    return Criteria(
+        direction=Direction(chosen) if chosen else DEFAULT_DIRECTIONS[name],
+        confidence=1.0 - (1.0 - spec.confidence) / max(tests, 1),
+        tolerance=spec.tolerance,
+        floor=ABSOLUTE_FLOORS[name],
+        min_samples=spec.min_samples,
+    )
+
+
+def _weights(spec: AnalysisJudge) -> dict[str, float]:
+    if spec.weights is None:
+        return {}
+    chosen = {name: getattr(spec.weights, name) for name in SIGNALS}
+    return {name: float(w) for name, w in chosen.items() if w is not None}
+
+
+def _worst(verdicts: Sequence[Verdict]) -> Verdict:
+    return max(verdicts, key=_SEVERITY.__getitem__)
+
+
+_Judged = tuple[GoldenSignalSample, str | None]
+
+
+def _sampled_signal(
+    name: Signal,
+    spec: _AnySignal,
+    criteria: Criteria,
+    canary: SeriesReading,
+    stable: SeriesReading,
+) -> tuple[_Judged, SignalJudgement | None]:
+    """One signal's samples compared; a failed range query is an Error naming it."""
+    label = _label(name, spec)
+    for reading, track in ((canary, ""), (stable, "stable ")):
+        if reading.error is not None:
+            message = f"{track}{label} samples: {reading.error}"
+            sample = GoldenSignalSample(name, None, None, Verdict.ERROR, message)
+            return (sample, reading.error), None
+    by_pod: dict[str, list[float]] = {}
+    for one in canary.series:
+        by_pod.setdefault(one.source, []).extend(one.values)
+    pooled = [v for one in stable.series for v in one.values]
+    j = compare_signal(name, by_pod, pooled, criteria, label, _SHORT[name])
+    sample = GoldenSignalSample(
+        name, j.canary_median, j.stable_median, _BY_SIGNAL[j.verdict], j.explanation
+    )
+    return (sample, None), j
+
+
+def _merge(threshold: _Judged | None, sampled: _Judged) -> _Judged:
+    """A signal's threshold verdict and statistical verdict as one sample: the worse verdict,
+    the window's values where there are any, both messages."""
+    if threshold is None:
+        return sampled
+    (t, t_cause), (s, s_cause) = threshold, sampled
+    message = t.message if s.message == t.message else f"{t.message}; {s.message}"
+    return GoldenSignalSample(
+        t.signal,
+        t.canary if t.canary is not None else s.canary,
+        t.stable if t.stable is not None else s.stable,
+        _worst([t.verdict, s.verdict]),
+        message,
+    ), t_cause or s_cause
+
+
+def _judge_by_score(
+    template: AnalysisTemplate,
+    spec: AnalysisJudge,
+    judged: Sequence[_Judged],
+    series_reading: Callable[[str], SeriesReading],
+    gate: _Gate | None,
+) -> tuple[Verdict, str, tuple[GoldenSignalSample, ...], tuple[SignalJudgement, ...], Scorecard]:
+    """The statistical judge's verdict on one interval.
+
+    Too few canary requests (the sample-size gate) decides alone, as for thresholds. Else the
+    verdict is the worst of: the thresholds' (hard limits: beyond one is Failed whatever the
+    score; a query that failed is Error) and the score's (Pass is Successful, Marginal and no
+    score are Inconclusive, Fail is Failed). The message leads with the broken hard limits,
+    then the score, then each signal's test, failed ones first: medians, effect, p-value and
+    sample sizes.
+    """
+    thresholds = {sample.signal: (sample, cause) for sample, cause in judged}
+    merged: list[_Judged] = []
+    judgements: list[SignalJudgement] = []
+    signals = sampled_signals(template)
+    for name, signal_spec in signals:
+        if gate is not None:
+            verdict, message, cause = gate
+            sampled: _Judged = (GoldenSignalSample(name, None, None, verdict, message), cause)
+        else:
+            sampled, found = _sampled_signal(
+                name,
+                signal_spec,
+                _criteria(spec, name, len(signals)),
+                series_reading(f"{name}.canary"),
+                series_reading(f"{name}.stable"),
+            )
+            if found is not None:
+                judgements.append(found)
+        merged.append(_merge(thresholds.get(name), sampled))
+    card = score(judgements, _weights(spec), spec.pass_score, spec.marginal_score)
+    samples = tuple(sample for sample, _ in merged)
+    if gate is not None:
+        return gate[0], gate[1], samples, (), card
+    query_errors = [s.verdict for s, _ in merged if s.verdict is Verdict.ERROR]
+    hard = [s.verdict for s, _ in judged]
+    verdict = _worst([*hard, *query_errors, _BY_SCORE[card.verdict]])
+    if verdict is Verdict.ERROR:
+        return verdict, _summarise(merged, verdict), samples, tuple(judgements), card
+    broken = [s.message for s, _ in judged if s.verdict is not Verdict.SUCCESSFUL]
+    first = {SignalVerdict.FAIL: 0, SignalVerdict.INCONCLUSIVE: 1, SignalVerdict.PASS: 2}
+    explained = [j.explanation for j in sorted(judgements, key=lambda j: first[j.verdict])]
+    message = "; ".join([*broken, card.explanation, *explained])
+    return verdict, message, samples, tuple(judgements), card
 
 
 # --- judging a run of intervals -------------------------------------------------------------

@@ -1,6 +1,12 @@
 """Analysis of a canary step: take a measurement when one is due, and say where the step
 stands. Measurements live in `status.analysis`, so a restart continues the same step.
 
+With ``judge.method: mannWhitney`` a measurement also reads per-pod samples (range queries,
+through the same provider) and is judged by :mod:`pilotboat.core.judge`: each signal's
+history record then holds the canary's and the stable's medians, and its message (like the
+measurement's summary, which the Events repeat) the test, the sample sizes, the medians, the
+effect, the p-value and the score.
+
 A query template over a limit on untrusted input (:mod:`pilotboat.core.limits`) pauses the
 step at once, naming the field and the limit: no interval is waited for and nothing is
 sent to Prometheus, since no data could change the verdict."""
