@@ -1,36 +1,37 @@
-"""Golden-signal analysis against a real Prometheus scraping real processes.
+"""Golden-signal analysis against a real Prometheus scraping real pods.
 
-Stable and canary are the echo service (images/echo/echo.py) run as plain processes on
-loopback ports, registered with Prometheus as file_sd targets carrying the labels relabelling
-gives real pods (namespace, service, version). The test sends them real HTTP requests, and
-:func:`pilotboat.adapters.prometheus.measure` judges what Prometheus scraped.
+Stable and canary are Deployments of the echo image (images/echo/echo.py) on the real node
+`pilotboat-real`, rendered as the operator renders a Microservice's tracks
+(:func:`pilotboat.core.workload.render_deployment`, so the pods carry the operator's labels
+and scrape annotations) but applied by the test, with no Microservice and no operator: what
+is under test is :func:`pilotboat.adapters.prometheus.measure` and the verdicts of the core.
+A canary that fails or is slow says so in its env (``ERROR_RATIO``, ``LATENCY_SECONDS``). A
+Prometheus of this module's own finds the pods by pod discovery (tests/fixtures/prometheus.py,
+``pod_prometheus``), and customers in this process call a Service's ClusterIP, where
+kube-proxy picks a pod per connection: the Service over both tracks splits the requests
+half and half (one ready replica each), the one over the stable track sends none to the
+canary.
 
 Windows are 10s with a 2s scrape; measurements of one run are taken one scrape apart, so
 their windows overlap (a handler would take one per interval; the verdicts are the same).
-Needs the `prometheus` fixture: pytest_plugins "tests.fixtures.prometheus".
+Without the real node these tests skip, saying why; a strict run (``make test``, CI) fails
+instead (tests/fixtures/strict.py).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from kubernetes.client import ApiClient
 
+from pilotboat.adapters.kube import Kube
 from pilotboat.adapters.prometheus import PrometheusProvider, measure, prometheus_provider
+from pilotboat.api import MicroserviceSpec
 from pilotboat.api.rollout import AnalysisStep, AnalysisTemplate
 from pilotboat.core.analysis import (
     AnalysisRunVerdict,
@@ -40,12 +41,20 @@ from pilotboat.core.analysis import (
     assess_run,
     queries_per_interval,
 )
+from pilotboat.core.workload import Owner, Track, render_deployment, render_service
+from tests.fixtures.customers import Customers, wait_routed
 from tests.fixtures.prometheus import SCRAPE_INTERVAL, LocalPrometheus
+from tests.fixtures.real_node import on_the_real_node, require_real_node
 
-REPO = Path(__file__).resolve().parents[2]
-ECHO = REPO / "images" / "echo" / "echo.py"
 SERVICE = "cart"
 INTERVAL = "10s"
+
+pytestmark = pytest.mark.usefixtures("real_node")
+
+
+@pytest.fixture(scope="module")
+def real_node(kube_api: ApiClient) -> Any:
+    return require_real_node(kube_api)
 
 
 def golden(**fields: Any) -> AnalysisTemplate:
@@ -59,117 +68,60 @@ def golden(**fields: Any) -> AnalysisTemplate:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Echo:
-    version: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}/"
-
-
-@contextmanager
-def echo(version: str, error_ratio: float = 0.0, latency: float = 0.0) -> Iterator[Echo]:
-    """The echo service as a local process, until the block ends."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "VERSION": version,
-        "PORT": str(port),
-        "ERROR_RATIO": str(error_ratio),
-        "LATENCY_SECONDS": str(latency),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, str(ECHO)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
-                raise RuntimeError(f"echo {version} did not start on port {port}: {err}")
-            time.sleep(0.05)
-        yield Echo(version, port, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@dataclass
-class Traffic:
-    """Workers sending GET / to some services until stopped (or 180s, whichever is first)."""
-
-    urls: list[str]
-    workers: int = 3
-    pause: float = 0.05
-    answers: dict[int, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _work(self, url: str) -> None:
-        deadline = time.monotonic() + 180
-        with httpx.Client(timeout=5) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    code = client.get(url).status_code
-                except httpx.TransportError:
-                    code = 0
-                with self._lock:
-                    self.answers[code] = self.answers.get(code, 0) + 1
-                self._stop.wait(self.pause)
-
-    def __enter__(self) -> Traffic:
-        for url in self.urls:
-            for _ in range(self.workers):
-                t = threading.Thread(target=self._work, args=(url,), daemon=True)
-                t.start()
-                self._threads.append(t)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(10)
+def _orphan(child: dict[str, Any]) -> dict[str, Any]:
+    """A rendered child without its owner reference: there is no Microservice to own it."""
+    del child["metadata"]["ownerReferences"]
+    return child
 
 
 @dataclass
 class Release:
-    """A canary release of one service in its own namespace label, judged from Prometheus."""
+    """A canary release of one service in the test's namespace, judged from Prometheus."""
 
     prometheus: LocalPrometheus
     provider: PrometheusProvider
+    kube: Kube
     namespace: str
-    stack: ExitStack
+    running: int = 0
 
-    def run(self, version: str, **behaviour: float) -> Echo:
-        """Start `version` and have Prometheus scrape it."""
-        proc = self.stack.enter_context(echo(version, **behaviour))
-        labels = {"namespace": self.namespace, "service": SERVICE, "version": version}
-        name = f"{self.namespace}-{version}"
-        self.stack.enter_context(self.prometheus.scraped(name, proc.address, labels))
-        return proc
+    @property
+    def _owner(self) -> Owner:
+        return Owner(SERVICE, self.namespace, uid="")
+
+    def _run(self, track: Track, version: str, error_ratio: float, latency: float) -> None:
+        env = {"ERROR_RATIO": str(error_ratio), "LATENCY_SECONDS": str(latency)}
+        spec = MicroserviceSpec.model_validate(
+            {
+                "version": version,
+                **on_the_real_node(version),
+                "env": [{"name": k, "value": v} for k, v in env.items()],
+            }
+        )
+        self.kube.apply(_orphan(render_deployment(self._owner, spec, track=track, replicas=1)))
+        if self.running == 0:  # one over both tracks, one over the stable track only
+            self.kube.apply(_orphan(render_service(self._owner, spec)))
+            self.kube.apply(
+                _orphan(render_service(self._owner, spec, name=f"{SERVICE}-stable", track="stable"))
+            )
+        self.running += 1
+        self.prometheus.wait_pods_scraped(self.namespace, SERVICE, self.running, timeout=120)
+
+    def stable(self, version: str) -> None:
+        """Run `version` as the stable track (one pod); return once Prometheus scrapes it."""
+        self._run("stable", version, 0.0, 0.0)
+
+    def canary(self, version: str, error_ratio: float = 0.0, latency: float = 0.0) -> None:
+        """Run `version` as the canary (one pod) answering `error_ratio` of its requests with
+        500 after `latency` seconds; return once Prometheus scrapes it."""
+        self._run("canary", version, error_ratio, latency)
+
+    def customers(self, service: str = SERVICE, rate: float = 20) -> Customers:
+        """Customers of `service` (over both tracks unless told), once kube-proxy routes it."""
+        found = self.kube.get("Service", self.namespace, service)
+        assert found is not None, service
+        url = f"http://{found['spec']['clusterIP']}:8080/"
+        wait_routed(url, self.namespace)
+        return Customers(url, rate)
 
     def measure(self, template: AnalysisTemplate) -> Measurement:
         now = datetime.now(UTC)
@@ -215,21 +167,17 @@ class Release:
 
 
 @pytest.fixture
-def release(prometheus: LocalPrometheus, request: pytest.FixtureRequest) -> Iterator[Release]:
-    slug = request.node.name.removeprefix("test_")[:30].replace("_", "-").strip("-")
-    with ExitStack() as stack:
-        yield Release(
-            prometheus,
-            prometheus_provider(prometheus.url, timeout=5),
-            f"t-{slug}-{secrets.token_hex(2)}",
-            stack,
-        )
+def release(pod_prometheus: LocalPrometheus, kube: Kube, namespace: str) -> Release:
+    return Release(
+        pod_prometheus, prometheus_provider(pod_prometheus.url, timeout=5), kube, namespace
+    )
 
 
 def test_a_healthy_canary_passes_after_the_required_intervals(release: Release) -> None:
     template, step = golden(), AnalysisStep(intervals=3)
-    stable, canary = release.run("v1"), release.run("v2")
-    with Traffic([stable.url, canary.url]):
+    release.stable("v1")
+    release.canary("v2")
+    with release.customers():
         release.warm_up(template)
         verdict, measurements = release.analyse(template, step)
     assert verdict.phase is RunPhase.SUCCESSFUL, verdict.summary
@@ -243,8 +191,9 @@ def test_a_canary_failing_a_fifth_of_its_requests_is_failed_with_the_numbers(
     release: Release,
 ) -> None:
     template, step = golden(failureLimit=1), AnalysisStep(intervals=3)
-    stable, canary = release.run("v1"), release.run("v2", error_ratio=0.2)
-    with Traffic([stable.url, canary.url]):
+    release.stable("v1")
+    release.canary("v2", error_ratio=0.2)
+    with release.customers():
         release.warm_up(template)
         verdict, measurements = release.analyse(template, step)
     assert verdict.phase is RunPhase.FAILED, verdict.summary
@@ -261,8 +210,9 @@ def test_a_slower_canary_is_failed_on_latency(release: Release) -> None:
     template = golden(
         signals={"latency": {"quantile": 0.99, "maxSeconds": 0.25, "maxRatioToStable": 2}}
     )
-    stable, canary = release.run("v1"), release.run("v2", latency=0.4)
-    with Traffic([stable.url, canary.url], workers=6):
+    release.stable("v1")
+    release.canary("v2", latency=0.4)
+    with release.customers():
         release.warm_up(template)
         verdict, measurements = release.analyse(template, AnalysisStep(intervals=3))
     assert verdict.phase is RunPhase.FAILED, verdict.summary
@@ -275,8 +225,9 @@ def test_a_slower_canary_is_failed_on_latency(release: Release) -> None:
 
 def test_a_canary_without_traffic_is_inconclusive_never_successful(release: Release) -> None:
     template, step = golden(inconclusiveLimit=1), AnalysisStep(intervals=1)
-    stable, _ = release.run("v1"), release.run("v2")
-    with Traffic([stable.url]):
+    release.stable("v1")
+    release.canary("v2")
+    with release.customers(f"{SERVICE}-stable"):
         verdict, measurements = release.analyse(template, step)
     assert verdict.phase is RunPhase.INCONCLUSIVE, verdict.summary
     assert [m.verdict for m in measurements] == [Verdict.INCONCLUSIVE] * 2
@@ -296,8 +247,9 @@ def test_a_broken_query_override_is_an_error_naming_the_problem(release: Release
             "traffic": {"minRate": 1, "query": 'rate(http_requests_total{service="cart"}[10s])'},
         },
     )
-    stable, canary = release.run("v1"), release.run("v2")
-    with Traffic([stable.url, canary.url]):
+    release.stable("v1")
+    release.canary("v2")
+    with release.customers():
         release.warm_up(golden())
         verdict, (m,) = release.analyse(template, AnalysisStep(intervals=1))
     assert verdict.phase is RunPhase.ERROR_PAUSED
@@ -314,29 +266,30 @@ def test_a_broken_query_override_is_an_error_naming_the_problem(release: Release
 
 
 def test_prometheus_stopped_gives_errors_then_pauses_and_recovers(
-    release: Release, prometheus: LocalPrometheus
+    release: Release, pod_prometheus: LocalPrometheus
 ) -> None:
     # Right after an outage the scraper's windows hold little data, so a few measurements
     # are inconclusive (never a pass); the limit leaves room for them.
     template = golden(consecutiveErrorLimit=2, inconclusiveLimit=8)
     step = AnalysisStep(intervals=3)
-    stable, canary = release.run("v1"), release.run("v2")
-    with Traffic([stable.url, canary.url]):
+    release.stable("v1")
+    release.canary("v2")
+    with release.customers():
         release.warm_up(template)
-        prometheus.stop()
+        pod_prometheus.stop()
         try:
             down, errors = release.analyse(template, step)
             assert down.phase is RunPhase.ERROR_PAUSED, down.summary
             assert [m.verdict for m in errors] == [Verdict.ERROR] * 3
             assert all(m.queries == 1 for m in errors)  # unreachable: the rest are not sent
             assert down.summary == (
-                f"Prometheus unreachable: connection refused ({prometheus.url}),"
+                f"Prometheus unreachable: connection refused ({pod_prometheus.url}),"
                 " 3 checks in a row could not be taken (limit 2)"
             )
             # a run that saw two errors in a row, within the limit, goes on once it is back
             errors_within_limit = errors[:2]
         finally:
-            prometheus.start()
+            pod_prometheus.start()
         # Prometheus scraped nothing while it was down: until a window holds data again the
         # canary would look idle (inconclusive), as after any outage of the scraper
         release.warm_up(template)
@@ -344,3 +297,77 @@ def test_prometheus_stopped_gives_errors_then_pauses_and_recovers(
     assert verdict.phase is RunPhase.SUCCESSFUL, verdict.summary
     assert [m.verdict for m in measurements[:2]] == [Verdict.ERROR] * 2
     assert verdict.passed == 3 and verdict.errors == 2
+
+
+def judged(**judge: Any) -> AnalysisTemplate:
+    """The statistical judge on errors and median latency, without thresholds: five samples
+    of 4s (two scrapes each) per pod in a 20s window; each track is one pod."""
+    return AnalysisTemplate.model_validate(
+        {
+            "interval": INTERVAL,
+            "minSampleSize": 20,
+            "signals": {"errors": {}, "latency": {"quantile": 0.5}},
+            "judge": {
+                "method": "mannWhitney",
+                "step": "4s",
+                "window": "20s",
+                "minSamples": 5,
+                **judge,
+            },
+        }
+    )
+
+
+def warm_up_samples(release: Release, template: AnalysisTemplate, timeout: float = 60) -> None:
+    """Wait until the judge's window holds enough samples of every signal on both tracks
+    (the targets are younger than the window at first); the verdict is not looked at."""
+    release.warm_up(template)
+    assert template.judge is not None
+    enough = template.judge.min_samples
+    deadline = time.monotonic() + timeout
+    while True:
+        m = release.measure(template)
+        if m.judgements and all(min(j.n_canary, j.n_stable) >= enough for j in m.judgements):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"too few samples after {timeout}s: {m.message}")
+        time.sleep(SCRAPE_INTERVAL)
+
+
+def test_the_statistical_judge_reads_per_step_samples_and_passes_a_healthy_canary(
+    release: Release,
+) -> None:
+    template, step = judged(), AnalysisStep(intervals=2)
+    release.stable("v1")
+    release.canary("v2")
+    with release.customers():
+        warm_up_samples(release, template)
+        verdict, measurements = release.analyse(template, step)
+    assert verdict.phase is RunPhase.SUCCESSFUL, verdict.summary
+    m = measurements[-1]
+    assert m.queries == queries_per_interval(template) == 5  # requests, 2 signals x 2 tracks
+    assert {j.signal: (j.n_canary, j.n_stable) for j in m.judgements} == {
+        "errors": (5, 5),
+        "latency": (5, 5),
+    }
+    assert m.score == 100
+    assert "score 100 >= 95: pass" in verdict.summary
+    assert "Mann-Whitney U one-sided (higher is worse), p=" in verdict.summary
+
+
+def test_the_statistical_judge_fails_a_slower_canary_with_its_test_in_the_message(
+    release: Release,
+) -> None:
+    template = judged()
+    release.stable("v1")
+    release.canary("v2", latency=0.4)
+    with release.customers():
+        warm_up_samples(release, template)
+        verdict, measurements = release.analyse(template, AnalysisStep(intervals=3))
+    assert verdict.phase is RunPhase.FAILED, verdict.summary
+    latency = next(j for j in measurements[-1].judgements if j.signal == "latency")
+    assert latency.canary_median is not None and latency.stable_median is not None
+    assert latency.canary_median > 0.25 > 0.05 > latency.stable_median
+    assert latency.p_value is not None and latency.p_value < 0.05
+    assert verdict.summary.startswith("score 50 < 75: fail (latency failed); p50 latency worse: ")
+    assert "n=5/5" in verdict.summary
