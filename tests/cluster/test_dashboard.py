@@ -1,7 +1,12 @@
 """`pilotboat dashboard` in a real browser (Debian's headless Chromium): a release paused at
 50% after an analysis on real signals shows its weight, its steps and the golden signals of
 canary against stable; promote acts as the user, and a user whose RBAC does not allow it is
-refused by the API server, on the page."""
+refused by the API server, on the page.
+
+The signals come from echo processes on loopback standing in for the pods (tests/fixtures/
+standins.py): what is under test is the page, not how pods are run, and the page's numbers
+only need a release with real Prometheus series behind it; the canary analysis tests cover
+the same signals from real pods on the real node."""
 
 from __future__ import annotations
 
