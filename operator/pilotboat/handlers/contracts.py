@@ -49,7 +49,6 @@ __all__ = [
     "OverrideRefused",
     "admit_override",
     "contract_gate",
-    "hold_for_contract",
 ]
 
 ANNOTATION_ALLOW_BREAKING = "pilotboat.dev/allow-breaking-change"
@@ -237,25 +236,3 @@ def _keep(
         _log.warning("could not prune the old contracts of %s", owner.name, exc_info=True)
 
 
-def hold_for_contract(
-    rc: Reconcile, status: Mapping[str, Any], generation: int, gate: ContractGate
-) -> float:
-    """The new contract breaks the deployed one or a consumer: the release waits, with the
-    violations in the condition and one Event each time they change."""
-    (condition,) = gate.conditions
-    before: Mapping[str, Any] = next(
-        (c for c in status.get("conditions") or [] if c.get("type") == CONTRACT_COMPATIBLE), {}
-    )
-    if before.get("message") != condition.message:
-        rc.event("ContractBroken", condition.message, warning=True)
-    conditions = [
-        condition,
-        DesiredCondition("Progressing", "True", condition.reason, condition.message),
-    ]
-    fields = {
-        "observedGeneration": generation,
-        "message": condition.message,
-        "phase": "Progressing",  # as while a migration holds a release: it has not started
-    }
-    rc.write_status(status, conditions, fields)
-    return 10.0  # a contract in a ConfigMap, or a consumer, may change without an event here

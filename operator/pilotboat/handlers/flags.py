@@ -1,7 +1,7 @@
 """FeatureFlags: each service's flag file, and each flag's consumers and served split.
 
 One writer per object. The Microservice reconciler decides the splits in force and keeps
-them in ``status.flagOverrides`` (:func:`flag_overrides_fields`); this module renders, from
+them in ``status.flagOverrides`` (core.release); this module renders, from
 that status and the FeatureFlags as they are, each service's ConfigMap ``<service>-flags``
 and each flag's ``status``. It runs on every event of a FeatureFlag and of a Microservice,
 so a flag edit (the kill switch among them) reaches the file at once, whatever the
@@ -20,26 +20,20 @@ import kopf
 
 from pilotboat import GROUP, VERSION
 from pilotboat.adapters.kube import Kube
-from pilotboat.api import FeatureFlagSpec, MicroserviceSpec
+from pilotboat.api import FeatureFlagSpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.flags import (
     FLAGS_KEY,
     RenderedFlags,
-    flag_basis,
     flag_config_map_name,
     overrides_from_status,
-    overrides_to_status,
     render_flags,
-    settle_overrides,
 )
-from pilotboat.core.rollout import Decision
 from pilotboat.core.workload import LABEL_MANAGED_BY, LABEL_NAME, Owner
 from pilotboat.handlers.context import Reconcile, runtime
 
 __all__ = [
-    "flag_overrides_fields",
-    "release_splits",
     "sync_flag_status",
     "sync_service_flags",
 ]
@@ -54,44 +48,10 @@ def _lock_for(namespace: str) -> threading.Lock:
         return _locks.setdefault(namespace, threading.Lock())
 
 
-def release_splits(status: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """The splits the release in progress set, as ``ReleaseState.flag_overrides``."""
-    return {
-        o.flag: dict(o.variants)
-        for o in overrides_from_status(status.get("flagOverrides"))
-        if o.scope == "release"
-    }
-
-
 def _valid_spec(flag: Mapping[str, Any] | None) -> FeatureFlagSpec | None:
     if flag is None or feature_flag_problems(flag.get("spec")):
         return None
     return FeatureFlagSpec.model_validate(flag["spec"])
-
-
-def flag_overrides_fields(
-    kube: Kube,
-    namespace: str,
-    spec: MicroserviceSpec,
-    status: Mapping[str, Any],
-    decision: Decision,
-) -> dict[str, Any]:
-    """``status.flagOverrides`` after ``decision``: the release's splits, promoted ones kept
-    while their basis holds, the release's made promoted when it just finished."""
-    previous = overrides_from_status(status.get("flagOverrides"))
-    names = {o.flag for o in previous} | set(decision.state.flag_overrides)
-    bases = {}
-    for name in sorted(names):
-        flag = _valid_spec(kube.get("FeatureFlag", namespace, name))
-        bases[name] = flag_basis(flag) if flag else None
-    settled = settle_overrides(
-        previous,
-        decision.state.flag_overrides,
-        version=spec.version,
-        promoted=decision.promoted,
-        bases=bases,
-    )
-    return {"flagOverrides": overrides_to_status(settled)}
 
 
 def _config_map(owner: Owner, rendered: RenderedFlags) -> dict[str, Any]:
