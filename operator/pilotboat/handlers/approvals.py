@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-import kopf
-
-from pilotboat import GROUP, VERSION
 from pilotboat.adapters.kube import Kube
 from pilotboat.api.common import parse_duration
 from pilotboat.core import reasons
 from pilotboat.core.approval import ApprovalFacts, ApprovalPolicy, MigrationFacts, judge_approval
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.migration import Approval, checksum
-from pilotboat.handlers.context import Reconcile, now_rfc3339, runtime
+from pilotboat.handlers.context import Reconcile, now_rfc3339
 
 __all__ = [
     "ANNOTATION_APPROVER",
@@ -362,24 +358,3 @@ def approved_phases(
         for phase, given in approvals.items()
         if any(a.checksum == _phase_checksum(migration, phase) for a in given)
     )
-
-
-@kopf.on.event(GROUP, VERSION, "migrationapprovals")
-def on_approval_event(
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
-) -> None:
-    from pilotboat.handlers.migrations import reconcile_soon
-
-    meta = body["metadata"]
-    migration_name = (body.get("spec") or {}).get("migration")
-    if event.get("type") != "DELETED":
-        kube = runtime().kube
-        fresh = kube.get("MigrationApproval", meta["namespace"], meta["name"])
-        if fresh is not None:
-            migration = kube.get("SchemaMigration", meta["namespace"], str(migration_name))
-            sync_approval(kube, fresh, migration, Reconcile.start(kube, fresh, logger))
-    if migration_name:
-        reconcile_soon(meta["namespace"], str(migration_name))

@@ -63,8 +63,8 @@ from pilotboat.core.migration import (
 )
 from pilotboat.core.status_trust import trusted_status
 from pilotboat.handlers import metrics
-from pilotboat.handlers.approvals import approvals_for, approved_phases
-from pilotboat.handlers.context import Reconcile, describe_validation_error
+from pilotboat.handlers.approvals import approvals_for, approved_phases, sync_approval
+from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.databases import database_engine, owner_dsn
 from pilotboat.handlers.faults import crash_point
 from pilotboat.handlers.loop import ReconcileLoop
@@ -711,6 +711,25 @@ _reconcile_named = _loop.run
 def reconcile_soon(namespace: str, name: str, after: float = 0.2) -> None:
     """Visit a migration shortly (events arriving together collapse into one visit)."""
     _loop.schedule(namespace, name, after)
+
+
+@kopf.on.event(GROUP, VERSION, "migrationapprovals")
+def on_approval_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    meta = body["metadata"]
+    migration_name = (body.get("spec") or {}).get("migration")
+    if event.get("type") != "DELETED":
+        kube = runtime().kube
+        fresh = kube.get("MigrationApproval", meta["namespace"], meta["name"])
+        if fresh is not None:
+            migration = kube.get("SchemaMigration", meta["namespace"], str(migration_name))
+            sync_approval(kube, fresh, migration, Reconcile.start(kube, fresh, logger))
+    if migration_name:
+        reconcile_soon(meta["namespace"], str(migration_name))
 
 
 @kopf.on.event(GROUP, VERSION, "schemamigrations")
