@@ -1,4 +1,4 @@
-"""Prometheus as a :class:`~pilotboat.adapters.metrics.MetricProvider`.
+"""Prometheus as a :class:`~pilotboat.adapters.metric_provider.MetricProvider`.
 
 The HTTP client, a ``prometheus_api_client.PrometheusConnect``, is injected; use
 :func:`prometheus_provider` for one with timeouts and no retries (the analysis loop is the
@@ -18,7 +18,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from pilotboat.adapters.metrics import MetricProvider, MetricQueryError, measure
+from pilotboat.adapters.metric_provider import MetricProvider, MetricQueryError, measure
 from pilotboat.core.analysis import SampleSeries
 
 __all__ = [

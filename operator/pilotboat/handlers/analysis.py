@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pilotboat.adapters.metrics import MetricProvider, measure
+from pilotboat.adapters.metric_provider import MetricProvider, measure
 from pilotboat.adapters.prometheus import prometheus_provider
 from pilotboat.api import AnalysisStep, AnalysisTemplate
 from pilotboat.api.common import parse_duration

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pilotboat.adapters.kube import Kube
-from pilotboat.adapters.metrics import MetricProvider
+from pilotboat.adapters.metric_provider import MetricProvider
 from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
 
 __all__ = [
