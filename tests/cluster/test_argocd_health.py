@@ -1,16 +1,23 @@
-"""Argo CD's view of Pilotboat's resources: the Lua health checks in examples/argocd/health,
-run by Debian's Lua 5.4 on status objects the operator wrote.
+"""Argo CD's view of Pilotboat's resources: the Lua health checks in examples/argocd/health
+and the Microservice's resource actions in examples/argocd/actions, run by Debian's Lua 5.4
+on objects the operator wrote.
 
 Two ways: the live tests drive real objects through each state with the shared operator and
 judge them as they are; the fixture tests judge status objects saved from such runs
 (tests/fixtures/status/<kind>/<state>.<Health>.json; PILOTBOAT_RECORD_STATUS=1 rewrites them
 from a live run), so every state stays covered even when a live run takes another path.
+
+An action's script returns the object changed; Argo CD's server sends the difference as a
+JSON merge patch to the status subresource when it touches status (and the rest, if any, to
+the object). :func:`apply_like_argo_cd` does the same here, so the live test steers a
+release through the actions alone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,6 +41,7 @@ from tests.story import Story
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH = REPO / "examples" / "argocd" / "health"
+ACTIONS = REPO / "examples" / "argocd" / "actions" / "microservice"
 FIXTURES = REPO / "tests" / "fixtures" / "status"
 RECORD = os.environ.get("PILOTBOAT_RECORD_STATUS") == "1"
 
@@ -71,6 +79,103 @@ def health(lua: str, kind: str, obj: dict[str, Any]) -> tuple[str, str]:
     out = subprocess.run([lua, "-"], input=program, capture_output=True, text=True, check=True)
     status, message = out.stdout.split("\n", 1)
     return status, message.strip()
+
+
+# Argo CD's JSON encoding of the object a script returns, for this harness: Lua has one table
+# type, so an empty one is written [] (compare with _same, which equates [] and {}).
+_ENCODE = r"""
+local function encode(v)
+  local t = type(v)
+  if t == "nil" then return "null" end
+  if t == "boolean" then return tostring(v) end
+  if t == "number" then
+    if math.type(v) == "integer" then return tostring(v) end
+    return string.format("%.17g", v)
+  end
+  if t == "string" then
+    local escaped = v:gsub('[%c"\\]', function(c)
+      local named = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\t'] = '\\t' }
+      return named[c] or string.format("\\u%04x", c:byte())
+    end)
+    return '"' .. escaped .. '"'
+  end
+  local parts = {}
+  if #v > 0 or next(v) == nil then
+    for _, item in ipairs(v) do table.insert(parts, encode(item)) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do table.insert(keys, k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do table.insert(parts, encode(k) .. ":" .. encode(v[k])) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+"""
+
+
+def _run(lua: str, script: str, obj: dict[str, Any]) -> Any:
+    """What `script` returns with `obj` as its global, as JSON."""
+    program = (f"obj = {_lua_literal(obj)}\n{_ENCODE}\n"
+               f"local function run()\n{script}\nend\n"
+               "io.write(encode(run()))\n")
+    out = subprocess.run([lua, "-"], input=program, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def offered(lua: str, obj: dict[str, Any]) -> set[str]:
+    """The Microservice actions Argo CD offers (not disabled) for `obj`."""
+    actions = _run(lua, (ACTIONS / "discovery.lua").read_text(), obj)
+    return {name for name, action in actions.items() if not action.get("disabled")}
+
+
+def acted(lua: str, action: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object `action`'s script returns for `obj`."""
+    result = _run(lua, (ACTIONS / f"{action}.lua").read_text(), obj)
+    assert isinstance(result, dict)
+    return result
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()} if value else []
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) from `old` to `new`, as Argo CD computes it."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() | new.keys():
+        if key not in new:
+            patch[key] = None
+        elif key not in old:
+            patch[key] = new[key]
+        elif _normal(old[key]) != _normal(new[key]):
+            both = isinstance(old[key], dict) and isinstance(new[key], dict)
+            patch[key] = merge_patch(old[key], new[key]) if both else new[key]
+    return patch
+
+
+def apply_like_argo_cd(story: Story, live: dict[str, Any], new: dict[str, Any]) -> None:
+    """What Argo CD's server does with an action's result: the whole difference to the status
+    subresource when it touches status, then what is not status to the object (here: nothing,
+    which the assertion proves)."""
+    patch = merge_patch(live, new)
+    assert set(patch) == {"status"}, f"the action changed more than status: {patch}"
+    story.kube.merge_patch(live["kind"], story.namespace, live["metadata"]["name"], patch,
+                           subresource="status")
+
+
+def run_action(lua: str, story: Story, name: str, action: str) -> str:
+    """Run `action` on the live Microservice `name` as Argo CD would; returns its token."""
+    live = story.get("Microservice", name)
+    assert live is not None
+    assert action in offered(lua, live), (action, offered(lua, live), live.get("status"))
+    new = acted(lua, action, live)
+    apply_like_argo_cd(story, live, new)
+    command = {"promote-full": "promoteFull"}.get(action, action)
+    return str(new["status"]["commands"][command])
 
 
 def judged(lua: str, story: Story, kind: str, name: str, state: str, expected: str) -> str:
@@ -111,8 +216,9 @@ def test_every_health_is_covered_by_saved_objects() -> None:
     covered = {(p.parent.name, p.stem.rsplit(".", 1)[1]) for p in SAVED}
     assert {("microservice", h) for h in ("Healthy", "Progressing", "Suspended", "Degraded")} \
         <= covered
-    assert {("schemamigration", h) for h in ("Healthy", "Progressing", "Suspended", "Degraded")} \
-        <= covered
+    assert {("schemamigration", h) for h in ("Healthy", "Progressing", "Degraded")} <= covered
+    # Waiting for an approval is Healthy with a message, never Suspended (docs/argocd.md).
+    assert ("schemamigration", "Suspended") not in covered
     assert {("owneddatabase", h) for h in ("Healthy", "Progressing", "Degraded")} <= covered
 
 
@@ -188,7 +294,7 @@ def test_a_migration_seen_by_argo_cd(lua: str, story: Story, postgres_server: Po
         g["name"] for g in _status(o).get("gates", []) if not g["holds"]] == ["Approved"],
         timeout=60, what="waiting for approval only")
     message = judged(lua, story, "SchemaMigration", "customer-column", "awaiting-approval",
-                     "Suspended")
+                     "Healthy")
     assert "kubectl pilotboat approve customer-column" in message
 
     create_in(story.kube, story.namespace, approval("yes"))
@@ -258,3 +364,100 @@ def test_the_sync_wave_component_orders_databases_migrations_services(
              for d in yaml.safe_load_all(out) if d}
     assert waves == {"OwnedDatabase": "0", "SchemaMigration": "1", "RolloutPolicy": "1",
                      "FeatureFlag": "1", "Microservice": "2"}
+
+
+# --- resource actions ----------------------------------------------------------------------------
+
+ACTION_NAMES = ("promote", "promote-full", "abort", "retry")
+TOKEN = re.compile(r"^\d{8}T\d{6}Z-argocd$")
+
+# What each saved Microservice offers: steering while a canary runs, retry after a rollback;
+# nothing while the release waits for its migration (no canary yet).
+OFFERED = {
+    "paused": {"promote", "promote-full", "abort"},
+    "waiting-for-expand": set(),
+    "rolled-back": {"retry"},
+    "released": set(),
+    "invalid-spec": set(),
+}
+
+
+def test_argocd_cm_carries_each_action_verbatim() -> None:
+    import yaml
+
+    data = yaml.safe_load((ARGOCD / "argocd-cm.yaml").read_text())["data"]
+    actions = yaml.safe_load(data["resource.customizations.actions.pilotboat.dev_Microservice"])
+    assert actions["discovery.lua"] == (ACTIONS / "discovery.lua").read_text()
+    assert [d["name"] for d in actions["definitions"]] == list(ACTION_NAMES)
+    for definition in actions["definitions"]:
+        assert definition["action.lua"] == (ACTIONS / f"{definition['name']}.lua").read_text()
+
+
+@pytest.mark.parametrize("state", sorted(OFFERED))
+def test_actions_offered_by_saved_microservices(lua: str, state: str) -> None:
+    (path,) = FIXTURES.glob(f"microservice/{state}.*.json")
+    assert offered(lua, json.loads(path.read_text())) == OFFERED[state]
+
+
+def test_nothing_is_offered_before_the_operator_reports(lua: str) -> None:
+    obj = {"apiVersion": "pilotboat.dev/v1alpha1", "kind": "Microservice",
+           "metadata": {"name": "x", "generation": 1}, "spec": {}}
+    assert offered(lua, obj) == set()
+
+
+@pytest.mark.parametrize("action", ACTION_NAMES)
+def test_an_action_writes_one_command_token_to_status(lua: str, action: str) -> None:
+    """The patch Argo CD derives holds one fresh token under status.commands, as `kubectl
+    pilotboat` writes; the spec and the operator's own status fields stay as they are."""
+    live = json.loads((FIXTURES / "microservice" / "rolled-back.Degraded.json").read_text())
+    command = {"promote-full": "promoteFull"}.get(action, action)
+    patch = merge_patch(live, acted(lua, action, live))
+    token = patch["status"]["commands"][command]
+    assert patch == {"status": {"commands": {command: token}}}
+    assert TOKEN.match(token), token
+    assert token != live["status"]["commands"].get(command)
+    bare = {k: v for k, v in live.items() if k != "status"}  # not seen by the operator yet
+    commands = acted(lua, action, bare)["status"]["commands"]
+    assert list(commands) == [command] and TOKEN.match(commands[command])
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_release_steered_by_argo_cd_actions(lua: str, story: Story) -> None:
+    """Promote, abort, retry and promote-full, each run as Argo CD runs it (the script on the
+    live object, the difference patched to the status subresource), move a real release."""
+    def phase(p: str, version: str | None = None):  # type: ignore[no-untyped-def]
+        def holds(o: dict[str, Any] | None) -> bool:
+            st = _status(o)
+            return st.get("phase") == p and st.get("observedGeneration") == (
+                o or {})["metadata"]["generation"] and (
+                version is None or version in (st.get("stableVersion"), st.get("canaryVersion")))
+        return holds
+
+    def release(version: str) -> dict[str, Any]:
+        return microservice("steered", version=version, rollout={"canary": {"steps": STEPS}})
+
+    story.given(release("v1"))
+    story.wait_for("Microservice", "steered", phase("Healthy", "v1"), timeout=90)
+    assert offered(lua, story.get("Microservice", "steered") or {}) == set()
+
+    story.apply(release("v2"))
+    story.wait_for("Microservice", "steered", phase("Paused", "v2"), timeout=60)
+    run_action(lua, story, "steered", "promote")
+    story.wait_for("Microservice", "steered", lambda o: _status(o).get("phase") == "Healthy"
+                   and _status(o).get("stableVersion") == "v2", timeout=90, what="v2 promoted")
+
+    story.apply(release("v3"))
+    story.wait_for("Microservice", "steered", phase("Paused", "v3"), timeout=60)
+    run_action(lua, story, "steered", "abort")
+    story.wait_for("Microservice", "steered", phase("Degraded"), timeout=60)
+    rolled_back = story.get("Microservice", "steered")
+    assert rolled_back is not None and offered(lua, rolled_back) == {"retry"}
+    assert _status(rolled_back)["stableVersion"] == "v2"
+
+    token = run_action(lua, story, "steered", "retry")
+    story.wait_for("Microservice", "steered", lambda o: (_status(o).get("release") or {}).get(
+        "handledCommands", {}).get("retry") == token and _status(o).get("phase") == "Paused",
+        timeout=60, what="v3 released again, paused")
+    run_action(lua, story, "steered", "promote-full")
+    story.wait_for("Microservice", "steered", lambda o: _status(o).get("phase") == "Healthy"
+                   and _status(o).get("stableVersion") == "v3", timeout=90, what="v3 promoted")

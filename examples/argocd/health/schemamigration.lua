@@ -1,8 +1,10 @@
 -- Argo CD health of a pilotboat.dev SchemaMigration, from the status the operator writes.
 --   Progressing  expand (or its backfill) has not run yet, or contract is running
 --   Healthy      expand applied (what the services' sync wave waits for), and later contracted;
---                also after expand while the contract waits for old versions, soak or verify
---   Suspended    everything holds but an approval: a person must approve the contract
+--                also after expand while the contract waits for old versions, soak, verify or
+--                an approval (the message says so). Never Suspended: Argo CD finishes a resource's
+--                sync only once it is Healthy, so a Suspended migration would hold every later
+--                sync at its wave, a Git revert of a bad release included, until someone approves.
 --   Degraded     refused (unsafe SQL, changed checksum), failed, or its release rolled back
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 
@@ -28,12 +30,10 @@ elseif phase == "Contracted" or phase == "Expanded" then
   hs.status = "Healthy"
 elseif phase == "AwaitingContract" then
   local gates = blocking()
+  hs.status = "Healthy"
   if #gates == 1 and gates[1] == "Approved" then
-    hs.status = "Suspended"
-    hs.message = "waiting for approval of the contract: kubectl pilotboat approve "
+    hs.message = "expanded; the contract waits for an approval: kubectl pilotboat approve "
       .. obj.metadata.name
-  else
-    hs.status = "Healthy"
   end
 else -- Pending, Expanding, BackfillRunning, Contracting
   hs.status = "Progressing"
