@@ -21,42 +21,23 @@ import httpx
 import kubernetes
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api
-from kubernetes.client.exceptions import ApiException
+
+from tests.fixtures.real_node import NODE, _image_versions, echo_image, require_real_node
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
-NODE = "pilotboat-real"
 POD_CIDR = ipaddress.ip_network("10.244.0.0/24")
 T = TypeVar("T")
 
 
-def _image_versions() -> dict[str, str]:
-    pairs = (
-        line.split("=", 1)
-        for line in (REPO / "images" / "versions.env").read_text().splitlines()
-        if "=" in line and not line.lstrip().startswith("#")
-    )
-    return {key.strip(): value.strip().strip('"') for key, value in pairs}
-
-
-ECHO_IMAGE = f"localhost/pilotboat/echo:{_image_versions()['ECHO_VERSION']}"
+ECHO_IMAGE = echo_image(_image_versions()["ECHO_VERSION"])
 
 
 @pytest.fixture(scope="module", autouse=True)
 def real_node(kube_api: ApiClient) -> Iterator[Any]:
     """The node object; skips the module when the node is missing or not Ready."""
-    try:
-        node = CoreV1Api(kube_api).read_node(NODE)
-    except ApiException as err:
-        if err.status != 404:
-            raise
-        pytest.skip(f"node {NODE} is not registered: start it with `sudo hack/node.sh up`")
-    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
-    if ready is None or ready.status != "True":
-        why = f"{ready.reason}: {ready.message}" if ready else "no Ready condition"
-        pytest.skip(f"node {NODE} is not Ready ({why}); see `hack/node.sh status`")
-    yield node
+    yield require_real_node(kube_api)
 
 
 def _wait(what: str, probe: Callable[[], T | None], timeout: float = 90) -> T:
