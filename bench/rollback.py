@@ -3,13 +3,14 @@ moment all traffic is back on stable.
 
 Everything is real but the pods: the operator runs as a process, Prometheus (hack/
 prometheus.sh) scrapes echo processes standing in for the stable and canary pods
-(tests/fixtures/standins.py; the canary analysis tests run real pods instead), and customers send them
-requests split by the weight the operator reports. Each run releases v2 at 50% with an
-analysis every ``INTERVAL``; once the canary has passed a measurement, the canary process is
-restarted on the same port with ``ERROR_RATIO=0.5`` (t0: from its first answer on, half its
-requests fail, ten times the 5% threshold). The run ends when status says canaryWeight 0
-and the canary Deployment is scaled to 0 replicas (t1). Reported: median and max of t1 - t0
-over the runs, the interval, and the Prometheus queries one measurement sends.
+(tests/fixtures/standins.py; the canary analysis tests run real pods instead), and customers
+send them requests split by the weight the operator reports. Each run releases v2 at 50%
+with an analysis every ``INTERVAL``; once the canary has passed a measurement, the canary
+process is restarted on the same port with ``ERROR_RATIO=0.5`` (t0: from its first answer
+on, half its requests fail, ten times the 5% threshold). The run ends when status says
+canaryWeight 0 and the canary Deployment is scaled to 0 replicas (t1). Reported: median and
+max of t1 - t0 over the runs, the interval, and the Prometheus queries one measurement
+sends.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ def test_crd_envelope(kind: KindDescriptor) -> None:
     assert spec["names"]["categories"] == ["pilotboat"]
     (version,) = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"]["status"] == {}
+    assert set(version["subresources"]) <= {"status", "scale"}
     root = version["schema"]["openAPIV3Schema"]
     assert root["type"] == "object"
     assert root["required"] == ["spec"]
@@ -129,6 +130,26 @@ def test_printer_columns(kind: KindDescriptor) -> None:
     for column in columns:
         assert column["jsonPath"].startswith((".spec.", ".status.", ".metadata."))
         assert column["type"] in {"string", "integer", "number", "boolean", "date"}
+
+
+def test_only_the_microservice_has_a_scale_subresource() -> None:
+    scaled = {k for k, crd in CRDS.items() if "scale" in crd["spec"]["versions"][0]["subresources"]}
+    assert scaled == {"Microservice"}
+    version = CRDS["Microservice"]["spec"]["versions"][0]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert status["replicas"]["type"] == "integer"
+    assert status["selector"]["type"] == "string"
+
+
+def test_the_progress_deadline_defaults_like_a_deployments() -> None:
+    spec = _root("Microservice")["properties"]["spec"]["properties"]
+    deadline = spec["progressDeadlineSeconds"]
+    assert (deadline["type"], deadline["default"], deadline["minimum"]) == ("integer", 600, 1)
 
 
 def test_microservice_columns_point_at_the_rollout() -> None:

@@ -23,7 +23,8 @@ from pilotboat.core.release import (
     plan_release,
     wanted_services,
 )
-from pilotboat.core.rollout import AnalysisOutcome
+from pilotboat.core.rollout import AnalysisOutcome, split
+from pilotboat.core.traffic import ReplicaSplit
 from pilotboat.core.workload import LABEL_VERSION, Owner, render_deployment
 
 OWNER = Owner("orders", "shop", "uid-orders")
@@ -368,3 +369,111 @@ def test_the_gates_are_asked_when_a_release_starts(obs: ReleaseObservation, due:
 def test_the_analysis_is_measured_only_at_an_analysis_step() -> None:
     assert analysis_step(WEIGHT) is None
     assert analysis_step(FAILED) == 2
+
+
+# --- scale and progress deadline --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("routing", "replicas", "weight", "canary_ready", "stable", "canary"),
+    [
+        pytest.param("replicaRatio", 4, 25, None, 3, 1, id="the share alone"),
+        pytest.param("replicaRatio", 4, 25, 0, 4, 1, id="canary unready: stable keeps all"),
+        pytest.param("replicaRatio", 4, 50, 1, 3, 2, id="one canary pod ready: stable gives one"),
+        pytest.param("replicaRatio", 4, 50, 2, 2, 2, id="canary ready: stable at its share"),
+        pytest.param("replicaRatio", 6, 50, 2, 4, 3, id="scaled up mid-canary"),
+        pytest.param("replicaRatio", 2, 50, 2, 1, 1, id="scaled down mid-canary"),
+        pytest.param("gatewayAPI", 4, 25, 0, 4, 1, id="a gateway keeps stable whole anyway"),
+    ],
+)
+def test_split_surges_the_canary_before_stable_gives_way(
+    routing: Any, replicas: int, weight: int, canary_ready: int | None, stable: int, canary: int
+) -> None:
+    assert split(routing, replicas, weight, canary_ready=canary_ready) == ReplicaSplit(
+        stable, canary
+    )
+
+
+UNREADY = replace(
+    WEIGHT,
+    children=replace(WEIGHT.children, canary=deployment(RELEASE, "canary", replicas=1, ready=0)),
+)
+
+
+def test_stable_keeps_its_full_capacity_while_the_canary_is_not_ready() -> None:
+    plan = plan_release(UNREADY)
+    assert plan.status.phase == "Progressing"
+    assert writes(plan) == []  # stable stays at 4, the canary at its 1
+    assert plan.status.current_step_index == 0
+    assert "0/1 pods ready" in (plan.status.message or "")
+    assert (plan.status.replicas, plan.status.ready_replicas) == (5, 4)
+    assert plan.next_look == 5.0
+
+
+def test_stable_gives_way_as_the_canary_becomes_ready() -> None:
+    plan = plan_release(WEIGHT)
+    assert plan.workloads[0].body == {"spec": {"replicas": 3}}
+
+
+def _waited(seconds: float, deadline: int = 120) -> ReleaseObservation:
+    """UNREADY, `seconds` after its setWeight step started, with a `deadline`."""
+    of = spec(rollout={"canary": {"steps": STEPS}}, progressDeadlineSeconds=deadline)
+    status = in_release(0, stepStartedAt=NOW - seconds)
+    return replace(UNREADY, spec=of, status=MicroserviceStatus.model_validate(status))
+
+
+@pytest.mark.parametrize(
+    ("waited", "phase", "next_look"),
+    [
+        pytest.param(0, "Progressing", 5.0, id="just started"),
+        pytest.param(117, "Progressing", 3.0, id="before the deadline: look again at it"),
+        pytest.param(120, "Degraded", None, id="at the deadline"),
+        pytest.param(900, "Degraded", None, id="long past it"),
+    ],
+)
+def test_a_canary_never_ready_is_rolled_back_at_the_progress_deadline(
+    waited: float, phase: str, next_look: float | None
+) -> None:
+    obs = _waited(waited)
+    plan = plan_release(obs)
+    assert (plan.status.phase, plan.next_look) == (phase, next_look)
+    if phase == "Progressing":
+        assert writes(plan) == []
+        assert condition(plan, "RolledBack") == ("False", "NotRolledBack")
+        return
+    assert condition(plan, "RolledBack") == ("True", "ProgressDeadlineExceeded")
+    assert condition(plan, "Ready") == ("False", "ProgressDeadlineExceeded")
+    assert writes(plan) == [("patch", "Deployment", "orders-canary")]
+    assert plan.workloads[0].body == {"spec": {"replicas": 0}}
+    message = plan.status.message or ""
+    assert "0/1 canary pods ready" in message and "progress deadline of 120s" in message
+    assert [(e.reason, e.warning) for e in plan.events if e.reason != "RolledBack"] == [
+        ("ProgressDeadlineExceeded", True)
+    ]
+    release = plan.status.release
+    assert release is not None and release.aborted_revision == desired_revision(obs)
+    later = again(obs, plan)
+    assert condition(later, "RolledBack") == ("True", "ProgressDeadlineExceeded")
+    assert later.events == ()
+    assert "kubectl pilotboat retry" in (later.status.message or "")
+
+
+def test_the_progress_deadline_counts_from_the_step_not_the_release() -> None:
+    ready_then = replace(_waited(900), children=WEIGHT.children)
+    assert plan_release(ready_then).status.current_step_index == 1
+
+
+def test_scaling_mid_canary_splits_the_new_count() -> None:
+    scaled = replace(PAUSE, spec=spec(rollout={"canary": {"steps": STEPS}}, replicas=8))
+    plan = plan_release(scaled)
+    assert plan.status.phase == "Paused"
+    bodies = {w.name: w.body for w in plan.workloads}
+    assert bodies["orders-canary"]["spec"]["replicas"] == 2  # ceil(8 × 25%)
+    assert bodies["orders"] == {"spec": {"replicas": 7}}  # 8 less the 1 ready canary pod
+
+
+def test_status_tells_the_scale_subresource_its_pods() -> None:
+    plan = plan_release(WEIGHT)
+    assert plan.status.selector == "app.kubernetes.io/name=orders"
+    assert plan.status.replicas == 5  # both tracks' pods, as their Deployments report them
+    assert plan_release(STEADY).status.replicas == 4

@@ -122,7 +122,7 @@ def custom_resource_definition(kind: KindDescriptor) -> dict[str, Any]:
                     "name": kind.version,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": _subresources(kind),
                     "additionalPrinterColumns": [
                         _printer_column(c) for c in kind.all_printer_columns
                     ],
@@ -138,6 +138,19 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs: Mapping[str, Any] = raw.get("$defs", {})
     return _structural(raw, defs, path=model.__name__)
+
+
+def _subresources(kind: KindDescriptor) -> dict[str, Any]:
+    subresources: dict[str, Any] = {"status": {}}
+    if kind.scale is not None:
+        scale = {
+            "specReplicasPath": kind.scale.spec_replicas_path,
+            "statusReplicasPath": kind.scale.status_replicas_path,
+        }
+        if kind.scale.label_selector_path is not None:
+            scale["labelSelectorPath"] = kind.scale.label_selector_path
+        subresources["scale"] = scale
+    return subresources
 
 
 def _printer_column(column: Any) -> dict[str, Any]:

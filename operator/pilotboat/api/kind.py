@@ -8,7 +8,7 @@ from typing import Literal
 from pilotboat import API_VERSION, GROUP, VERSION
 from pilotboat.api.common import SpecModel, StatusBase
 
-__all__ = ["KindDescriptor", "PrinterColumn", "PrinterColumnType", "AGE_COLUMN"]
+__all__ = ["KindDescriptor", "PrinterColumn", "PrinterColumnType", "ScaleSubresource", "AGE_COLUMN"]
 
 PrinterColumnType = Literal["string", "integer", "number", "boolean", "date"]
 
@@ -22,6 +22,15 @@ class PrinterColumn:
     type: PrinterColumnType = "string"
     description: str = ""
     priority: int = 0
+
+
+@dataclass(frozen=True)
+class ScaleSubresource:
+    """Where ``/scale`` reads and writes a kind's replicas (``kubectl scale``, an HPA)."""
+
+    spec_replicas_path: str
+    status_replicas_path: str
+    label_selector_path: str | None = None
 
 
 AGE_COLUMN = PrinterColumn(
@@ -48,6 +57,8 @@ class KindDescriptor:
     description: str
     printer_columns: tuple[PrinterColumn, ...] = ()
     categories: tuple[str, ...] = field(default=("pilotboat",))
+    scale: ScaleSubresource | None = None
+    """The scale subresource, for a kind that runs a number of pods."""
 
     group = GROUP
     version = VERSION

@@ -18,7 +18,7 @@ from pilotboat.api.common import (
     cel_rule,
     cel_validations,
 )
-from pilotboat.api.kind import KindDescriptor, PrinterColumn
+from pilotboat.api.kind import KindDescriptor, PrinterColumn, ScaleSubresource
 from pilotboat.api.rollout import CanaryStrategy
 
 __all__ = [
@@ -249,7 +249,21 @@ class MicroserviceSpec(SpecModel):
     version: LabelValue = Field(
         description="Version of this release; a label value. Changing it starts a rollout."
     )
-    replicas: int = Field(default=1, ge=0, le=1000, description="Number of pods, 0 to 1000.")
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Number of pods, 0 to 1000; the scale subresource sets it (kubectl scale,"
+        " a HorizontalPodAutoscaler). A canary release splits this count between the tracks.",
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=2147483647,
+        description="Seconds a canary step's pods have to become ready, counted from the step"
+        " that asked for them; past it the release is rolled back (ProgressDeadlineExceeded)."
+        " 600 by default, as for a Deployment.",
+    )
     ports: list[ServicePort] = Field(
         default=[ServicePort(name="http", port=8080)],
         max_length=32,
@@ -362,6 +376,11 @@ class ReleaseStatus(StatusModel):
     rollback_reason: str | None = Field(
         default=None, description="Why the last release was rolled back, with its numbers."
     )
+    rollback_cause: str | None = Field(
+        default=None,
+        description="The condition reason of that rollback when it was not an analysis or a"
+        " request: ProgressDeadlineExceeded.",
+    )
     mirror_percent: int = Field(
         default=0, ge=0, le=100, description="Share of stable's requests mirrored to the canary."
     )
@@ -412,7 +431,17 @@ class MicroserviceStatus(StatusBase):
         "Gateway API routing (it rises only once canary pods are ready for it), the canary's "
         "share of ready pods under replica ratio.",
     )
-    replicas: int = Field(default=0, ge=0, description="Pods, stable and canary.")
+    replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Pods the Microservice runs now, ready or not, stable and canary (as a"
+        " Deployment counts them): above spec.replicas while a canary surges.",
+    )
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of its pods, both tracks (the scale subresource's"
+        " selector, for a HorizontalPodAutoscaler).",
+    )
     ready_replicas: int = Field(default=0, ge=0, description="Ready pods, stable and canary.")
     pause_reason: str | None = Field(default=None, description="Why the rollout is paused.")
     failed_checks: int = Field(
@@ -441,6 +470,7 @@ MICROSERVICE = KindDescriptor(
     spec_model=MicroserviceSpec,
     status_model=MicroserviceStatus,
     description="A service Pilotboat runs and releases, by canary, in step with its migrations.",
+    scale=ScaleSubresource(".spec.replicas", ".status.replicas", ".status.selector"),
     printer_columns=(
         PrinterColumn("Version", ".spec.version", description="Desired version."),
         PrinterColumn("Stable", ".status.stableVersion", description="Version serving by default."),

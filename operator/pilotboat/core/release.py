@@ -45,6 +45,7 @@ from pilotboat.core.traffic import (
 )
 from pilotboat.core.workload import (
     ANNOTATION_REVISION,
+    LABEL_NAME,
     LABEL_VERSION,
     Owner,
     deployment_name,
@@ -69,6 +70,7 @@ __all__ = [
     "gates_due",
     "not_owned_message",
     "plan_release",
+    "pod_selector",
     "release_state",
     "routing_of",
     "track_revision",
@@ -250,6 +252,17 @@ def _ready_replicas(deployment: Mapping[str, Any] | None) -> int:
     return int(((deployment or {}).get("status") or {}).get("readyReplicas", 0) or 0)
 
 
+def _pods(deployment: Mapping[str, Any] | None) -> int:
+    """The pods a track's Deployment reports, ready or not (0 for no Deployment)."""
+    return int(((deployment or {}).get("status") or {}).get("replicas", 0) or 0)
+
+
+def pod_selector(service: str) -> str:
+    """The label selector of a Microservice's pods, both tracks: its Service's selector, as
+    the scale subresource hands it to an autoscaler."""
+    return f"{LABEL_NAME}={service}"
+
+
 def release_state(status: MicroserviceStatus) -> ReleaseState:
     """What `status` remembers about the release in progress."""
     release = status.release
@@ -268,6 +281,7 @@ def release_state(status: MicroserviceStatus) -> ReleaseState:
         handled_commands=handled,
         promoting=bool(release and release.promoting),
         rollback_reason=release.rollback_reason if release else None,
+        rollback_cause=release.rollback_cause if release else None,
         flag_overrides=splits,
         mirror_percent=release.mirror_percent if release else 0,
     )
@@ -448,10 +462,11 @@ def _walk_release(obs: ReleaseObservation) -> ReleasePlan:
         replicas=spec.replicas,
         routing=routing,
         now=obs.now,
+        progress_deadline=spec.progress_deadline_seconds,
     )
     services = _service_writes(obs, routing)
     route, routed, route_events = _route_write(obs, decision, canary_ready)
-    workloads = _deployment_writes(obs, decision, routing)
+    workloads = _deployment_writes(obs, decision, routing, canary_ready)
     status, desired = _release_status(obs, decision, revision, _actual_weight(
         routed, obs, revision, decision))  # fmt: skip
     events = route_events + decision.events
@@ -480,7 +495,7 @@ def _runs_spec(stable: Mapping[str, Any] | None, revision: str, spec: Microservi
 def _next_look(decision: Decision, analysis: MeasuredAnalysis | None) -> float | None:
     measure = analysis.next_due_in if analysis and decision.analyse else None
     waits = [w for w in (decision.requeue_after, measure) if w is not None]
-    if decision.phase == "Progressing" and not waits:
+    if decision.phase == "Progressing" and measure is None:
         waits.append(PROGRESSING_FLOOR_SECONDS)
     return min(waits) if waits else None
 
@@ -563,14 +578,17 @@ def _route_write(
 
 
 def _deployment_writes(
-    obs: ReleaseObservation, decision: Decision, routing: Routing
+    obs: ReleaseObservation, decision: Decision, routing: Routing, canary_ready: int
 ) -> tuple[ChildWrite, ...]:
+    """The Deployments for the decision. While a canary runs, the stable track scales down
+    only as canary pods become ready (`split` with `canary_ready`)."""
     spec, owner = obs.spec, obs.owner
     assert spec is not None
     stable, canary = obs.children.stable, obs.children.canary
     extra_env = _extra_env(obs)
     state = decision.state
-    replicas = split(routing, spec.replicas, state.canary_weight if decision.canary else 0)
+    weight = state.canary_weight if decision.canary else 0
+    replicas = split(routing, spec.replicas, weight, canary_ready=canary_ready)
     writes: list[ChildWrite | None] = []
     if decision.stable_template == "spec" or stable is None:
         desired = render_deployment(
@@ -688,7 +706,8 @@ def _release_status(
         "currentStepIndex": state.step_index if releasing else None,
         "canaryWeight": state.canary_weight if decision.canary else 0,
         "actualWeight": actual_weight,
-        "replicas": spec.replicas,
+        "replicas": _pods(stable) + _pods(obs.children.canary),
+        "selector": pod_selector(obs.owner.name),
         "readyReplicas": stable_health.ready + _ready_replicas(obs.children.canary),
         "pauseReason": decision.pause_reason,
         "failedChecks": failed,
@@ -699,6 +718,7 @@ def _release_status(
             "abortedRevision": state.aborted_revision,
             "promoting": state.promoting,
             "rollbackReason": state.rollback_reason,
+            "rollbackCause": state.rollback_cause,
             "mirrorPercent": state.mirror_percent,
             "handledCommands": dict(state.handled_commands) or None,
         },
@@ -729,7 +749,7 @@ def _release_conditions(
     decision: Decision, ready: bool, ready_message: str, database: bool
 ) -> list[DesiredCondition]:
     phase = decision.phase
-    reason = _PHASE_REASON[phase]
+    reason = decision.reason or _PHASE_REASON[phase]
     claimed = [
         DesiredCondition(reasons.DATABASE_CLAIMED, "True", reasons.DATABASE_READY,
                          "the owned database's credentials are injected")
@@ -754,7 +774,7 @@ def _release_conditions(
                          reasons.PAUSED if paused else reasons.NOT_PAUSED,
                          decision.pause_reason or "not paused"),
         DesiredCondition(reasons.ROLLED_BACK, "True" if degraded else "False",
-                         reasons.ROLLED_BACK if degraded else reasons.NOT_ROLLED_BACK,
+                         reason if degraded else reasons.NOT_ROLLED_BACK,
                          decision.message if degraded else "no rollback"),
         DesiredCondition(reasons.READY,
                          "True" if phase == "Healthy" and ready else "False",

@@ -20,6 +20,7 @@ from typing import Literal
 
 from pilotboat.api import CanaryStep
 from pilotboat.api.common import parse_duration
+from pilotboat.core.reasons import PROGRESS_DEADLINE_EXCEEDED
 from pilotboat.core.traffic import ReplicaSplit, gateway_split, replica_split
 
 __all__ = [
@@ -53,6 +54,8 @@ class ReleaseState:
     handled_commands: Mapping[str, str] = field(default_factory=dict)
     promoting: bool = False
     rollback_reason: str | None = None
+    rollback_cause: str | None = None
+    """The condition reason of the rollback, when not the phase's own (ProgressDeadlineExceeded)."""
     flag_overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     """FeatureFlag name -> variant percentages set by this release's setFlag steps."""
     mirror_percent: int = 0
@@ -102,6 +105,8 @@ class Decision:
     requeue_after: float | None = None
     events: tuple[ReleaseEvent, ...] = ()
     promoted: bool = False  # the release just finished: its flag splits stay in force
+    reason: str | None = None
+    """The conditions' reason when the phase's own says too little (ProgressDeadlineExceeded)."""
 
 
 def step_kind(step: CanaryStep) -> str:
@@ -152,15 +157,20 @@ def _steady(state: ReleaseState, obs: Observations, version: str) -> Decision:
 
 
 def _rolled_back(
-    state: ReleaseState, message: str, events: tuple[ReleaseEvent, ...] = ()
+    state: ReleaseState,
+    message: str,
+    events: tuple[ReleaseEvent, ...] = (),
+    *,
+    cause: str | None = None,
 ) -> Decision:
     aborted = ReleaseState(
         aborted_revision=state.revision,
         handled_commands=state.handled_commands,
         revision=state.revision,
         rollback_reason=message,
+        rollback_cause=cause,
     )
-    return Decision("Degraded", aborted, message, events=events)
+    return Decision("Degraded", aborted, message, events=events, reason=cause)
 
 
 def _promote(state: ReleaseState, version: str, why: str) -> Decision:
@@ -185,6 +195,7 @@ def decide(
     replicas: int,
     routing: Routing = "replicaRatio",
     now: float,
+    progress_deadline: float | None = None,
 ) -> Decision:
     """The next action of a Microservice's release and the status that follows.
 
@@ -193,6 +204,8 @@ def decide(
     - Revision rolled back before: stays Degraded until the spec changes or `retry`.
     - Otherwise the release walks its steps; `promote` skips the current wait, `promoteFull`
       skips the rest, `abort` rolls back.
+    - A setWeight step whose canary pods are not all ready `progress_deadline` seconds after
+      the step started rolls back (`ProgressDeadlineExceeded`); None: it waits for ever.
     """
     if obs.stable_revision is None or obs.stable_revision == obs.desired_revision:
         if obs.stable_revision is None:
@@ -225,6 +238,7 @@ def decide(
             "Degraded",
             state,
             f"{why}. Change the spec or run `kubectl pilotboat retry` to try again",
+            reason=state.rollback_cause,
         )
 
     if state.revision != obs.desired_revision:
@@ -255,14 +269,42 @@ def decide(
         split=lambda w: split(routing, replicas, w),
         routing=routing,
         now=now,
+        progress_deadline=progress_deadline,
     )
 
 
-def split(routing: Routing, replicas: int, weight: int) -> ReplicaSplit:
-    """Replicas per track for `weight` under `routing`."""
+def split(
+    routing: Routing, replicas: int, weight: int, *, canary_ready: int | None = None
+) -> ReplicaSplit:
+    """Replicas per track for `weight` under `routing`, out of `replicas` (spec.replicas, as
+    `kubectl scale` or an autoscaler last set it).
+
+    With `canary_ready` (the canary's ready pods now), the canary surges first and the
+    stable track gives up only the capacity ready canary pods replace: it keeps
+    ``replicas - canary_ready`` pods while that is more than its share, so the ready pods of
+    both tracks never drop below `replicas` because of the release.
+
+    >>> split("replicaRatio", 4, 25)
+    ReplicaSplit(stable=3, canary=1)
+    >>> split("replicaRatio", 4, 25, canary_ready=0)
+    ReplicaSplit(stable=4, canary=1)
+    >>> split("replicaRatio", 4, 50, canary_ready=1)
+    ReplicaSplit(stable=3, canary=2)
+    >>> split("replicaRatio", 4, 50, canary_ready=2)
+    ReplicaSplit(stable=2, canary=2)
+    >>> split("replicaRatio", 6, 50, canary_ready=2)
+    ReplicaSplit(stable=4, canary=3)
+    >>> split("gatewayAPI", 4, 25, canary_ready=0)
+    ReplicaSplit(stable=4, canary=1)
+    """
     if routing == "gatewayAPI":
-        return gateway_split(replicas, weight)
-    return replica_split(replicas, weight)
+        share = gateway_split(replicas, weight)
+    else:
+        share = replica_split(replicas, weight)
+    if canary_ready is None:
+        return share
+    kept = min(replicas, max(share.stable, replicas - min(canary_ready, share.canary)))
+    return ReplicaSplit(stable=kept, canary=share.canary)
 
 
 def _start(
@@ -281,6 +323,8 @@ def _start(
         step_started_at=now,
         canary_weight=0,
         aborted_revision=None,
+        rollback_reason=None,
+        rollback_cause=None,
         promoting=False,
         flag_overrides={},
     )
@@ -312,6 +356,7 @@ def _walk(
     split: Callable[[int], ReplicaSplit],
     routing: Routing,
     now: float,
+    progress_deadline: float | None,
 ) -> Decision:
     index = state.step_index or 0
     if index >= len(steps):
@@ -328,9 +373,10 @@ def _walk(
         wanted = split(weight).canary
         ready = obs.canary_revision == obs.desired_revision or wanted == 0
         if not (ready and obs.canary_ready_replicas >= wanted):
-            return Decision(
-                "Progressing", moved, f"{label}: waiting for the canary at {weight}%", canary=True
-            )
+            return _wait_for_canary(
+                label, moved, obs, wanted, version=version, stable_version=stable_version,
+                started=started, now=now, deadline=progress_deadline,
+            )  # fmt: skip
         nxt = _advance(moved, now)
         return Decision(
             "Progressing",
@@ -395,6 +441,45 @@ def _walk(
         return _set_flag_step(step, label, state, version, now)
 
     return _mirror_step(step, label, state, version, routing, now)
+
+
+def _wait_for_canary(
+    label: str,
+    state: ReleaseState,
+    obs: Observations,
+    wanted: int,
+    *,
+    version: str,
+    stable_version: str | None,
+    started: float,
+    now: float,
+    deadline: float | None,
+) -> Decision:
+    """A setWeight step waits for its canary pods, until `deadline` seconds after the step
+    started; then the release is rolled back."""
+    ready = obs.canary_ready_replicas if obs.canary_revision == obs.desired_revision else 0
+    waited = now - started
+    if deadline is not None and waited >= deadline:
+        msg = (
+            f"{version} rolled back: {label}: {min(ready, wanted)}/{wanted} canary pods ready "
+            f"after {waited:.0f}s, past the progress deadline of {deadline:.0f}s; "
+            f"all traffic back to stable {stable_version}"
+        )
+        event = ReleaseEvent(PROGRESS_DEADLINE_EXCEEDED, msg, warning=True)
+        return _rolled_back(state, msg, (event,), cause=PROGRESS_DEADLINE_EXCEEDED)
+    message = (
+        f"{label}: waiting for the canary at {state.canary_weight}%, {ready}/{wanted} pods ready"
+    )
+    if deadline is not None:
+        until = _dt.datetime.fromtimestamp(started + deadline, _dt.UTC)
+        message += f", else rolled back at {until:%Y-%m-%dT%H:%M:%SZ} (progress deadline)"
+    return Decision(
+        "Progressing",
+        state,
+        message,
+        canary=True,
+        requeue_after=None if deadline is None else deadline - waited,
+    )
 
 
 def _mirror_step(
