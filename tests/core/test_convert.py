@@ -351,7 +351,6 @@ def test_canary_settings_and_a_falling_weight_are_named() -> None:
     result = converted("15-canary-extras.yaml")
     rollout = "Rollout shop/shipping"
     assert dropped(result) == [
-        f"{rollout}: spec.progressDeadlineSeconds",
         f"{rollout}: spec.selector.matchExpressions",
         f"{rollout}: spec.template.metadata.labels.tier",
         f"{rollout}: spec.strategy.canary.maxSurge",
@@ -361,7 +360,8 @@ def test_canary_settings_and_a_falling_weight_are_named() -> None:
         f"{rollout}: spec.strategy.canary.steps[2].setWeight",
         f"{rollout}: spec.strategy.canary.canaryService",
     ]
-    assert result.dropped[7].why == "Pilotboat's weights never decrease, and 20 follows 40"
+    assert result.dropped[6].why == "Pilotboat's weights never decrease, and 20 follows 40"
+    assert spec_of(result, "shipping")["progressDeadlineSeconds"] == 600
     assert spec_of(result, "shipping")["rollout"] == canary(
         [{"setWeight": 40}, {"pause": {"duration": "20s"}}, {"pause": {"duration": "20s"}},
          {"setWeight": 80}])

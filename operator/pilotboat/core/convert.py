@@ -503,8 +503,7 @@ _ROLLOUT_WHYS = {
     "workloadRef": "Pilotboat runs a pod template of its own and cannot take a Deployment's",
     "minReadySeconds": _NO_FIELD,
     "revisionHistoryLimit": "Pilotboat keeps no old ReplicaSets: stable and canary only",
-    "progressDeadlineSeconds": "Pilotboat has no progress deadline",
-    "progressDeadlineAbort": "Pilotboat has no progress deadline",
+    "progressDeadlineAbort": "Pilotboat always rolls back a canary past its progress deadline",
     "paused": "a Microservice is never paused as a whole; use a pause step",
     "restartAt": "Pilotboat has no scheduled restarts",
     "rollbackWindow": "Pilotboat always releases a new revision through the canary steps",
@@ -959,13 +958,18 @@ def _rollout(ctx: _Context, doc: SourceDocument) -> dict[str, Any] | None:
         scope.drop("spec.workloadRef", _ROLLOUT_WHYS["workloadRef"] + ": the Rollout is not"
                    " converted; write its pod template into the Rollout first")
         return None
-    scope.rest(spec, "spec", ("replicas", "selector", "template", "strategy"), _ROLLOUT_WHYS)
+    scope.rest(spec, "spec",
+               ("replicas", "selector", "template", "strategy", "progressDeadlineSeconds"),
+               _ROLLOUT_WHYS)
     scope.rest(strategy, "spec.strategy", ("canary",), {})
     out, labels = _pod(scope, scope.mapping(spec.get("template"), "spec.template"),
                        _selector(scope, spec))
     rollout_labels = scope.mapping(meta.get("labels"), "metadata.labels")
     out["version"] = _version(scope, labels, rollout_labels, out["image"])
     out["replicas"] = scope.integer(spec.get("replicas", 1), "spec.replicas")
+    if "progressDeadlineSeconds" in spec:
+        out["progressDeadlineSeconds"] = scope.integer(
+            spec["progressDeadlineSeconds"], "spec.progressDeadlineSeconds")
     port = out["ports"][0]["port"] if out.get("ports") else 8080
     if "canary" in strategy:
         canary = _canary(ctx, scope, strategy["canary"], name, namespace, port)
