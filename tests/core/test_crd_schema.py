@@ -157,7 +157,8 @@ def test_microservice_columns_point_at_the_rollout() -> None:
     paths = {c["name"]: c["jsonPath"] for c in columns}
     assert paths["Version"] == ".spec.version"
     assert paths["Stable"] == ".status.stableVersion"
-    assert paths["Step"] == ".status.currentStepIndex"
+    assert paths["Step"] == ".status.step"  # `2/4`, from 1, as `pilotboat get` shows it
+    assert paths["Ready"] == ".status.ready"  # `3/4`
     assert paths["Weight"] == ".status.canaryWeight"
 
 

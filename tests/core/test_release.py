@@ -477,3 +477,11 @@ def test_status_tells_the_scale_subresource_its_pods() -> None:
     assert plan.status.selector == "app.kubernetes.io/name=orders"
     assert plan.status.replicas == 5  # both tracks' pods, as their Deployments report them
     assert plan_release(STEADY).status.replicas == 4
+
+
+def test_status_says_the_step_from_one_and_the_ready_pods_of_the_wanted_ones() -> None:
+    plan = plan_release(WEIGHT)
+    steps = len(WEIGHT.strategy.steps) if WEIGHT.strategy else 0
+    assert plan.status.step == f"2/{steps}"  # currentStepIndex 1, as people count it
+    assert plan.status.ready == f"{plan.status.ready_replicas}/4"
+    assert plan_release(STEADY).status.step is None

@@ -443,6 +443,15 @@ class MicroserviceStatus(StatusBase):
         " selector, for a HorizontalPodAutoscaler).",
     )
     ready_replicas: int = Field(default=0, ge=0, description="Ready pods, stable and canary.")
+    step: str | None = Field(
+        default=None,
+        description="The step running now as people count it, from 1: `2/4` (`kubectl get`'s"
+        " Step column; currentStepIndex is the same step from 0).",
+    )
+    ready: str | None = Field(
+        default=None,
+        description="Ready pods of the wanted ones, `3/4` (`kubectl get`'s Ready column).",
+    )
     pause_reason: str | None = Field(default=None, description="Why the rollout is paused.")
     failed_checks: int = Field(
         default=0, ge=0, description="Failed measurements in the current rollout."
@@ -476,11 +485,11 @@ MICROSERVICE = KindDescriptor(
         PrinterColumn("Stable", ".status.stableVersion", description="Version serving by default."),
         PrinterColumn("Phase", ".status.phase", description="Rollout phase."),
         PrinterColumn(
-            "Step", ".status.currentStepIndex", "integer", description="Current canary step."
+            "Step", ".status.step", description="Current canary step, from 1 (`2/4`)."
         ),
         PrinterColumn(
             "Weight", ".status.canaryWeight", "integer", description="Canary traffic percent."
         ),
-        PrinterColumn("Ready", ".status.readyReplicas", "integer", description="Ready pods."),
+        PrinterColumn("Ready", ".status.ready", description="Ready pods of the wanted ones."),
     ),
 )

@@ -17,6 +17,7 @@ from pilotboat import GROUP
 from pilotboat.adapters.kube import Kube
 from pilotboat.cli.errors import CommandError
 from pilotboat.cli.options import ClusterTarget, cluster_options, complete_names
+from pilotboat.core.release import step_label
 
 __all__ = ["OUTPUTS", "changed_rows", "get", "release_row", "render", "step_label"]
 
@@ -44,15 +45,6 @@ def _age(created: str | None, now: _dt.datetime) -> str:
     return f"{max(seconds, 0)}s"
 
 
-def step_label(index: int | None, steps: Sequence[Any]) -> str | None:
-    """The step running now, counted from 1 as people count (`2/4`; `4/4` while a release
-    that has passed its last step is promoted); the number alone when the steps are a
-    RolloutPolicy's."""
-    if index is None:
-        return None
-    return f"{min(index + 1, len(steps))}/{len(steps)}" if steps else str(index + 1)
-
-
 def release_row(ms: Mapping[str, Any], now: _dt.datetime | None = None) -> dict[str, Any]:
     """What one line says about a Microservice: identity, versions, phase, step (from 1),
     weight, and ready pods of the desired ones (`ready/desired`)."""
@@ -67,10 +59,10 @@ def release_row(ms: Mapping[str, Any], now: _dt.datetime | None = None) -> dict[
         "stable": st.get("stableVersion"),
         "canary": st.get("canaryVersion"),
         "phase": st.get("phase"),
-        "step": step_label(st.get("currentStepIndex"), steps),
+        "step": st.get("step") or step_label(st.get("currentStepIndex"), steps),
         "weight": int(st.get("canaryWeight") or 0),
         "actualWeight": int(st.get("actualWeight") or 0),
-        "ready": f"{st.get('readyReplicas', 0)}/{desired}",
+        "ready": st.get("ready") or f"{st.get('readyReplicas', 0)}/{desired}",
         "message": st.get("message"),
         "age": _age(meta.get("creationTimestamp"), now),
     }

@@ -323,6 +323,14 @@ def _steps(obs: ReleaseObservation) -> Sequence[CanaryStep]:
     return obs.strategy.steps if obs.strategy else []
 
 
+def step_label(index: int | None, steps: Sequence[object]) -> str | None:
+    """The step running now, counted from 1 as people count (`2/4`; `4/4` while a release
+    that has passed its last step is promoted); the number alone when the steps are unknown."""
+    if index is None:
+        return None
+    return f"{min(index + 1, len(steps))}/{len(steps)}" if steps else str(index + 1)
+
+
 def analysis_step(obs: ReleaseObservation) -> int | None:
     """The index of the analysis step the release in progress runs, if it runs one."""
     if not _ready_to_release(obs) or obs.children.stable is None:
@@ -709,6 +717,8 @@ def _release_status(
         "replicas": _pods(stable) + _pods(obs.children.canary),
         "selector": pod_selector(obs.owner.name),
         "readyReplicas": stable_health.ready + _ready_replicas(obs.children.canary),
+        "step": step_label(state.step_index if releasing else None, _steps(obs)),
+        "ready": f"{stable_health.ready + _ready_replicas(obs.children.canary)}/{spec.replicas}",
         "pauseReason": decision.pause_reason,
         "failedChecks": failed,
         "analysis": analysis,
