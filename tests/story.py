@@ -12,7 +12,7 @@ import yaml
 
 from pilotboat.adapters.kube import Kube
 
-__all__ = ["Story", "TimedOut"]
+__all__ = ["Story", "TimedOut", "phase_is"]
 
 
 class TimedOut(AssertionError):
@@ -118,3 +118,15 @@ class Story:
         for e in self.events(name):
             lines.append(f"  {e.get('type')} {e.get('reason')}: {e.get('message')}")
         return "\n".join(lines)
+
+
+def phase_is(phase: str, step: int | None = None) -> Callable[[dict[str, Any] | None], bool]:
+    """A `Story.wait_for` predicate: the Microservice is in `phase` (at step index `step`)."""
+
+    def check(ms: dict[str, Any] | None) -> bool:
+        status = (ms or {}).get("status") or {}
+        return status.get("phase") == phase and (
+            step is None or status.get("currentStepIndex") == step
+        )
+
+    return check

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pilotboat.cli.main import main as cli
 from pilotboat.testing import OperatorProcess
 from tests.manifests import microservice
-from tests.story import Story
+from tests.story import Story, phase_is
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -47,16 +47,6 @@ def replicas(story: Story, name: str) -> tuple[int | None, int | None]:
         stable["spec"]["replicas"] if stable else None,
         canary["spec"]["replicas"] if canary else None,
     )
-
-
-def phase_is(phase: str, step: int | None = None):  # type: ignore[no-untyped-def]
-    def check(ms: dict[str, Any] | None) -> bool:
-        status = (ms or {}).get("status") or {}
-        return status.get("phase") == phase and (
-            step is None or status.get("currentStepIndex") == step
-        )
-
-    return check
 
 
 def run_cli(story: Story, kubeconfig: Any, *args: str) -> str:

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pilotboat import API_VERSION
 from tests.manifests import microservice
-from tests.story import Story
+from tests.story import Story, phase_is
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -38,16 +38,6 @@ def split_of(story: Story, service: str, key: str) -> Any:
 def wait_split(story: Story, service: str, key: str, expected: Any, what: str) -> None:
     story.wait_for("Microservice", service, lambda _: split_of(story, service, key) == expected,
                    timeout=60, what=what)  # fmt: skip
-
-
-def phase_is(phase: str, step: int | None = None):  # type: ignore[no-untyped-def]
-    def check(ms: dict[str, Any] | None) -> bool:
-        status = (ms or {}).get("status") or {}
-        return status.get("phase") == phase and (
-            step is None or status.get("currentStepIndex") == step
-        )
-
-    return check
 
 
 def test_each_service_gets_its_flags_file_mounted_in_both_tracks(story: Story) -> None:

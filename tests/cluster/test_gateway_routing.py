@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.manifests import microservice
-from tests.story import Story
+from tests.story import Story, phase_is
 
 pytestmark = pytest.mark.usefixtures("operator", "gateway_api")
 
@@ -81,16 +81,6 @@ def weights(route: dict[str, Any] | None, name: str) -> tuple[int | None, int | 
 
 def weights_are(name: str, expected: tuple[int, int]):  # type: ignore[no-untyped-def]
     return lambda route: route is not None and weights(route, name) == expected
-
-
-def phase_is(phase: str, step: int | None = None):  # type: ignore[no-untyped-def]
-    def check(ms: dict[str, Any] | None) -> bool:
-        status = (ms or {}).get("status") or {}
-        return status.get("phase") == phase and (
-            step is None or status.get("currentStepIndex") == step
-        )
-
-    return check
 
 
 def without_weights(spec: dict[str, Any], name: str) -> dict[str, Any]:

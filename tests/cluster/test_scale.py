@@ -18,22 +18,12 @@ from kubernetes.client.exceptions import ApiException
 
 from pilotboat import GROUP, VERSION
 from tests.manifests import microservice
-from tests.story import Story
+from tests.story import Story, phase_is
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 STEPS = [{"setWeight": 50}, {"pause": {"untilPromoted": True}}]
 REAL_NODE = "pilotboat-real"
-
-
-def phase_is(phase: str, step: int | None = None):  # type: ignore[no-untyped-def]
-    def check(ms: dict[str, Any] | None) -> bool:
-        status = (ms or {}).get("status") or {}
-        return status.get("phase") == phase and (
-            step is None or status.get("currentStepIndex") == step
-        )
-
-    return check
 
 
 def tracks(story: Story, name: str) -> tuple[int | None, int | None]:
