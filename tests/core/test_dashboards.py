@@ -39,3 +39,16 @@ def test_dashboard_queries_name_real_series(path: Path) -> None:
         for name in re.findall(r"\b((?:pilotboat|http|process)_[a-z_]+)\b", expr):
             assert name in known, f"{path.name}: {name} in {expr}"
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_rates_follow_the_scrape_interval(path: Path) -> None:
+    """rate() windows are Grafana's $__rate_interval (at least four scrapes, whatever the
+    zoom), never a fixed range that is too short for a slow scrape or too long to zoom in;
+    except a day for migration phases, which happen a few times a day at most."""
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    for expr in exprs:
+        for series, window in re.findall(r"\brate\(([a-z_]+)[^\[]*\[([^\]]+)\]", expr):
+            rare = series.startswith("pilotboat_migration_phase_duration") and window == "1d"
+            assert window == "$__rate_interval" or rare, f"{path.name}: {expr}"
