@@ -65,6 +65,10 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
     assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
     assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
     assert httpx.get(f"{base}/nothing", timeout=5).status_code == 404
+    build = [dict(labels) for (name, labels), v in samples(base).items()
+             if name == "pilotboat_build_info" and v == 1]
+    assert len(build) == 1 and build[0]["api_version"] == "pilotboat.dev/v1alpha1", build
+    assert build[0]["version"] not in ("", "unknown"), build
     story = Story(kube, private_namespace)
 
     # A release whose analysis cannot reach its Prometheus: an error, and a rollback.

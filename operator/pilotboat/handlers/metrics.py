@@ -16,20 +16,27 @@ Series:
 * ``pilotboat_migration_gates_blocked{gate,reason}``: SchemaMigrations held by each gate now;
 * ``pilotboat_migration_phase_duration_seconds{phase}``: how long migrations stayed in a phase;
 * ``pilotboat_leader``: 1 while this process acts (it holds the Lease, or runs without leader
-  election), 0 while it stands by.
+  election), 0 while it stands by;
+* ``pilotboat_build_info{version,api_version,python,kopf}``: always 1, for joins and for
+  seeing which version runs where.
 """
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections import Counter as _Tally
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from pilotboat import API_VERSION
 
 __all__ = [
     "REGISTRY",
@@ -98,6 +105,24 @@ _LEADER = Gauge(
     "1 while this process acts, 0 while it stands by for the Lease.",
     registry=REGISTRY,
 )
+
+_BUILD = Gauge(
+    "pilotboat_build_info",
+    "Always 1: the operator's version, the API version it serves, Python's and Kopf's.",
+    ["version", "api_version", "python", "kopf"],
+    registry=REGISTRY,
+)
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return _distribution_version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+_BUILD.labels(_installed("pilotboat"), API_VERSION, platform.python_version(),
+              _installed("kopf")).set(1)
 
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
