@@ -118,6 +118,11 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
                           kind="Microservice", le="+Inf") > 0
     assert value(found, "pilotboat_releases", phase="Degraded") == 1
     assert value(found, "pilotboat_releases", phase="Healthy") == 0
+    # One series per Microservice, for its phase now (the earlier phases' series are gone)
+    assert value(found, "pilotboat_release_phase", namespace=private_namespace, service="cart",
+                 phase="Degraded") == 1
+    assert not [labels for (name, labels) in found if name == "pilotboat_release_phase"
+                and ("service", "cart") in labels and ("phase", "Degraded") not in labels]
     assert value(found, "pilotboat_canary_weight", namespace=private_namespace,
                  service="cart") == 0
     assert value(found, "pilotboat_analyses_total", verdict="Error") >= 1

@@ -9,7 +9,9 @@ stands by for the Lease: a standby is ready to take over, so a PodDisruptionBudg
 Series:
 
 * ``pilotboat_reconciles_total{kind,result}`` and ``pilotboat_reconcile_duration_seconds{kind}``;
-* ``pilotboat_releases{phase}``: Microservices by release phase,
+* ``pilotboat_releases{phase}``: Microservices by release phase, and
+  ``pilotboat_release_phase{namespace,service,phase}``: 1 for each Microservice's phase now
+  (one series per Microservice, so an alert can name it),
   ``pilotboat_canary_weight{namespace,service}`` (the step's target) and
   ``pilotboat_canary_actual_weight{namespace,service}`` (what the canary receives now);
 * ``pilotboat_analyses_total{verdict}``: canary measurements by verdict;
@@ -124,6 +126,13 @@ def _installed(distribution: str) -> str:
 _BUILD.labels(_installed("pilotboat"), API_VERSION, platform.python_version(),
               _installed("kopf")).set(1)
 
+_PHASE = Gauge(
+    "pilotboat_release_phase",
+    "1 for the release phase each Microservice is in now.",
+    ["namespace", "service", "phase"],
+    registry=REGISTRY,
+)
+
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
 _blocked: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
@@ -151,6 +160,9 @@ def release_observed(
     """The phase and canary weights (target, actual) a Microservice's status now says
     (phase None: it is gone)."""
     with _lock:
+        before = _phases.get((namespace, name))
+        if before is not None and before != phase:
+            _PHASE.remove(namespace, name, before)
         if phase is None:
             _phases.pop((namespace, name), None)
             if (namespace, name) in _weights():
@@ -158,6 +170,7 @@ def release_observed(
                 _ACTUAL.remove(namespace, name)
         else:
             _phases[(namespace, name)] = phase
+            _PHASE.labels(namespace, name, phase).set(1)
             _WEIGHT.labels(namespace, name).set(weight)
             _ACTUAL.labels(namespace, name).set(actual)
         tally = _Tally(_phases.values())
