@@ -5,7 +5,11 @@ abort buttons.
 The page reads and acts with the user's own kubeconfig: a button is a patch of
 `status.commands` that the API server allows or refuses by the user's RBAC, and a refusal is
 shown as the API server said it. Forms carry a token made at start-up, so another site open
-in the same browser cannot press the buttons.
+in the same browser cannot press the buttons; and the server answers only requests addressed
+to itself (`Host` is 127.0.0.1 or localhost with its port; a POST's `Origin`, when the browser
+sends one, is the page's own), so a site whose name an attacker points at 127.0.0.1 (DNS
+rebinding) can neither read the page and its token nor post the form. The page may not be
+framed by another site.
 """
 
 from __future__ import annotations
@@ -168,12 +172,31 @@ def _command(kube: Kube, namespace: str, name: str, action: str) -> tuple[str, b
     return f"{action} requested for {namespace}/{name} (token {token})", True
 
 
+def foreign_request(
+    host: str | None, origin: str | None, port: int, posting: bool
+) -> tuple[int, str] | None:
+    """Why a request is not the dashboard's own page talking to it, if it is not: another
+    `Host` (a name pointed at 127.0.0.1: DNS rebinding), or a POST from another `Origin`."""
+    if host not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        return 421, f"refused: this dashboard answers only at http://127.0.0.1:{port}/"
+    if posting and origin is not None and origin != f"http://{host}":
+        return 403, "refused: a form of another site"
+    return None
+
+
 def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPServer:
     """The dashboard's HTTP server on 127.0.0.1 (port 0: any free one)."""
     token = secrets.token_urlsafe(16)
 
     class Page(BaseHTTPRequestHandler):
+        def _foreign(self, posting: bool) -> tuple[int, str] | None:
+            return foreign_request(self.headers.get("Host"), self.headers.get("Origin"),
+                                   bound[0], posting)
+
         def do_GET(self) -> None:  # noqa: N802
+            if refused := self._foreign(posting=False):
+                self._reply(*refused)
+                return
             if self.path.split("?")[0] != "/":
                 self._reply(404, "not found")
                 return
@@ -182,7 +205,10 @@ def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPSe
                                          query.get("ok", [""])[0] == "1"))
 
         def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
+            if refused := self._foreign(posting=True):
+                self._reply(*refused)
+                return
+            length = min(int(self.headers.get("Content-Length") or 0), 4096)
             form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
             action = self.path.strip("/")
             if form.get("token") != token or action not in ("promote", "abort"):
@@ -198,13 +224,18 @@ def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPSe
             self.send_response(code)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Security-Policy", "frame-ancestors 'none'")
+            self.send_header("X-Frame-Options", "DENY")
+            self.send_header("Referrer-Policy", "no-referrer")
             self.end_headers()
             self.wfile.write(data)
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
-    return ThreadingHTTPServer(("127.0.0.1", port), Page)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Page)
+    bound = [server.server_port]
+    return server
 
 
 @click.command()
