@@ -17,7 +17,7 @@ from typing import Any
 
 import kubernetes
 
-from bench import argo_rollouts, failover, flags, migration, reconcile, rollback
+from bench import argo_rollouts, failover, flags, judge, migration, reconcile, rollback
 from pilotboat.adapters.kube import Kube
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     **failover.BENCHMARKS,
     **flags.BENCHMARKS,
     **argo_rollouts.BENCHMARKS,
+    **judge.BENCHMARKS,
 }
 
 
