@@ -633,8 +633,9 @@ class OperatorPods:
     lease: str
 
     def ready(self, count: int) -> list[Any]:
-        """The operator's pods once `count` of them, and only those, are ready."""
-        deadline = time.monotonic() + 120
+        """The operator's pods once `count` of them, and only those, are ready (within 5
+        minutes: a busy 2-core node starts two pods of a Python image with scipy slowly)."""
+        deadline = time.monotonic() + 300
         while True:
             pods = self.core.list_namespaced_pod(self.namespace,
                                                  label_selector=self.selector).items
