@@ -45,7 +45,7 @@ def approval(name: str, **spec: Any) -> dict[str, Any]:
 def valid_condition(story: Story, name: str) -> dict[str, Any]:
     obj = story.wait_for("MigrationApproval", name,
                          lambda o: (o or {}).get("status", {}).get("valid") is not None,
-                         timeout=60, what="judged")
+                         timeout=120, what="judged")
     return condition(obj, "Valid")
 
 
