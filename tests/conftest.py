@@ -24,11 +24,9 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from pilotboat.adapters.kube import Kube
 from pilotboat.testing import OperatorProcess
-from tests.manifests import microservice
 from tests.story import Story
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,32 +173,5 @@ def operator(kubeconfig: Path, kube: Kube) -> Iterator[OperatorProcess]:
     log_dir = STATE / "logs" / f"operator-{time.strftime('%Y%m%d-%H%M%S')}"
     proc = OperatorProcess(kubeconfig, log_dir, ["--namespace", SHARED_OPERATOR_NAMESPACES])
     proc.start()
-    _wait_reconciling(kube, proc)
     yield proc
     proc.stop()
-
-
-def _wait_reconciling(kube: Kube, proc: OperatorProcess, timeout: float = 240) -> None:
-    """Until the operator has reconciled an object of its own namespaces: a live process
-    with its webhooks serving may still take a while on a cold cluster before its watches
-    deliver the first events, and the first test would otherwise wait that out."""
-    probe = f"t{SESSION}-operator-probe"
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": probe}})
-    body = microservice("probe", replicas=1)
-    body["metadata"]["namespace"] = probe
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            kube.apply(body)
-            break
-        except ApiException:  # the namespace's ServiceAccount or webhooks not there yet
-            assert time.monotonic() < deadline, "could not create the probe Microservice"
-            time.sleep(0.5)
-    while True:
-        status = (kube.get("Microservice", probe, "probe") or {}).get("status") or {}
-        if status.get("observedGeneration"):
-            break
-        assert time.monotonic() < deadline, (
-            f"the operator reconciled nothing in {timeout:.0f}s:\n{proc.log_text()[-4000:]}")
-        time.sleep(0.5)
-    kube.delete("Namespace", None, probe)
