@@ -43,9 +43,11 @@ def approval(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def valid_condition(story: Story, name: str) -> dict[str, Any]:
+    # Long enough for the first test of a session on a cold cluster, where the shared
+    # operator's first watch events have come a minute or more after it was live.
     obj = story.wait_for("MigrationApproval", name,
                          lambda o: (o or {}).get("status", {}).get("valid") is not None,
-                         timeout=120, what="judged")
+                         timeout=300, what="judged")
     return condition(obj, "Valid")
 
 
