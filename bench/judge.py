@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import statistics
 import tempfile
 import threading
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.customers import Customers, wait_routed
-from tests.fixtures.prometheus import LocalPrometheus
+from tests.fixtures.prometheus import LocalPrometheus, pod_discovering
 from tests.fixtures.real_node import on_the_real_node
 
 from pilotboat.adapters.kube import Kube
@@ -114,32 +113,13 @@ def _settings() -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _pod_prometheus(kubeconfig: Path) -> Iterator[LocalPrometheus]:
     """A Prometheus of this run's own, discovering the cluster's pods (as ``pod_prometheus``
     does for a test module)."""
-    with tempfile.TemporaryDirectory(prefix="pilotboat-judge-") as state:
-        port = _free_port()
-        server = LocalPrometheus(
-            f"http://127.0.0.1:{port}",
-            Path(state) / "prometheus" / "targets",
-            env={
-                "PILOTBOAT_STATE": state,
-                "PILOTBOAT_PROMETHEUS_PORT": str(port),
-                "PILOTBOAT_KUBECONFIG": str(kubeconfig.resolve()),
-            },
-        )
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="pilotboat-judge-") as state, \
+            pod_discovering(Path(state), kubeconfig) as server:
+        yield server
 
 
 @contextmanager
