@@ -1,7 +1,7 @@
 """`pilotboat dashboard` in a real browser (Debian's headless Chromium): a release paused at
 50% after an analysis on real signals shows its weight, its steps and the golden signals of
-canary against stable; promote acts as the user, and a user whose RBAC does not allow it is
-refused by the API server, on the page.
+canary against stable; promote, clicked in the browser, acts as the user, and a user whose
+RBAC does not allow it is refused by the API server, on the page.
 
 The signals come from echo processes on loopback standing in for the pods (tests/fixtures/
 standins.py): what is under test is the page, not how pods are run, and the page's numbers
@@ -27,6 +27,7 @@ import yaml
 from pilotboat.adapters.kube import Kube
 from pilotboat.cli.dashboard import make_server
 from pilotboat.cli.kubeclient import connect
+from tests.fixtures.browser import Chromium
 from tests.fixtures.prometheus import LocalPrometheus
 from tests.fixtures.standins import Traffic, echo
 from tests.manifests import microservice
@@ -143,13 +144,18 @@ def test_a_release_in_progress_in_a_real_browser(
         assert "Paused: True (Paused)" in dom and "{\"setWeight\": 50}" in dom
         assert png_size(shot) == (1200, 1800) and shot.stat().st_size > 20_000
 
-        # Promote, as the user whose kubeconfig the dashboard has.
+        # A form posted without this browser's session (another site, a copied token): no.
         token = re.search(r"name=\"token\" value=\"([^\"]+)\"", dom)
         assert token
         form = {"token": token.group(1), "namespace": story.namespace, "name": "cart"}
-        assert httpx.post(url + "promote", data={**form, "token": "forged"}).status_code == 403
-        reply = httpx.post(url + "promote", data=form, follow_redirects=True)
-        assert reply.status_code == 200 and "promote requested for" in reply.text
+        assert httpx.post(url + "promote", data=form).status_code == 403
+        assert (story.get("Microservice", "cart") or {})["status"]["phase"] == "Paused"
+
+        # Promote, clicked in the browser, as the user whose kubeconfig the dashboard has.
+        with Chromium(chromium, tmp_path / "profile3") as browser:
+            browser.open(url)
+            browser.click(f"section[id='{story.namespace}-cart'] button[value='promote']")
+            assert f"promote requested for {story.namespace}/cart" in browser.text()
         story.wait_for("Microservice", "cart", lambda o: ((o or {}).get("status") or {}).get(
             "stableVersion") == "v2", timeout=90, what="promoted")
     finally:
@@ -160,14 +166,11 @@ def test_a_release_in_progress_in_a_real_browser(
     pages = serve(connect(str(viewer)), story.namespace)
     url = next(pages)
     try:
-        page = httpx.get(url).text
-        assert f"{story.namespace}/cart" in page
-        token = re.search(r"name=.token. value=.([^\"']+).", page)
-        assert token
-        reply = httpx.post(url + "abort", data={"token": token.group(1),
-                                                "namespace": story.namespace, "name": "cart"},
-                           follow_redirects=True)
-        assert "abort " + f"{story.namespace}/cart refused: 403 Forbidden" in reply.text
+        with Chromium(chromium, tmp_path / "profile4") as browser:
+            browser.open(url)
+            assert f"{story.namespace}/cart" in browser.text()
+            browser.click(f"section[id='{story.namespace}-cart'] button[value='abort']")
+            assert f"abort {story.namespace}/cart refused: 403 Forbidden" in browser.text()
         assert (story.get("Microservice", "cart") or {})["status"]["phase"] == "Healthy"
     finally:
         next(pages, None)

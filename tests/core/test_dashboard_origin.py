@@ -3,6 +3,7 @@ forms (another Origin) are refused before anything reads the cluster or acts on 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pilotboat.cli.dashboard import foreign_request, make_server
+from pilotboat.cli.dashboard import SESSION_COOKIE, foreign_request, make_server, session_of
 
 pytestmark = pytest.mark.core
 
@@ -65,3 +66,69 @@ def test_a_form_of_another_site_is_refused_before_the_token_is_checked(url: str)
     assert reply.status_code == 403
     assert reply.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
+
+
+class Recording:
+    """A Kube with no Microservices that records the release commands it is sent."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+
+    def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        if kind != "Microservice":
+            return []
+        return [{"metadata": {"namespace": "shop", "name": "orders"}, "spec": {}, "status": {}}]
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any],
+                    subresource: str | None = None) -> None:
+        self.patches.append((namespace, name, patch))
+
+
+@pytest.fixture
+def recorded() -> Iterator[tuple[str, Recording]]:
+    kube = Recording()
+    server = make_server(kube, None, 0)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/", kube
+    server.shutdown()
+    server.server_close()
+
+
+def _token(page: str) -> str:
+    match = re.search(r"name='token' value='([^']+)'", page)
+    assert match, page
+    return match.group(1)
+
+
+def test_the_form_token_is_bound_to_the_browsers_session_cookie(
+    recorded: tuple[str, Recording],
+) -> None:
+    url, kube = recorded
+    form = {"namespace": "shop", "name": "orders"}
+    with httpx.Client() as browser, httpx.Client() as other:
+        first = browser.get(url)
+        cookie = first.headers["Set-Cookie"]
+        assert cookie.startswith(f"{SESSION_COOKIE}=")
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        token = _token(first.text)
+        assert _token(browser.get(url).text) == token  # the same session keeps its token
+        other_token = _token(other.get(url).text)
+        assert other_token != token  # another browser gets another one
+
+        # The token without its cookie, or with another session's cookie, does nothing.
+        assert httpx.post(url + "abort", data={**form, "token": token}).status_code == 403
+        assert other.post(url + "abort", data={**form, "token": token}).status_code == 403
+        assert browser.post(url + "abort", data={**form, "token": "forged"}).status_code == 403
+        assert kube.patches == []
+
+        reply = browser.post(url + "abort", data={**form, "token": token})
+        assert reply.status_code == 303
+    assert [(ns, name, list(p["status"]["commands"])) for ns, name, p in kube.patches] == [
+        ("shop", "orders", ["abort"])]
+
+
+@pytest.mark.parametrize("header", [None, "", "pilotboat_session=short",
+                                    "pilotboat_session=" + "x" * 65,
+                                    "pilotboat_session=has space in it and more"])
+def test_a_malformed_session_cookie_is_no_session(header: str | None) -> None:
+    assert session_of(header) is None

@@ -4,8 +4,11 @@ abort buttons.
 
 The page reads and acts with the user's own kubeconfig: a button is a patch of
 `status.commands` that the API server allows or refuses by the user's RBAC, and a refusal is
-shown as the API server said it. Forms carry a token made at start-up, so another site open
-in the same browser cannot press the buttons; and the server answers only requests addressed
+shown as the API server said it. Forms carry a token bound to the browser's session cookie
+(`HttpOnly`, `SameSite=Strict`; the token is an HMAC of the cookie under a key made at
+start-up), so another site open in the same browser cannot press the buttons, and a token
+seen elsewhere (a screenshot, a log) is worth nothing without that browser's cookie; and the
+server answers only requests addressed
 to itself (`Host` is 127.0.0.1 or localhost with its port; a POST's `Origin`, when the browser
 sends one, is the page's own), so a site whose name an attacker points at 127.0.0.1 (DNS
 rebinding) can neither read the page and its token nor post the form. The page may not be
@@ -15,6 +18,8 @@ framed by another site.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import hmac
 import html
 import json
 import secrets
@@ -31,7 +36,9 @@ from pilotboat.adapters.kube import Kube
 from pilotboat.cli.get import release_row
 from pilotboat.cli.options import ClusterTarget, cluster_options
 
-__all__ = ["dashboard", "render_page"]
+__all__ = ["SESSION_COOKIE", "dashboard", "form_token", "render_page", "session_of"]
+
+SESSION_COOKIE = "pilotboat_session"
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:24px;background:#f6f7f9;color:#1b1f24}
@@ -184,9 +191,34 @@ def foreign_request(
     return None
 
 
+def form_token(key: bytes, session: str) -> str:
+    """The forms' token for one browser session: an HMAC of its cookie under the server's key.
+
+    >>> form_token(b"k", "s") == form_token(b"k", "s") != form_token(b"k", "t")
+    True
+    """
+    return hmac.new(key, session.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def session_of(cookie_header: str | None) -> str | None:
+    """The session cookie's value in a `Cookie` header, if it has a well-formed one.
+
+    >>> session_of("a=1; pilotboat_session=abc_DEF-1234567890")
+    'abc_DEF-1234567890'
+    >>> session_of("pilotboat_session=<script>") is None
+    True
+    """
+    for part in (cookie_header or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE and 16 <= len(value) <= 64 and all(
+                c.isalnum() or c in "-_" for c in value):
+            return value
+    return None
+
+
 def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPServer:
     """The dashboard's HTTP server on 127.0.0.1 (port 0: any free one)."""
-    token = secrets.token_urlsafe(16)
+    key = secrets.token_bytes(32)
 
     class Page(BaseHTTPRequestHandler):
         def _foreign(self, posting: bool) -> tuple[int, str] | None:
@@ -201,8 +233,14 @@ def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPSe
                 self._reply(404, "not found")
                 return
             query = parse_qs(self.path.partition("?")[2])
-            self._reply(200, render_page(kube, namespace, token, query.get("notice", [""])[0],
-                                         query.get("ok", [""])[0] == "1"))
+            session = session_of(self.headers.get("Cookie"))
+            cookie = None
+            if session is None:
+                session = secrets.token_urlsafe(24)
+                cookie = (f"{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/")
+            self._reply(200, render_page(kube, namespace, form_token(key, session),
+                                         query.get("notice", [""])[0],
+                                         query.get("ok", [""])[0] == "1"), cookie=cookie)
 
         def do_POST(self) -> None:  # noqa: N802
             if refused := self._foreign(posting=True):
@@ -211,22 +249,29 @@ def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPSe
             length = min(int(self.headers.get("Content-Length") or 0), 4096)
             form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
             action = self.path.strip("/")
-            if form.get("token") != token or action not in ("promote", "abort"):
-                self._reply(403, "refused: not a form of this dashboard")
+            session = session_of(self.headers.get("Cookie"))
+            if (session is None or action not in ("promote", "abort")
+                    or not hmac.compare_digest(form.get("token", ""), form_token(key, session))):
+                self._reply(403, "refused: not a form of this dashboard (no session cookie, "
+                                 "or a token of another session)")
                 return
             notice, ok = _command(kube, form.get("namespace", ""), form.get("name", ""), action)
             self.send_response(303)
             self.send_header("Location", "/?" + urlencode({"notice": notice, "ok": int(ok)}))
             self.end_headers()
 
-        def _reply(self, code: int, body: str) -> None:
+        def _reply(self, code: int, body: str, cookie: str | None = None) -> None:
             data = body.encode()
             self.send_response(code)
+            if cookie:
+                self.send_header("Set-Cookie", cookie)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Content-Security-Policy", "frame-ancestors 'none'")
             self.send_header("X-Frame-Options", "DENY")
-            self.send_header("Referrer-Policy", "no-referrer")
+            # Not no-referrer: under it a browser posts the page's own forms with
+            # `Origin: null`, which the Origin check refuses as another site's.
+            self.send_header("Referrer-Policy", "same-origin")
             self.end_headers()
             self.wfile.write(data)
 
