@@ -113,9 +113,22 @@ def kube_api(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
     api.close()
 
 
+# The namespace every test operator (`pilotboat run` without --operator-namespace) reads its
+# platform Secrets in: DatabaseServer admin and CA Secrets, owner credentials.
+OPERATOR_NAMESPACE = "pilotboat-system"
+
+
 @pytest.fixture(scope="session")
 def kube(kube_api: kubernetes.client.ApiClient) -> Kube:
-    return Kube(kube_api, field_manager="pilotboat-tests")
+    kube = Kube(kube_api, field_manager="pilotboat-tests")
+    if kube.get("Namespace", None, OPERATOR_NAMESPACE) is None:
+        try:
+            kube.create({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": OPERATOR_NAMESPACE}})  # fmt: skip
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 409:  # another session made it meanwhile
+                raise
+    return kube
 
 
 # The shared operator watches only this session's t<id>-* namespaces (so two test sessions
@@ -159,6 +172,34 @@ def private_namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[st
     kube.delete("Namespace", None, name)
 
 
+def _wait_for_admission(kube: Kube, proc: OperatorProcess, timeout: float = 120) -> None:
+    """Until the shared operator's webhooks answer: it registers them after it is live, and
+    the API server takes a moment to use a new configuration, so the first test of a session
+    could otherwise be admitted without them. Probed with a server-side dry run (nothing is
+    stored) of a Microservice whose Deployment the API server would refuse."""
+    probe_ns = f"t{SESSION}-admission-probe"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": probe_ns, "labels": {"pilotboat.dev/test": "true"}}})
+    probe = {"apiVersion": "pilotboat.dev/v1alpha1", "kind": "Microservice",
+             "metadata": {"name": "probe", "namespace": probe_ns},
+             "spec": {"image": "localhost/pilotboat/echo:v1", "version": "v1",
+                      "env": [{"name": "A=B", "value": "x"}]}}
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                kube.apply(probe, dry_run=True)
+            except kubernetes.client.exceptions.ApiException as exc:
+                if exc.status == 422 and "spec.env[0].name" in str(exc.body):
+                    return
+            assert time.monotonic() < deadline, (
+                f"the shared operator's webhooks did not answer within {timeout:.0f} s:\n"
+                f"{proc.log_text()[-3000:]}")
+            time.sleep(1)
+    finally:
+        kube.delete("Namespace", None, probe_ns)
+
+
 def _has_default_sa(kube: Kube, namespace: str) -> bool:
     return kube.get("ServiceAccount", namespace, "default") is not None
 
@@ -173,5 +214,13 @@ def operator(kubeconfig: Path, kube: Kube) -> Iterator[OperatorProcess]:
     log_dir = STATE / "logs" / f"operator-{time.strftime('%Y%m%d-%H%M%S')}"
     proc = OperatorProcess(kubeconfig, log_dir, ["--namespace", SHARED_OPERATOR_NAMESPACES])
     proc.start()
+    _wait_for_admission(kube, proc)
     yield proc
     proc.stop()
+    # This session's DatabaseServers (cluster-scoped) and their Secrets in the operator's
+    # namespace (tests/cluster/test_databases.py labels them).
+    session = {"pilotboat.dev/test-session": SESSION}
+    for server in kube.list("DatabaseServer", None, labels=session):
+        kube.delete("DatabaseServer", None, server["metadata"]["name"])
+    for secret in kube.list("Secret", OPERATOR_NAMESPACE, labels=session):
+        kube.delete("Secret", OPERATOR_NAMESPACE, secret["metadata"]["name"])

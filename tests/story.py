@@ -43,14 +43,20 @@ class Story:
         return self
 
     def patch_status_command(self, name: str, command: str) -> Story:
-        """What `kubectl pilotboat promote|abort|retry` does: a fresh token in status.commands."""
+        """What `kubectl pilotboat promote|abort|retry` does: a fresh token in status.commands,
+        naming who sends it (so it passes the admission policy pilotboat-command-identity with
+        or without the operator's webhook answering)."""
         import uuid
 
+        from pilotboat.cli.release import whoami
+
+        me = whoami(self.kube)
+        sender = {f"{command}By": me} if me else {}
         self.kube.merge_patch(
             "Microservice",
             self.namespace,
             name,
-            {"status": {"commands": {command: uuid.uuid4().hex}}},
+            {"status": {"commands": {command: uuid.uuid4().hex, **sender}}},
             subresource="status",
         )
         return self

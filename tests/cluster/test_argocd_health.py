@@ -25,7 +25,13 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_databases import owned_database
+from tests.cluster.test_approvals import whoami
+from tests.cluster.test_databases import (
+    admin_secret,
+    database_server,
+    given_server,
+    owned_database,
+)
 from tests.cluster.test_migrations import (
     CONTRACT,
     approval,
@@ -35,6 +41,7 @@ from tests.cluster.test_migrations import (
     schema_migration,
     workload,
 )
+from tests.conftest import SESSION
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
@@ -315,9 +322,19 @@ def test_a_migration_seen_by_argo_cd(lua: str, story: Story, postgres_server: Po
     story.wait_for("OwnedDatabase", "thief-db", lambda o: _status(o).get("phase") == "Refused")
     judged(lua, story, "OwnedDatabase", "thief-db", "refused", "Degraded")
 
-    story.given(owned_database("lonely-db", postgres_server, owner="lonely", secret="absent"))
-    story.wait_for("OwnedDatabase", "lonely-db", lambda o: _status(o).get("phase") == "Pending")
-    judged(lua, story, "OwnedDatabase", "lonely-db", "admin-secret-missing", "Progressing")
+    # Its DatabaseServer lacks its admin Secret: refused, the platform team must fix it.
+    lonely = given_server(story.kube, postgres_server, secret="absent", with_secret=False)
+    story.given(owned_database("lonely-db", lonely, owner="lonely"))
+    story.wait_for("OwnedDatabase", "lonely-db", lambda o: _status(o).get("phase") == "Refused")
+    judged(lua, story, "OwnedDatabase", "lonely-db", "admin-secret-missing", "Degraded")
+
+    # A server that does not answer (yet): Progressing.
+    story.kube.apply(admin_secret(postgres_server))
+    story.kube.apply(database_server(postgres_server, name=f"t{SESSION}-argo-nowhere", port=1))
+    story.given(owned_database("waiting-db", f"t{SESSION}-argo-nowhere", owner="waiting"))
+    story.wait_for("OwnedDatabase", "waiting-db", lambda o: any(
+        c["reason"] == "ServerUnreachable" for c in _status(o).get("conditions") or []))
+    judged(lua, story, "OwnedDatabase", "waiting-db", "server-unreachable", "Progressing")
 
 
 # --- the rest of the Argo CD example -----------------------------------------------------------
@@ -422,9 +439,10 @@ def test_an_action_writes_one_command_token_to_status(lua: str, action: str) -> 
 
 
 @pytest.mark.usefixtures("operator")
-def test_a_release_steered_by_argo_cd_actions(lua: str, story: Story) -> None:
+def test_a_release_steered_by_argo_cd_actions(lua: str, story: Story, kubeconfig: Path) -> None:
     """Promote, abort, retry and promote-full, each run as Argo CD runs it (the script on the
-    live object, the difference patched to the status subresource), move a real release."""
+    live object, the difference patched to the status subresource), move a real release. The
+    actions name no sender: the operator's webhook records the user Argo CD runs as."""
     def phase(p: str, version: str | None = None):  # type: ignore[no-untyped-def]
         def holds(o: dict[str, Any] | None) -> bool:
             st = _status(o)
@@ -445,6 +463,9 @@ def test_a_release_steered_by_argo_cd_actions(lua: str, story: Story) -> None:
     run_action(lua, story, "steered", "promote")
     story.wait_for("Microservice", "steered", lambda o: _status(o).get("phase") == "Healthy"
                    and _status(o).get("stableVersion") == "v2", timeout=90, what="v2 promoted")
+    sent = _status(story.get("Microservice", "steered"))
+    assert sent["commands"]["promoteBy"] == whoami(kubeconfig)
+    assert sent["lastCommand"]["name"] == "promote" and sent["lastCommand"]["verified"]
 
     story.apply(release("v3"))
     story.wait_for("Microservice", "steered", phase("Paused", "v3"), timeout=60)

@@ -28,7 +28,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.cluster.test_databases import admin_secret, secret_values
+from tests.cluster.test_databases import SESSION_LABELS, admin_secret, secret_values
 from tests.cluster.test_real_node import NODE, real_node  # noqa: F401 (a fixture: skips without the node)
 from tests.conftest import STATE
 from tests.fixtures.postgres import PostgresServer
@@ -304,11 +304,22 @@ def test_03_owned_database_migration_expands_releases_and_contracts_on_approval(
 ) -> None:
     ex = example("03-owned-database-migration", story, kubeconfig)
 
-    def on_this_server(obj: dict[str, Any]) -> None:  # the README: the test's PostgreSQL
-        obj["spec"]["server"].update(host=postgres_server.host, port=postgres_server.port)
+    # The README: a DatabaseServer of the test's own for its PostgreSQL and its namespace.
+    server = f"{story.namespace}-pg"
+    secret = admin_secret(postgres_server, f"{story.namespace}-pg-admin")
 
-    ex.take("kubectl create secret generic pg-admin")
-    story.apply(admin_secret(postgres_server, "pg-admin"))
+    def the_tests_server(obj: dict[str, Any]) -> None:
+        obj["metadata"].update(name=server, labels=SESSION_LABELS)
+        obj["spec"].update(host=postgres_server.host, port=postgres_server.port,
+                           allowedNamespaces=[story.namespace])
+        obj["spec"]["adminSecretRef"]["name"] = secret["metadata"]["name"]
+
+    def on_this_server(obj: dict[str, Any]) -> None:
+        obj["spec"]["serverRef"]["name"] = server
+
+    ex.take("kubectl create secret generic pg-admin -n pilotboat-system")
+    story.kube.apply(secret)
+    ex.apply("kubectl apply -f server.yaml", the_tests_server)
     ex.apply("kubectl apply -f database.yaml", on_this_server)
     ex.apply("kubectl apply -f microservice.yaml")
     ex.run("kubectl wait odb/orders-db --for=condition=Ready")

@@ -97,7 +97,8 @@ def role(docs: list[dict[str, Any]], name: str, kind: str = "ClusterRole") -> di
 
 
 def test_the_chart_lints_with_default_and_namespaced_values(helm: str) -> None:
-    namespaced = ["--set", "watchNamespaces={shop,shop-*}", "--set", "webhooks.enabled=false"]
+    namespaced = ["--set", "watchNamespaces={shop,shop-*}", "--set", "webhooks.enabled=false",
+                  "--set", "rbac.clusterWideForGlobs=true"]
     for extra in ([], namespaced):
         out = subprocess.run([helm, "lint", "--strict", str(CHART), *OFFLINE, *extra],
                              capture_output=True, text=True)
@@ -131,12 +132,83 @@ def test_values_shape_what_is_rendered(helm: str) -> None:
     # No webhooks, so no webhook configurations to register (the admission policy that
     # vouches for approvers is still read).
     assert not any(res.endswith("webhookconfigurations") for r in rules for res in r["resources"])
-    assert any("kopfpeerings" in r["resources"] for r in rules)
-    # Watching named namespaces only, Secrets are readable in those namespaces alone.
+    assert any("kopfpeerings" in r["resources"]
+               for r in role(docs, "pilotboat-operator-namespaced")["rules"])
+    # Watching named namespaces only, Secrets are readable in those namespaces (and the
+    # operator's own) alone, and everything else namespaced in those alone.
     bindings = [d for d in docs if d["metadata"]["name"] == "pilotboat-operator-secrets"
                 and d["kind"].endswith("Binding")]
     assert [(b["kind"], b["metadata"].get("namespace")) for b in bindings] == [
+        ("RoleBinding", "shop"), ("RoleBinding", SYSTEM)]
+    bindings = [d for d in docs if d["kind"].endswith("Binding")
+                and d["roleRef"]["name"] == "pilotboat-operator-namespaced"]
+    assert [(b["kind"], b["metadata"].get("namespace")) for b in bindings] == [
         ("RoleBinding", "shop")]
+
+
+def test_globs_need_cluster_wide_bindings_said_out_loud(helm: str) -> None:
+    """A RoleBinding cannot name a glob: the chart refuses globs unless the values accept
+    that the operator's namespaced rights are bound cluster-wide, and then binds them so."""
+    out = subprocess.run([helm, "template", "x", str(CHART), *OFFLINE,
+                          "--set", "watchNamespaces={shop,shop-*}"], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "RBAC cannot bind a Role by a glob" in out.stderr
+    assert "rbac.clusterWideForGlobs=true" in out.stderr
+    docs = render(helm, "watchNamespaces={shop,shop-*}", "rbac.clusterWideForGlobs=true")
+    bound = sorted(d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding")
+    assert bound == ["pilotboat-operator", "pilotboat-operator-namespaced",
+                     "pilotboat-operator-secrets"]
+    assert not [d for d in docs if d["kind"] == "RoleBinding"
+                and d["roleRef"]["name"].startswith("pilotboat-operator")]
+
+
+@pytest.mark.parametrize("namespaces", [[], ["shop", "shop-b"], ["shop-*", "!shop-sandbox"]],
+                         ids=["cluster-wide", "names", "globs"])
+def test_the_charts_webhook_configurations_are_the_operators(helm: str,
+                                                             namespaces: list[str]) -> None:
+    """What the chart registers is, webhook for webhook, what the operator would register
+    itself for the same namespaces, called through the webhook Service: one source."""
+    import base64
+
+    from pilotboat.handlers.webhooks import ServiceRef, _configurations
+
+    values = [f"watchNamespaces={{{','.join(namespaces)}}}"] if namespaces else []
+    docs = render(helm, *values, *(["rbac.clusterWideForGlobs=true"] if namespaces else []))
+    secret = _named(docs, "Secret", "pilotboat-webhook-ca")
+    ca = base64.b64decode(secret["data"]["ca.crt"])
+    assert b"BEGIN CERTIFICATE" in ca
+    expected = _configurations("pilotboat-pilotboat", {"caBundle": base64.b64encode(
+        ca).decode()}, namespaces, service=ServiceRef(SYSTEM, "pilotboat-webhooks"))
+    def conditions_always(hooks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Helm leaves out an empty list; the API server reads no matchConditions as none.
+        return [{**h, "matchConditions": h.get("matchConditions") or []} for h in hooks]
+
+    for want in expected:
+        got = _named(docs, want["kind"], "pilotboat-pilotboat")
+        assert conditions_always(got["webhooks"]) == conditions_always(want["webhooks"]), (
+            want["kind"])
+    assert {d["kind"] for d in expected} == {"MutatingWebhookConfiguration",
+                                             "ValidatingWebhookConfiguration"}
+
+
+def test_with_the_charts_registration_the_operator_may_not_touch_webhooks(helm: str) -> None:
+    docs = render(helm)
+    for name in ("pilotboat-operator", "pilotboat-operator-namespaced",
+                 "pilotboat-operator-secrets"):
+        assert not [r for r in role(docs, name)["rules"]
+                    if any(res.endswith("webhookconfigurations") for res in r["resources"])]
+    args = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--webhook-service={SYSTEM}/pilotboat-webhooks" in args
+    assert f"--webhook-ca-secret={SYSTEM}/pilotboat-webhook-ca" in args
+    service = _named(docs, "Service", "pilotboat-webhooks")
+    assert "selector" not in service["spec"]  # the serving replica writes its EndpointSlice
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": 9443,
+                                         "protocol": "TCP"}]
+    # The operator's own registration (manifests/) keeps its grant, on its configurations only.
+    rules = role(render(helm, "webhooks.registration=operator"), "pilotboat-operator")["rules"]
+    (grant,) = [r for r in rules if "validatingwebhookconfigurations" in r["resources"]]
+    assert grant["resourceNames"] == ["pilotboat-pilotboat"]
+    assert grant["verbs"] == ["create", "patch"]
 
 
 def test_the_pod_is_locked_down(helm: str) -> None:
@@ -212,6 +284,11 @@ def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return doc
 
 
+def _named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
 def test_the_chart_as_a_subchart_with_every_platform_value(helm: str, parent_chart: Path,
                                                            tmp_path: Path) -> None:
     out = subprocess.run([helm, "lint", "--strict", str(parent_chart), *OFFLINE],
@@ -239,7 +316,7 @@ def test_the_chart_as_a_subchart_with_every_platform_value(helm: str, parent_cha
     assert _one(docs, "ServiceAccount")["metadata"]["annotations"] == {
         "iam.example.com/role": "pilotboat-operator"}
 
-    service = _one(docs, "Service")
+    service = _named(docs, "Service", "pilotboat-metrics")
     assert service["spec"]["selector"] == selector
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090,
                                          "targetPort": "metrics"}]
@@ -272,9 +349,10 @@ def test_the_prometheus_rule_carries_the_plain_rules_file(helm: str, tmp_path: P
 
 def test_by_default_a_metrics_service_and_no_prometheus_operator_objects(helm: str) -> None:
     docs = render(helm)
-    assert _one(docs, "Service")["metadata"]["name"] == "pilotboat-metrics"
+    assert _named(docs, "Service", "pilotboat-metrics")
     assert not {"ServiceMonitor", "PrometheusRule"} & {d["kind"] for d in docs}
-    assert not any(d["kind"] == "Service" for d in render(helm, "metrics.service.enabled=false"))
+    assert [d["metadata"]["name"] for d in render(helm, "metrics.service.enabled=false")
+            if d["kind"] == "Service"] == ["pilotboat-webhooks"]
 
 
 def test_a_service_monitor_needs_the_metrics_service(helm: str) -> None:
@@ -304,7 +382,7 @@ def test_the_chart_refuses_a_kubernetes_older_than_it_needs(helm: str) -> None:
 def test_the_committed_manifests_are_the_chart_rendered(helm: str) -> None:
     committed = [d for d in yaml.safe_load_all((REPO / "manifests/pilotboat.yaml").read_text())
                  if d]
-    rendered = render(helm)
+    rendered = render(helm, "webhooks.registration=operator")  # as hack/render-manifests.sh
     for doc in rendered:
         labels = doc["metadata"]["labels"]
         if "app.kubernetes.io/managed-by" in labels:
@@ -329,7 +407,7 @@ def test_kustomize_builds_the_same_objects(helm: str, kubeconfig: Path) -> None:
     out = kubectl(kubeconfig, "kustomize", str(REPO / "manifests"))
     built = [d for d in yaml.safe_load_all(out) if d]
     namespace = yaml.safe_load((REPO / "manifests/namespace.yaml").read_text())
-    assert kinds(built) == kinds([namespace, *render(helm)])
+    assert kinds(built) == kinds([namespace, *render(helm, "webhooks.registration=operator")])
 
 
 # --- on the API server ---------------------------------------------------------------------------
@@ -346,9 +424,12 @@ def _wait_crds(kube: Kube, names: list[str]) -> None:
             time.sleep(0.2)
 
 
-def install(kube: Kube, kubeconfig: Path, helm: str, *values: str) -> list[dict[str, Any]]:
+def install(kube: Kube, kubeconfig: Path, helm: str, *values: str,
+            webhook_configurations: bool = False) -> list[dict[str, Any]]:
     """The CRDs, the namespace and the chart's objects, with no operator pod (replicas 0):
-    the tests' own operators share this cluster."""
+    the tests' own operators share this cluster. The chart's webhook configurations only
+    when asked: with no operator pod to answer them, the `Fail` ones would refuse every
+    approval in the watched namespaces (every namespace, by default) of this shared cluster."""
     crds = [d for p in sorted((CHART / "crds").glob("*.yaml"))
             for d in yaml.safe_load_all(p.read_text()) if d]
     for crd in crds:
@@ -356,7 +437,8 @@ def install(kube: Kube, kubeconfig: Path, helm: str, *values: str) -> list[dict[
     _wait_crds(kube, [c["metadata"]["name"] for c in crds])
     kube.apply(yaml.safe_load((REPO / "manifests/namespace.yaml").read_text()))
     docs = render(helm, "replicas=0", *values)
-    apply_all(kubeconfig, docs)
+    apply_all(kubeconfig, [d for d in docs if webhook_configurations
+                           or not d["kind"].endswith("WebhookConfiguration")])
     return docs
 
 
@@ -420,6 +502,53 @@ def test_helm_installs_upgrades_and_uninstalls_a_release(
     assert kube.get("Microservice", private_namespace, "stays") is not None
 
 
+def test_helm_keeps_the_webhook_ca_across_upgrades_and_rotates_it_when_asked(
+    installed: list[dict[str, Any]], helm: str, kube: Kube, kubeconfig: Path,
+    private_namespace: str,
+) -> None:
+    """The chart's webhook CA (Helm's `lookup` of its Secret): the same after an upgrade; a
+    new one when webhooks.ca.generation changes, the previous one still in the caBundle (the
+    operator's serving certificate under it stays trusted until renewed), and dropped at the
+    change after. A release of its own, no pod; its webhooks match only its namespace."""
+    import base64
+    import hashlib
+
+    release = "pb-ca-" + hashlib.sha256(private_namespace.encode()).hexdigest()[:8]
+
+    def run(*args: str) -> None:
+        out = subprocess.run([helm, *args, "--namespace", private_namespace,
+                              "--kubeconfig", str(kubeconfig)], capture_output=True, text=True)
+        assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
+
+    def ca() -> tuple[bytes, bytes, bytes]:
+        secret = kube.get("Secret", private_namespace, f"{release}-webhook-ca")
+        assert secret is not None
+        bundle = kube.get("ValidatingWebhookConfiguration", None, f"pilotboat-{release}")
+        assert bundle is not None
+        return (base64.b64decode(secret["data"]["ca.crt"]),
+                base64.b64decode(secret["data"].get("previous-ca.crt") or ""),
+                base64.b64decode(bundle["webhooks"][0]["clientConfig"]["caBundle"]))
+
+    values = ["replicas=0", "peopleRoles.create=false", f"peering.name={release}",
+              f"watchNamespaces={{{private_namespace}}}"]
+    sets = [a for v in values for a in ("--set", v)]
+    run("install", release, str(CHART), "--skip-crds", *sets)
+    try:
+        first, previous, bundle = ca()
+        assert previous == b"" and bundle == first
+        run("upgrade", release, str(CHART), "--reuse-values", "--set", "logLevel=debug")
+        assert ca() == (first, b"", first), "an upgrade made a new CA"
+        run("upgrade", release, str(CHART), "--reuse-values", "--set", "webhooks.ca.generation=2")
+        second, previous, bundle = ca()
+        assert second != first
+        assert previous == first and bundle == second + first
+        run("upgrade", release, str(CHART), "--reuse-values", "--set", "webhooks.ca.generation=3")
+        third, previous, bundle = ca()
+        assert previous == second and bundle == third + second
+    finally:
+        run("uninstall", release, "--wait")
+
+
 # What the operator does through the API, read from operator/pilotboat (every `kube.*` call,
 # the Kopf watches, Kopf's own peering and event posting, the webhook registration):
 # (verb, group, resource[/subresource], name or None, where). A server-side apply is a
@@ -460,16 +589,22 @@ OPERATIONS: list[Operation] = [
     *_ops("list watch", "apps", "replicasets", "Kopf watch; migrations.observe_running"),
     *_ops("list watch", "", "pods", "Kopf watch; migrations.observe_running"),
     *_ops("get create patch", "", "services", "microservice._apply_services (server-side apply)"),
+    *_ops("list watch", "", "services", "Kopf watch: microservice.on_child_service_event"),
     *_ops("get create patch", "", "secrets", "databases: admin Secret, credentials Secret"),
+    *_ops("get create patch", "", "secrets", "databases: admin and owner Secrets, in its own "
+          "namespace; webhooks._read_ca: the chart's webhook CA", namespace=SYSTEM),
     *_ops("get create patch delete", "", "configmaps", "flags.sync_service_flags: the flag file"),
     Operation("create", "", "events", None, "Reconcile.event, migrations._event_once, Kopf"),
     *_ops("get patch", "gateway.networking.k8s.io", "httproutes", "traffic.route"),
-    *[Operation(verb, "admissionregistration.k8s.io", f"{kind}webhookconfigurations",
-                "pilotboat-pilotboat", "webhooks.PilotboatWebhookServer._register (apply)")
-      for verb in ("create", "patch") for kind in ("mutating", "validating")],
-    *[Operation("get", "admissionregistration.k8s.io", resource,
-                "pilotboat-approver-identity", "approvals.identity_enforced_since")
-      for resource in ("validatingadmissionpolicies", "validatingadmissionpolicybindings")],
+    *[Operation(verb, "discovery.k8s.io", "endpointslices", name,
+                "webhooks.PilotboatWebhookServer._point_service_here (apply)", SYSTEM)
+      for verb, name in (("create", None), ("patch", "pilotboat-webhooks"))],
+    *[Operation("get", "admissionregistration.k8s.io", resource, policy,
+                "approvals.identity_enforced_since; the command-identity policy")
+      for resource in ("validatingadmissionpolicies", "validatingadmissionpolicybindings")
+      for policy in ("pilotboat-approver-identity", "pilotboat-command-identity")],
+    *_ops("get list watch", PB, "databaseservers", "Kopf watch; databases: the server an "
+          "OwnedDatabase names"),
     *_ops("list watch", "apiextensions.k8s.io", "customresourcedefinitions",
           "Kopf resource observer"),
     *_ops("list watch", "kopf.dev", "clusterkopfpeerings", "Kopf peering"),
@@ -502,6 +637,13 @@ FORBIDDEN: list[Operation] = [
               "someone-elses"),
     Operation("delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations",
               "pilotboat-pilotboat"),
+    # The chart registers the webhooks: the operator may not change where they call, what
+    # they match, or what happens when it does not answer.
+    *[Operation(verb, "admissionregistration.k8s.io", f"{kind}webhookconfigurations",
+                "pilotboat-pilotboat", "the chart's")
+      for verb in ("create", "patch", "update") for kind in ("mutating", "validating")],
+    Operation("patch", "discovery.k8s.io", "endpointslices", "kubernetes", "", "default"),
+    Operation("delete", "", "secrets", None, "", SYSTEM),
     Operation("patch", "kopf.dev", "clusterkopfpeerings", "another-operator"),
     Operation("update", "coordination.k8s.io", "leases", "kube-scheduler", "", "kube-system"),
     Operation("update", "coordination.k8s.io", "leases", "another-operator", "", SYSTEM),
@@ -514,6 +656,8 @@ def allowed(api: kubernetes.client.ApiClient, user: str, op: Operation) -> bool:
     attributes: dict[str, Any] = {"verb": op.verb, "group": op.group, "resource": resource,
                                   "subresource": subresource, "name": op.name or ""}
     if resource not in {"namespaces", "customresourcedefinitions", "clusterkopfpeerings",
+                        "databaseservers", "validatingadmissionpolicies",
+                        "validatingadmissionpolicybindings",
                         "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
                         "clusterroles", "clusterrolebindings", "users"}:
         attributes["namespace"] = op.namespace
@@ -537,6 +681,156 @@ def test_the_operator_may_not(
     installed: list[dict[str, Any]], kube_api: kubernetes.client.ApiClient, op: Operation
 ) -> None:
     assert not allowed(kube_api, OPERATOR_SA, op), f"the operator may {op}"
+
+
+# --- a namespaced install, on a shared cluster: SubjectAccessReviews for its ServiceAccount -----
+
+SHARED_RELEASE = "pb-shared"
+WATCHED = "pb-shared-watched"
+SHARED_SA = f"system:serviceaccount:{SYSTEM}:{SHARED_RELEASE}"
+
+
+@pytest.fixture(scope="module")
+def namespaced_install(kube: Kube, kube_api: kubernetes.client.ApiClient, kubeconfig: Path,
+                       helm: str) -> Iterator[list[dict[str, Any]]]:
+    """The chart's RBAC for a release of its own (`pb-shared`, ServiceAccount `pb-shared`)
+    watching one namespace, with the chart's webhook registration, applied to the API
+    server: no pod, no webhook configuration (nothing would answer it), no people's roles."""
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": WATCHED, "labels": {"pilotboat.dev/test": "true"}}})
+    out = subprocess.run(
+        [helm, "template", SHARED_RELEASE, str(CHART), "--namespace", SYSTEM, "--skip-crds",
+         *OFFLINE, "--set", "replicas=0", "--set", f"watchNamespaces={{{WATCHED}}}",
+         "--set", f"serviceAccount.name={SHARED_RELEASE}", "--set", "peopleRoles.create=false",
+         "--set", f"peering.name={SHARED_RELEASE}", "--set", "metrics.service.enabled=false",
+         "--set", "podDisruptionBudget.enabled=false"],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d
+            and d["kind"] not in ("Deployment", "KopfPeering")
+            and not d["kind"].endswith("WebhookConfiguration")]
+    kube.apply(yaml.safe_load((REPO / "manifests/namespace.yaml").read_text()))
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=pilotboat-install",
+            "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    probe = Operation("create", "", "secrets", None, "", WATCHED)
+    deadline = time.monotonic() + 10
+    while not allowed(kube_api, SHARED_SA, probe):  # the authorizer has seen the bindings
+        assert time.monotonic() < deadline, "the namespaced install's RBAC never took effect"
+        time.sleep(0.1)
+    yield docs
+    kubectl(kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+            stdin=yaml.safe_dump_all(docs))
+    kube.delete("Namespace", None, WATCHED)
+
+
+# (operation, why it must be refused): each a test of its own, failing with its reason.
+SHARED_DENIED: list[tuple[Operation, str]] = [
+    (Operation("create", "", "secrets", None, "", "kube-system"),
+     "create a Secret in kube-system"),
+    (Operation("create", "", "secrets", None, "", "default"),
+     "create a Secret in a namespace it does not watch"),
+    (Operation("get", "", "secrets", "some-token", "", "kube-system"),
+     "read a Secret in kube-system"),
+    (Operation("create", "", "serviceaccounts/token", "default", "", WATCHED),
+     "mint a token for a ServiceAccount of a watched namespace"),
+    (Operation("create", "", "serviceaccounts/token", SHARED_RELEASE, "", SYSTEM),
+     "mint a token for its own ServiceAccount"),
+    (Operation("create", "apps", "deployments", None, "", "default"),
+     "create a Deployment in a namespace it does not watch"),
+    (Operation("patch", "apps", "deployments", "coredns", "", "kube-system"),
+     "patch a Deployment in kube-system"),
+    (Operation("patch", "", "services", "kubernetes", "", "default"),
+     "patch a Service in a namespace it does not watch"),
+    (Operation("patch", "", "configmaps", "kube-proxy", "", "kube-system"),
+     "patch a ConfigMap in kube-system"),
+    (Operation("list", "", "pods", None, "", "kube-system"),
+     "list pods in a namespace it does not watch"),
+    (Operation("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations",
+               f"pilotboat-{SHARED_RELEASE}"), "patch its own ValidatingWebhookConfiguration"),
+    (Operation("patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations",
+               f"pilotboat-{SHARED_RELEASE}"), "patch its own MutatingWebhookConfiguration"),
+    (Operation("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+     "create a ValidatingWebhookConfiguration"),
+    (Operation("delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations",
+               f"pilotboat-{SHARED_RELEASE}"), "delete its own MutatingWebhookConfiguration"),
+    (Operation("update", "", "secrets", f"{SHARED_RELEASE}-webhook-ca", "", SYSTEM),
+     "replace its webhook CA Secret (update)"),
+    (Operation("delete", "", "secrets", f"{SHARED_RELEASE}-webhook-ca", "", SYSTEM),
+     "delete its webhook CA Secret"),
+    (Operation("list", "", "secrets", None, "", WATCHED), "list Secrets in a watched namespace"),
+    (Operation("patch", "discovery.k8s.io", "endpointslices", "kubernetes", "", "default"),
+     "redirect another Service"),
+]
+
+SHARED_ALLOWED: list[tuple[Operation, str]] = [
+    *[(Operation(v, "", "secrets", None, "", WATCHED), f"{v} the owner's credentials Secret in "
+       "a watched namespace") for v in ("get", "create", "patch")],
+    *[(Operation(v, "", "secrets", None, "", SYSTEM), f"{v} admin and owner Secrets in its own "
+       "namespace") for v in ("get", "create", "patch")],
+    (Operation("get", "", "secrets", f"{SHARED_RELEASE}-webhook-ca", "", SYSTEM),
+     "read the chart's webhook CA"),
+    *[(Operation(v, "apps", "deployments", None, "", WATCHED), f"{v} Deployments in a watched "
+       "namespace") for v in ("get", "list", "watch", "create", "patch", "delete")],
+    *[(Operation(v, "", "services", None, "", WATCHED), f"{v} Services in a watched namespace")
+      for v in ("get", "list", "watch", "create", "patch")],
+    *[(Operation(v, "", "configmaps", None, "", WATCHED), f"{v} flag ConfigMaps in a watched "
+       "namespace") for v in ("get", "create", "patch", "delete")],
+    (Operation("create", "", "events", None, "", WATCHED), "post Events in a watched namespace"),
+    *[(Operation(v, "", "pods", None, "", WATCHED), f"{v} pods in a watched namespace")
+      for v in ("list", "watch")],
+    *[(Operation(v, "gateway.networking.k8s.io", "httproutes", None, "", WATCHED),
+       f"{v} HTTPRoutes in a watched namespace") for v in ("get", "patch")],
+    *[(Operation(v, PB, kind, None, "", WATCHED), f"{v} {kind} in a watched namespace")
+      for kind in ("microservices", "owneddatabases", "schemamigrations", "migrationapprovals",
+                   "featureflags") for v in ("get", "list", "watch")],
+    (Operation("patch", PB, "microservices/status", None, "", WATCHED),
+     "report a Microservice's status"),
+    *[(Operation(v, PB, "databaseservers"), f"{v} DatabaseServers (cluster-scoped)")
+      for v in ("get", "list", "watch")],
+    *[(Operation(v, "", "namespaces"), f"{v} namespaces (Kopf's namespace patterns)")
+      for v in ("list", "watch")],
+    *[(Operation(v, "apiextensions.k8s.io", "customresourcedefinitions"), f"{v} CRDs")
+      for v in ("list", "watch")],
+    (Operation("get", "admissionregistration.k8s.io", "validatingadmissionpolicies",
+               "pilotboat-command-identity"), "read the command-identity policy"),
+    (Operation("patch", "discovery.k8s.io", "endpointslices", f"{SHARED_RELEASE}-webhooks", "",
+               SYSTEM), "point its webhook Service at the serving replica"),
+    (Operation("patch", "kopf.dev", "kopfpeerings", SHARED_RELEASE, "", WATCHED),
+     "keep its peering alive in a watched namespace"),
+]
+
+
+@pytest.mark.parametrize(("op", "what"), SHARED_DENIED, ids=[w for _, w in SHARED_DENIED])
+def test_a_namespaced_operator_may_not(
+    namespaced_install: list[dict[str, Any]], kube_api: kubernetes.client.ApiClient,
+    op: Operation, what: str,
+) -> None:
+    assert not allowed(kube_api, SHARED_SA, op), (
+        f"the operator of a namespaced install may {what}: SubjectAccessReview allowed {op} "
+        f"in {op.namespace}")
+
+
+@pytest.mark.parametrize(("op", "what"), SHARED_ALLOWED, ids=[w for _, w in SHARED_ALLOWED])
+def test_a_namespaced_operator_may_do_its_work(
+    namespaced_install: list[dict[str, Any]], kube_api: kubernetes.client.ApiClient,
+    op: Operation, what: str,
+) -> None:
+    assert allowed(kube_api, SHARED_SA, op), (
+        f"the operator of a namespaced install may not {what}: SubjectAccessReview refused "
+        f"{op} in {op.namespace}")
+
+
+def test_a_namespaced_install_binds_nothing_namespaced_cluster_wide(
+    namespaced_install: list[dict[str, Any]],
+) -> None:
+    """Only cluster-scoped kinds are granted by ClusterRoleBinding."""
+    bound = {d["roleRef"]["name"] for d in namespaced_install if d["kind"] == "ClusterRoleBinding"}
+    assert bound == {f"{SHARED_RELEASE}-operator"}
+    cluster = role(namespaced_install, f"{SHARED_RELEASE}-operator")["rules"]
+    resources = {r for rule in cluster for r in rule["resources"]}
+    assert resources == {"databaseservers", "validatingadmissionpolicies",
+                         "validatingadmissionpolicybindings", "customresourcedefinitions",
+                         "namespaces"}, resources
 
 
 def _grants(rules: list[dict[str, Any]]) -> list[tuple[int, str, str, str, str | None]]:
@@ -571,8 +865,10 @@ def test_every_rule_is_needed(
     operator performs is refused: for each grant, a ClusterRole without it is bound to a
     probe user, and the API server's own RBAC says no to that operation."""
     rules = [*role(installed, "pilotboat-operator")["rules"],
+             *role(installed, "pilotboat-operator-namespaced")["rules"],
              *role(installed, "pilotboat-operator-secrets")["rules"],
-             *role(installed, "pilotboat-leader-election", "Role")["rules"]]
+             *role(installed, "pilotboat-leader-election", "Role")["rules"],
+             *role(installed, "pilotboat-webhook-endpoint", "Role")["rules"]]
     grants = _grants(rules)
     uncovered = [g for g in grants
                  if not any((o.verb, o.group, o.resource, o.name) == g[1:] for o in OPERATIONS)]
@@ -675,7 +971,8 @@ def operator_in_cluster(
     default), from the image built here, on the real node, as the chart's ServiceAccount with
     the chart's RBAC."""
     install(kube, kubeconfig, helm, f"watchNamespaces={{{private_namespace}}}", "replicas=2",
-            f"image.tag={operator_image_tag()}", "image.pullPolicy=Never")
+            f"image.tag={operator_image_tag()}", "image.pullPolicy=Never",
+            webhook_configurations=True)
     pods = OperatorPods(kubernetes.client.CoreV1Api(kube_api), SYSTEM,
                         "app.kubernetes.io/name=pilotboat", "pilotboat-pilotboat")
     try:
@@ -750,6 +1047,19 @@ def test_the_operator_in_cluster_releases_and_migrates_with_one_replica_acting(
     story.wait_condition("SchemaMigration", "customer-column", "ExpandApplied", timeout=60)
     created = create_in(kube, private_namespace, approval("ok"))
     assert created["metadata"]["annotations"]["pilotboat.dev/approver"]
+    # It answered through the chart's Service, pointed at the new leader, under the chart's
+    # CA; the webhook configurations are the chart's alone (the operator may not write them).
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        configuration = kube.get(kind, None, "pilotboat-pilotboat")
+        assert configuration is not None, kind
+        assert all(h["clientConfig"]["service"]["name"] == "pilotboat-webhooks"
+                   for h in configuration["webhooks"]), kind
+        managers = {m["manager"] for m in configuration["metadata"]["managedFields"]}
+        assert managers == {"pilotboat-install"}, managers
+    endpoints = kube.get("EndpointSlice", SYSTEM, "pilotboat-webhooks")
+    assert endpoints is not None
+    leader_ip = pods.core.read_namespaced_pod(second, SYSTEM).status.pod_ip
+    assert endpoints["endpoints"][0]["addresses"] == [leader_ip]
     story.wait_for("SchemaMigration", "customer-column",
                    lambda o: ((o or {}).get("status") or {}).get("phase") == "Contracted",
                    timeout=90, what="Contracted")

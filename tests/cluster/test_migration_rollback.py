@@ -12,8 +12,13 @@ import psycopg
 import pytest
 
 from pilotboat import API_VERSION
-from tests.cluster.test_databases import admin_secret, owned_database, secret_values
-from tests.cluster.test_migrations import condition, history
+from tests.cluster.test_databases import given_server, owned_database, secret_values
+from tests.cluster.test_migrations import (
+    SUPERUSER_DSN,
+    condition,
+    history,
+    remember_superuser,
+)
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
@@ -46,10 +51,14 @@ def migration(name: str, expand: str, *, down: str | None = None, run_down: bool
 
 
 def given_orders_database(story: Story, server: PostgresServer) -> str:
-    """The OwnedDatabase of `orders`, with its old table; the owner's DSN."""
-    story.given(admin_secret(server), owned_database("orders-db", server))
+    """The OwnedDatabase of `orders`, with its old table (created by the service, so
+    ``runtimeSchemaChanges``); the service's DSN."""
+    given_server(story.kube, server)
+    database = owned_database("orders-db", server)
+    database["spec"]["runtimeSchemaChanges"] = True
+    story.given(database)
     story.wait_condition("OwnedDatabase", "orders-db", "Ready")
-    dsn = secret_values(story, "pilotboat-db-orders-db")["uri"]
+    dsn = remember_superuser(server, secret_values(story, "pilotboat-db-orders-db")["uri"])
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id bigint PRIMARY KEY, legacy_note text)")
         conn.execute("INSERT INTO orders SELECT i, 'n' || i FROM generate_series(1, 20) i")
@@ -163,10 +172,11 @@ def test_two_migrations_of_one_database_never_run_at_the_same_time(
 
     for name in ("add-customer", "add-channel"):
         story.wait_condition("SchemaMigration", name, "ExpandApplied", timeout=90)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(SUPERUSER_DSN[dsn], autocommit=True) as conn:
         rows = conn.execute(
             "SELECT migration, applied_at - duration_ms * interval '1 millisecond', applied_at "
-            "FROM pilotboat_schema_history WHERE phase = 'expand' ORDER BY applied_at").fetchall()
+            "FROM pilotboat.pilotboat_schema_history WHERE phase = 'expand' "
+            "ORDER BY applied_at").fetchall()
     spans: list[tuple[str, _dt.datetime, _dt.datetime]] = [(r[0], r[1], r[2]) for r in rows]
     assert sorted(s[0] for s in spans) == ["add-channel", "add-customer"]
     (_, _, first_end), (_, second_start, _) = spans

@@ -14,13 +14,14 @@ import psycopg
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
+from psycopg.conninfo import conninfo_to_dict
 
 from pilotboat import API_VERSION
 from pilotboat.adapters.kube import Kube
 from pilotboat.handlers.migrations import migrations_blocking
 from pilotboat.handlers.webhooks import webhook_configuration_name
 from pilotboat.testing import OperatorProcess
-from tests.cluster.test_databases import admin_secret, owned_database, secret_values
+from tests.cluster.test_databases import given_server, owned_database, secret_values
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import FAKE_NODE_PLACEMENT
 from tests.story import Story
@@ -94,13 +95,24 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
+# The service's (runtime role's) DSN -> the superuser's DSN of the same database: the
+# history is in schema pilotboat, which the service cannot read.
+SUPERUSER_DSN: dict[str, str] = {}
+
+
+def remember_superuser(server: PostgresServer, dsn: str) -> str:
+    SUPERUSER_DSN[dsn] = server.dsn(str(conninfo_to_dict(dsn)["dbname"]))
+    return dsn
+
+
 def history(dsn: str, migration: str = "customer-column") -> list[tuple[str, str]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('pilotboat_schema_history')").fetchone() == (None,):
+    with psycopg.connect(SUPERUSER_DSN.get(dsn, dsn), autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('pilotboat.pilotboat_schema_history')"
+                        ).fetchone() == (None,):
             return []
         return [(r[0], r[1]) for r in conn.execute(
-            "SELECT phase, checksum FROM pilotboat_schema_history WHERE migration = %s "
-            "ORDER BY id", (migration,)).fetchall()]
+            "SELECT phase, checksum FROM pilotboat.pilotboat_schema_history "
+            "WHERE migration = %s ORDER BY id", (migration,)).fetchall()]
 
 
 def write_rows_as_old_version(dsn: str, first: int, count: int) -> None:
@@ -111,10 +123,14 @@ def write_rows_as_old_version(dsn: str, first: int, count: int) -> None:
 
 
 def given_database_with_orders(story: Story, server: PostgresServer) -> str:
-    """An OwnedDatabase for `orders` with the old schema and 25 rows; the owner's DSN."""
-    story.given(admin_secret(server), owned_database("orders-db", server))
+    """An OwnedDatabase for `orders` with the old schema and 25 rows, the table created by
+    the service (as the shop's do: ``runtimeSchemaChanges``); the service's DSN."""
+    given_server(story.kube, server)
+    database = owned_database("orders-db", server)
+    database["spec"]["runtimeSchemaChanges"] = True
+    story.given(database)
     story.wait_condition("OwnedDatabase", "orders-db", "Ready")
-    dsn = secret_values(story, "pilotboat-db-orders-db")["uri"]
+    dsn = remember_superuser(server, secret_values(story, "pilotboat-db-orders-db")["uri"])
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer_name text)")
     write_rows_as_old_version(dsn, 1, 25)

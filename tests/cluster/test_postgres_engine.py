@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
@@ -19,7 +20,7 @@ from pilotboat.adapters.database import (
     PhaseOrderError,
     Timeouts,
 )
-from pilotboat.adapters.postgres import PostgresEngine, redact_dsn
+from pilotboat.adapters.postgres import PostgresEngine, redact_dsn, role_names
 from pilotboat.core.migration import Phase, checksum
 from tests.fixtures.postgres import PostgresServer
 
@@ -45,6 +46,7 @@ ALTER TABLE users DROP COLUMN name;
 
 
 ORDERS = DatabaseOwner("uid-orders", "shop/orders-db")
+PW = {"runtime_password": "runtime-pw-4d1e", "readonly_password": "readonly-pw-9a0b"}
 OTHER = DatabaseOwner("uid-other", "shop/other-db")
 
 
@@ -74,7 +76,7 @@ def query(dsn: str, text: str) -> list[tuple[object, ...]]:
 
 
 def history_rows(dsn: str, migration: str) -> list[tuple[object, ...]]:
-    return query(dsn, "SELECT phase, checksum, statements FROM pilotboat_schema_history "
+    return query(dsn, "SELECT phase, checksum, statements FROM pilotboat.pilotboat_schema_history "
                       f"WHERE migration = '{migration}' ORDER BY id")
 
 
@@ -84,9 +86,9 @@ def test_database_and_role_are_created_idempotently_and_only_the_owner_gets_in(
         postgres_server: PostgresServer, engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
     password = "orders-pw-7f3a9c"
-    engine.ensure_database(admin, "orders", "orders_owner", password, owner=ORDERS)
-    engine.ensure_database(admin, "orders", "orders_owner", password, owner=ORDERS)
-    engine.ensure_database(admin, "other", "other_owner", "other-pw-1b2c", owner=OTHER)
+    engine.ensure_database(admin, "orders", "orders_owner", password, owner=ORDERS, **PW)
+    engine.ensure_database(admin, "orders", "orders_owner", password, owner=ORDERS, **PW)
+    engine.ensure_database(admin, "other", "other_owner", "other-pw-1b2c", owner=OTHER, **PW)
     try:
         own = postgres_server.dsn("orders", user="orders_owner", password=password)
         assert query(own, "SELECT current_user, current_database()") == [
@@ -111,8 +113,8 @@ def test_database_and_role_are_created_idempotently_and_only_the_owner_gets_in(
 def test_password_change_converges(postgres_server: PostgresServer,
                                    engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
-    engine.ensure_database(admin, "rotated", "rotated_owner", "first-pw", owner=ORDERS)
-    engine.ensure_database(admin, "rotated", "rotated_owner", "second-pw", owner=ORDERS)
+    engine.ensure_database(admin, "rotated", "rotated_owner", "first-pw", owner=ORDERS, **PW)
+    engine.ensure_database(admin, "rotated", "rotated_owner", "second-pw", owner=ORDERS, **PW)
     try:
         dsn = postgres_server.dsn("rotated", user="rotated_owner", password="second-pw")
         assert query(dsn, "SELECT 1") == [(1,)]
@@ -123,10 +125,10 @@ def test_password_change_converges(postgres_server: PostgresServer,
 def test_a_database_of_another_owner_is_not_taken_over(postgres_server: PostgresServer,
                                                        engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
-    engine.ensure_database(admin, "taken", "first_owner", "pw-1", owner=ORDERS)
+    engine.ensure_database(admin, "taken", "first_owner", "pw-1", owner=ORDERS, **PW)
     try:
         with pytest.raises(DatabaseOwnedByAnother, match="belongs to OwnedDatabase shop/orders-db"):
-            engine.ensure_database(admin, "taken", "second_owner", "pw-2", owner=OTHER)
+            engine.ensure_database(admin, "taken", "second_owner", "pw-2", owner=OTHER, **PW)
         with pytest.raises(DatabaseOwnedByAnother):
             engine.drop_database(admin, "taken", "second_owner", owner=OTHER)
     finally:
@@ -137,10 +139,10 @@ def test_a_database_of_another_owner_is_not_taken_over(postgres_server: Postgres
 def test_a_role_recorded_as_anothers_keeps_its_password_and_is_never_dropped(
         postgres_server: PostgresServer, engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
-    engine.ensure_database(admin, "victim", "victim_owner", "victim-pw", owner=ORDERS)
+    engine.ensure_database(admin, "victim", "victim_owner", "victim-pw", owner=ORDERS, **PW)
     try:
         with pytest.raises(DatabaseOwnedByAnother) as refused:
-            engine.ensure_database(admin, "victim", "victim_owner", "thief-pw", owner=OTHER)
+            engine.ensure_database(admin, "victim", "victim_owner", "thief-pw", owner=OTHER, **PW)
         assert "role victim_owner belongs to OwnedDatabase shop/orders-db" in str(refused.value)
         with pytest.raises(DatabaseOwnedByAnother):
             engine.drop_database(admin, "victim", "victim_owner", owner=OTHER)
@@ -157,10 +159,10 @@ def test_a_role_recorded_as_anothers_keeps_its_password_and_is_never_dropped(
 def test_a_successor_of_the_same_namespace_and_name_takes_its_retained_database_back(
         postgres_server: PostgresServer, engine: PostgresEngine) -> None:
     admin = postgres_server.admin_dsn
-    engine.ensure_database(admin, "kept", "kept_owner", "first-pw", owner=ORDERS)
+    engine.ensure_database(admin, "kept", "kept_owner", "first-pw", owner=ORDERS, **PW)
     successor = DatabaseOwner("uid-orders-recreated", ORDERS.name)
     try:
-        engine.ensure_database(admin, "kept", "kept_owner", "second-pw", owner=successor)
+        engine.ensure_database(admin, "kept", "kept_owner", "second-pw", owner=successor, **PW)
         dsn = postgres_server.dsn("kept", user="kept_owner", password="second-pw")
         assert query(dsn, "SELECT current_database()") == [("kept",)]
         comments = query(admin, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
@@ -177,7 +179,7 @@ def test_a_role_nobody_recorded_is_left_alone_with_the_sql_to_hand_it_over(
     query(admin, "CREATE ROLE handmade LOGIN PASSWORD 'handmade-pw'")
     try:
         with pytest.raises(DatabaseOwnedByAnother) as refused:
-            engine.ensure_database(admin, "handmade_db", "handmade", "new-pw", owner=ORDERS)
+            engine.ensure_database(admin, "handmade_db", "handmade", "new-pw", owner=ORDERS, **PW)
         assert "COMMENT ON ROLE handmade IS 'pilotboat owner: OwnedDatabase shop/orders-db " \
                "uid=uid-orders'" in str(refused.value)
         assert query(admin, "SELECT count(*) FROM pg_database WHERE datname = 'handmade_db'") \
@@ -187,7 +189,7 @@ def test_a_role_nobody_recorded_is_left_alone_with_the_sql_to_hand_it_over(
         # The administrator hands it over as the message says; then it converges.
         query(admin, "COMMENT ON ROLE handmade IS "
                      "'pilotboat owner: OwnedDatabase shop/orders-db uid=uid-orders'")
-        engine.ensure_database(admin, "handmade_db", "handmade", "new-pw", owner=ORDERS)
+        engine.ensure_database(admin, "handmade_db", "handmade", "new-pw", owner=ORDERS, **PW)
         assert query(postgres_server.dsn("handmade_db", user="handmade", password="new-pw"),
                      "SELECT current_database()") == [("handmade_db",)]
     finally:
@@ -199,11 +201,220 @@ def test_connection_errors_never_show_the_password(postgres_server: PostgresServ
                                                    engine: PostgresEngine) -> None:
     dsn = postgres_server.dsn(password="not-the-password-XYZ")
     with pytest.raises(DatabaseUnavailable) as caught:
-        engine.ensure_database(dsn, "x", "x_owner", "pw", owner=ORDERS)
+        engine.ensure_database(dsn, "x", "x_owner", "pw", owner=ORDERS, **PW)
     assert "not-the-password-XYZ" not in str(caught.value)
     assert "password=***" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert "s3cret" not in redact_dsn("postgresql://a:s3cret@h/db")
+
+
+# --- three roles: owner (migrations), runtime (the service), read-only ----------------------
+
+SHOP_TABLE = ("CREATE TABLE orders (order_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+              "customer_name text NOT NULL)")
+
+
+def _denied(dsn: str, text: str) -> str:
+    """Run ``text``; it must fail for want of a privilege; the error's text."""
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught:
+        query(dsn, text)
+    return str(caught.value)
+
+
+@pytest.fixture
+def three_roles(postgres_server: PostgresServer, engine: PostgresEngine
+                ) -> Iterator[dict[str, str]]:
+    """Database ``roles_db`` with its three roles; the DSN of each role (and the admin's)."""
+    admin = postgres_server.admin_dsn
+    engine.ensure_database(admin, "roles_db", "roles_owner", "owner-pw-31f0", owner=ORDERS, **PW)
+    names = role_names("roles_owner")
+    yield {
+        "admin": admin,
+        "admin_db": postgres_server.dsn("roles_db"),
+        "owner": postgres_server.dsn("roles_db", user=names.owner, password="owner-pw-31f0"),
+        "runtime": postgres_server.dsn("roles_db", user=names.runtime,
+                                       password=PW["runtime_password"]),
+        "readonly": postgres_server.dsn("roles_db", user=names.readonly,
+                                        password=PW["readonly_password"]),
+    }
+    engine.drop_database(admin, "roles_db", "roles_owner", owner=ORDERS)
+
+
+def test_the_runtime_role_does_dml_but_no_ddl_and_never_touches_the_history(
+        three_roles: dict[str, str], engine: PostgresEngine) -> None:
+    owner, rw, ro = three_roles["owner"], three_roles["runtime"], three_roles["readonly"]
+    result = engine.apply_phase(owner, "create-orders", Phase.EXPAND, SHOP_TABLE,
+                                applied_by="test")
+    assert result.applied
+    assert query(rw, "SELECT current_user") == [("roles_owner_rw",)]
+
+    # DML on a table the migration created, sequences included (default privileges).
+    query(rw, "INSERT INTO orders (customer_name) VALUES ('Ada Lovelace'), ('Alan Turing')")
+    query(rw, "UPDATE orders SET customer_name = 'Ada King' WHERE order_id = 1")
+    query(rw, "DELETE FROM orders WHERE order_id = 2")
+    assert query(rw, "SELECT customer_name FROM orders") == [("Ada King",)]
+
+    # No DDL: the table is the owner's, the schema takes no CREATE from it.
+    assert "must be owner of table orders" in _denied(
+        rw, "ALTER TABLE orders ADD COLUMN note text")
+    _denied(rw, "DROP TABLE orders")
+    assert "permission denied for schema public" in _denied(rw, "CREATE TABLE mine (id int)")
+    # The history: not readable, not writable, not even its schema.
+    for text in ("SELECT * FROM pilotboat.pilotboat_schema_history",
+                 "INSERT INTO pilotboat.pilotboat_schema_history (migration, phase, checksum, "
+                 "applied_by, statements, duration_ms) VALUES ('x', 'expand', 'c', 'me', 1, 1)",
+                 "DELETE FROM pilotboat.pilotboat_schema_history",
+                 "UPDATE pilotboat.pilotboat_backfill_progress SET done = true",
+                 "CREATE TABLE pilotboat.mine (id int)"):
+        assert "permission denied for schema pilotboat" in _denied(rw, text)
+    # Not a member of the owner: it cannot become it.
+    assert "permission denied to set role" in _denied(rw, "SET ROLE roles_owner")
+    assert query(rw, "SELECT pg_has_role('roles_owner', 'MEMBER')") == [(False,)]
+
+    # The read-only role reads, and only reads.
+    assert query(ro, "SELECT customer_name FROM orders") == [("Ada King",)]
+    _denied(ro, "INSERT INTO orders (customer_name) VALUES ('Grace Hopper')")
+    _denied(ro, "DELETE FROM orders")
+    _denied(ro, "SELECT * FROM pilotboat.pilotboat_schema_history")
+    _denied(ro, "CREATE TABLE mine (id int)")
+
+    # A later migration still applies as the owner, and is recorded exactly once.
+    add = "ALTER TABLE orders ADD COLUMN IF NOT EXISTS first_name text"
+    assert engine.apply_phase(owner, "add-first-name", Phase.EXPAND, add,
+                              applied_by="test").applied
+    assert not engine.apply_phase(owner, "add-first-name", Phase.EXPAND, add,
+                                  applied_by="test").applied
+    assert history_rows(three_roles["admin_db"], "add-first-name") == [
+        ("expand", checksum(add), 1)]
+    query(rw, "UPDATE orders SET first_name = 'Ada'")  # the new column: default privileges
+
+
+def test_every_role_carries_the_owner_marker_and_the_history_schema_is_the_owners(
+        three_roles: dict[str, str]) -> None:
+    admin = three_roles["admin"]
+    marker = f"pilotboat owner: OwnedDatabase {ORDERS.name} uid={ORDERS.uid}"
+    rows = query(admin, "SELECT rolname, shobj_description(oid, 'pg_authid'), rolcreatedb, "
+                        "rolcreaterole, rolsuper FROM pg_roles WHERE rolname LIKE 'roles_owner%' "
+                        "ORDER BY rolname")
+    assert rows == [(name, marker, False, False, False)
+                    for name in ("roles_owner", "roles_owner_ro", "roles_owner_rw")]
+    owner_db = three_roles["owner"]
+    assert query(owner_db, "SELECT pg_get_userbyid(nspowner) FROM pg_namespace "
+                           "WHERE nspname = 'pilotboat'") == [("roles_owner",)]
+    assert query(owner_db, "SELECT has_schema_privilege('roles_owner_rw', 'pilotboat', 'USAGE'),"
+                           " has_schema_privilege('roles_owner_ro', 'pilotboat', 'USAGE'),"
+                           " has_schema_privilege('roles_owner_rw', 'public', 'CREATE')") == [
+        (False, False, False)]
+
+
+def test_runtime_schema_changes_lets_the_service_create_tables_and_migrations_alter_them(
+        postgres_server: PostgresServer, engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    engine.ensure_database(admin, "shop_db", "shop_owner", "owner-pw-77", owner=ORDERS,
+                           runtime_schema_changes=True, **PW)
+    try:
+        owner = postgres_server.dsn("shop_db", user="shop_owner", password="owner-pw-77")
+        rw = postgres_server.dsn("shop_db", user="shop_owner_rw",
+                                 password=PW["runtime_password"])
+        ro = postgres_server.dsn("shop_db", user="shop_owner_ro",
+                                 password=PW["readonly_password"])
+        # The shop's services create their tables at start, as the runtime role …
+        query(rw, SHOP_TABLE.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+        query(rw, "INSERT INTO orders (customer_name) VALUES ('Ada Lovelace')")
+        query(rw, "ALTER TABLE orders ADD COLUMN IF NOT EXISTS note text")  # its own table
+        # … and the orders migration (as the owner) alters such a table.
+        expand = ("ALTER TABLE orders ADD COLUMN IF NOT EXISTS first_name text;\n"
+                  "CREATE TABLE IF NOT EXISTS owner_made (id int)")
+        assert engine.apply_phase(owner, "split", Phase.EXPAND, expand,
+                                  applied_by="test").applied
+        query(rw, "UPDATE orders SET first_name = 'Ada'")
+        assert query(ro, "SELECT first_name FROM orders") == [("Ada",)]
+        # Still: no ALTER of the owner's tables, no history.
+        assert "must be owner of table owner_made" in _denied(
+            rw, "ALTER TABLE owner_made ADD COLUMN x int")
+        assert "permission denied for schema pilotboat" in _denied(
+            rw, "DELETE FROM pilotboat.pilotboat_schema_history")
+        # Turned off again: CREATE goes, what exists stays usable.
+        engine.ensure_database(admin, "shop_db", "shop_owner", "owner-pw-77", owner=ORDERS, **PW)
+        assert "permission denied for schema public" in _denied(rw, "CREATE TABLE t2 (id int)")
+        query(rw, "INSERT INTO orders (customer_name) VALUES ('Alan Turing')")
+    finally:
+        engine.drop_database(admin, "shop_db", "shop_owner", owner=ORDERS)
+    assert query(admin, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'shop_owner%'") == [
+        (0,)]
+
+
+def test_an_older_operators_history_in_public_moves_to_the_owners_schema(
+        postgres_server: PostgresServer, engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    # What an older operator left: one role owning the database and a history in public.
+    query(admin, "CREATE ROLE legacy_owner LOGIN PASSWORD 'legacy-pw'")
+    query(admin, f"COMMENT ON ROLE legacy_owner IS "
+                 f"'pilotboat owner: OwnedDatabase {ORDERS.name} uid={ORDERS.uid}'")
+    query(admin, "CREATE DATABASE legacy_db OWNER legacy_owner")
+    old = postgres_server.dsn("legacy_db", user="legacy_owner", password="legacy-pw")
+    query(old, "CREATE TABLE pilotboat_schema_history (id bigint GENERATED ALWAYS AS IDENTITY "
+               "PRIMARY KEY, migration text NOT NULL, phase text NOT NULL, checksum text NOT "
+               "NULL, applied_at timestamptz NOT NULL DEFAULT clock_timestamp(), applied_by "
+               "text NOT NULL, statements integer NOT NULL, duration_ms bigint NOT NULL, "
+               "UNIQUE (migration, phase))")
+    query(old, "CREATE TABLE pilotboat_backfill_progress (migration text PRIMARY KEY, checksum "
+               "text NOT NULL, rows_processed bigint NOT NULL DEFAULT 0, batches bigint NOT "
+               "NULL DEFAULT 0, done boolean NOT NULL DEFAULT false, updated_at timestamptz "
+               "NOT NULL DEFAULT clock_timestamp())")
+    query(old, f"INSERT INTO pilotboat_schema_history (migration, phase, checksum, applied_by, "
+               f"statements, duration_ms) VALUES ('m', 'expand', '{checksum('SELECT 1')}', "
+               f"'old', 1, 1)")
+    try:
+        engine.ensure_database(admin, "legacy_db", "legacy_owner", "new-owner-pw", owner=ORDERS,
+                               **PW)
+        owner = postgres_server.dsn("legacy_db", user="legacy_owner", password="new-owner-pw")
+        assert [p.phase for p in engine.history(owner, "m")] == [Phase.EXPAND]
+        assert not engine.apply_phase(owner, "m", Phase.EXPAND, "SELECT 1",
+                                      applied_by="test").applied
+        assert query(owner, "SELECT to_regclass('public.pilotboat_schema_history')") == [(None,)]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            query(old, "SELECT 1")  # the password the tenant once held is dead
+        rw = postgres_server.dsn("legacy_db", user="legacy_owner_rw",
+                                 password=PW["runtime_password"])
+        _denied(rw, "DELETE FROM pilotboat.pilotboat_schema_history")
+    finally:
+        engine.drop_database(admin, "legacy_db", "legacy_owner", owner=ORDERS)
+
+
+def test_a_derived_role_of_another_owner_stops_ensure_and_drop(
+        postgres_server: PostgresServer, engine: PostgresEngine) -> None:
+    admin = postgres_server.admin_dsn
+    query(admin, "CREATE ROLE squat_owner_rw LOGIN PASSWORD 'squatter'")
+    query(admin, f"COMMENT ON ROLE squat_owner_rw IS "
+                 f"'pilotboat owner: OwnedDatabase {OTHER.name} uid={OTHER.uid}'")
+    try:
+        with pytest.raises(DatabaseOwnedByAnother, match="role squat_owner_rw belongs to"):
+            engine.ensure_database(admin, "squat_db", "squat_owner", "pw", owner=ORDERS, **PW)
+        with pytest.raises(DatabaseOwnedByAnother, match="role squat_owner_rw belongs to"):
+            engine.drop_database(admin, "squat_db", "squat_owner", owner=ORDERS)
+        assert query(postgres_server.dsn("postgres", user="squat_owner_rw",
+                                         password="squatter"), "SELECT 1") == [(1,)]
+        # Refused before anything was made: no owner role, no database.
+        assert query(admin, "SELECT count(*) FROM pg_roles WHERE rolname = 'squat_owner'") == [
+            (0,)]
+        assert query(admin, "SELECT count(*) FROM pg_database WHERE datname = 'squat_db'") == [
+            (0,)]
+    finally:
+        query(admin, "DROP ROLE IF EXISTS squat_owner_rw")
+        engine.drop_database(admin, "squat_db", "squat_owner", owner=ORDERS)
+    assert query(admin, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'squat_owner%'") == [
+        (0,)]
+
+
+def test_derived_role_names_fit_and_stay_apart() -> None:
+    long_owner = "pb_" + "n" * 49 + "_2eb24b4a4c"  # 63 bytes, as database_names makes them
+    names = role_names(long_owner)
+    assert len(long_owner) == 63
+    assert all(len(n) <= 63 for n in names.all())
+    assert names.runtime.endswith("_2eb24b4a4c_rw") and names.readonly.endswith("_2eb24b4a4c_ro")
+    other = role_names("pb_" + "n" * 49 + "_0000000000")
+    assert len({*names.all(), *other.all()}) == 6
 
 
 # --- phases ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pilotboat import API_VERSION
-from tests.cluster.test_databases import admin_secret, owned_database
+from tests.cluster.test_databases import given_server, owned_database
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
@@ -40,7 +40,8 @@ def migration(expand: str) -> dict[str, Any]:
 def test_a_release_waits_until_the_expand_it_needs_has_run(
     story: Story, postgres_server: PostgresServer
 ) -> None:
-    story.given(admin_secret(postgres_server), owned_database("orders-db", postgres_server))
+    given_server(story.kube, postgres_server)
+    story.given(owned_database("orders-db", postgres_server))
     story.given(orders("v1"))
     story.wait_for("Microservice", "orders",
                    lambda o: ((o or {}).get("status") or {}).get("phase") == "Healthy",

@@ -16,6 +16,7 @@ import pilotboat.api.common
 from pilotboat.api import (
     KINDS,
     Condition,
+    DatabaseServerSpec,
     FeatureFlagSpec,
     MicroserviceSpec,
     MicroserviceStatus,
@@ -93,9 +94,23 @@ VALID: list[tuple[type[BaseModel], dict[str, Any]]] = [
         OwnedDatabaseSpec,
         {
             "owner": "payments",
-            "server": {"host": "postgres.db", "adminSecretRef": {"name": "pg-admin"}},
+            "serverRef": {"name": "shared-postgres"},
             "databaseName": "payments",
             "reclaimPolicy": "Delete",
+        },
+    ),
+    (
+        DatabaseServerSpec,
+        {
+            "host": "postgres.db",
+            "port": 5433,
+            "tls": {"mode": "verify-full", "caSecretRef": {"name": "pg-ca"}},
+            "adminSecretRef": {"name": "pg-admin"},
+            "allowedNamespaces": ["shop", "team-*"],
+            "namespaceSelector": {
+                "matchLabels": {"pilotboat.dev/postgres": "shared"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["prod"]}],
+            },
         },
     ),
     (
@@ -251,7 +266,7 @@ INVALID: list[tuple[str, type[BaseModel], dict[str, Any], str]] = [
         OwnedDatabaseSpec,
         {
             "owner": "a",
-            "server": {"host": "h", "adminSecretRef": {"name": "s"}},
+            "serverRef": {"name": "s"},
             "reclaimPolicy": "Drop",
         },
         "reclaimPolicy",
@@ -261,7 +276,7 @@ INVALID: list[tuple[str, type[BaseModel], dict[str, Any], str]] = [
         OwnedDatabaseSpec,
         {
             "owner": "a",
-            "server": {"host": "h", "adminSecretRef": {"name": "s"}},
+            "serverRef": {"name": "s"},
             "databaseName": "Orders",
         },
         "databaseName",
@@ -276,6 +291,37 @@ INVALID: list[tuple[str, type[BaseModel], dict[str, Any], str]] = [
             "contract": {"sql": "DROP"},
         },
         "expand.sql",
+    ),
+    (
+        "the old inline server",
+        OwnedDatabaseSpec,
+        {"owner": "a", "server": {"host": "h", "adminSecretRef": {"name": "s"}}},
+        "server",
+    ),
+    ("no serverRef", OwnedDatabaseSpec, {"owner": "a"}, "serverRef"),
+    (
+        "bad tls mode",
+        DatabaseServerSpec,
+        {"host": "h", "adminSecretRef": {"name": "s"}, "tls": {"mode": "prefer"}},
+        "tls.mode",
+    ),
+    (
+        "verify-ca without a CA",
+        DatabaseServerSpec,
+        {"host": "h", "adminSecretRef": {"name": "s"}, "tls": {"mode": "verify-ca"}},
+        "tls.caSecretRef",
+    ),
+    (
+        "empty namespaceSelector",
+        DatabaseServerSpec,
+        {"host": "h", "adminSecretRef": {"name": "s"}, "namespaceSelector": {}},
+        "namespaceSelector",
+    ),
+    (
+        "bad namespace pattern",
+        DatabaseServerSpec,
+        {"host": "h", "adminSecretRef": {"name": "s"}, "allowedNamespaces": ["Shop/x"]},
+        "allowedNamespaces",
     ),
     ("missing migration", MigrationApprovalSpec, {}, "migration"),
     ("approve down", MigrationApprovalSpec, {"migration": "m", "phase": "down"}, "phase"),
@@ -319,6 +365,7 @@ def test_every_kind_has_names_and_models() -> None:
         "Microservice",
         "RolloutPolicy",
         "OwnedDatabase",
+        "DatabaseServer",
         "SchemaMigration",
         "MigrationApproval",
         "FeatureFlag",

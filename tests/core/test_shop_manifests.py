@@ -37,7 +37,7 @@ def test_each_service_has_its_microservice_and_owned_database(service: str) -> N
     db = OwnedDatabaseSpec.model_validate(docs["OwnedDatabase"]["spec"])
     assert docs["Microservice"]["metadata"]["name"] == service
     assert docs["OwnedDatabase"]["metadata"]["name"] == f"{service}-db"
-    assert db.owner == service and db.server.admin_secret_ref.name == "shop-postgres-admin"
+    assert db.owner == service and db.server_ref.name == "shop-postgres"
     assert ms.database is not None and ms.database.owned_database == f"{service}-db"
     assert ms.image.startswith("localhost/pilotboat/shop:") and ms.image_pull_policy == "Never"
     assert ms.node_selector == {"type": "real"}

@@ -235,6 +235,7 @@ GUARDED_EVERYWHERE = [
     ("DO $$ BEGIN GRANT SELECT ON users TO reporting; END $$", "PB091 privileges"),
     ("DO $$ DECLARE x text; BEGIN x := set_config('role', 'postgres', false); END $$",
      "PB090 session-settings"),
+    ("DELETE FROM pilotboat.pilotboat_schema_history", "PB095 history-schema"),  # more: _history
 ]
 
 

@@ -33,3 +33,65 @@ app.kubernetes.io/component: operator
 {{- define "pilotboat.lease" -}}
 pilotboat-{{ .Values.peering.name }}
 {{- end }}
+
+{{/* Whether the operator's namespaced rights are bound per watched namespace (RoleBindings)
+or cluster-wide (ClusterRoleBindings): cluster-wide when it watches every namespace, or
+globs (which a RoleBinding cannot name) when rbac.clusterWideForGlobs says so; otherwise the
+chart refuses to render. "true" or "". */}}
+{{- define "pilotboat.perNamespace" -}}
+{{- $exact := include "pilotboat.exactNamespaces" . | fromYamlArray }}
+{{- if .Values.watchNamespaces }}
+{{- if eq (len $exact) (len .Values.watchNamespaces) -}}
+true
+{{- else if not .Values.rbac.clusterWideForGlobs }}
+{{- fail "watchNamespaces has globs or negations (shop-*, !x): RBAC cannot bind a Role by a glob, so the operator would need its rights (Deployments, Services, ConfigMaps, Secrets) in every namespace. Name the namespaces, or set rbac.clusterWideForGlobs=true to accept cluster-wide bindings (docs/install.md)." }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces the namespaced rights are bound in (per-namespace mode). */}}
+{{- define "pilotboat.boundNamespaces" -}}
+{{- include "pilotboat.exactNamespaces" . }}
+{{- end }}
+
+{{/* The webhook Service (whose endpoint is the leader's pod) and the CA Secret. */}}
+{{- define "pilotboat.webhookService" -}}
+{{ .Release.Name }}-webhooks
+{{- end }}
+{{- define "pilotboat.webhookCA" -}}
+{{ .Release.Name }}-webhook-ca
+{{- end }}
+{{- define "pilotboat.chartWebhooks" -}}
+{{- if and .Values.webhooks.enabled (eq .Values.webhooks.registration "chart") -}}
+true
+{{- end }}
+{{- end }}
+
+{{/* CEL selecting the watched namespaces in an admission request: the same expression as
+pilotboat.handlers.webhooks.namespace_match_expression (a test compares them). Empty when
+every namespace is watched. */}}
+{{- define "pilotboat.namespaceMatch" -}}
+{{- $include := list }}
+{{- $exclude := list }}
+{{- range .Values.watchNamespaces }}
+{{- range splitList "," . }}
+{{- $p := trim . }}
+{{- if $p }}
+{{- $negated := hasPrefix "!" $p }}
+{{- $p = trimPrefix "!" $p }}
+{{- $regex := printf "^%s$" ($p | replace "-" `\-` | replace "*" ".*" | replace "?" ".") }}
+{{- $cel := printf "request.namespace.matches('%s')" ($regex | replace `\` `\\`) }}
+{{- if $negated }}
+{{- $exclude = append $exclude $cel }}
+{{- else }}
+{{- $include = append $include $cel }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if or $include $exclude }}
+{{- if not $include }}{{ $include = list "true" }}{{ end }}
+{{- printf "(%s)" (join " || " $include) }}
+{{- if $exclude }}{{ printf " && !(%s)" (join " || " $exclude) }}{{ end }}
+{{- end }}
+{{- end }}

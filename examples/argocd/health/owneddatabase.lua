@@ -1,7 +1,8 @@
 -- Argo CD health of a pilotboat.dev OwnedDatabase, from the status the operator writes.
 --   Healthy      the database, its role and the owner's credentials Secret exist
---   Degraded     refused (invalid, or another service owns it), or the server failed it
---   Progressing  not created yet (waiting for its admin Secret or server), or being dropped
+--   Degraded     refused (invalid, another service owns it, its DatabaseServer is missing,
+--                does not admit the namespace or lacks its admin Secret), or the server failed it
+--   Progressing  not created yet (waiting for the server), or being dropped
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 
 local status = obj.status
@@ -16,8 +17,8 @@ for _, c in ipairs(status.conditions or {}) do
 end
 hs.message = (ready and ready.message) or status.phase
 
--- Refusals and failures a person must fix; a missing admin Secret or an unreachable server
--- may be a matter of seconds (the Secret syncs in the same wave), so those stay Progressing.
+-- Refusals (phase Refused) and failures a person must fix; an unreachable server may be a
+-- matter of seconds, so it stays Progressing.
 local refused = { InvalidSpec = true, DatabaseOwnedByAnother = true, DatabaseFailed = true }
 if status.phase == "Ready" then
   hs.status = "Healthy"

@@ -1,8 +1,9 @@
 """The shop's manifests (examples/shop/*.yaml) put into one namespace, and its releases.
 
 The manifests are applied as they are, with three adjustments that belong to this machine:
-the namespace; the OwnedDatabases' server (the demo's PostgreSQL on the pod gateway, which
-the operator on the host reaches too); and, when there is no cluster DNS, each service's
+the namespace; the OwnedDatabases' server (a DatabaseServer of this namespace's own for the
+demo's PostgreSQL on the pod gateway, which the operator on the host reaches too; its admin
+Secret in the operator's namespace); and, when there is no cluster DNS, each service's
 ``*_URL`` variables pointing at ClusterIPs (the Services are created first, with the spec the
 operator gives them). A release is what a team does in Git: change ``version`` (and the
 variables that go with it) and apply.
@@ -33,7 +34,8 @@ SHOP_DIR = Path(os.environ.get("PILOTBOAT_DEMO_MANIFESTS", REPO / "examples" / "
 URL_ENV = {"catalog": "CATALOG_URL", "inventory": "INVENTORY_URL",
            "payments": "PAYMENTS_URL", "shipping": "SHIPPING_URL",
            "notifications": "NOTIFICATIONS_URL", "orders": "ORDERS_URL"}
-ADMIN_SECRET = "shop-postgres-admin"
+SERVER = "shop-postgres"  # the DatabaseServer the manifests name
+OPERATOR_NAMESPACE = "pilotboat-system"  # where the operator (pilotboat run's default) reads it
 MIGRATION_FILE = "orders-migration.yaml"
 FLAGS_FILE = "flags.yaml"
 ORDER = ("Secret", "ConfigMap", "RolloutPolicy", "FeatureFlag", "OwnedDatabase", "Microservice")
@@ -124,10 +126,7 @@ class Shop:
         doc = copy.deepcopy(doc)
         doc.setdefault("metadata", {})["namespace"] = self.namespace
         if doc["kind"] == "OwnedDatabase":
-            server = doc["spec"].setdefault("server", {})
-            server["host"] = POD_GATEWAY
-            server["port"] = self.infra.postgres.port
-            server.setdefault("adminSecretRef", {"name": ADMIN_SECRET})
+            doc["spec"]["serverRef"] = {"name": self.server_name}
         canary = ((doc.get("spec") or {}).get("rollout") or {}).get("canary")
         if doc["kind"] == "Microservice" and self.steps and canary and canary.get("steps"):
             canary["steps"] = copy.deepcopy(self.steps)
@@ -140,11 +139,7 @@ class Shop:
     # --- deploying ----------------------------------------------------------------------
     def deploy(self) -> list[str]:
         """Apply everything; returns the Microservices' names."""
-        pg = self.infra.postgres
-        self.kube.apply({"apiVersion": "v1", "kind": "Secret",
-                         "metadata": {"name": ADMIN_SECRET, "namespace": self.namespace},
-                         "type": "Opaque",
-                         "stringData": {"username": pg.user, "password": pg.password}})
+        self._apply_server()
         docs = self.manifests()
         services = [d for d in docs if d["kind"] == "Microservice"]
         if not self.infra.dns:
@@ -158,6 +153,30 @@ class Shop:
                     self.kube.apply(doc if kind != "Microservice"
                                     else self.desired[doc["metadata"]["name"]])
         return [ms["metadata"]["name"] for ms in services]
+
+    @property
+    def server_name(self) -> str:
+        """This namespace's DatabaseServer: `shop-postgres` for the demo's own namespace."""
+        return SERVER if self.namespace == "shop" else f"{self.namespace}-postgres"
+
+    def _apply_server(self) -> None:
+        """What the platform team does once: the admin Secret in the operator's namespace,
+        and a DatabaseServer (the demo's PostgreSQL has no TLS) that admits this namespace."""
+        pg = self.infra.postgres
+        secret = f"{self.server_name}-admin"
+        if self.kube.get("Namespace", None, OPERATOR_NAMESPACE) is None:
+            self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": OPERATOR_NAMESPACE}})
+        self.kube.apply({"apiVersion": "v1", "kind": "Secret",
+                         "metadata": {"name": secret, "namespace": OPERATOR_NAMESPACE},
+                         "type": "Opaque",
+                         "stringData": {"username": pg.user, "password": pg.password}})
+        self.kube.apply({"apiVersion": "pilotboat.dev/v1alpha1", "kind": "DatabaseServer",
+                         "metadata": {"name": self.server_name},
+                         "spec": {"host": POD_GATEWAY, "port": pg.port,
+                                  "tls": {"mode": "disable"},
+                                  "adminSecretRef": {"name": secret},
+                                  "allowedNamespaces": [self.namespace]}})
 
     def _precreate_services(self, services: list[dict[str, Any]]) -> None:
         """Without DNS, the ClusterIPs must be known before the pods start: create the

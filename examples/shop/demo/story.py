@@ -289,7 +289,7 @@ class Story:
         db = self.shop.databases()["orders"]
         with psycopg.connect(self.infra.postgres.dsn(db)) as conn:
             try:
-                rows = conn.execute("SELECT phase FROM pilotboat_schema_history"
+                rows = conn.execute("SELECT phase FROM pilotboat.pilotboat_schema_history"
                                     " WHERE migration = %s ORDER BY id", (MIGRATION,)).fetchall()
             except psycopg.errors.UndefinedTable:
                 return []

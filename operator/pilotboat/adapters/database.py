@@ -122,8 +122,10 @@ class ChecksumMismatch(DatabaseError):
 
 class DatabaseEngine(Protocol):
     def ensure_database(self, admin_dsn: str, dbname: str, role: str, password: str, *,
-                        owner: DatabaseOwner) -> None:
-        """Create or converge ``role`` (LOGIN, ``password``) and ``dbname`` owned by it.
+                        owner: DatabaseOwner, runtime_password: str, readonly_password: str,
+                        runtime_schema_changes: bool = False) -> None:
+        """Create or converge ``role`` (LOGIN, ``password``) and ``dbname`` owned by it, and
+        the runtime and read-only roles derived from ``role`` with their grants.
 
         Raises :class:`DatabaseOwnedByAnother`, having changed nothing, when either exists
         and was not recorded as ``owner``'s.
@@ -132,7 +134,7 @@ class DatabaseEngine(Protocol):
 
     def drop_database(self, admin_dsn: str, dbname: str, role: str, *,
                       owner: DatabaseOwner) -> None:
-        """Drop ``dbname`` (closing its sessions) and ``role``; absent ones are fine.
+        """Drop ``dbname`` (closing its sessions) and the three roles; absent ones are fine.
 
         Raises :class:`DatabaseOwnedByAnother`, having dropped nothing, when either is
         recorded as another owner's (or, for the database, belongs to another role).

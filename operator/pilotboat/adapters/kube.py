@@ -65,10 +65,14 @@ RESOURCES: dict[str, Resource] = {
         Resource("", "v1", "events", "Event"),
         Resource("apps", "v1", "deployments", "Deployment"),
         Resource("apps", "v1", "replicasets", "ReplicaSet"),
+        Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
         Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),
         Resource("pilotboat.dev", "v1alpha1", "microservices", "Microservice"),
         Resource("pilotboat.dev", "v1alpha1", "rolloutpolicies", "RolloutPolicy"),
         Resource("pilotboat.dev", "v1alpha1", "owneddatabases", "OwnedDatabase"),
+        Resource(
+            "pilotboat.dev", "v1alpha1", "databaseservers", "DatabaseServer", namespaced=False
+        ),
         Resource("pilotboat.dev", "v1alpha1", "schemamigrations", "SchemaMigration"),
         Resource("pilotboat.dev", "v1alpha1", "migrationapprovals", "MigrationApproval"),
         Resource("pilotboat.dev", "v1alpha1", "featureflags", "FeatureFlag"),

@@ -8,10 +8,11 @@ Guarantees of the migration runner:
   (``pg_try_advisory_lock``) keyed on the database's OID, retrying until ``lock_wait`` has
   passed; then it raises :class:`MigrationLocked` naming the holder's pid instead of hanging.
 * **A phase is applied once, or not at all.** Its statements and its row in
-  ``pilotboat_schema_history`` (unique on migration, phase) commit in one transaction, with
-  ``SET LOCAL lock_timeout`` and ``statement_timeout``. A crash or a failed statement leaves
-  nothing of the phase behind; the re-run applies it once. Re-running an applied phase is a
-  no-op; running changed SQL for it raises :class:`ChecksumMismatch`.
+  ``pilotboat.pilotboat_schema_history`` (unique on migration, phase) commit in one
+  transaction, with ``SET LOCAL lock_timeout`` and ``statement_timeout``. A crash or a
+  failed statement leaves nothing of the phase behind; the re-run applies it once.
+  Re-running an applied phase is a no-op; running changed SQL for it raises
+  :class:`ChecksumMismatch`.
 * **Except what PostgreSQL cannot run in a transaction.** ``CREATE INDEX CONCURRENTLY`` and
   its kin (detected by the parser, :func:`pilotboat.core.sqllint.split_statements`) run on
   their own, between the transactional parts of the phase, and the history row commits with
@@ -23,6 +24,14 @@ Guarantees of the migration runner:
 * **Backfills resume.** Each batch commits with its progress row in
   ``pilotboat_backfill_progress``; after a crash the next call continues the counts, and the
   batch statement (which selects rows still to do) continues the work.
+
+Three login roles per owned database (:func:`role_names`): the **owner** owns the database,
+its schemas and every table migrations create, and runs the migrations; the operator alone
+holds its password. The **runtime** role (the service's) gets DML on schema ``public`` and
+default privileges for the owner's future tables, no CREATE (unless the OwnedDatabase opts
+in) and no membership in the owner, so it cannot run DDL on migration tables. The
+**read-only** role gets SELECT. The history lives in schema ``pilotboat``
+(:data:`HISTORY_SCHEMA`), owned by the owner and revoked from PUBLIC, runtime and read-only.
 
 Passwords never reach a log or an exception: roles get a SCRAM-SHA-256 verifier computed
 here (the cleartext never goes to the server, its logs or ``pg_stat_activity``), and
@@ -40,6 +49,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, LiteralString
 
@@ -71,19 +81,30 @@ from pilotboat.core.sqllint import (
 
 __all__ = [
     "BACKFILL_PROGRESS_TABLE",
+    "HISTORY_SCHEMA",
     "HISTORY_TABLE",
     "PostgresEngine",
+    "RoleNames",
     "owner_marker",
     "recorded_owner_name",
     "recorded_owner_uid",
     "redact_dsn",
+    "role_dsn",
+    "role_names",
     "scram_sha256_verifier",
 ]
 
 log = logging.getLogger(__name__)
 
-HISTORY_TABLE = "pilotboat_schema_history"
-BACKFILL_PROGRESS_TABLE = "pilotboat_backfill_progress"
+HISTORY_SCHEMA = "pilotboat"
+"""Schema of the migration history: owned by the owner role, revoked from everyone else."""
+_HISTORY_NAME = "pilotboat_schema_history"
+_PROGRESS_NAME = "pilotboat_backfill_progress"
+HISTORY_TABLE = f"{HISTORY_SCHEMA}.{_HISTORY_NAME}"
+BACKFILL_PROGRESS_TABLE = f"{HISTORY_SCHEMA}.{_PROGRESS_NAME}"
+_RUNTIME_SUFFIX = "_rw"
+_READONLY_SUFFIX = "_ro"
+_HASH_TAIL = 11  # "_" and the 10 hex digits that end every name database_names makes
 _LOCK_NAMESPACE = 0x70620001  # "pb" + 1: the high 32 bits of the advisory lock key
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -149,6 +170,51 @@ def redact_dsn(dsn: str) -> str:
     return make_conninfo(**params)
 
 
+@dataclass(frozen=True)
+class RoleNames:
+    """The three login roles of one owned database."""
+
+    owner: str
+    runtime: str
+    readonly: str
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.owner, self.runtime, self.readonly)
+
+
+def _derived(owner_role: str, suffix: str) -> str:
+    if len(owner_role) + len(suffix) <= 63:
+        return f"{owner_role}{suffix}"
+    # Cut the readable middle, keep the "_<hash>" tail that makes the owner name unique.
+    head = owner_role[: 63 - len(suffix) - _HASH_TAIL]
+    return f"{head}{owner_role[-_HASH_TAIL:]}{suffix}"
+
+
+def role_names(owner_role: str) -> RoleNames:
+    """The runtime and read-only roles that go with ``owner_role``, at most 63 bytes each.
+
+    Unique by construction for the owner names ``database_names`` makes (they end in ``_``
+    and a hash of the OwnedDatabase's namespace/name): the derived names keep that hash and
+    end in ``_rw`` or ``_ro``, which no owner name does (it ends in a hex digit).
+
+    >>> role_names("pb_shop_orders_db_2eb24b4a4c")
+    RoleNames(owner='pb_shop_orders_db_2eb24b4a4c', runtime='pb_shop_orders_db_2eb24b4a4c_rw', \
+readonly='pb_shop_orders_db_2eb24b4a4c_ro')
+    >>> len(role_names("pb_" + "x" * 49 + "_2eb24b4a4c").runtime)
+    63
+    """
+    return RoleNames(owner_role, _derived(owner_role, _RUNTIME_SUFFIX),
+                     _derived(owner_role, _READONLY_SUFFIX))
+
+
+def role_dsn(admin_dsn: str, *, user: str, password: str, dbname: str) -> str:
+    """``admin_dsn`` with user, password and dbname replaced; host, port, sslmode,
+    sslrootcert, require_auth and the rest are kept."""
+    params: dict[str, Any] = conninfo_to_dict(admin_dsn)
+    params.update(user=user, password=password, dbname=dbname)
+    return make_conninfo(**params)
+
+
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None,
                           iterations: int = 4096) -> str:
     """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677).
@@ -174,6 +240,17 @@ def _trusted(text: str) -> LiteralString:
 
 def _ms(span: timedelta) -> str:
     return f"{max(int(span.total_seconds() * 1000), 0)}ms"
+
+
+@contextmanager
+def _failures_named(where: str) -> Iterator[None]:
+    """A statement's failure (a concurrent ``ALTER ROLE``, a missing privilege) as a
+    :class:`DatabaseError` naming where it happened; PostgreSQL's messages carry no password
+    (roles get verifiers)."""
+    try:
+        yield
+    except psycopg.Error as error:
+        raise DatabaseError(f"{where}: {type(error).__name__}: {error}") from None
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -206,29 +283,63 @@ class PostgresEngine:
     # --- owned databases ---------------------------------------------------------------------
 
     def ensure_database(self, admin_dsn: str, dbname: str, role: str, password: str, *,
-                        owner: DatabaseOwner) -> None:
+                        owner: DatabaseOwner, runtime_password: str, readonly_password: str,
+                        runtime_schema_changes: bool = False) -> None:
+        """Converge the three roles (:func:`role_names` of ``role``, the owner), ``dbname``
+        owned by the owner, the history schema and every grant.
+
+        Each role is checked against ``owner``'s marker before it is altered or granted to.
+        """
         _check_name("database", dbname)
-        _check_name("role", role)
-        verifier = scram_sha256_verifier(password)
-        with self._session(admin_dsn) as conn:
-            self._ensure_role(conn, role, verifier, owner)
+        names = role_names(role)
+        for name in names.all():
+            _check_name("role", name)
+        with _failures_named(f"database {dbname}"), self._session(admin_dsn) as conn:
+            # All three are checked before any is created or altered: a derived name held by
+            # another owner stops the pass before the owner's password changes.
+            for name in names.all():
+                row = conn.execute("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
+                                   "WHERE rolname = %s", (name,)).fetchone()
+                if row is not None:
+                    self._check_recorded(conn, "role", name, row[0], owner)
+            for name, secret in ((names.owner, password), (names.runtime, runtime_password),
+                                 (names.readonly, readonly_password)):
+                self._ensure_role(conn, name, scram_sha256_verifier(secret), owner)
             self._ensure_owned_database(conn, dbname, role, owner)
+            self._ensure_memberships(conn, names)
             ident = sql.Identifier(dbname)
             conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC")
                          .format(ident))
             conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}")
-                         .format(ident, sql.Identifier(role)))
+                         .format(ident, sql.Identifier(names.owner)))
+            conn.execute(sql.SQL("REVOKE CREATE, TEMPORARY ON DATABASE {} FROM {}, {}")
+                         .format(ident, sql.Identifier(names.runtime),
+                                 sql.Identifier(names.readonly)))
+            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}")
+                         .format(ident, sql.Identifier(names.runtime),
+                                 sql.Identifier(names.readonly)))
+        # Inside the database, as the owner: it owns what it grants, no superuser needed.
+        owner_dsn = role_dsn(admin_dsn, user=names.owner, password=password, dbname=dbname)
+        with _failures_named(f"database {dbname}, as {names.owner}"), \
+                self._session(owner_dsn) as conn:
+            self._ensure_history_schema(conn)
+            self._converge_privileges(conn, names, runtime_schema_changes)
 
     def drop_database(self, admin_dsn: str, dbname: str, role: str, *,
                       owner: DatabaseOwner) -> None:
+        """Drop ``dbname`` and the three roles of ``role``; every existing one is checked
+        against ``owner``'s marker first, and nothing is dropped if a role is another's."""
         _check_name("database", dbname)
-        _check_name("role", role)
+        names = role_names(role)
+        for name in names.all():
+            _check_name("role", name)
         with self._session(admin_dsn) as conn:
-            role_row = conn.execute(
-                "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
-                (role,)).fetchone()
-            if role_row is not None:
-                self._check_recorded(conn, "role", role, role_row[0], owner)
+            for name in names.all():
+                role_row = conn.execute(
+                    "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
+                    "WHERE rolname = %s", (name,)).fetchone()
+                if role_row is not None:
+                    self._check_recorded(conn, "role", name, role_row[0], owner)
             db_row = self._database_row(conn, dbname)
             foreign: DatabaseOwnedByAnother | None = None
             if db_row is not None:
@@ -245,11 +356,99 @@ class PostgresEngine:
             if foreign is None:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
                              .format(sql.Identifier(dbname)))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            for name in (names.runtime, names.readonly, names.owner):
+                try:
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+                except errors.DependentObjectsStillExist as error:
+                    raise DatabaseError(f"cannot drop role {name}: {error}") from None
             if foreign is not None:
-                log.info("dropped role %s; database %s is another owner's", role, dbname)
+                log.info("dropped roles of %s; database %s is another owner's", role, dbname)
                 raise foreign
-            log.info("dropped database %s and role %s", dbname, role)
+            log.info("dropped database %s and roles %s", dbname, ", ".join(names.all()))
+
+    @staticmethod
+    def _ensure_memberships(conn: psycopg.Connection[Any], names: RoleNames) -> None:
+        """The owner is a member of the runtime role (so migrations may alter tables the
+        service created with ``runtimeSchemaChanges``); no role is a member of the owner."""
+        members = conn.execute(
+            "SELECT r.rolname, m.rolname FROM pg_auth_members a "
+            "JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
+            "WHERE r.rolname = ANY(%s) AND m.rolname = ANY(%s)",
+            (list(names.all()), list(names.all()))).fetchall()
+        have = {(str(r), str(m)) for r, m in members}
+        for granted in (names.owner, names.readonly):
+            for member in names.all():
+                if (granted, member) in have:
+                    conn.execute(sql.SQL("REVOKE {} FROM {}").format(
+                        sql.Identifier(granted), sql.Identifier(member)))
+        if (names.runtime, names.readonly) in have:
+            conn.execute(sql.SQL("REVOKE {} FROM {}").format(
+                sql.Identifier(names.runtime), sql.Identifier(names.readonly)))
+        if (names.runtime, names.owner) not in have:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(
+                sql.Identifier(names.runtime), sql.Identifier(names.owner)))
+
+    def _ensure_history_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Schema ``pilotboat`` and its tables, owned by the connected role (the owner, or
+        the superuser a test connects as), usable by nobody else; a history left in
+        ``public`` by an older operator is moved there."""
+        row = conn.execute("SELECT pg_get_userbyid(nspowner) = current_user FROM pg_namespace "
+                           "WHERE nspname = %s", (HISTORY_SCHEMA,)).fetchone()
+        if row is not None and not row[0]:
+            is_super = conn.execute("SELECT rolsuper FROM pg_roles "
+                                    "WHERE rolname = current_user").fetchone()
+            if not (is_super and is_super[0]):
+                raise DatabaseError(
+                    f"schema {HISTORY_SCHEMA} exists and is not owned by the owner role; "
+                    "the migration history cannot be kept there")
+        schema = sql.Identifier(HISTORY_SCHEMA)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
+        for table in (_HISTORY_NAME, _PROGRESS_NAME):
+            legacy = conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NULL",
+                (f"public.{table}", f"{HISTORY_SCHEMA}.{table}")).fetchone()
+            if legacy and legacy[0]:
+                conn.execute(sql.SQL("ALTER TABLE public.{} SET SCHEMA {}").format(
+                    sql.Identifier(table), schema))
+                log.info("moved public.%s to schema %s", table, HISTORY_SCHEMA)
+        conn.execute(_trusted(_HISTORY_DDL))
+        conn.execute(_trusted(_PROGRESS_DDL))
+
+    @staticmethod
+    def _converge_privileges(conn: psycopg.Connection[Any], names: RoleNames,
+                             runtime_schema_changes: bool) -> None:
+        owner, rw, ro = (sql.Identifier(n) for n in names.all())
+        others = sql.SQL("PUBLIC, {}, {}").format(rw, ro)
+        history = sql.Identifier(HISTORY_SCHEMA)
+        statements = [
+            sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(history, others),
+            sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(history, others),
+            sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(history, others),
+            sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC, {}").format(ro),
+            sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(rw, ro),
+            sql.SQL("{} CREATE ON SCHEMA public {} {}").format(
+                sql.SQL("GRANT" if runtime_schema_changes else "REVOKE"),
+                sql.SQL("TO" if runtime_schema_changes else "FROM"), rw),
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                    "TO {}").format(rw),
+            sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}")
+            .format(rw),
+            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ro),
+        ]
+        # Tables migrations create later get the same grants.
+        for creator in (owner, rw):
+            statements += [
+                sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT, "
+                        "INSERT, UPDATE, DELETE ON TABLES TO {}").format(creator, rw),
+                sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT USAGE, "
+                        "SELECT, UPDATE ON SEQUENCES TO {}").format(creator, rw),
+                sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT "
+                        "ON TABLES TO {}").format(creator, ro),
+            ]
+        with conn.transaction():
+            for statement in statements:
+                conn.execute(statement)
 
     def _ensure_role(self, conn: psycopg.Connection[Any], role: str, verifier: str,
                      owner: DatabaseOwner) -> None:
@@ -459,8 +658,7 @@ class PostgresEngine:
                     f"({self._lock_holder(conn)}); waited {self._lock_wait.total_seconds():g}s")
             time.sleep(self._lock_poll.total_seconds())
         try:
-            conn.execute(_trusted(_HISTORY_DDL))
-            conn.execute(_trusted(_PROGRESS_DDL))
+            self._ensure_history_schema(conn)
             yield
         finally:
             if not conn.broken and not conn.closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pilotboat.api.database import OWNED_DATABASE
+from pilotboat.api.database_server import DATABASE_SERVER
 from pilotboat.api.flag import FEATURE_FLAG
 from pilotboat.api.kind import KindDescriptor
 from pilotboat.api.microservice import MICROSERVICE
@@ -15,6 +16,7 @@ KINDS: tuple[KindDescriptor, ...] = (
     MICROSERVICE,
     ROLLOUT_POLICY,
     OWNED_DATABASE,
+    DATABASE_SERVER,
     SCHEMA_MIGRATION,
     MIGRATION_APPROVAL,
     FEATURE_FLAG,

@@ -116,7 +116,7 @@ def custom_resource_definition(kind: KindDescriptor) -> dict[str, Any]:
                 "shortNames": list(kind.short_names),
                 "categories": list(kind.categories),
             },
-            "scope": "Namespaced",
+            "scope": "Namespaced" if kind.namespaced else "Cluster",
             "versions": [
                 {
                     "name": kind.version,

@@ -11,8 +11,7 @@ from pilotboat.api.kind import KindDescriptor, PrinterColumn
 
 __all__ = [
     "DATABASE_NAME_PATTERN",
-    "SecretRef",
-    "DatabaseServer",
+    "ServerRef",
     "ReclaimPolicy",
     "OwnedDatabaseSpec",
     "OwnedDatabasePhase",
@@ -26,26 +25,10 @@ ReclaimPolicy = Literal["Retain", "Delete"]
 OwnedDatabasePhase = Literal["Pending", "Ready", "Refused", "Deleting"]
 
 
-class SecretRef(SpecModel):
-    """A Secret in the operator's reach holding administrator credentials."""
+class ServerRef(SpecModel):
+    """The DatabaseServer (cluster-scoped, the platform team's) the database lives on."""
 
-    name: ObjectName = Field(description="Secret name.")
-    username_key: str = Field(
-        default="username", min_length=1, description="Key of the user name in the Secret."
-    )
-    password_key: str = Field(
-        default="password", min_length=1, description="Key of the password in the Secret."
-    )
-
-
-class DatabaseServer(SpecModel):
-    """The PostgreSQL server the database lives on, and how the operator logs in as admin."""
-
-    host: str = Field(min_length=1, max_length=253, description="Host name or address.")
-    port: int = Field(default=5432, ge=1, le=65535, description="TCP port.")
-    admin_secret_ref: SecretRef = Field(
-        description="Secret with a role that may create databases and roles."
-    )
+    name: ObjectName = Field(description="Name of the DatabaseServer.")
 
 
 class OwnedDatabaseSpec(SpecModel):
@@ -54,7 +37,10 @@ class OwnedDatabaseSpec(SpecModel):
     owner: ObjectName = Field(
         description="Name of the Microservice that owns the database; only it gets credentials."
     )
-    server: DatabaseServer = Field(description="The PostgreSQL server.")
+    server_ref: ServerRef = Field(
+        description="The DatabaseServer to create the database on; it must allow this "
+        "namespace."
+    )
     database_name: Annotated[str, StringConstraints(pattern=DATABASE_NAME_PATTERN)] | None = Field(
         default=None,
         description="Name of the database on the server; derived from namespace and name if unset.",
@@ -62,6 +48,12 @@ class OwnedDatabaseSpec(SpecModel):
     reclaim_policy: ReclaimPolicy = Field(
         default="Retain",
         description="Retain keeps the database when this object is deleted; Delete drops it.",
+    )
+    runtime_schema_changes: bool = Field(
+        default=False,
+        description="Let the service's runtime role create tables in schema public (CREATE "
+        "on the schema; for services that create their own tables at start). It still cannot "
+        "alter the tables migrations created nor touch the migration history.",
     )
 
 
@@ -72,7 +64,11 @@ class OwnedDatabaseStatus(StatusBase):
         default=None, description="Pending, Ready, Refused or Deleting."
     )
     database_name: str | None = Field(default=None, description="Name of the database created.")
-    role_name: str | None = Field(default=None, description="Name of the owner's login role.")
+    role_name: str | None = Field(
+        default=None,
+        description="Name of the runtime login role, the one the service uses (the owner role "
+        "that runs migrations is its name without the _rw suffix).",
+    )
     secret_name: str | None = Field(
         default=None, description="Secret with the owner's connection credentials."
     )

@@ -59,6 +59,8 @@ class KindDescriptor:
     categories: tuple[str, ...] = field(default=("pilotboat",))
     scale: ScaleSubresource | None = None
     """The scale subresource, for a kind that runs a number of pods."""
+    namespaced: bool = True
+    """False for a cluster-scoped kind (the CRD's ``scope: Cluster``)."""
 
     group = GROUP
     version = VERSION

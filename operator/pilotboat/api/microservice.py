@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -36,6 +36,8 @@ __all__ = [
     "CircuitBreaker",
     "Dependency",
     "RolloutStrategy",
+    "PodTemplate",
+    "PodTemplateMetadata",
     "MicroserviceSpec",
     "MicroservicePhase",
     "Verdict",
@@ -44,6 +46,8 @@ __all__ = [
     "MeasurementRecord",
     "ReleaseStatus",
     "RolloutCommands",
+    "ReleaseCommands",
+    "LastCommand",
     "FlagSplit",
     "MicroserviceStatus",
     "MICROSERVICE",
@@ -232,14 +236,76 @@ IMAGE_REFERENCE_PATTERN = (
 )
 
 
+class PodTemplateMetadata(SpecModel):
+    """Labels and annotations of the pods; the operator adds its own labels to them."""
+
+    labels: dict[str, str] | None = Field(default=None, description="Labels of the pods.")
+    annotations: dict[str, str] | None = Field(
+        default=None, description="Annotations of the pods."
+    )
+
+
+class PodTemplate(SpecModel):
+    """A complete core/v1 pod template, as in a Deployment.
+
+    The first container is the service's: the short fields of the Microservice (image, env,
+    ports, resources, readinessProbe, imagePullPolicy, nodeSelector, tolerations) are sugar
+    that fills it in or overrides what it says. Every other container is a sidecar, kept as
+    written. The API server validates the whole template when the operator renders the
+    Deployment (a dry run at admission), and a refusal names the Microservice field."""
+
+    metadata: PodTemplateMetadata | None = Field(
+        default=None, description="Labels and annotations of the pods."
+    )
+    spec: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A core/v1 PodSpec (containers, volumes, probes, securityContext, …).",
+    )
+
+    @model_validator(mode="after")
+    def _containers(self) -> PodTemplate:
+        containers = self.spec.get("containers")
+        if containers is None:
+            return self
+        if not isinstance(containers, list) or not containers:
+            raise ValueError("spec.containers: a list of at least one container")
+        names: set[str] = set()
+        for index, container in enumerate(containers):
+            if not isinstance(container, dict):
+                raise ValueError(f"spec.containers[{index}]: a container object")
+            name = container.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"spec.containers[{index}].name: required")
+            if name in names:
+                raise ValueError(f"spec.containers[{index}].name: {name!r} is used twice")
+            names.add(name)
+            if "image" in container and not isinstance(container["image"], str):
+                raise ValueError(f"spec.containers[{index}].image: a string")
+        return self
+
+    def main_container(self) -> dict[str, Any] | None:
+        """The service's own container (the first), if the template has one."""
+        containers = self.spec.get("containers") or []
+        return containers[0] if containers else None
+
+
 class MicroserviceSpec(SpecModel):
     """The desired state of a service: what runs, how it is reached, and how it is released."""
 
-    image: str = Field(
+    image: str | None = Field(
+        default=None,
         min_length=1,
         max_length=1024,
         pattern=IMAGE_REFERENCE_PATTERN,
-        description="Container image to run: [registry[:port]/]path[:tag][@digest].",
+        description="Container image to run: [registry[:port]/]path[:tag][@digest]. Required"
+        " unless spec.template's first container names its image.",
+    )
+    template: PodTemplate | None = Field(
+        default=None,
+        description="The full pod template (core/v1 PodTemplateSpec), as in a Deployment: "
+        "volumes, envFrom and valueFrom, probes, command and args, securityContext, "
+        "serviceAccountName, sidecars, affinity. The first container is the service's; the "
+        "short fields above fill it in.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None,
@@ -306,6 +372,26 @@ class MicroserviceSpec(SpecModel):
         " one as a plain Deployment update.",
     )
 
+    @model_validator(mode="after")
+    def _image_and_env(self) -> MicroserviceSpec:
+        main = self.template.main_container() if self.template else None
+        if self.image is None and not (main and main.get("image")):
+            raise ValueError("image: required unless spec.template.spec.containers[0].image "
+                             "is set")
+        template_env = {e.get("name") for e in (main or {}).get("env") or ()
+                        if isinstance(e, dict)}
+        for index, var in enumerate(self.env or ()):
+            if var.name in template_env:
+                raise ValueError(f"env[{index}].name: {var.name!r} is also set in "
+                                 "spec.template.spec.containers[0].env; set it in one place")
+        return self
+
+    @property
+    def main_image(self) -> str:
+        """The image of the service's own container."""
+        main = self.template.main_container() if self.template else None
+        return self.image or str((main or {}).get("image") or "")
+
 
 MicroservicePhase = Literal["Healthy", "Progressing", "Paused", "Degraded"]
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
@@ -360,6 +446,33 @@ class RolloutCommands(StatusModel):
     promote_full: str | None = Field(default=None, description="Skip all remaining steps.")
     abort: str | None = Field(default=None, description="Roll back the release in progress.")
     retry: str | None = Field(default=None, description="Start a rolled-back release again.")
+
+
+class ReleaseCommands(RolloutCommands):
+    """The commands people send, each with who sent it: the admission policy
+    pilotboat-command-identity makes `<command>By` the user the API server authenticated
+    whenever that command's token changes (the operator's webhook `command-identity` fills
+    it in when the client left it out)."""
+
+    promote_by: str | None = Field(default=None, description="Who sent `promote`.")
+    promote_full_by: str | None = Field(default=None, description="Who sent `promoteFull`.")
+    abort_by: str | None = Field(default=None, description="Who sent `abort`.")
+    retry_by: str | None = Field(default=None, description="Who sent `retry`.")
+
+
+class LastCommand(StatusModel):
+    """The last release command the operator acted on, and who sent it."""
+
+    name: Literal["promote", "promoteFull", "abort", "retry"] = Field(
+        description="promote, promoteFull, abort or retry."
+    )
+    by: str | None = Field(default=None, description="Who sent it (`status.commands.<name>By`).")
+    verified: bool = Field(
+        default=False,
+        description="Whether the API server vouched for `by`: the admission policy"
+        " pilotboat-command-identity was in force when the command was sent.",
+    )
+    at: str | None = Field(default=None, description="When the operator acted on it (RFC 3339).")
 
 
 class ReleaseStatus(StatusModel):
@@ -463,8 +576,11 @@ class MicroserviceStatus(StatusBase):
     release: ReleaseStatus | None = Field(
         default=None, description="Bookkeeping of the release in progress."
     )
-    commands: RolloutCommands | None = Field(
+    commands: ReleaseCommands | None = Field(
         default=None, description="Promote / abort / retry requests (kubectl pilotboat)."
+    )
+    last_command: LastCommand | None = Field(
+        default=None, description="The last release command acted on, and who sent it."
     )
     flag_overrides: list[FlagSplit] | None = Field(
         default=None, description="FeatureFlag splits that releases set for this service."

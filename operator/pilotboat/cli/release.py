@@ -3,6 +3,9 @@
 Commands are written to the Microservice's status subresource (`status.commands`), never
 to its spec: RBAC can grant `patch` on `microservices/status` to release managers without
 letting them edit what Git declares, and the operator acts on each command token once.
+Each command names who sends it (`status.commands.<command>By`, the user a SelfSubjectReview
+returns): the admission policy pilotboat-command-identity checks that name against the
+request's, so a command is accepted with or without the operator's webhook running.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import uuid
 from typing import Any
 
 import click
+import kubernetes
+from kubernetes.client.exceptions import ApiException
 
+from pilotboat.adapters.kube import Kube
 from pilotboat.cli.options import ClusterTarget, cluster_options, complete_names, fetch, locate
 from pilotboat.cli.progress import duration_option, wait_for_release
 
@@ -25,15 +31,35 @@ def _token() -> str:
     return f"{now}-{uuid.uuid4().hex[:8]}"
 
 
+def whoami(kube: Kube) -> str | None:
+    """The user the API server authenticates this client as (a SelfSubjectReview); None
+    where the API server does not answer one (the operator's webhook then names the user)."""
+    api = kubernetes.client.AuthenticationV1Api(kube.api_client)
+    try:
+        review = api.create_self_subject_review(
+            kubernetes.client.V1SelfSubjectReview(
+                api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"
+            )
+        )
+    except ApiException as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    user = review.status.user_info if review.status else None
+    return str(user.username) if user and user.username else None
+
+
 def _send(target: ClusterTarget, name: str, command: str) -> None:
     kube = target.connect()
     ns = locate(kube, target, "Microservice", name)
     fetch(kube, "Microservice", ns, name)
     token = _token()
-    kube.merge_patch(
-        "Microservice", ns, name, {"status": {"commands": {command: token}}}, subresource="status"
-    )
-    click.echo(f"{command} requested for {ns}/{name} (token {token})")
+    me = whoami(kube)
+    sent: dict[str, str] = {command: token, **({f"{command}By": me} if me else {})}
+    kube.merge_patch("Microservice", ns, name, {"status": {"commands": sent}},
+                     subresource="status")  # fmt: skip
+    by = f" by {me}" if me else ""
+    click.echo(f"{command} requested for {ns}/{name}{by} (token {token})")
 
 
 _name_argument = click.argument("name", shell_complete=complete_names("Microservice"))
@@ -82,6 +108,12 @@ def _render(ms: dict[str, Any]) -> str:
     ]
     if st.get("pauseReason"):
         lines.append(f"  paused:   {st['pauseReason']}")
+    last = st.get("lastCommand") or {}
+    if last.get("name"):
+        who = last.get("by") or "an unnamed user"
+        lines.append(f"  command:  {last['name']} sent by {who}"
+                     + ("" if last.get("verified") else " (unverified)")
+                     + (f", acted on {last['at']}" if last.get("at") else ""))  # fmt: skip
     current = st.get("currentStepIndex")
     if steps:
         lines.append("  steps:")

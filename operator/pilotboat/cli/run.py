@@ -79,6 +79,21 @@ _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 )
 @click.option("--webhook-port", default=0, help="Webhook server port; a free one when 0.")
 @click.option(
+    "--webhook-service",
+    default=None,
+    metavar="NAMESPACE/NAME",
+    help="The chart's registration: the API server calls the webhooks through this Service "
+    "(whose EndpointSlice the serving replica points at itself); the operator registers no "
+    "webhook configuration. Needs --webhook-ca-secret.",
+)
+@click.option(
+    "--webhook-ca-secret",
+    default=None,
+    metavar="NAMESPACE/NAME",
+    help="Secret with the CA (ca.crt, ca.key) the serving certificate for --webhook-service "
+    "is issued from, short-lived and renewed.",
+)
+@click.option(
     "--metrics-port",
     default=0,
     help="Serve /metrics, /healthz and /readyz on this port; not at all when 0.",
@@ -102,6 +117,14 @@ _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
     default=None,
     help="Name of the Lease (default: pilotboat-<peering name>, or pilotboat).",
 )
+@click.option(
+    "--operator-namespace",
+    envvar="POD_NAMESPACE",
+    default="pilotboat-system",
+    show_default=True,
+    help="The operator's own namespace: DatabaseServer admin and CA Secrets are read there, "
+    "never in a tenant's namespace.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def run(
     namespaces: tuple[str, ...],
@@ -114,11 +137,14 @@ def run(
     webhooks: bool,
     webhook_address: str,
     webhook_port: int,
+    webhook_service: str | None,
+    webhook_ca_secret: str | None,
     metrics_port: int,
     metrics_address: str,
     leader_elect: bool,
     lease_namespace: str | None,
     lease_name: str | None,
+    operator_namespace: str,
     verbose: bool,
 ) -> None:
     """Run the Pilotboat operator."""
@@ -146,10 +172,25 @@ def run(
     kube = Kube(api_client)
     _wait_for_the_api(kube)
     configure_runtime(
-        Runtime(kube=kube, prometheus_url=prometheus_url, extras={"webhooks": webhooks})
+        Runtime(
+            kube=kube,
+            prometheus_url=prometheus_url,
+            operator_namespace=operator_namespace,
+            extras={"webhooks": webhooks},
+        )
     )
     if webhooks:
         from pilotboat.handlers import webhooks as _webhooks
+
+        if (webhook_service is None) != (webhook_ca_secret is None):
+            raise click.UsageError("--webhook-service and --webhook-ca-secret go together")
+        try:
+            service_ref = webhook_service and _webhooks.parse_ref(webhook_service,
+                                                                  "--webhook-service")
+            ca_ref = webhook_ca_secret and _webhooks.parse_ref(webhook_ca_secret,
+                                                               "--webhook-ca-secret")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
 
     @kopf.on.startup()
     def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -166,6 +207,8 @@ def run(
                 addr=webhook_address,
                 host=webhook_address,
                 port=webhook_port or None,
+                service=service_ref or None,
+                ca_secret=ca_ref or None,
             )
 
     from pilotboat.handlers import metrics

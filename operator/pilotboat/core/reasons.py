@@ -36,6 +36,12 @@ DATABASE_NOT_READY = "DatabaseNotReady"
 DATABASE_CLAIMED = "DatabaseClaimed"
 DATABASE_FAILED = "DatabaseFailed"
 DELETING = "Deleting"
+# The DatabaseServer an OwnedDatabase names: refusals decided before connecting anywhere.
+DATABASE_SERVER_NOT_FOUND = "DatabaseServerNotFound"
+NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
+CA_SECRET_MISSING = "CaSecretMissing"
+# The server asked for a password by a method other than SCRAM: none was sent.
+AUTHENTICATION_REFUSED = "AuthenticationRefused"
 
 # Schema migrations: condition types beyond the gates (whose names are core.migration.GateName).
 SQL_SAFE = "SqlSafe"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pilotboat.api import CanaryStep, CanaryStrategy, MicroserviceSpec
@@ -65,6 +65,7 @@ __all__ = [
     "ReleaseObservation",
     "ReleasePlan",
     "analysis_step",
+    "command_sender",
     "controlled_by",
     "desired_revision",
     "gates_due",
@@ -73,6 +74,7 @@ __all__ = [
     "pod_selector",
     "release_state",
     "routing_of",
+    "sent_by",
     "track_revision",
     "track_version",
     "wanted_services",
@@ -160,6 +162,10 @@ class ReleaseObservation:
     gates: ReleaseGates = field(default_factory=ReleaseGates)
     analysis: MeasuredAnalysis | None = None
     rejection: ChildRejection | None = None
+    verified_commands: frozenset[str] = frozenset()
+    """The commands whose `<command>By` the API server vouches for: the admission policy
+    pilotboat-command-identity was in force when they were sent. Any other sender's name is
+    reported as unverified."""
 
 
 @dataclass(frozen=True)
@@ -477,7 +483,7 @@ def _walk_release(obs: ReleaseObservation) -> ReleasePlan:
     workloads = _deployment_writes(obs, decision, routing, canary_ready)
     status, desired = _release_status(obs, decision, revision, _actual_weight(
         routed, obs, revision, decision))  # fmt: skip
-    events = route_events + decision.events
+    events = route_events + _signed_events(obs, decision)
     flips = _condition_events(obs.status, desired, warn=False, emitted=events)
     return ReleasePlan(
         status,
@@ -734,6 +740,10 @@ def _release_status(
         },
         "flagOverrides": overrides_to_status(flags),
     }
+    if decision.command is not None:
+        by, verified = command_sender(obs, decision.command)
+        fields["lastCommand"] = {"name": decision.command, "by": by, "verified": verified,
+                                 "at": _rfc3339(obs.now)}  # fmt: skip
     desired = [
         *obs.gates.contract,
         *_release_conditions(
@@ -741,6 +751,35 @@ def _release_status(
         ),
     ]
     return _status(obs, desired, fields), desired
+
+
+def command_sender(obs: ReleaseObservation, command: str) -> tuple[str | None, bool]:
+    """Who sent `command` (its `status.commands.<command>By`), and whether the API server
+    vouches for it."""
+    commands = obs.status.commands
+    dumped = commands.model_dump(by_alias=True, exclude_none=True) if commands else {}
+    by = str(dumped.get(f"{command}By") or "") or None
+    return by, by is not None and command in obs.verified_commands
+
+
+def sent_by(by: str | None, verified: bool) -> str:
+    """`sent by alice`, `sent by alice (unverified)`; an unnamed sender is never verified.
+
+    >>> sent_by("alice", True), sent_by("alice", False), sent_by(None, True)
+    ('sent by alice', 'sent by alice (unverified)', 'sent by an unnamed user (unverified)')
+    """
+    if by is None:
+        return "sent by an unnamed user (unverified)"
+    return f"sent by {by}" + ("" if verified else " (unverified)")
+
+
+def _signed_events(obs: ReleaseObservation, decision: Decision) -> tuple[ReleaseEvent, ...]:
+    """The decision's Events; those of a command it carries out say who sent it."""
+    if decision.command is None:
+        return decision.events
+    who = sent_by(*command_sender(obs, decision.command))
+    return tuple(replace(e, message=f"{e.message}; {decision.command} {who}")
+                 for e in decision.events)  # fmt: skip
 
 
 def _analysis_status(obs: ReleaseObservation, decision: Decision) -> dict[str, Any] | None:

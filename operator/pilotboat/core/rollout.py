@@ -107,6 +107,8 @@ class Decision:
     promoted: bool = False  # the release just finished: its flag splits stay in force
     reason: str | None = None
     """The conditions' reason when the phase's own says too little (ProgressDeadlineExceeded)."""
+    command: Command | None = None
+    """The release command this decision carries out (its Events tell it), if any."""
 
 
 def step_kind(step: CanaryStep) -> str:
@@ -231,7 +233,8 @@ def decide(
             fresh = _handled(
                 ReleaseState(handled_commands=state.handled_commands), obs, "retry", "abort"
             )
-            return _start(fresh, obs, version, stable_version, now, retried=True)
+            retried = _start(fresh, obs, version, stable_version, now, retried=True)
+            return replace(retried, command="retry")
         state = _handled(state, obs, "abort", "promote", "promoteFull")
         why = state.rollback_reason or f"{version} was rolled back"
         return Decision(
@@ -254,11 +257,13 @@ def decide(
     if _pending(obs, state, "abort"):
         state = _handled(state, obs, "abort")
         msg = f"{version} aborted by request; all traffic back to stable {stable_version}"
-        return _rolled_back(state, msg, (ReleaseEvent("Aborted", msg, warning=True),))
+        aborted = _rolled_back(state, msg, (ReleaseEvent("Aborted", msg, warning=True),))
+        return replace(aborted, command="abort")
     if _pending(obs, state, "promoteFull"):
-        return _promote(
+        full = _promote(
             _handled(state, obs, "promoteFull", "promote"), version, "full promotion requested"
         )
+        return replace(full, command="promoteFull")
 
     return _walk(
         steps,
@@ -404,6 +409,7 @@ def _walk(
                 events=(
                     ReleaseEvent("AnalysisSkipped", f"{label} skipped by request", warning=True),
                 ),
+                command="promote",
             )
         if outcome is None or outcome.result == "Running":
             detail = outcome.summary if outcome else "first measurement pending"
@@ -553,6 +559,7 @@ def _pause_step(
             canary=True,
             requeue_after=0,
             events=(ReleaseEvent("PauseSkipped", f"{label} skipped by request"),),
+            command="promote",
         )
     if pause.duration is None:
         reason = f"{label}: waiting for `kubectl pilotboat promote`"

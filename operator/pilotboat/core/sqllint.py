@@ -25,7 +25,8 @@ What each phase takes:
 * ``backfill`` — one INSERT or UPDATE; a DELETE is a finding that needs approval (PB073).
 * ``verify`` — one SELECT.
 * Every phase — no change of the session's timeouts or role, no privileges, roles,
-  databases or server settings, no anonymous code block running dynamic SQL (PB090–PB094).
+  databases or server settings, no anonymous code block running dynamic SQL (PB090–PB094),
+  nothing naming the migration history's schema ``pilotboat`` (PB095).
 
 Severities:
 

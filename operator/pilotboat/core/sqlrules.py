@@ -10,7 +10,8 @@ Two kinds of judgement:
 * **Guards**, in every phase (expand, backfill, verify, contract, down): what a migration
   never does, because the operator owns it — session timeouts and identity (PB090),
   privileges (PB091), roles (PB092), databases and the server (PB093), anonymous code that
-  runs dynamic SQL (PB094). No directive allows them.
+  runs dynamic SQL (PB094), the migration history's schema ``pilotboat`` (PB095). No
+  directive allows them.
 * **The expand allow-list**: expand runs while the old version serves traffic, so a
   statement passes only if its kind is one the linter can show leaves that version working.
   Known-dangerous kinds get their own rule (DROP COLUMN is PB001, LOCK TABLE is PB034); any
@@ -29,6 +30,7 @@ name, in the statements that evaluate them while the phase runs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -47,6 +49,7 @@ from pglast.parser import ParseError
 
 __all__ = [
     "BATCH_SIZE_PARAMETER",
+    "HISTORY_SCHEMA",
     "RULES",
     "SAFE_FUNCTIONS",
     "ExpandScope",
@@ -59,6 +62,12 @@ __all__ = [
     "statement_kind",
     "walk",
 ]
+
+HISTORY_SCHEMA = "pilotboat"
+"""The schema of the migration history (the runner's; no migration may name it)."""
+_HISTORY_TABLES = ("pilotboat_schema_history", "pilotboat_backfill_progress")
+_HISTORY_IN_TEXT = re.compile(
+    rf'(?<![\w$])"?{HISTORY_SCHEMA}"?\s*\.|{"|".join(_HISTORY_TABLES)}', re.IGNORECASE)
 
 BATCH_SIZE_PARAMETER = ":batch_size"
 """The placeholder a backfill statement uses for its batch size."""
@@ -355,6 +364,13 @@ DYNAMIC_SQL = Rule(
     "an anonymous code block that builds SQL at run time hides what it does from the "
     "linter; write the statements out",
 )
+HISTORY_SCHEMA_NAMED = Rule(
+    "PB095",
+    "history-schema",
+    _R,
+    f"schema {HISTORY_SCHEMA} holds the migration history, which only the runner writes; "
+    f"{_OPERATOR_OWNS}",
+)
 NOT_ALLOWED_IN_EXPAND = Rule(
     "PB100",
     "not-on-expand-allow-list",
@@ -409,6 +425,7 @@ RULES: tuple[Rule, ...] = (
     ROLES,
     DATABASE_OR_SERVER,
     DYNAMIC_SQL,
+    HISTORY_SCHEMA_NAMED,
     NOT_ALLOWED_IN_EXPAND,
 )
 """Every rule, in code order. Codes are stable: a retired rule's code is never reused."""
@@ -428,6 +445,7 @@ _NOT_ALLOWABLE = frozenset(
         ROLES,
         DATABASE_OR_SERVER,
         DYNAMIC_SQL,
+        HISTORY_SCHEMA_NAMED,
     )
 )
 
@@ -576,6 +594,36 @@ def guard_hits(node: ast.Node) -> Iterator[Hit]:
             setting = _constant_text(call.args[0]) if call.args else None
             if setting is None or setting.lower() in _GUARDED_SETTINGS:
                 yield SESSION_SETTINGS, f"set_config({setting or '…'!r}, …)"
+    named = _history_named(node)
+    if named is not None:
+        yield HISTORY_SCHEMA_NAMED, named
+
+
+def _history_named(node: ast.Node) -> str | None:
+    """How ``node`` names the history schema or its tables, if it does: as a schema
+    (qualifier, CREATE/ALTER/DROP/GRANT … SCHEMA, SET SCHEMA), as a table, or in text
+    (a string, a search_path, a function body). A column that happens to be called
+    ``pilotboat`` is refused too: cheaper than an escape."""
+    for item in walk(node):
+        if isinstance(item, ast.RangeVar):
+            if item.schemaname == HISTORY_SCHEMA:
+                return f"table {_relname(item)}"
+            if (item.relname or "") in _HISTORY_TABLES:
+                return f"table {item.relname}"
+        elif isinstance(item, ast.CreateSchemaStmt) and item.schemaname == HISTORY_SCHEMA:
+            return f"CREATE SCHEMA {HISTORY_SCHEMA}"
+        elif isinstance(item, ast.AlterObjectSchemaStmt) and item.newschema == HISTORY_SCHEMA:
+            return f"SET SCHEMA {HISTORY_SCHEMA}"
+        elif isinstance(item, ast.RenameStmt) and HISTORY_SCHEMA in (item.subname,
+                                                                    item.newname):
+            return f"RENAME … {HISTORY_SCHEMA}"
+        elif isinstance(item, ast.String):
+            text = str(item.sval or "")
+            if text == HISTORY_SCHEMA or text in _HISTORY_TABLES:
+                return f"the name {text}"
+            if _HISTORY_IN_TEXT.search(text):
+                return f"{HISTORY_SCHEMA} in the text {text[:40]!r}"
+    return None
 
 
 def common_hits(node: ast.Node) -> Iterator[Hit]:
@@ -645,7 +693,8 @@ def _do_hits(node: ast.DoStmt) -> Iterator[Hit]:
     for query in _plpgsql_queries(tree):
         for nested in _parse_quietly(query):
             for rule, construct in guard_hits(nested):
-                yield rule, f"{construct} inside a DO block"
+                if rule is not HISTORY_SCHEMA_NAMED:  # the block's text already drew it
+                    yield rule, f"{construct} inside a DO block"
 
 
 def _has_dynamic_sql(tree: Any) -> bool:

@@ -239,12 +239,13 @@ def _time(text: str | None) -> _dt.datetime | None:
     return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def identity_enforced_since(kube: Kube) -> _dt.datetime | None:
+def identity_enforced_since(kube: Kube, policy: str = IDENTITY_POLICY) -> _dt.datetime | None:
     """Since when the API server has enforced ``spec.approver`` (the admission policy and its
-    binding, as they last changed); None when either is missing."""
+    binding, as they last changed); None when either is missing. ``policy`` names another
+    identity policy installed the same way (pilotboat-command-identity)."""
     since: _dt.datetime | None = None
     for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
-        obj = kube.get(kind, None, IDENTITY_POLICY)
+        obj = kube.get(kind, None, policy)
         if obj is None:
             return None
         if kind.endswith("Binding") and "Deny" not in (obj.get("spec") or {}).get(

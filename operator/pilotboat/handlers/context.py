@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from pilotboat.adapters.kube import Kube
 from pilotboat.adapters.metric_provider import MetricProvider
+from pilotboat.api.common import error_path
 from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
 
 __all__ = [
@@ -32,6 +33,9 @@ class Runtime:
 
     kube: Kube
     prometheus_url: str | None = None
+    # Where the platform team's Secrets live (DatabaseServer admin and CA Secrets, owner
+    # credentials): the operator's own namespace, never a tenant's.
+    operator_namespace: str = "pilotboat-system"
     providers: dict[str, MetricProvider] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -56,13 +60,7 @@ def now_rfc3339() -> str:
 
 def describe_validation_error(exc: ValidationError) -> str:
     """`spec.ports[0].port: Input should be ...; spec.image: Field required` — fields first."""
-    parts = []
-    for err in exc.errors():
-        path = "spec"
-        for loc in err["loc"]:
-            path += f"[{loc}]" if isinstance(loc, int) else f".{loc}"
-        parts.append(f"{path}: {err['msg']}")
-    return "; ".join(parts)
+    return "; ".join(": ".join(error_path(err)) for err in exc.errors())
 
 
 class _ObjectLog(logging.LoggerAdapter):  # type: ignore[type-arg]

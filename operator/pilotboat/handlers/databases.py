@@ -1,4 +1,8 @@
-"""The OwnedDatabase reconciler: a database, its login role and the owner's credentials Secret.
+"""The OwnedDatabase reconciler: a database, its three login roles and their Secrets.
+
+The owner role (owns the database, runs migrations) has its password only in a Secret in the
+operator's namespace; the service gets the runtime role (DML, no DDL) in its credentials
+Secret, and a read-only role's login sits beside it (:mod:`pilotboat.adapters.postgres`).
 
 Order matters for crash safety. The password is generated once and stored in the credentials
 Secret *before* the role is created with it, so a crash between the two leaves a Secret whose
@@ -18,15 +22,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import re
 import secrets
-from collections.abc import Mapping
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 
 from pilotboat import API_VERSION, GROUP, VERSION
@@ -37,11 +45,11 @@ from pilotboat.adapters.database import (
     DatabaseUnavailable,
 )
 from pilotboat.adapters.kube import Kube
-from pilotboat.adapters.postgres import PostgresEngine
-from pilotboat.api import OwnedDatabaseSpec
+from pilotboat.adapters.postgres import PostgresEngine, role_dsn, role_names
+from pilotboat.api import DatabaseServerSpec, OwnedDatabaseSpec, ServerTls
 from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition
-from pilotboat.core.database_env import SECRET_KEYS
+from pilotboat.core.database_server import REQUIRED_AUTH, namespace_allowed
 from pilotboat.core.status_trust import trusted_status
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.faults import crash_point
@@ -57,12 +65,18 @@ __all__ = [
     "database_names",
     "database_owner",
     "owner_dsn",
+    "owner_secret_name",
+    "readonly_secret_name",
     "reconcile_owned_database",
 ]
 
 FINALIZER = "pilotboat.dev/database"
 LABEL_OWNER_SERVICE = "pilotboat.dev/owner-service"
 _SECRET_PREFIX = "pilotboat-db-"
+_READONLY_SECRET_PREFIX = "pilotboat-readonly-db-"
+_OWNER_SECRET_PREFIX = "pilotboat-owner-"
+LABEL_OWNED_DATABASE = "pilotboat.dev/owned-database"
+LABEL_OWNED_DATABASE_NAMESPACE = "pilotboat.dev/owned-database-namespace"
 _RETRY_SECONDS = 10.0
 _IDENT_MAX = 63
 _HASH_LEN = 10
@@ -84,7 +98,28 @@ class DatabaseClaim:
 
 
 def credentials_secret_name(owned_database: str) -> str:
+    """The tenant Secret with the runtime role's credentials (what the service uses)."""
     return f"{_SECRET_PREFIX}{owned_database}"
+
+
+def readonly_secret_name(owned_database: str) -> str:
+    """The tenant Secret with the read-only role's credentials.
+
+    Its prefix differs from :func:`credentials_secret_name`'s before the OwnedDatabase's
+    name begins, so no OwnedDatabase's read-only Secret is another's credentials Secret.
+    """
+    return f"{_READONLY_SECRET_PREFIX}{owned_database}"
+
+
+def owner_secret_name(namespace: str, owned_database: str) -> str:
+    """The Secret, in the operator's namespace, holding the owner role's password: named
+    by a hash of namespace/name, so two OwnedDatabases never share one.
+
+    >>> owner_secret_name("shop", "orders-db")
+    'pilotboat-owner-24ad43c52a215a6f'
+    """
+    digest = hashlib.sha256(f"{namespace}/{owned_database}".encode()).hexdigest()[:16]
+    return f"{_OWNER_SECRET_PREFIX}{digest}"
 
 
 def database_claim(
@@ -173,8 +208,13 @@ def database_engine() -> PostgresEngine:
     return engine
 
 
-class _AdminSecretProblem(Exception):
-    pass
+class _ServerRefused(Exception):
+    """The OwnedDatabase may not (or cannot yet) use the DatabaseServer it names; decided
+    before connecting anywhere. ``reason`` is the condition's reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _secret_value(secret: Mapping[str, Any], key: str) -> str | None:
@@ -184,46 +224,151 @@ def _secret_value(secret: Mapping[str, Any], key: str) -> str | None:
     return base64.b64decode(raw).decode()
 
 
+def _server_spec(kube: Kube, namespace: str, spec: OwnedDatabaseSpec) -> DatabaseServerSpec:
+    """The DatabaseServer ``spec.serverRef`` names, if it admits ``namespace``."""
+    name = spec.server_ref.name
+    body = kube.get("DatabaseServer", None, name)
+    if body is None:
+        raise _ServerRefused(
+            reasons.DATABASE_SERVER_NOT_FOUND,
+            f"DatabaseServer {name} (spec.serverRef.name) does not exist",
+        )
+    try:
+        server = DatabaseServerSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        raise _ServerRefused(
+            reasons.INVALID_SPEC,
+            f"DatabaseServer {name} is invalid: {describe_validation_error(exc)}",
+        ) from None
+    labels = None
+    if server.namespace_selector is not None:
+        ns = kube.get("Namespace", None, namespace) or {}
+        labels = (ns.get("metadata") or {}).get("labels") or {}
+    if not namespace_allowed(server, namespace, labels):
+        raise _ServerRefused(
+            reasons.NAMESPACE_NOT_ALLOWED,
+            f"DatabaseServer {name} does not allow namespace {namespace}: neither its "
+            "spec.allowedNamespaces nor its spec.namespaceSelector admits it",
+        )
+    return server
+
+
+_ca_dir: Path | None = None
+_ca_lock = threading.Lock()
+
+
+def _ca_file(pem: bytes) -> str:
+    """A path to ``pem`` in a directory only the operator's user reads (0700, files 0600),
+    one file per content hash, written once and reused."""
+    global _ca_dir
+    with _ca_lock:
+        if _ca_dir is None or not _ca_dir.is_dir():
+            _ca_dir = Path(tempfile.mkdtemp(prefix="pilotboat-ca-"))
+        path = _ca_dir / f"{hashlib.sha256(pem).hexdigest()}.crt"
+        if not path.exists():
+            fd, partial = tempfile.mkstemp(dir=_ca_dir, suffix=".partial")  # mode 0600
+            with os.fdopen(fd, "wb") as out:
+                out.write(pem)
+            os.replace(partial, path)
+        return str(path)
+
+
+def _sslrootcert(kube: Kube, server_name: str, tls: ServerTls) -> str | None:
+    if tls.mode not in ("verify-ca", "verify-full"):
+        return None
+    ref = tls.ca_secret_ref
+    if ref is None:
+        return "system"  # verify-full against the system's trusted CAs
+    operator_namespace = runtime().operator_namespace
+    secret = kube.get("Secret", operator_namespace, ref.name)
+    raw = ((secret or {}).get("data") or {}).get(ref.key)
+    if not raw:
+        raise _ServerRefused(
+            reasons.CA_SECRET_MISSING,
+            f"CA Secret {ref.name} (key {ref.key}) of DatabaseServer {server_name} not found "
+            f"in namespace {operator_namespace}",
+        )
+    return _ca_file(base64.b64decode(raw))
+
+
 def _admin_dsn(kube: Kube, namespace: str, spec: OwnedDatabaseSpec) -> str:
-    ref = spec.server.admin_secret_ref
-    secret = kube.get("Secret", namespace, ref.name)
+    """The admin connection to the DatabaseServer ``spec.serverRef`` names, with its Secrets
+    read in the operator's namespace (never the tenant's); :class:`_ServerRefused` when the
+    server is missing or invalid, does not admit ``namespace``, or its Secrets are missing.
+
+    The connection carries the server's ``sslmode`` (and CA), and always
+    ``require_auth=scram-sha-256``: libpq refuses a server that asks for a cleartext or MD5
+    password before sending it anything."""
+    server = _server_spec(kube, namespace, spec)
+    name = spec.server_ref.name
+    ref = server.admin_secret_ref
+    operator_namespace = runtime().operator_namespace
+    secret = kube.get("Secret", operator_namespace, ref.name)
     if secret is None:
-        raise _AdminSecretProblem(
-            f"admin Secret {ref.name} not found in namespace {namespace} "
-            f"(keys {ref.username_key}, {ref.password_key} expected)"
+        raise _ServerRefused(
+            reasons.ADMIN_SECRET_MISSING,
+            f"admin Secret {ref.name} of DatabaseServer {name} not found in namespace "
+            f"{operator_namespace} (keys {ref.username_key}, {ref.password_key} expected)",
         )
     user = _secret_value(secret, ref.username_key)
     password = _secret_value(secret, ref.password_key)
     missing = [k for k, v in ((ref.username_key, user), (ref.password_key, password)) if not v]
     if missing:
-        raise _AdminSecretProblem(
-            f"admin Secret {ref.name} has no key {', '.join(missing)} "
-            f"(spec.server.adminSecretRef names keys {ref.username_key}, {ref.password_key})"
+        raise _ServerRefused(
+            reasons.ADMIN_SECRET_MISSING,
+            f"admin Secret {ref.name} of DatabaseServer {name} (namespace {operator_namespace}) "
+            f"has no key {', '.join(missing)} (its spec.adminSecretRef names keys "
+            f"{ref.username_key}, {ref.password_key})",
         )
-    return make_conninfo(
-        host=spec.server.host,
-        port=spec.server.port,
-        dbname="postgres",
-        user=user,
-        password=password,
-    )
+    params: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "dbname": "postgres",
+        "user": user,
+        "password": password,
+        "sslmode": server.tls.mode,
+        "require_auth": REQUIRED_AUTH,
+    }
+    rootcert = _sslrootcert(kube, name, server.tls)
+    if rootcert is not None:
+        params["sslrootcert"] = rootcert
+    return make_conninfo(**params)
 
 
 def owner_dsn(kube: Kube, namespace: str, owned_database: str) -> str | None:
-    """Connection string of the owner role, from the credentials Secret; None until ready."""
-    secret = kube.get("Secret", namespace, credentials_secret_name(owned_database))
+    """Connection string of the owner role (migrations run as it): the admin connection's
+    server parameters (host, port, sslmode, …) with the owner's user, password and
+    database, the password from the owner Secret in the operator's namespace; None until
+    the OwnedDatabase, its admin credentials and the owner Secret are all there."""
+    odb = kube.get("OwnedDatabase", namespace, owned_database)
+    if odb is None:
+        return None
+    try:
+        spec = OwnedDatabaseSpec.model_validate(odb.get("spec") or {})
+        admin_dsn = _admin_dsn(kube, namespace, spec)
+    except (ValidationError, _ServerRefused):
+        return None
+    secret = kube.get("Secret", runtime().operator_namespace,
+                      owner_secret_name(namespace, owned_database))
     if secret is None:
         return None
-    values = {key: _secret_value(secret, key) for key in SECRET_KEYS}
-    if not all(values[k] for k in ("host", "port", "dbname", "user", "password")):
+    values = {key: _secret_value(secret, key) for key in ("dbname", "user", "password")}
+    dbname, user, password = values["dbname"], values["user"], values["password"]
+    if not (dbname and user and password):
         return None
-    return make_conninfo(
-        host=values["host"],
-        port=values["port"],
-        dbname=values["dbname"],
-        user=values["user"],
-        password=values["password"],
-    )
+    return role_dsn(admin_dsn, user=user, password=password, dbname=dbname)
+
+
+@dataclass(frozen=True)
+class _Passwords:
+    owner: str
+    runtime: str
+    readonly: str
+
+
+def _server_address(admin_dsn: str) -> tuple[str, str]:
+    params = conninfo_to_dict(admin_dsn)
+    return str(params.get("host") or "localhost"), str(params.get("port") or "5432")
 
 
 def _secret_body(
@@ -232,21 +377,26 @@ def _secret_body(
     dbname: str,
     role: str,
     password: str,
+    *,
+    admin_dsn: str,
+    name: str | None = None,
 ) -> dict[str, Any]:
+    """A tenant Secret (the runtime role's by default, or the read-only role's under
+    ``name``): host and port as the operator reaches the server, the role's login."""
     meta = body["metadata"]
-    host, port = spec.server.host, str(spec.server.port)
+    host, port = _server_address(admin_dsn)
     uri = f"postgresql://{role}:{password}@{host}:{port}/{dbname}"
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": credentials_secret_name(meta["name"]),
+            "name": name or credentials_secret_name(meta["name"]),
             "namespace": meta["namespace"],
             "labels": {
                 "app.kubernetes.io/managed-by": "pilotboat",
                 LABEL_OWNER_SERVICE: spec.owner,
-                "pilotboat.dev/owned-database": meta["name"],
+                LABEL_OWNED_DATABASE: meta["name"],
             },
             "ownerReferences": [
                 {
@@ -270,38 +420,69 @@ def _secret_body(
     }
 
 
-def _ensure_credentials_secret(
+def _owner_secret_body(
+    body: Mapping[str, Any], dbname: str, role: str, password: str
+) -> dict[str, Any]:
+    """The owner's Secret, in the operator's namespace (no owner reference: those cannot
+    cross namespaces; the finalizer deletes it with ``reclaimPolicy: Delete``)."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": owner_secret_name(meta["namespace"], meta["name"]),
+            "namespace": runtime().operator_namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "pilotboat",
+                LABEL_OWNED_DATABASE: meta["name"],
+                LABEL_OWNED_DATABASE_NAMESPACE: meta["namespace"],
+            },
+            "annotations": {
+                "pilotboat.dev/owned-database": f"{meta['namespace']}/{meta['name']}",
+                "pilotboat.dev/owned-database-uid": str(meta["uid"]),
+            },
+        },
+        "stringData": {"dbname": dbname, "user": role, "password": password},
+    }
+
+
+def _ensure_secret(
     kube: Kube,
     rc: Reconcile,
-    body: Mapping[str, Any],
-    spec: OwnedDatabaseSpec,
-    dbname: str,
-    role: str,
+    namespace: str,
+    name: str,
+    user: str,
+    build: Callable[[str], dict[str, Any]],
+    purpose: str,
 ) -> str:
-    """The owner's password, kept in the credentials Secret (created once, never rotated)."""
-    meta = body["metadata"]
-    name = credentials_secret_name(meta["name"])
-    existing = kube.get("Secret", meta["namespace"], name)
+    """The password of ``user`` kept in Secret ``name``: generated and stored once, before
+    the role gets it; a Secret naming another user (an older operator's tenant Secret held
+    the owner's login) gets a fresh password for ``user``."""
+    existing = kube.get("Secret", namespace, name)
     password = _secret_value(existing, "password") if existing else None
+    if existing is not None and _secret_value(existing, "user") != user:
+        password = None
     if existing is None or not password:
         password = secrets.token_urlsafe(24)
-        desired = _secret_body(body, spec, dbname, role, password)
+        desired = build(password)
         try:
             if existing is None:
                 kube.create(desired)
             else:
                 kube.apply(desired)
-            rc.event("CredentialsSecretCreated", f"Created Secret {name} for {spec.owner}")
+            rc.event("CredentialsSecretCreated", f"Created Secret {name} for {purpose}")
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            existing = kube.get("Secret", meta["namespace"], name)
+            existing = kube.get("Secret", namespace, name)
             password = _secret_value(existing or {}, "password")
-            if not password:
+            if not password or _secret_value(existing or {}, "user") != user:
                 raise
         crash_point("database.after-secret")
-    desired = _secret_body(body, spec, dbname, role, password)
-    have = {k: _secret_value(existing, k) for k in SECRET_KEYS} if existing else {}
+    desired = build(password)
+    keys = tuple(desired["stringData"])
+    have = {k: _secret_value(existing, k) for k in keys} if existing else {}
     labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
     if existing is not None and (
         have != desired["stringData"]
@@ -309,6 +490,41 @@ def _ensure_credentials_secret(
     ):
         kube.apply(desired)
     return password
+
+
+def _ensure_credentials_secret(
+    kube: Kube,
+    rc: Reconcile,
+    body: Mapping[str, Any],
+    spec: OwnedDatabaseSpec,
+    dbname: str,
+    role: str,
+    admin_dsn: str,
+) -> _Passwords:
+    """The three roles' passwords, each kept in its Secret (created once, never rotated):
+    the owner's in the operator's namespace only, the runtime role's in the tenant's
+    credentials Secret (the keys services read), the read-only role's beside it."""
+    meta = body["metadata"]
+    names = role_names(role)
+    owner = _ensure_secret(
+        kube, rc, runtime().operator_namespace,
+        owner_secret_name(meta["namespace"], meta["name"]), names.owner,
+        lambda pw: _owner_secret_body(body, dbname, names.owner, pw),
+        f"the owner role of {meta['namespace']}/{meta['name']} (migrations)",
+    )  # fmt: skip
+    runtime_pw = _ensure_secret(
+        kube, rc, meta["namespace"], credentials_secret_name(meta["name"]), names.runtime,
+        lambda pw: _secret_body(body, spec, dbname, names.runtime, pw, admin_dsn=admin_dsn),
+        spec.owner,
+    )  # fmt: skip
+    readonly_name = readonly_secret_name(meta["name"])
+    readonly = _ensure_secret(
+        kube, rc, meta["namespace"], readonly_name, names.readonly,
+        lambda pw: _secret_body(body, spec, dbname, names.readonly, pw, admin_dsn=admin_dsn,
+                                name=readonly_name),
+        f"read-only access to {meta['name']}",
+    )  # fmt: skip
+    return _Passwords(owner, runtime_pw, readonly)
 
 
 def _set_finalizer(kube: Kube, body: Mapping[str, Any], present: bool) -> None:
@@ -342,6 +558,41 @@ def _not_ready(
     )
 
 
+# Refusals that waiting for a Secret does not fix: a deletion leaves the database in place.
+_FINAL_REFUSALS = frozenset(
+    {reasons.DATABASE_SERVER_NOT_FOUND, reasons.NAMESPACE_NOT_ALLOWED, reasons.INVALID_SPEC}
+)
+
+
+def _unavailable(
+    spec: OwnedDatabaseSpec, admin_dsn: str, exc: DatabaseUnavailable
+) -> tuple[str, str]:
+    """The reason and message of a failed connection; a server that asked for a password by
+    another method than SCRAM (libpq's ``require_auth`` refused it: no password was sent)
+    is named as such."""
+    where = f"DatabaseServer {spec.server_ref.name} ({':'.join(_server_address(admin_dsn))})"
+    text = str(exc)
+    if "authentication method requirement" in text:
+        method = next(
+            (name for needle, name in _AUTH_METHODS if needle in text), "a method other than SCRAM"
+        )
+        return reasons.AUTHENTICATION_REFUSED, (
+            f"{where} asked for {method}; the operator answers only {REQUIRED_AUTH} and sent "
+            f"no password: {text}"
+        )
+    return reasons.SERVER_UNREACHABLE, f"{where} is unreachable: {text}"
+
+
+# What libpq says a server asked for, and how a person calls it.
+_AUTH_METHODS = (
+    ("cleartext password", "a cleartext password"),
+    ("hashed password", "an MD5 password"),
+    ("GSSAPI", "GSSAPI"),
+    ("SSPI", "SSPI"),
+    ("no authentication", "no authentication"),
+)
+
+
 def reconcile_owned_database(
     kube: Kube, body: Mapping[str, Any], rc: Reconcile, engine: PostgresEngine
 ) -> float | None:
@@ -358,20 +609,26 @@ def reconcile_owned_database(
         return _finalize(kube, body, rc, spec, engine)
 
     dbname, role = database_names(meta["namespace"], meta["name"], spec)
-    names = {"databaseName": dbname, "roleName": role}
-    _set_finalizer(kube, body, spec.reclaim_policy == "Delete")
+    names = {"databaseName": dbname, "roleName": role_names(role).runtime}
     try:
         admin_dsn = _admin_dsn(kube, meta["namespace"], spec)
-    except _AdminSecretProblem as problem:
-        _not_ready(rc, status, generation, reasons.ADMIN_SECRET_MISSING, str(problem), **names)
+    except _ServerRefused as refused:
+        # Nothing connected anywhere. Looked at again: the platform team may fix it.
+        _not_ready(rc, status, generation, refused.reason, str(refused), phase="Refused",
+                   **names)  # fmt: skip
         return _RETRY_SECONDS
-    password = _ensure_credentials_secret(kube, rc, body, spec, dbname, role)
+    _set_finalizer(kube, body, spec.reclaim_policy == "Delete")
+    passwords = _ensure_credentials_secret(kube, rc, body, spec, dbname, role, admin_dsn)
     secret_name = credentials_secret_name(meta["name"])
     try:
-        engine.ensure_database(admin_dsn, dbname, role, password, owner=database_owner(meta))
+        engine.ensure_database(
+            admin_dsn, dbname, role, passwords.owner, owner=database_owner(meta),
+            runtime_password=passwords.runtime, readonly_password=passwords.readonly,
+            runtime_schema_changes=spec.runtime_schema_changes,
+        )  # fmt: skip
     except DatabaseUnavailable as exc:
-        message = f"PostgreSQL at {spec.server.host}:{spec.server.port} is unreachable: {exc}"
-        _not_ready(rc, status, generation, reasons.SERVER_UNREACHABLE, message, **names)
+        reason, message = _unavailable(spec, admin_dsn, exc)
+        _not_ready(rc, status, generation, reason, message, **names)
         return _RETRY_SECONDS
     except DatabaseOwnedByAnother as exc:
         _not_ready(
@@ -389,8 +646,10 @@ def reconcile_owned_database(
         return _RETRY_SECONDS
     crash_point("database.after-ensure")
     message = (
-        f"database {dbname} and role {role} exist on {spec.server.host}:{spec.server.port}; "
-        f"credentials for {spec.owner} in Secret {secret_name}"
+        f"database {dbname} and role {role} exist on DatabaseServer {spec.server_ref.name} "
+        f"({':'.join(_server_address(admin_dsn))}); "
+        f"credentials for {spec.owner} in Secret {secret_name} (runtime role "
+        f"{names['roleName']}; the owner role's password only in the operator's namespace)"
     )
     rc.write_status(
         status,
@@ -398,6 +657,18 @@ def reconcile_owned_database(
         {"observedGeneration": generation, "phase": "Ready", "secretName": secret_name, **names},
     )
     return None
+
+
+def _forget_owner_secret(kube: Kube, meta: Mapping[str, Any]) -> None:
+    """The owner's Secret, once its role is dropped: deleted where the operator may delete
+    Secrets; else (the chart grants no delete on Secrets) emptied, so no password is left."""
+    name = owner_secret_name(meta["namespace"], meta["name"])
+    try:
+        kube.delete("Secret", runtime().operator_namespace, name)
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        kube.merge_patch("Secret", runtime().operator_namespace, name, {"data": None})
 
 
 def _finalize(
@@ -417,20 +688,30 @@ def _finalize(
         try:
             admin_dsn = _admin_dsn(kube, meta["namespace"], spec)
             engine.drop_database(admin_dsn, dbname, role, owner=database_owner(meta))
+            _forget_owner_secret(kube, meta)
         except DatabaseOwnedByAnother as exc:
             # Never ours (refused when created) or handed to another: nothing to drop.
             rc.event(reasons.DATABASE_NOT_DROPPED, f"Left database {dbname} in place: {exc}",
                      warning=True)
+            _forget_owner_secret(kube, meta)
             crash_point("database.before-finalizer")
             _set_finalizer(kube, body, False)
             return None
-        except _AdminSecretProblem as problem:
+        except _ServerRefused as refused:
+            if refused.reason in _FINAL_REFUSALS:
+                # The server is gone or no longer admits this namespace: the operator may
+                # not act for it there, so the database stays and the deletion goes on.
+                rc.event(reasons.DATABASE_NOT_DROPPED,
+                         f"Left database {dbname} in place: {refused}", warning=True)
+                crash_point("database.before-finalizer")
+                _set_finalizer(kube, body, False)
+                return None
             _not_ready(
                 rc,
                 status,
                 generation,
-                reasons.ADMIN_SECRET_MISSING,
-                f"cannot drop the database: {problem}",
+                refused.reason,
+                f"cannot drop the database: {refused}",
                 phase="Deleting",
             )
             return _RETRY_SECONDS
@@ -445,7 +726,9 @@ def _finalize(
             )
             return _RETRY_SECONDS
         rc.event(
-            "DatabaseDropped", f"Dropped database {dbname} and role {role} (reclaimPolicy Delete)"
+            "DatabaseDropped",
+            f"Dropped database {dbname} and roles {', '.join(role_names(role).all())} "
+            "(reclaimPolicy Delete)",
         )
     crash_point("database.before-finalizer")
     _set_finalizer(kube, body, False)

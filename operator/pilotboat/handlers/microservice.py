@@ -50,7 +50,9 @@ from pilotboat.core.status_trust import USER_STATUS_FIELDS, trusted_status
 from pilotboat.core.workload import LABEL_MANAGED_BY, Owner, deployment_name
 from pilotboat.handlers import metrics
 from pilotboat.handlers.analysis import analyse_step, effective_template
+from pilotboat.handlers.cache import children as cache
 from pilotboat.handlers.children import ChildBackoff, child_refusal
+from pilotboat.handlers.commands import verified_commands
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.contracts import contract_gate
 from pilotboat.handlers.databases import database_claim
@@ -116,6 +118,7 @@ def _observe(kube: Kube, body: Mapping[str, Any], now: float) -> ReleaseObservat
         children=_children(kube, owner, spec, strategy),
         flag_bases=_flag_bases(kube, owner.namespace, status, strategy),
         rejection=_backoff.pending(owner.uid, generation),
+        verified_commands=verified_commands(kube, body),
     )
 
 
@@ -161,10 +164,11 @@ def _children(
     routing = routing_of(strategy)
     gateway = strategy.traffic_routing.gateway_api if strategy else None
     names = [s["metadata"]["name"] for s in wanted_services(owner, spec, routing)]
+    ns = owner.namespace
     return ObservedChildren(
-        stable=kube.get("Deployment", owner.namespace, deployment_name(owner.name, "stable")),
-        canary=kube.get("Deployment", owner.namespace, deployment_name(owner.name, "canary")),
-        services={name: kube.get("Service", owner.namespace, name) for name in names},
+        stable=cache.get(kube, "Deployment", ns, deployment_name(owner.name, "stable")),
+        canary=cache.get(kube, "Deployment", ns, deployment_name(owner.name, "canary")),
+        services={name: cache.get(kube, "Service", ns, name) for name in names},
         route=kube.get("HTTPRoute", owner.namespace, gateway.http_route) if gateway else None,
     )
 
@@ -319,8 +323,13 @@ def _write_status(kube: Kube, rc: Reconcile, status: MicroserviceStatus) -> None
     )
 
 
-_loop = ReconcileLoop("Microservice", reconcile_microservice, retry_after=5.0, workers=4)
-_reconcile_guarded = _loop.run
+_loop = ReconcileLoop("Microservice", reconcile_microservice, retry_after=5.0, workers=8)
+
+
+def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
+    """Visit the Microservice soon: its key joins the work queue (a burst of events for one
+    object is one or two passes; see :mod:`pilotboat.handlers.loop`)."""
+    _loop.enqueue(namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, "microservices")
@@ -337,9 +346,23 @@ def on_microservice_event(
 def on_child_deployment_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
+    _child_event("Deployment", event, body)
+
+
+@kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: "pilotboat"})
+def on_child_service_event(
+    event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
+) -> None:
+    _child_event("Service", event, body)
+
+
+def _child_event(kind: str, event: kopf.RawEvent, body: kopf.Body) -> None:
+    """Keep the child in the cache, and visit the Microservice that controls it."""
+    raw = event.get("object") or body
+    cache.seen(kind, raw, deleted=event.get("type") == "DELETED")
     for ref in body.get("metadata", {}).get("ownerReferences", []) or []:
         if ref.get("kind") == "Microservice" and ref.get("controller"):
-            _reconcile_guarded(body["metadata"]["namespace"], ref["name"], logger)
+            _reconcile_guarded(body["metadata"]["namespace"], ref["name"])
 
 
 @kopf.on.event(GROUP, VERSION, "owneddatabases")

@@ -742,6 +742,7 @@ def on_migration_event(
     meta = body["metadata"]
     if event.get("type") == "DELETED":
         _index(meta["namespace"], meta["name"], None)
+        metrics.migration_forgotten(meta["namespace"], meta["name"])
         return
     _index(meta["namespace"], meta["name"], body.get("spec"))
     _reconcile_named(meta["namespace"], meta["name"], logger)

@@ -27,6 +27,12 @@ The webhooks:
   migration: where separation of duties is asked for, the admission policy
   pilotboat-contract-author refuses an annotation naming anyone but the requester (the
   client then sets it itself), and an unknown author is treated as the approver;
+* ``command-identity`` (mutating, ``failurePolicy: Ignore``, on ``microservices/status``,
+  called only for writes that change ``status.commands``) stamps ``<command>By`` with the
+  requesting user when a release command's token changes
+  (:func:`pilotboat.handlers.commands.command_identity_patch`). ``Ignore``: without it the
+  admission policy pilotboat-command-identity refuses a command that names no sender (the
+  client then names itself, as ``kubectl pilotboat`` does);
 * ``microservice-queries`` and ``rolloutpolicy-queries`` (validating, ``failurePolicy:
   Ignore``) refuse a Microservice or RolloutPolicy whose analysis queries would not run: a
   template variable the operator does not provide (``{{ servise }}``) or rendered PromQL that
@@ -50,6 +56,16 @@ Kopf's managed mode, so that each configuration
 The configurations stay when the operator stops: removing them would open a window in
 which approvals are created without a stamp (and any stamp a client wrote would pass).
 
+**The chart's registration** (``--webhook-service`` with ``--webhook-ca-secret``, what the
+Helm chart runs) is the other way: the chart renders the configurations itself, from
+:func:`chart_webhooks` (the same definitions, written to ``charts/pilotboat/files/webhooks.yaml``
+by ``hack/render-manifests.sh``), called through a Service with a CA the chart generates.
+The operator registers nothing and may not change them; it reads the CA from its Secret,
+issues itself a serving certificate for the Service's names valid for
+:data:`SERVING_CERT_DAYS` and renews it every :data:`SERVING_CERT_RENEW_SECONDS` (reading the
+CA again, so a CA the chart rotated is used from then on), and, as the one replica serving
+the webhooks, points the Service's EndpointSlice at its own address.
+
 **Admission has its own threads.** Every check runs on a small pool of its own
 (:data:`ADMISSION_WORKERS` threads), awaited by an async handler for at most
 ``ADMISSION_TIMEOUT_SECONDS`` (:mod:`pilotboat.core.limits`), never on Kopf's executor, which
@@ -65,7 +81,9 @@ the limit of its field instead of going unanswered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import re
@@ -73,16 +91,19 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiohttp.web
 import kopf
+import yaml
 from pydantic import ValidationError
 
 from pilotboat import GROUP, VERSION
 from pilotboat.adapters.kube import Kube
 from pilotboat.api import MicroserviceSpec
+from pilotboat.api.common import error_path
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core import reasons
 from pilotboat.core.limits import ADMISSION_TIMEOUT_SECONDS, MAX_ADMISSION_DEPTH, clip_json_depth
@@ -90,6 +111,7 @@ from pilotboat.core.promql_check import QueryProblem, spec_query_problems
 from pilotboat.core.workload import Owner
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval, contract_author_patch
 from pilotboat.handlers.children import ChildRefusal, dry_run_children
+from pilotboat.handlers.command_webhook import COMMAND_MATCH, COMMAND_WEBHOOK
 from pilotboat.handlers.context import runtime
 from pilotboat.handlers.contracts import (
     ANNOTATION_ALLOW_BREAKING,
@@ -102,7 +124,12 @@ from pilotboat.handlers.migrations import lint_warnings
 
 __all__ = [
     "ADMISSION_WORKERS",
+    "SERVING_CERT_DAYS",
+    "SERVING_CERT_RENEW_SECONDS",
     "PilotboatWebhookServer",
+    "ServiceRef",
+    "chart_webhooks",
+    "parse_ref",
     "namespace_match_expression",
     "webhook_configuration_name",
 ]
@@ -117,6 +144,11 @@ CHILDREN_WEBHOOK = "microservice-children"
 AUTHOR_WEBHOOK = "contract-author"
 QUERIES_WEBHOOK = "microservice-queries"
 POLICY_QUERIES_WEBHOOK = "rolloutpolicy-queries"
+
+SERVING_CERT_DAYS = 1
+"""Validity of a serving certificate issued from the chart's CA."""
+SERVING_CERT_RENEW_SECONDS = 8 * 3600.0
+"""How often the operator issues itself a new one (well before the last one expires)."""
 
 ADMISSION_WORKERS = 4
 """Threads that run admission checks, and nothing else."""
@@ -194,20 +226,52 @@ def _self_signed(directory: Path, host: str) -> tuple[Path, Path]:
     return cert, key
 
 
+@dataclass(frozen=True)
+class ServiceRef:
+    """A namespaced object by namespace and name (the webhook Service, the CA Secret)."""
+
+    namespace: str
+    name: str
+
+
+def parse_ref(value: str, option: str) -> ServiceRef:
+    """``<namespace>/<name>``, or a ValueError naming ``option``.
+
+    >>> parse_ref("pilotboat-system/pilotboat-webhooks", "--webhook-service")
+    ServiceRef(namespace='pilotboat-system', name='pilotboat-webhooks')
+    """
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise ValueError(f"{option}: expected <namespace>/<name>, got {value!r}")
+    return ServiceRef(namespace, name)
+
+
 def _configurations(
-    name: str, client_config: Mapping[str, Any], namespaces: Sequence[str]
+    name: str,
+    client_config: Mapping[str, Any],
+    namespaces: Sequence[str],
+    *,
+    service: ServiceRef | None = None,
 ) -> list[dict[str, Any]]:
-    base_url = str(client_config["url"]).rstrip("/")
+    """The two webhook configurations: called at ``client_config``'s URL, or through
+    ``service`` (port 443) when given."""
+    base_url = str(client_config.get("url") or "").rstrip("/")
     expression = namespace_match_expression(namespaces)
     match = [{"name": "watched-namespaces", "expression": expression}] if expression else []
+
+    def client(handler: str) -> dict[str, Any]:
+        if service is not None:
+            return {
+                "service": {"namespace": service.namespace, "name": service.name,
+                            "path": f"/{handler}", "port": 443},
+                "caBundle": client_config.get("caBundle"),
+            }  # fmt: skip
+        return {"url": f"{base_url}/{handler}", "caBundle": client_config.get("caBundle")}
 
     def webhook(handler: str, plural: str, failure: str) -> dict[str, Any]:
         return {
             "name": f"{handler}.{GROUP}",
-            "clientConfig": {
-                "url": f"{base_url}/{handler}",
-                "caBundle": client_config.get("caBundle"),
-            },
+            "clientConfig": client(handler),
             "rules": [
                 {
                     "apiGroups": [GROUP],
@@ -227,6 +291,8 @@ def _configurations(
 
     override = webhook(OVERRIDE_WEBHOOK, "microservices", "Fail")
     override["matchConditions"] = [*match, {"name": "override", "expression": _OVERRIDE_MATCH}]
+    commands = webhook(COMMAND_WEBHOOK, "microservices/status", "Ignore")
+    commands["matchConditions"] = [*match, {"name": "commands", "expression": COMMAND_MATCH}]
     labels = {"app.kubernetes.io/managed-by": "pilotboat"}
     return [
         {
@@ -237,6 +303,7 @@ def _configurations(
                 webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail"),
                 override,
                 webhook(AUTHOR_WEBHOOK, "schemamigrations", "Ignore"),
+                commands,
             ],
         },
         {
@@ -255,8 +322,79 @@ def _configurations(
     ]
 
 
+def chart_webhooks() -> str:
+    """``charts/pilotboat/files/webhooks.yaml``: the webhooks of both configurations as the
+    chart renders them (it adds the Service's name and namespace, the caBundle and the
+    watched-namespaces condition). One source: the chart never lists webhooks of its own."""
+    placeholder = ServiceRef("", "")
+    configurations = []
+    for configuration in _configurations("", {}, [], service=placeholder):
+        webhooks = []
+        for hook in configuration["webhooks"]:
+            hook = dict(hook)
+            hook["clientConfig"] = {"service": {"path": hook["clientConfig"]["service"]["path"]}}
+            webhooks.append(hook)
+        configurations.append({"kind": configuration["kind"], "webhooks": webhooks})
+    header = ("# Generated by hack/render-manifests.sh from pilotboat.handlers.webhooks "
+              "(chart_webhooks). DO NOT EDIT.\n")  # fmt: skip
+    plain = json.loads(json.dumps({"configurations": configurations}))  # no YAML anchors
+    return header + yaml.safe_dump(plain, sort_keys=False, width=100)
+
+
+def _run_openssl(*args: str, stdin: bytes | None = None) -> None:
+    subprocess.run(["openssl", *args], input=stdin, check=True, capture_output=True)
+
+
+def _issue_serving_cert(
+    directory: Path, ca_crt: bytes, ca_key: bytes, service: ServiceRef
+) -> tuple[Path, Path]:
+    """A fresh key and a certificate for the Service's DNS names, signed by the CA, valid
+    for SERVING_CERT_DAYS, both in one file (``tls.pem``, the server's certificate file and
+    key file at once) moved over the old one in one rename: Kopf's server notices the change
+    and never reads a key of one pair with the certificate of another. The CA key is on
+    disk (the pod's memory volume) only while signing."""
+    names = [f"{service.name}.{service.namespace}.svc",
+             f"{service.name}.{service.namespace}.svc.cluster.local",
+             f"{service.name}.{service.namespace}", service.name]  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="issue-", dir=directory))
+    try:
+        (work / "ca.crt").write_bytes(ca_crt)
+        (work / "ca.key").touch(mode=0o600)
+        (work / "ca.key").write_bytes(ca_key)
+        (work / "ext").write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names)
+                                  + "\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+        _run_openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                     "-nodes", "-keyout", str(work / "tls.key"), "-out", str(work / "tls.csr"),
+                     "-subj", f"/CN={names[0]}")  # fmt: skip
+        _run_openssl("x509", "-req", "-in", str(work / "tls.csr"), "-CA", str(work / "ca.crt"),
+                     "-CAkey", str(work / "ca.key"), "-CAcreateserial", "-days",
+                     str(SERVING_CERT_DAYS), "-extfile", str(work / "ext"),
+                     "-out", str(work / "tls.crt"))  # fmt: skip
+        pem = directory / "tls.pem"
+        (work / "tls.pem").touch(mode=0o600)
+        (work / "tls.pem").write_bytes((work / "tls.key").read_bytes()
+                                       + (work / "tls.crt").read_bytes())  # fmt: skip
+        (work / "tls.pem").replace(pem)
+        return pem, pem
+    finally:
+        for leftover in work.iterdir():
+            leftover.unlink()
+        work.rmdir()
+
+
+def _read_ca(kube: Kube, secret: ServiceRef) -> tuple[bytes, bytes]:
+    found = kube.get("Secret", secret.namespace, secret.name)
+    data = (found or {}).get("data") or {}
+    if not data.get("ca.crt") or not data.get("ca.key"):
+        raise RuntimeError(f"the webhook CA Secret {secret.namespace}/{secret.name} has no "
+                           "ca.crt and ca.key (the chart makes it)")  # fmt: skip
+    return base64.b64decode(data["ca.crt"]), base64.b64decode(data["ca.key"])
+
+
 class PilotboatWebhookServer(kopf.WebhookServer):
-    """Kopf's HTTPS webhook server that registers Pilotboat's own webhook configurations."""
+    """Kopf's HTTPS webhook server that registers Pilotboat's own webhook configurations,
+    or, with ``service`` and ``ca_secret`` (the chart's registration), registers nothing,
+    serves a certificate issued from the chart's CA and points ``service`` at itself."""
 
     def __init__(
         self,
@@ -267,30 +405,82 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         addr: str,
         host: str,
         port: int | None = None,
+        service: ServiceRef | None = None,
+        ca_secret: ServiceRef | None = None,
     ) -> None:
+        if (service is None) != (ca_secret is None):
+            raise ValueError("--webhook-service and --webhook-ca-secret go together")
         directory = Path(tempfile.mkdtemp(prefix="pilotboat-webhook-"))
-        cert, key = _self_signed(directory, host)
+        if service is not None and ca_secret is not None:
+            cert, key = _issue_serving_cert(directory, *_read_ca(kube, ca_secret), service)
+            cafile = None
+        else:
+            cert, key = _self_signed(directory, host)
+            cafile = str(cert)
         super().__init__(
             addr=addr,
             host=host,
             port=port or None,
             certfile=str(cert),
             pkeyfile=str(key),
-            cafile=str(cert),
+            cafile=cafile,
         )
         self._kube = kube
         self._name = name
         self._namespaces = list(namespaces)
+        self._directory = directory
+        self._service = service
+        self._ca_secret = ca_secret
 
     def _register(self, client_config: Mapping[str, Any]) -> None:
+        if self._service is not None:
+            self._point_service_here()
+            return
         for configuration in _configurations(self._name, client_config, self._namespaces):
             self._kube.apply(configuration)
         _log.info("webhooks registered as %s at %s", self._name, client_config.get("url"))
 
+    def _point_service_here(self) -> None:
+        """The webhook Service's EndpointSlice: this replica's address and port."""
+        assert self._service is not None
+        ip = ipaddress.ip_address(self.host or "")
+        name = self._service.name
+        self._kube.apply({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": self._service.namespace,
+                         "labels": {"kubernetes.io/service-name": name,
+                                    "endpointslice.kubernetes.io/managed-by": "pilotboat.dev"}},
+            "addressType": "IPv6" if ip.version == 6 else "IPv4",
+            "endpoints": [{"addresses": [str(ip)], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}],
+        })  # fmt: skip
+        _log.info("webhooks served for %s/%s at %s:%s",
+                  self._service.namespace, name, ip, self.port)  # fmt: skip
+
+    def _renew(self) -> None:
+        assert self._service is not None and self._ca_secret is not None
+        _issue_serving_cert(self._directory, *_read_ca(self._kube, self._ca_secret),
+                            self._service)  # fmt: skip
+        _log.info("webhook serving certificate renewed")
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SERVING_CERT_RENEW_SECONDS)
+            try:
+                await asyncio.to_thread(self._renew)
+            except Exception:  # noqa: BLE001 - the current certificate serves on; retry soon
+                _log.exception("renewing the webhook serving certificate failed; retrying")
+                await asyncio.sleep(60)
+
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for client_config in super().__call__(fn):
-            await asyncio.to_thread(self._register, client_config)
-            yield client_config
+        renewal = asyncio.create_task(self._renew_forever()) if self._service else None
+        try:
+            async for client_config in super().__call__(fn):
+                await asyncio.to_thread(self._register, client_config)
+                yield client_config
+        finally:
+            if renewal is not None:
+                renewal.cancel()
 
     @staticmethod
     async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -411,6 +601,14 @@ async def database_claim_check(body: kopf.Body, warnings: list[str], **_: Any) -
         raise kopf.AdmissionError(claim.message, code=403)
 
 
+def _pod_template_error(error: Mapping[str, Any]) -> bool:
+    """A refusal of the pod template's own rules (or of image/env against it)."""
+    loc = tuple(error.get("loc") or ())
+    return bool(loc and loc[0] == "template") or (
+        not loc and str(error.get("msg", "")).startswith(("Value error, image:",
+                                                           "Value error, env[")))
+
+
 @kopf.on.validate(
     GROUP, VERSION, "microservices", id=CHILDREN_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
@@ -420,8 +618,14 @@ async def rendered_children_check(body: kopf.Body, warnings: list[str], **_: Any
     def check() -> ChildRefusal | None:
         try:
             spec = MicroserviceSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
-            return None  # the CRD's schema, and the reconciler's SpecValid condition, name those
+        except ValidationError as exc:
+            # The CRD's schema, and the reconciler's SpecValid condition, name the rest; the
+            # pod template is free-form JSON to the CRD, so its rules are said here.
+            template = [e for e in exc.errors() if _pod_template_error(e)]
+            if not template:
+                return None
+            return ChildRefusal("Microservice", str(meta["name"]), "; ".join(
+                ": ".join(error_path(e)) for e in template))
         owner = Owner(str(meta["name"]), str(meta["namespace"]), str(meta.get("uid") or ""))
         return dry_run_children(runtime().kube, owner, spec)
 
