@@ -16,6 +16,11 @@ from pilotboat.testing import OperatorProcess
 from tests.manifests import microservice
 from tests.story import Story
 
+
+def _without_image(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {**manifest, "spec": {k: v for k, v in manifest["spec"].items() if k != "image"}}
+
+
 # Each (but the image) passes the CRD's schema; the Deployment or Service it renders does
 # not pass the API server's validation.
 INVALID_CHILDREN: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -36,6 +41,32 @@ INVALID_CHILDREN: dict[str, tuple[dict[str, Any], str, str]] = {
                         "spec.image", "should match"),
     "probe-port": (microservice("orders", readinessProbe={"port": 70000}),
                    "spec.readinessProbe.port", "between 1 and 65535"),
+    # A full pod template: the API server's word, at the template's own path.
+    "template-port": (
+        microservice("orders", image=None, template={"spec": {"containers": [{
+            "name": "orders", "image": "localhost/pilotboat/echo:v1",
+            "ports": [{"name": "admin", "containerPort": 70000}]}]}}),
+        "spec.template.spec.containers[0].ports[0].containerPort", "between 1 and 65535",
+    ),
+    "template-sidecar-field": (
+        microservice("orders", template={"spec": {"containers": [
+            {"name": "orders"},
+            {"name": "sidecar", "image": "localhost/pilotboat/echo:v1", "imagee": "typo"}]}}),
+        "spec.template.spec.containers[1].imagee", "not declared in schema",
+    ),
+    "no-image": (
+        _without_image(microservice("orders")),
+        "spec.image", "required unless spec.template.spec.containers[0].image is set",
+    ),
+    "template-container-name": (
+        microservice("orders", template={"spec": {"containers": [{"image": "x:1"}]}}),
+        "spec.template.spec.containers[0].name", "required",
+    ),
+    "template-volume": (
+        microservice("orders", template={"spec": {"volumes": [{"name": "Bad_Name",
+                                                               "emptyDir": {}}]}}),
+        "spec.template.spec.volumes[0].name", "Invalid value",
+    ),
 }
 
 

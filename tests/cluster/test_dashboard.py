@@ -27,6 +27,7 @@ import yaml
 from pilotboat.adapters.kube import Kube
 from pilotboat.cli.dashboard import make_server
 from pilotboat.cli.kubeclient import connect
+from pilotboat.cli.release import whoami
 from tests.fixtures.browser import Chromium
 from tests.fixtures.prometheus import LocalPrometheus
 from tests.fixtures.standins import Traffic, echo
@@ -58,7 +59,7 @@ def browse(chromium: str, url: str, profile: Path, *extra: str) -> str:
 
 
 def serve(kube: Kube, namespace: str) -> Iterator[str]:
-    server = make_server(kube, namespace, 0)
+    server = make_server(kube, namespace, 0, whoami(kube))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
@@ -158,6 +159,8 @@ def test_a_release_in_progress_in_a_real_browser(
             assert f"promote requested for {story.namespace}/cart" in browser.text()
         story.wait_for("Microservice", "cart", lambda o: ((o or {}).get("status") or {}).get(
             "stableVersion") == "v2", timeout=90, what="promoted")
+        last = (story.get("Microservice", "cart") or {})["status"]["lastCommand"]
+        assert last["name"] == "promote" and last["by"] == whoami(connect(str(kubeconfig))), last
     finally:
         next(pages, None)
 

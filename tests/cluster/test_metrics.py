@@ -128,6 +128,13 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
     assert value(found, "pilotboat_analyses_total", verdict="Error") >= 1
     assert value(found, "pilotboat_migration_gates_blocked", gate="Approved",
                  reason="NotApproved") == 1
+    # ... and per migration, so the approval alert can name it.
+    assert value(found, "pilotboat_migration_blocked", namespace=private_namespace,
+                 migration="customer-column", gate="Approved", reason="NotApproved") == 1
+    phases = [dict(labels)["phase"] for (name, labels), v in found.items()
+              if name == "pilotboat_migration_phase" and v == 1
+              and ("migration", "customer-column") in labels]
+    assert len(phases) == 1 and phases[0] != "Expanded", phases  # its phase now, one series
     assert value(found, "pilotboat_migration_phase_duration_seconds_count",
                  phase="Expanded") == 1
 

@@ -26,7 +26,8 @@ EXPORTED = {
     "pilotboat_releases", "pilotboat_canary_weight", "pilotboat_canary_actual_weight",
     "pilotboat_analyses_total", "pilotboat_migration_gates_blocked",
     "pilotboat_migration_phase_duration_seconds", "pilotboat_leader",
-    "pilotboat_release_phase", "pilotboat_build_info",
+    "pilotboat_release_phase", "pilotboat_build_info", "pilotboat_migration_phase",
+    "pilotboat_migration_blocked",
 }
 
 

@@ -122,45 +122,29 @@ def test_a_digest_is_the_version_and_no_strategy_is_a_plain_update() -> None:
     }
 
 
-def test_what_a_pod_template_says_beyond_a_microservice_is_named() -> None:
+def test_a_pod_template_the_short_fields_cannot_say_carries_over_whole() -> None:
     result = converted("04-pod-extras.yaml")
-    rollout, container = "Rollout shop/payments", "spec.template.spec.containers[0]"
+    rollout = "Rollout shop/payments"
+    # The short fields cannot say it all, so the pod template carries over whole.
     assert dropped(result) == [
         f"{rollout}: spec.revisionHistoryLimit",
         f"{rollout}: spec.minReadySeconds",
-        f"{rollout}: spec.template.metadata.labels.tier",
-        f'{rollout}: spec.template.metadata.annotations["prometheus.io/scrape"]',
-        f"{rollout}: spec.template.spec.serviceAccountName",
-        f"{rollout}: spec.template.spec.initContainers",
-        f"{rollout}: spec.template.spec.volumes",
-        f"{rollout}: spec.template.spec.containers[1]",
-        f"{rollout}: {container}.command",
-        f"{rollout}: {container}.args",
-        f"{rollout}: {container}.envFrom",
-        f"{rollout}: {container}.volumeMounts",
-        f"{rollout}: {container}.livenessProbe",
-        f"{rollout}: {container}.ports[0].hostPort",
-        f"{rollout}: {container}.env[1].valueFrom",
-        f"{rollout}: {container}.readinessProbe.timeoutSeconds",
-        f"{rollout}: {container}.readinessProbe.httpGet.scheme",
-        f"{rollout}: spec.template.spec.tolerations[0].tolerationSeconds",
         f'{rollout}: metadata.annotations["rollout.argoproj.io/revision"]',
     ]
     (manifest,) = result.manifests
     assert manifest["metadata"]["annotations"] == {"owner": "payments-team"}
+    source = yaml.safe_load((CASES / "04-pod-extras.yaml").read_text())["spec"]["template"]
     assert manifest["spec"] == {
-        "image": "payments:1.9.0",
+        "template": {"metadata": {"labels": {"tier": "backend"},
+                                  "annotations": {"prometheus.io/scrape": "true"}},
+                     "spec": source["spec"]},
         "version": "1.9.0",
         "replicas": 3,
-        "ports": [{"name": "http", "port": 8080}],
-        "env": [{"name": "MODE", "value": "live"}],
-        "readinessProbe": {"path": "/ready", "port": 8080, "periodSeconds": 10},
-        "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoExecute"}],
+        "ports": [{"name": "http", "port": 8080}],  # the Service's, from the first container
         "rollout": canary([{"setWeight": 50}, {"pause": {"untilPromoted": True}}]),
     }
-    why = {d.path: d.why for d in result.dropped}
-    assert why[f"{container}.readinessProbe.timeoutSeconds"] == (
-        "Pilotboat keeps Kubernetes' default, 1")  # failureThreshold 3 is that default: silent
+    spec = MicroserviceSpec.model_validate(manifest["spec"])
+    assert spec.main_image == "payments:1.9.0"
 
 
 SUCCESS_QUERY = (
@@ -352,7 +336,6 @@ def test_canary_settings_and_a_falling_weight_are_named() -> None:
     rollout = "Rollout shop/shipping"
     assert dropped(result) == [
         f"{rollout}: spec.selector.matchExpressions",
-        f"{rollout}: spec.template.metadata.labels.tier",
         f"{rollout}: spec.strategy.canary.maxSurge",
         f"{rollout}: spec.strategy.canary.maxUnavailable",
         f"{rollout}: spec.strategy.canary.dynamicStableScale",
@@ -360,7 +343,8 @@ def test_canary_settings_and_a_falling_weight_are_named() -> None:
         f"{rollout}: spec.strategy.canary.steps[2].setWeight",
         f"{rollout}: spec.strategy.canary.canaryService",
     ]
-    assert result.dropped[6].why == "Pilotboat's weights never decrease, and 20 follows 40"
+    assert result.dropped[5].why == "Pilotboat's weights never decrease, and 20 follows 40"
+    assert spec_of(result, "shipping")["template"] == {"metadata": {"labels": {"tier": "backend"}}}
     assert spec_of(result, "shipping")["progressDeadlineSeconds"] == 600
     assert spec_of(result, "shipping")["rollout"] == canary(
         [{"setWeight": 40}, {"pause": {"duration": "20s"}}, {"pause": {"duration": "20s"}},

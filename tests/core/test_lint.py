@@ -52,7 +52,7 @@ def test_a_good_manifest_passes(tmp_path: Path) -> None:
         ({"replica": 3}, "spec.replica", "unknown field"),
         ({"replicas": -1}, "spec.replicas", "less than the minimum"),
         ({"ports": [{"name": "http", "port": 99999}]}, "spec.ports[0].port", "maximum"),
-        ({"image": None}, "spec.image", "None is not of type"),
+        ({"image": None}, "spec.image", "required unless spec.template.spec.containers[0]"),
         ({"rollout": {"canary": {"steps": [{"setWeight": 20}], "analysis": {
             "signals": {"latency": {"quantile": 0, "maxSeconds": 0.5}}}}}},
          "spec.rollout.canary.analysis.signals.latency.quantile", "less than or equal to"),

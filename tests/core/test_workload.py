@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import re
 
 import pytest
 from hypothesis import given
@@ -281,3 +282,117 @@ def test_a_refused_child_field_is_told_as_the_microservice_field_it_comes_from(
     kind: str, field: str, env_count: int, source: str | None
 ) -> None:
     assert source_field(kind, field, env_count=env_count) == source
+
+
+# --- the full pod template --------------------------------------------------------------
+
+TEMPLATE = {
+    "metadata": {"labels": {"team": "ledger", "pilotboat.dev/track": "forged"},
+                 "annotations": {"prometheus.io/port": "9090"}},
+    "spec": {
+        "serviceAccountName": "ledger",
+        "securityContext": {"runAsNonRoot": True},
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "containers": [
+            {"name": "ledger", "image": "registry.example/ledger:1", "args": ["--serve"],
+             "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}},
+                     {"name": "SERVICE_VERSION", "value": "mine"}],
+             "ports": [{"name": "admin", "containerPort": 9090}],
+             "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+             "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}},
+            {"name": "sidecar", "image": "registry.example/proxy:2"},
+        ],
+    },
+}
+
+
+def templated(**overrides: object) -> MicroserviceSpec:
+    return MicroserviceSpec.model_validate({"version": "v1", "template": TEMPLATE, **overrides})
+
+
+def test_the_template_is_kept_and_the_short_fields_fill_in_its_first_container() -> None:
+    deployment = render_deployment(OWNER, templated(env=[{"name": "MODE", "value": "x"}],
+                                                    flags=["kill-switch"]),
+                                   track="canary", replicas=1)
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "ledger"
+    assert pod["metadata"]["labels"]["pilotboat.dev/track"] == "canary"  # the operator's wins
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"  # the user's wins
+    spec_ = pod["spec"]
+    assert spec_["serviceAccountName"] == "ledger" and spec_["securityContext"] == {
+        "runAsNonRoot": True}
+    assert [c["name"] for c in spec_["containers"]] == ["ledger", "sidecar"]
+    assert spec_["containers"][1] == {"name": "sidecar", "image": "registry.example/proxy:2"}
+    main = spec_["containers"][0]
+    assert main["image"] == "registry.example/ledger:1" and main["args"] == ["--serve"]
+    assert [p["name"] for p in main["ports"]] == ["admin", "http"]
+    names = [e["name"] for e in main["env"]]
+    assert names[:2] == ["TOKEN", "MODE"] and names.count("SERVICE_VERSION") == 1
+    assert {e["name"]: e.get("value") for e in main["env"]}["SERVICE_VERSION"] == "v1"
+    assert [v["name"] for v in spec_["volumes"]] == ["scratch", "pilotboat-flags"]
+    assert [m["name"] for m in main["volumeMounts"]] == ["scratch", "pilotboat-flags"]
+    assert main["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": 8080}}
+    assert TEMPLATE["spec"]["containers"][0]["env"][1]["value"] == "mine"  # input untouched
+
+
+def test_a_short_field_overrides_the_template() -> None:
+    deployment = render_deployment(OWNER, templated(image="registry.example/ledger:2",
+                                                    readinessProbe={"path": "/ready"}),
+                                   track="stable", replicas=1)
+    main = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert main["image"] == "registry.example/ledger:2"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/ready"
+
+
+def test_a_template_change_is_a_new_revision_and_no_template_keeps_the_old_one() -> None:
+    changed = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "volumes": []}}
+    assert revision_of("ledger", templated()) != revision_of(
+        "ledger", MicroserviceSpec.model_validate({"version": "v1", "template": changed}))
+    plain = spec()
+    assert plain.template is None
+    assert revision_of("payments", plain) == revision_of("payments", spec())
+
+
+@pytest.mark.parametrize(("document", "words"), [
+    ({"version": "v1"}, "image: required unless spec.template.spec.containers[0].image"),
+    ({"version": "v1", "template": {"spec": {"containers": []}}}, "spec.containers"),
+    ({"version": "v1", "image": "a:1", "template": {"spec": {"containers": [{"image": "x"}]}}},
+     "spec.containers[0].name: required"),
+    ({"version": "v1", "image": "a:1", "template": {"spec": {"containers": [
+        {"name": "a"}, {"name": "a"}]}}}, "spec.containers[1].name: 'a' is used twice"),
+    ({"version": "v1", "env": [{"name": "TOKEN", "value": "x"}], "template": TEMPLATE},
+     "env[0].name: 'TOKEN' is also set in spec.template.spec.containers[0].env"),
+])
+def test_a_template_that_cannot_make_a_pod_is_refused_naming_the_field(
+    document: dict[str, object], words: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        MicroserviceSpec.model_validate(document)
+
+
+@pytest.mark.parametrize(("field", "source"), [
+    ("spec.template.spec.containers[0].ports[0].containerPort",
+     "spec.template.spec.containers[0].ports[0].containerPort"),
+    ("spec.template.spec.containers[0].ports[1].containerPort", "spec.ports[0]"),
+    ("spec.template.spec.containers[0].env[0].valueFrom",
+     "spec.template.spec.containers[0].env[0].valueFrom"),
+    ("spec.template.spec.containers[0].env[2].name", "spec.env[0].name"),
+    ("spec.template.spec.containers[0].env[5].name", None),
+    ("spec.template.spec.containers[0].image", "spec.template.spec.containers[0].image"),
+    ("spec.template.spec.containers[0].livenessProbe.httpGet.port",
+     "spec.template.spec.containers[0].livenessProbe.httpGet.port"),
+    ("spec.template.spec.containers[1].imagee", "spec.template.spec.containers[1].imagee"),
+    ("spec.template.spec.volumes[0].name", "spec.template.spec.volumes[0].name"),
+    ("spec.template.spec.nodeSelector", "spec.template.spec.nodeSelector"),
+])
+def test_a_refused_field_of_a_templated_deployment_is_named_where_the_user_wrote_it(
+    field: str, source: str | None
+) -> None:
+    ms = MicroserviceSpec.model_validate({
+        "version": "v1", "env": [{"name": "MODE", "value": "x"}],
+        "template": {**TEMPLATE, "spec": {**TEMPLATE["spec"], "containers": [
+            {**TEMPLATE["spec"]["containers"][0],  # type: ignore[dict-item]
+             "env": TEMPLATE["spec"]["containers"][0]["env"][:1] + [  # type: ignore[index]
+                 {"name": "OTHER", "value": "y"}]},
+            TEMPLATE["spec"]["containers"][1]]}}})  # type: ignore[index]
+    assert source_field("Deployment", field, env_count=1, spec=ms) == source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -25,6 +26,7 @@ __all__ = [
     "StatusBase",
     "cel_rule",
     "cel_validations",
+    "error_path",
     "format_duration",
     "parse_duration",
     "LIST_MAP_BY_TYPE",
@@ -197,3 +199,31 @@ class StatusBase(StatusModel):
         description="The latest observations of the object's state, one per condition type.",
         json_schema_extra=LIST_MAP_BY_TYPE,
     )
+
+
+_FIELD_FIRST = re.compile(r"^(?:Value error, )?(?P<field>[A-Za-z][\w.\[\]]*): (?P<rest>.+)$", re.S)
+
+
+def error_path(error: Mapping[str, Any], root: str = "spec") -> tuple[str, str]:
+    """The field path and message of one pydantic error, under ``root``. A cross-field rule
+    of a model that leads its message with the field it is about (``image: required unless
+    …``) is placed at that field.
+
+    >>> error_path({"loc": ("ports", 0, "port"), "msg": "Input should be greater than 0"})
+    ('spec.ports[0].port', 'Input should be greater than 0')
+    >>> error_path({"loc": (), "msg": "Value error, image: required unless template"})
+    ('spec.image', 'required unless template')
+    >>> error_path({"loc": ("rollout",), "msg": "Value error, rollout sets exactly one"})
+    ('spec.rollout', 'rollout sets exactly one')
+    """
+    path = root
+    for part in error.get("loc") or ():
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    message = str(error.get("msg", ""))
+    lead = _FIELD_FIRST.match(message)
+    if lead is not None:
+        return f"{path}.{lead['field']}", lead["rest"]
+    return path, message.removeprefix("Value error, ")
+

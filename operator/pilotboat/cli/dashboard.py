@@ -35,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from pilotboat.adapters.kube import Kube
 from pilotboat.cli.get import release_row
 from pilotboat.cli.options import ClusterTarget, cluster_options
+from pilotboat.cli.release import whoami
 
 __all__ = ["SESSION_COOKIE", "dashboard", "form_token", "render_page", "session_of"]
 
@@ -168,12 +169,16 @@ def render_page(kube: Kube, namespace: str | None, token: str, notice: str = "",
 {cards or '<p>No Microservices.</p>'}</body></html>"""
 
 
-def _command(kube: Kube, namespace: str, name: str, action: str) -> tuple[str, bool]:
+def _command(kube: Kube, namespace: str, name: str, action: str,
+             user: str | None = None) -> tuple[str, bool]:
     command = {"promote": "promote", "abort": "abort"}[action]
     token = f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    # Who sends it, as the API server's admission policy requires (the operator's webhook
+    # names the user when this is None).
+    sent = {command: token, **({f"{command}By": user} if user else {})}
     try:
         kube.merge_patch("Microservice", namespace, name,
-                         {"status": {"commands": {command: token}}}, subresource="status")
+                         {"status": {"commands": sent}}, subresource="status")
     except ApiException as exc:
         return f"{action} {namespace}/{name} refused: {exc.status} {exc.reason}", False
     return f"{action} requested for {namespace}/{name} (token {token})", True
@@ -216,8 +221,10 @@ def session_of(cookie_header: str | None) -> str | None:
     return None
 
 
-def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPServer:
-    """The dashboard's HTTP server on 127.0.0.1 (port 0: any free one)."""
+def make_server(kube: Kube, namespace: str | None, port: int,
+                user: str | None = None) -> ThreadingHTTPServer:
+    """The dashboard's HTTP server on 127.0.0.1 (port 0: any free one); its buttons send
+    commands as ``user`` (the kubeconfig's, from a SelfSubjectReview)."""
     key = secrets.token_bytes(32)
 
     class Page(BaseHTTPRequestHandler):
@@ -255,7 +262,8 @@ def make_server(kube: Kube, namespace: str | None, port: int) -> ThreadingHTTPSe
                 self._reply(403, "refused: not a form of this dashboard (no session cookie, "
                                  "or a token of another session)")
                 return
-            notice, ok = _command(kube, form.get("namespace", ""), form.get("name", ""), action)
+            notice, ok = _command(kube, form.get("namespace", ""), form.get("name", ""), action,
+                                  user)
             self.send_response(303)
             self.send_header("Location", "/?" + urlencode({"notice": notice, "ok": int(ok)}))
             self.end_headers()
@@ -291,7 +299,7 @@ def dashboard(target: ClusterTarget, port: int) -> None:
     promote / abort buttons that act as you (your kubeconfig, your RBAC)."""
     kube = target.connect()
     ns = target.scope
-    server = make_server(kube, ns, port)
+    server = make_server(kube, ns, port, whoami(kube))
     click.echo(f"Pilotboat dashboard on http://127.0.0.1:{server.server_address[1]}/ "
                "(Ctrl-C stops it)")
     try:

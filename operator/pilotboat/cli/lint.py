@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from pilotboat import GROUP
 from pilotboat.api.catalog import KINDS
+from pilotboat.api.common import error_path
 from pilotboat.api.crd import custom_resource_definition
 from pilotboat.api.kind import KindDescriptor
 from pilotboat.api.migration import SchemaMigrationSpec
@@ -147,8 +148,7 @@ def _model_findings(
         descriptor.spec_model.model_validate(doc.get("spec") or {})
     except ValidationError as exc:
         for err in exc.errors():
-            loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-            yield _path(["spec", *loc]), err["msg"]
+            yield error_path(err)
 
 
 _SqlOf = Callable[[SchemaMigrationSpec], str | None]

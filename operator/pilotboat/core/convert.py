@@ -885,17 +885,50 @@ def _version(scope: _Scope, template_labels: Mapping[str, Any],
 
 def _pod(scope: _Scope, template: Mapping[str, Any], selector: Mapping[str, Any]
          ) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """The Microservice fields for a Rollout's pod template: the short fields where they say
+    all of it; else the template itself, whole, as ``spec.template`` (volumes, sidecars,
+    probes, securityContext and the rest carry over as written)."""
     meta = scope.mapping(template.get("metadata"), "spec.template.metadata")
+    scope.rest(meta, "spec.template.metadata", ("labels", "annotations"), {})
     labels = scope.mapping(meta.get("labels"), "spec.template.metadata.labels")
     own = {*selector, _VERSION_LABEL, _NAME_LABEL}
-    for key in labels:
-        if key not in own:
-            scope.drop(_join("spec.template.metadata.labels", key),
-                       "Pilotboat labels its pods itself")
-    for key in scope.mapping(meta.get("annotations"), "spec.template.metadata.annotations"):
-        scope.drop(_join("spec.template.metadata.annotations", key),
-                   "Pilotboat sets no pod annotations of yours")
-    scope.rest(meta, "spec.template.metadata", ("labels", "annotations"), {})
+    extra_labels = {str(k): str(v) for k, v in labels.items() if k not in own}
+    annotations = {str(k): str(v) for k, v in scope.mapping(
+        meta.get("annotations"), "spec.template.metadata.annotations").items()}
+    trial = _Scope(scope.source, scope.object, [])
+    spec = _short_fields(trial, template)
+    pod_meta = {k: v for k, v in (("labels", extra_labels), ("annotations", annotations)) if v}
+    if trial.drops:
+        spec = _whole_template(scope, template)
+    if pod_meta:
+        spec.setdefault("template", {})["metadata"] = pod_meta
+    return spec, labels
+
+
+def _whole_template(scope: _Scope, template: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec.template`` with the Rollout's pod spec as written, and the Service's ports from
+    the first container's."""
+    pod = json.loads(json.dumps(template.get("spec") or {}))
+    spec: dict[str, Any] = {"template": {"spec": pod}}
+    path = "spec.template.spec.containers[0].ports"
+    ports = []
+    for i, item in enumerate((pod.get("containers") or [{}])[0].get("ports") or ()):
+        protocol = item.get("protocol", "TCP")
+        number = scope.integer(item.get("containerPort"), f"{path}[{i}].containerPort")
+        if protocol not in ("TCP", "UDP"):
+            scope.drop(f"{path}[{i}]", f"the Service Pilotboat renders carries TCP or UDP ports"
+                       f" only, not {protocol} (the pod keeps the port)")
+            continue
+        port = {"name": item.get("name") or f"port-{number}", "port": number}
+        ports.append(port | ({"protocol": protocol} if protocol != "TCP" else {}))
+    if ports:
+        spec["ports"] = ports
+    return spec
+
+
+def _short_fields(scope: _Scope, template: Mapping[str, Any]) -> dict[str, Any]:
+    """The pod template in the Microservice's short fields, with what they cannot say
+    dropped into ``scope``."""
     pod = scope.mapping(template.get("spec"), "spec.template.spec")
     scope.rest(pod, "spec.template.spec", ("containers", "nodeSelector", "tolerations"),
                _POD_WHYS)
@@ -912,7 +945,7 @@ def _pod(scope: _Scope, template: Mapping[str, Any], selector: Mapping[str, Any]
     if pod.get("tolerations"):
         spec["tolerations"] = _tolerations(scope, pod["tolerations"],
                                            "spec.template.spec.tolerations")
-    return spec, labels
+    return spec
 
 
 def _metadata(scope: _Scope, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -965,7 +998,8 @@ def _rollout(ctx: _Context, doc: SourceDocument) -> dict[str, Any] | None:
     out, labels = _pod(scope, scope.mapping(spec.get("template"), "spec.template"),
                        _selector(scope, spec))
     rollout_labels = scope.mapping(meta.get("labels"), "metadata.labels")
-    out["version"] = _version(scope, labels, rollout_labels, out["image"])
+    image = out.get("image") or out["template"]["spec"]["containers"][0]["image"]
+    out["version"] = _version(scope, labels, rollout_labels, image)
     out["replicas"] = scope.integer(spec.get("replicas", 1), "spec.replicas")
     if "progressDeadlineSeconds" in spec:
         out["progressDeadlineSeconds"] = scope.integer(

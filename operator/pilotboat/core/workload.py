@@ -76,8 +76,19 @@ def selector_labels(service: str, track: Track) -> dict[str, str]:
     return {LABEL_NAME: service, LABEL_TRACK: track}
 
 
+def _by_name(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``entries`` with each name kept once, at its last occurrence: what is added later (the
+    short fields over the template, the operator's own over both) wins, and server-side
+    apply, which keys these lists by name, never sees a name twice."""
+    last = {str(e.get("name")): i for i, e in enumerate(entries)}
+    return [dict(e) for i, e in enumerate(entries) if last[str(e.get("name"))] == i]
+
+
 def _container(spec: MicroserviceSpec, extra_env: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    env: list[dict[str, Any]] = [{"name": e.name, "value": e.value} for e in spec.env or ()]
+    main = spec.template.main_container() if spec.template else None
+    container: dict[str, Any] = json.loads(json.dumps(main)) if main else {"name": "app"}
+    env: list[dict[str, Any]] = [dict(e) for e in container.get("env") or ()]
+    env += [{"name": e.name, "value": e.value} for e in spec.env or ()]
     env += [dict(e) for e in extra_env]
     if spec.flags:
         env += flags_environment()
@@ -86,19 +97,14 @@ def _container(spec: MicroserviceSpec, extra_env: Sequence[Mapping[str, Any]]) -
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
-    container: dict[str, Any] = {
-        "name": "app",
-        "image": spec.image,
-        "ports": [
-            {
-                "name": p.name,
-                "containerPort": p.target_port or p.port,
-                "protocol": p.protocol,
-            }
-            for p in spec.ports
-        ],
-        "env": env,
-    }
+    ports = [dict(p) for p in container.get("ports") or ()]
+    taken = {p.get("name") for p in ports} | {p.get("containerPort") for p in ports}
+    ports += [
+        {"name": p.name, "containerPort": p.target_port or p.port, "protocol": p.protocol}
+        for p in spec.ports
+        if p.name not in taken and (p.target_port or p.port) not in taken
+    ]
+    container.update(image=spec.main_image, ports=ports, env=_by_name(env))
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
     if spec.resources is not None:
@@ -117,18 +123,22 @@ def _pod_template(
     spec: MicroserviceSpec, service: str, track: Track, extra_env: Sequence[Mapping[str, Any]] = ()
 ) -> dict[str, Any]:
     metrics_port = spec.ports[0].target_port or spec.ports[0].port
-    pod_spec: dict[str, Any] = {"containers": [_container(spec, extra_env)]}
+    template = spec.template
+    pod_spec: dict[str, Any] = json.loads(json.dumps(template.spec)) if template else {}
+    pod_spec["containers"] = [_container(spec, extra_env), *pod_spec.get("containers", [])[1:]]
     if spec.flags:
         _mount_flags(pod_spec, service)
     if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
+        pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **spec.node_selector}
     if spec.tolerations:
         pod_spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
         ]
+    meta = template.metadata if template else None
     return {
         "metadata": {
             "labels": {
+                **((meta.labels if meta else None) or {}),
                 **selector_labels(service, track),
                 LABEL_VERSION: spec.version,
                 LABEL_MANAGED_BY: "pilotboat",
@@ -137,6 +147,7 @@ def _pod_template(
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(metrics_port),
                 "prometheus.io/path": "/metrics",
+                **((meta.annotations if meta else None) or {}),
             },
         },
         "spec": pod_spec,
@@ -146,11 +157,14 @@ def _pod_template(
 def _mount_flags(pod_spec: dict[str, Any], service: str) -> None:
     """The service's flag file (a ConfigMap) at FLAGS_DIRECTORY. Only the ConfigMap's name is
     in the template: a flag changes the file, never the pod (no restart, no release)."""
-    pod_spec["volumes"] = [
-        {"name": "pilotboat-flags", "configMap": {"name": flag_config_map_name(service)}}
-    ]
-    pod_spec["containers"][0]["volumeMounts"] = [
-        {"name": "pilotboat-flags", "mountPath": FLAGS_DIRECTORY, "readOnly": True}
+    pod_spec["volumes"] = _by_name([
+        *pod_spec.get("volumes", []),
+        {"name": "pilotboat-flags", "configMap": {"name": flag_config_map_name(service)}},
+    ])
+    main = pod_spec["containers"][0]
+    mounts = [m for m in main.get("volumeMounts", []) if m.get("name") != "pilotboat-flags"]
+    main["volumeMounts"] = [
+        *mounts, {"name": "pilotboat-flags", "mountPath": FLAGS_DIRECTORY, "readOnly": True}
     ]
 
 
@@ -259,7 +273,45 @@ _SOURCES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def source_field(kind: str, field: str, *, env_count: int = 0) -> str | None:
+def _template_source(field: str, spec: MicroserviceSpec) -> str | None:
+    """The Microservice field a Deployment field comes from when ``spec`` has a template:
+    the template's own path where the template said it, the short field where that did."""
+    template = spec.template
+    assert template is not None
+    main = template.main_container() or {}
+    rest = field.removeprefix("spec.template.")
+    container = re.match(r"^spec\.containers\[0\]\.(?P<key>\w+)(?P<rest>.*)$", rest)
+    if container is not None:
+        key, tail = container["key"], container["rest"]
+        counts = {"env": (len(main.get("env") or ()), len(spec.env or ()), "spec.env"),
+                  "ports": (len(main.get("ports") or ()), len(spec.ports), "spec.ports")}
+        if key in counts:
+            ours, sugar, sugar_field = counts[key]
+            index = re.match(r"^\[(\d+)\]", tail)
+            if index is None:
+                return f"spec.template.{rest}"
+            i = int(index[1])
+            if i < ours:
+                return f"spec.template.{rest}"
+            if i < ours + sugar:
+                return f"{sugar_field}[{i - ours}]" + (tail[index.end():] if key == "env" else "")
+            return None  # an entry the operator adds
+        sugar_set = {"image": spec.image, "imagePullPolicy": spec.image_pull_policy,
+                     "resources": spec.resources, "readinessProbe": spec.readiness_probe}
+        if key in sugar_set and sugar_set[key] is not None:
+            return None  # the short field's own mapping below says which
+        return f"spec.template.{rest}"
+    pod = re.match(r"^spec\.(?P<key>\w+)", rest)
+    if pod is None:
+        return None
+    if pod["key"] in ("nodeSelector", "tolerations") and getattr(
+            spec, "node_selector" if pod["key"] == "nodeSelector" else "tolerations"):
+        return None
+    return f"spec.template.{rest}"
+
+
+def source_field(kind: str, field: str, *, env_count: int = 0,
+                 spec: MicroserviceSpec | None = None) -> str | None:
     """The Microservice field that a field of its rendered ``kind`` comes from, or None.
 
     Indexes carry over where the lists match one to one (ports; ``env`` for the first
@@ -271,7 +323,16 @@ def source_field(kind: str, field: str, *, env_count: int = 0) -> str | None:
     'spec.ports[0].port'
     >>> source_field("Deployment", "spec.template.spec.containers[0].ports[1].containerPort")
     'spec.ports[1]'
+
+    With a pod template (``spec``), a field the template set is named at its own path.
     """
+    if (kind == "Deployment" and spec is not None and spec.template is not None
+            and field.startswith("spec.template.spec.")):
+        source = _template_source(field, spec)
+        if source is not None:
+            return source
+        if field.startswith("spec.template.spec.containers[0].env["):
+            return None  # an entry the operator adds
     for child_kind, prefix, source in _SOURCES:
         if child_kind != kind or not (field == prefix or field.startswith(prefix)):
             continue

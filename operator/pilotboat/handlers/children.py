@@ -49,12 +49,16 @@ class ChildRefusal:
 _TYPED_PATCH = re.compile(r"failed to create typed patch object \([^)]*\): \.(?P<field>[^:]+): ")
 
 
-def _typed_patch_cause(message: str) -> dict[str, str] | None:
-    """The cause in a typed-patch failure, as a cause of a 422 would carry it."""
+def _typed_patch_cause(message: str, child: Mapping[str, Any]) -> dict[str, str] | None:
+    """The cause in a typed-patch failure, as a cause of a 422 would carry it (a container
+    named by its key is named by its index in the rendered template)."""
     match = _TYPED_PATCH.search(message)
     if match is None:
         return None
-    field = re.sub(r'\[name="app"\]', "[0]", match["field"])  # the one container rendered
+    pod = ((child.get("spec") or {}).get("template") or {}).get("spec") or {}
+    names = {str(c.get("name")): i for i, c in enumerate(pod.get("containers") or ())}
+    field = re.sub(r'containers\[name="([^"]*)"\]',
+                   lambda m: f"containers[{names.get(m[1], 0)}]", match["field"])
     return {"field": field, "message": message[match.end():]}
 
 
@@ -66,7 +70,8 @@ def child_refusal(
         body = json.loads(exc.body or "{}")
     except ValueError:
         body = {}
-    typed = _typed_patch_cause(str(body.get("message") or "")) if exc.status == 500 else None
+    typed = (_typed_patch_cause(str(body.get("message") or ""), child)
+             if exc.status == 500 else None)
     if exc.status not in _REFUSED and typed is None:
         return None
     if typed is not None:
@@ -76,7 +81,7 @@ def child_refusal(
     parts = []
     for cause in (body.get("details") or {}).get("causes") or []:
         field = cause.get("field")
-        source = source_field(kind, field, env_count=env_count) if field else None
+        source = source_field(kind, field, env_count=env_count, spec=spec) if field else None
         where = source or (f"{kind} field {field}" if field else kind)
         parts.append(f"{where}: {cause.get('message') or cause.get('reason')}")
     if not parts:

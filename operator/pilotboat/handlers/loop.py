@@ -1,17 +1,22 @@
-"""The reconcile loop every kind shares: one pass at a time per object, on a fresh read,
-retried after a failure, and visited again when the pass asks to be.
+"""The reconcile loop every kind shares: a work queue of object keys, one pass at a time per
+object, on a fresh read, retried after a failure, and visited again when the pass asks to be.
 
 A pass is `reconcile(kube, body, rc) -> seconds | None`: it gets the object as the API
 server has it now and returns when to look again (None: only when something changes).
-Passes that time schedules run on a small pool, so one slow pass (a migration, a Prometheus
-query) never holds up the others.
+
+Watch events only *enqueue* the object's key (as client-go's work queue does): a key that
+is already waiting is not added again, and a key whose pass is running is marked and runs
+once more when that pass ends. A burst of events (a Deployment's status changing five
+times while its pods start) therefore costs one or two passes, not five, and Kopf's event
+threads never wait on a pass. A small pool of workers takes keys in order; a slow pass
+(a migration, a Prometheus query) holds up only its own worker.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -21,9 +26,66 @@ from pilotboat.handlers import metrics
 from pilotboat.handlers.context import Reconcile, runtime
 from pilotboat.handlers.requeue import Requeue
 
-__all__ = ["ReconcileLoop", "Pass"]
+__all__ = ["Pass", "ReconcileLoop", "WorkQueue"]
 
 Pass = Callable[[Kube, Mapping[str, Any], Reconcile], float | None]
+Key = tuple[str, str]
+
+
+class WorkQueue:
+    """Keys in the order they came, each at most once; a key is never handed to two workers
+    at a time, and a key added while it is being worked on comes back once that work ends.
+
+    >>> q = WorkQueue()
+    >>> q.add(("ns", "a")); q.add(("ns", "b")); q.add(("ns", "a"))
+    >>> q.get()
+    ('ns', 'a')
+    >>> q.add(("ns", "a"))   # while it is worked on: marked, not handed out twice
+    >>> q.get()
+    ('ns', 'b')
+    >>> q.done(("ns", "a")); q.get()
+    ('ns', 'a')
+    """
+
+    def __init__(self) -> None:
+        self._order: deque[Key] = deque()
+        self._waiting: set[Key] = set()
+        self._working: set[Key] = set()
+        self._again: set[Key] = set()
+        self._cond = threading.Condition()
+
+    def add(self, key: Key) -> None:
+        with self._cond:
+            if key in self._working:
+                self._again.add(key)
+            elif key not in self._waiting:
+                self._waiting.add(key)
+                self._order.append(key)
+                self._cond.notify()
+
+    def get(self) -> Key:
+        """The next key; blocks until there is one."""
+        with self._cond:
+            while not self._order:
+                self._cond.wait()
+            key = self._order.popleft()
+            self._waiting.discard(key)
+            self._working.add(key)
+            return key
+
+    def done(self, key: Key) -> None:
+        with self._cond:
+            self._working.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                if key not in self._waiting:
+                    self._waiting.add(key)
+                    self._order.append(key)
+                    self._cond.notify()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._order)
 
 
 class ReconcileLoop:
@@ -42,41 +104,72 @@ class ReconcileLoop:
         self._reconcile = reconcile
         self._retry_after = retry_after
         self._skip_deleting = skip_deleting
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=kind.lower())
-        self._requeue = Requeue(self._submit)
+        self._queue = WorkQueue()
+        self._workers = workers
+        self._started = False
+        self._start_guard = threading.Lock()
+        self._running: set[Key] = set()
+        self._running_cond = threading.Condition()
+        self._requeue = Requeue(self.enqueue)
 
-    def _submit(self, namespace: str, name: str) -> None:
-        self._pool.submit(self.run, namespace, name)
-
-    def _lock_for(self, namespace: str, name: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+    def enqueue(self, namespace: str, name: str) -> None:
+        """Visit the object soon, on a worker (at most once more however often it is asked)."""
+        self._start()
+        self._queue.add((namespace, name))
 
     def schedule(self, namespace: str, name: str, after: float) -> None:
         """Visit the object after `after` seconds (an earlier visit already due wins)."""
         self._requeue.schedule(namespace, name, after)
 
-    def run(self, namespace: str, name: str, logger: Any = None) -> None:
-        """One pass over the object, now, in this thread."""
-        kube = runtime().kube
-        again: float | None = None
-        with self._lock_for(namespace, name):
-            fresh = kube.get(self._kind, namespace, name)
-            if fresh is None:
+    def _start(self) -> None:
+        with self._start_guard:
+            if self._started:
                 return
-            if self._skip_deleting and fresh["metadata"].get("deletionTimestamp"):
-                return
-            rc = Reconcile.start(kube, fresh, logger)
+            self._started = True
+        for number in range(self._workers):
+            threading.Thread(target=self._work, name=f"{self._kind.lower()}-{number}",
+                             daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            key = self._queue.get()
             try:
-                with metrics.reconciling(self._kind):
-                    again = self._reconcile(kube, fresh, rc)
-            except Exception as exc:
-                if isinstance(exc, ApiException) and exc.status == 404:
-                    return  # deleted while the pass ran
-                rc.log.exception("reconcile failed; retrying in %ss", self._retry_after)
-                self.schedule(namespace, name, self._retry_after)
-                return
+                self.run(*key)
+            except Exception:  # run() logs what it can; the worker must go on
+                pass
+            finally:
+                self._queue.done(key)
+
+    def run(self, namespace: str, name: str, logger: Any = None) -> None:
+        """One pass over the object, now, in this thread (after any pass of it already
+        running, in another thread, has ended)."""
+        key = (namespace, name)
+        with self._running_cond:
+            while key in self._running:
+                self._running_cond.wait()
+            self._running.add(key)
+        try:
+            again = self._pass(namespace, name, logger)
+        finally:
+            with self._running_cond:
+                self._running.discard(key)
+                self._running_cond.notify_all()
         if again is not None:
             self.schedule(namespace, name, again)
+
+    def _pass(self, namespace: str, name: str, logger: Any) -> float | None:
+        kube = runtime().kube
+        fresh = kube.get(self._kind, namespace, name)
+        if fresh is None:
+            return None
+        if self._skip_deleting and fresh["metadata"].get("deletionTimestamp"):
+            return None
+        rc = Reconcile.start(kube, fresh, logger)
+        try:
+            with metrics.reconciling(self._kind):
+                return self._reconcile(kube, fresh, rc)
+        except Exception as exc:
+            if isinstance(exc, ApiException) and exc.status == 404:
+                return None  # deleted while the pass ran
+            rc.log.exception("reconcile failed; retrying in %ss", self._retry_after)
+            return self._retry_after

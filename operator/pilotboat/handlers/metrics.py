@@ -16,6 +16,9 @@ Series:
   ``pilotboat_canary_actual_weight{namespace,service}`` (what the canary receives now);
 * ``pilotboat_analyses_total{verdict}``: canary measurements by verdict;
 * ``pilotboat_migration_gates_blocked{gate,reason}``: SchemaMigrations held by each gate now;
+  per migration, ``pilotboat_migration_phase{namespace,migration,phase}`` (1 for its phase
+  now) and ``pilotboat_migration_blocked{namespace,migration,gate,reason}`` (1 for each gate
+  that holds it now), so an alert can name the migration;
 * ``pilotboat_migration_phase_duration_seconds{phase}``: how long migrations stayed in a phase;
 * ``pilotboat_leader``: 1 while this process acts (it holds the Lease, or runs without leader
   election), 0 while it stands by;
@@ -133,6 +136,19 @@ _PHASE = Gauge(
     registry=REGISTRY,
 )
 
+_MIGRATION_PHASE = Gauge(
+    "pilotboat_migration_phase",
+    "1 for the phase each SchemaMigration is in now.",
+    ["namespace", "migration", "phase"],
+    registry=REGISTRY,
+)
+_MIGRATION_BLOCKED = Gauge(
+    "pilotboat_migration_blocked",
+    "1 for each gate (and its reason) that holds a SchemaMigration now.",
+    ["namespace", "migration", "gate", "reason"],
+    registry=REGISTRY,
+)
+
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
 _blocked: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
@@ -200,8 +216,10 @@ def migration_observed(
     """A SchemaMigration's phase and the (gate, reason) pairs that hold it, after a pass."""
     now = time.time() if now is None else now
     key = (namespace, name)
+    blocked = frozenset(blocked)
     with _lock:
-        _blocked[key] = frozenset(blocked)
+        _migration_series(key, phase, blocked)
+        _blocked[key] = blocked
         tally = _Tally(pair for pairs in _blocked.values() for pair in pairs)
         for labels in {tuple(s.labels.values()) for m in _GATES.collect() for s in m.samples}:
             if labels not in tally:
@@ -213,6 +231,33 @@ def migration_observed(
             if before is not None:
                 _PHASE_TIME.labels(before[0]).observe(max(now - before[1], 0.0))
             _migration_phase[key] = (phase, now)
+
+
+def migration_forgotten(namespace: str, name: str) -> None:
+    """A SchemaMigration is gone: its own series go, and it no longer counts as held."""
+    key = (namespace, name)
+    with _lock:
+        _migration_series(key, None, frozenset())
+        _blocked.pop(key, None)
+        _migration_phase.pop(key, None)
+        tally = _Tally(pair for pairs in _blocked.values() for pair in pairs)
+        for gate, reason in {(s.labels["gate"], s.labels["reason"])
+                             for m in _GATES.collect() for s in m.samples}:
+            _GATES.labels(gate, reason).set(tally.get((gate, reason), 0))
+
+
+def _migration_series(key: tuple[str, str], phase: str | None,
+                      blocked: frozenset[tuple[str, str]]) -> None:
+    """One migration's own series, the earlier phase's and released gates' removed."""
+    before = _migration_phase.get(key)
+    if before is not None and before[0] != phase:
+        _MIGRATION_PHASE.remove(*key, before[0])
+    if phase is not None:
+        _MIGRATION_PHASE.labels(*key, phase).set(1)
+    for gate, reason in _blocked.get(key, frozenset()) - blocked:
+        _MIGRATION_BLOCKED.remove(*key, gate, reason)
+    for gate, reason in blocked:
+        _MIGRATION_BLOCKED.labels(*key, gate, reason).set(1)
 
 
 class _Endpoints(BaseHTTPRequestHandler):

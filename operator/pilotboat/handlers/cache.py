@@ -1,0 +1,72 @@
+"""The children the operator labelled, as the watch last delivered them: reads without a GET.
+
+Kopf watches the Deployments and Services that carry ``app.kubernetes.io/managed-by:
+pilotboat`` (the handlers in :mod:`pilotboat.handlers.microservice`); every event puts the
+object here, and a deletion takes it out. A pass reads its children from here and asks the
+API server only on a miss: an object the watch has not delivered yet, or one the operator
+does not label (a foreign ``web-canary`` that must be refused as ``ChildNotOwned``, never
+overwritten), so a miss is exactly as safe as before.
+
+A hit may be one event old: the write a pass just made arrives with the next watch event,
+which visits the object again. Writes are server-side applies, so acting on a state one
+event old repeats a write at worst, as with any informer-fed controller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from pilotboat.adapters.kube import Kube
+
+__all__ = ["ChildCache", "children"]
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+class ChildCache:
+    """Objects by kind, namespace and name, newest resourceVersion wins."""
+
+    def __init__(self) -> None:
+        self._objects: dict[Key, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def seen(self, kind: str, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """What a watch event delivered."""
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        with self._lock:
+            if deleted:
+                self._objects.pop(key, None)
+                return
+            known = self._objects.get(key)
+            if known is not None and _older(body, known):
+                return  # a late event of an older version
+            self._objects[key] = body
+
+    def get(self, kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the watch last delivered it, else as the API server has it now."""
+        with self._lock:
+            found = self._objects.get((kind, namespace, name))
+            if found is not None:
+                self.hits += 1
+                return dict(found)
+            self.misses += 1
+        return kube.get(kind, namespace, name)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects)
+
+
+def _older(body: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
+    try:
+        return int(body["metadata"]["resourceVersion"]) < int(than["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False  # resourceVersions are opaque in general; then the latest event wins
+
+
+children = ChildCache()

@@ -1,0 +1,100 @@
+"""The reconcile work queue and the watch-fed child cache, without a cluster."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from pilotboat.handlers.cache import ChildCache
+from pilotboat.handlers.loop import WorkQueue
+
+pytestmark = pytest.mark.core
+
+
+def test_a_burst_of_events_for_one_key_is_one_pass_and_one_more() -> None:
+    queue = WorkQueue()
+    for _ in range(5):
+        queue.add(("shop", "orders"))
+    assert len(queue) == 1
+    key = queue.get()
+    for _ in range(5):  # while its pass runs: it comes back once, not five times
+        queue.add(key)
+    assert len(queue) == 0
+    queue.done(key)
+    assert len(queue) == 1 and queue.get() == key
+    queue.done(key)
+    assert len(queue) == 0
+
+
+def test_no_key_is_worked_on_by_two_workers_at_once() -> None:
+    queue = WorkQueue()
+    running: set[tuple[str, str]] = set()
+    overlaps: list[tuple[str, str]] = []
+    passes = {("ns", str(i)): 0 for i in range(5)}
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            key = queue.get()
+            if key == ("stop", "stop"):
+                queue.done(key)
+                return
+            with lock:
+                if key in running:
+                    overlaps.append(key)
+                running.add(key)
+            time.sleep(0.001)
+            with lock:
+                running.discard(key)
+                passes[key] += 1
+            queue.done(key)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(200):
+        for key in passes:
+            queue.add(key)
+    deadline = time.monotonic() + 10
+    while len(queue) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    for _ in threads:
+        queue.add(("stop", "stop"))
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=5)
+    assert overlaps == []
+    assert all(1 <= n < 200 for n in passes.values()), passes  # collapsed, never lost
+
+
+def body(name: str, version: str, ready: int = 0) -> dict[str, Any]:
+    return {"metadata": {"namespace": "shop", "name": name, "resourceVersion": version},
+            "status": {"readyReplicas": ready}}
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.gets: list[tuple[str, str, str]] = []
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets.append((kind, namespace, name))
+        return None
+
+
+def test_the_cache_answers_what_the_watch_delivered_and_asks_on_a_miss() -> None:
+    cache, kube = ChildCache(), Counting()
+    cache.seen("Deployment", body("orders", "10", ready=1))
+    cache.seen("Deployment", body("orders", "12", ready=2))
+    cache.seen("Deployment", body("orders", "11", ready=9))  # a late, older event
+    found = cache.get(kube, "Deployment", "shop", "orders")  # type: ignore[arg-type]
+    assert found is not None and found["status"]["readyReplicas"] == 2
+    assert kube.gets == []
+    assert cache.get(kube, "Deployment", "shop", "orders-canary") is None  # type: ignore[arg-type]
+    assert kube.gets == [("Deployment", "shop", "orders-canary")]  # a miss asks
+    cache.seen("Deployment", body("orders", "13"), deleted=True)
+    assert cache.get(kube, "Deployment", "shop", "orders") is None  # type: ignore[arg-type]
+    assert (cache.hits, cache.misses) == (1, 2)
