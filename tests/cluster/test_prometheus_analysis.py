@@ -345,11 +345,14 @@ def test_the_statistical_judge_reads_per_step_samples_and_passes_a_healthy_canar
         verdict, measurements = release.analyse(template, step)
     assert verdict.phase is RunPhase.SUCCESSFUL, verdict.summary
     m = measurements[-1]
-    assert m.queries == queries_per_interval(template) == 5  # requests, 2 signals x 2 tracks
-    assert {j.signal: (j.n_canary, j.n_stable) for j in m.judgements} == {
-        "errors": (5, 5),
-        "latency": (5, 5),
-    }
+    # requests, then 2 signals x 2 tracks x (counter, total): errors and requests, the
+    # latency histogram's _sum and _count
+    assert m.queries == queries_per_interval(template) == 9
+    sizes = {j.signal: (j.n_canary, j.n_stable) for j in m.judgements}
+    assert sizes["latency"] == (5, 5)  # per-step means: 20s / 4s
+    assert min(sizes["errors"]) >= 5  # the window's requests, pooled
+    errors = next(j for j in m.judgements if j.signal == "errors")
+    assert errors.test == "Fisher's exact one-sided (higher is worse)"
     assert m.score == 100
     assert "score 100 >= 95: pass" in verdict.summary
     assert "Mann-Whitney U one-sided (higher is worse), p=" in verdict.summary
@@ -369,5 +372,5 @@ def test_the_statistical_judge_fails_a_slower_canary_with_its_test_in_the_messag
     assert latency.canary_median is not None and latency.stable_median is not None
     assert latency.canary_median > 0.25 > 0.05 > latency.stable_median
     assert latency.p_value is not None and latency.p_value < 0.05
-    assert verdict.summary.startswith("score 50 < 75: fail (latency failed); p50 latency worse: ")
+    assert verdict.summary.startswith("score 50 < 75: fail (latency failed); mean latency worse: ")
     assert "n=5/5" in verdict.summary

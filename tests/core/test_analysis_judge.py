@@ -3,6 +3,7 @@ sample queries it plans, and measurements judged from per-pod samples and thresh
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from pilotboat.api.rollout import AnalysisTemplate
 from pilotboat.core.analysis import (
     DEFAULT_SAMPLE_QUERIES,
+    DEFAULT_SAMPLE_TOTALS,
     Measurement,
     Reading,
     SampleSeries,
@@ -45,19 +47,58 @@ def pods(*per_pod: list[float], name: str = "web-canary") -> SeriesReading:
     )
 
 
+def counters(
+    *per_pod: list[float], name: str = "web-canary", start: float = 1000.0
+) -> SeriesReading:
+    """A counter's values per pod, as a range query from the window's start returns them:
+    `start`, then grown by each step's increase in `per_pod`."""
+    return SeriesReading(
+        tuple(
+            SampleSeries(f"{name}-{i}", tuple(itertools.accumulate(v, initial=start)))
+            for i, v in enumerate(per_pod)
+        )
+    )
+
+
+def latency_counters(
+    *per_pod: list[float], name: str = "web-canary", per_step: int = 20
+) -> tuple[SeriesReading, SeriesReading]:
+    """The histogram's ``_sum`` and ``_count`` counters of pods whose mean latency in each
+    step is given, `per_step` requests a step."""
+    sums = counters(*([m * per_step for m in means] for means in per_pod), name=name)
+    counts = counters(*([per_step] * len(means) for means in per_pod), name=name)
+    return sums, counts
+
+
+def error_counters(
+    *per_pod: list[float], name: str = "web-canary", per_step: int = 20
+) -> tuple[SeriesReading, SeriesReading]:
+    """The errors and requests counters of pods with these errors per step."""
+    requests = counters(*([per_step] * len(errors) for errors in per_pod), name=name)
+    return counters(*per_pod, name=name, start=10.0), requests
+
+
+Track = tuple[SeriesReading, SeriesReading] | SeriesReading
+
+
 def measure(
     t: AnalysisTemplate,
     readings: dict[str, Any] | None = None,
-    **series: tuple[SeriesReading, SeriesReading],
+    **series: tuple[Track, Track],
 ) -> Measurement:
-    """Judge `series` (signal=(canary, stable)) and instant `readings` (key=value)."""
+    """Judge `series` (signal=(canary, stable), each a reading or a (counter, total) pair)
+    and instant `readings` (key=value)."""
     plan = plan_queries(t, "cart", "shop", "v2", "v1", t.interval)
     given = {"requests": Reading(100)}
     for key, value in (readings or {}).items():
         given[key] = Reading(error=value) if isinstance(value, str) else Reading(value)
     sampled = {}
-    for name, (canary, stable) in series.items():
-        sampled[f"{name}.canary"], sampled[f"{name}.stable"] = canary, stable
+    for name, tracks in series.items():
+        for track, reading in zip(("canary", "stable"), tracks, strict=True):
+            if isinstance(reading, tuple):
+                sampled[f"{name}.{track}"], sampled[f"{name}.{track}.total"] = reading
+            else:
+                sampled[f"{name}.{track}"] = reading
     return judge(t, plan, given, NOW, series=sampled)
 
 
@@ -77,21 +118,41 @@ def test_sample_queries_are_per_pod_per_step_for_every_declared_signal() -> None
     assert (plan.step, plan.window) == ("15s", "2m")
     queries = {q.key: q.expression for q in plan.sample_queries}
     sel = 'namespace="shop",service="cart",version="v2"'
-    all_requests = f"rate(http_requests_total{{{sel}}}[15s])"
+    requests = f"sum by (pod, instance) (http_requests_total{{{sel}}})"
+    # counters as they are, no rate(): their increases cover the whole window
     assert queries["errors.canary"] == (
-        f'(sum by (pod, instance) (rate(http_requests_total{{{sel},code=~"5.."}}[15s]))'
-        f" or 0 * sum by (pod, instance) ({all_requests}))"
-        f" / sum by (pod, instance) ({all_requests})"
+        f'sum by (pod, instance) (http_requests_total{{{sel},code=~"5.."}}) or 0 * {requests}'
     )
+    assert queries["errors.canary.total"] == requests
     assert queries["latency.canary"] == (
-        "histogram_quantile(0.9, sum by (le, pod, instance) "
-        f"(rate(http_request_duration_seconds_bucket{{{sel}}}[15s])))"
+        f"sum by (pod, instance) (http_request_duration_seconds_sum{{{sel}}})"
+    )
+    assert queries["latency.canary.total"] == (
+        f"sum by (pod, instance) (http_request_duration_seconds_count{{{sel}}})"
     )
     assert 'version="v1"' in str(queries["latency.stable"])
+    assert 'version="v1"' in str(queries["latency.stable.total"])
+    assert all(q.counter for q in plan.sample_queries)
     # latency has no threshold: sampled, but not queried at an instant
     assert [q.key for q in plan.queries] == ["requests", "errors.canary", "errors.stable"]
-    assert queries_per_interval(t) == 1 + 2 + 4
+    assert queries_per_interval(t) == 1 + 2 + 8 == len(plan.queries) + len(plan.sample_queries)
     assert set(DEFAULT_SAMPLE_QUERIES) == {"errors", "latency", "traffic", "saturation"}
+    assert set(DEFAULT_SAMPLE_TOTALS) == {"errors", "latency"}
+
+
+def test_a_query_override_and_saturation_are_per_step_values() -> None:
+    override = 'sum by (pod) (rate(my_errors{version="{{ version }}"}[{{ interval }}]))'
+    t = template({"errors": {"query": override}, "saturation": {}}, step="15s")
+    plan = plan_queries(t, "cart", "shop", "v2", "v1", "2m")
+    assert [(q.key, q.counter) for q in plan.sample_queries] == [
+        ("errors.canary", False),
+        ("errors.stable", False),
+        ("saturation.canary", False),
+        ("saturation.stable", False),
+    ]
+    assert plan.sample_queries[0].expression == (
+        'sum by (pod) (rate(my_errors{version="v2"}[15s]))'
+    )
 
 
 def test_a_window_of_its_own_and_too_many_samples() -> None:
@@ -107,12 +168,13 @@ def test_a_window_of_its_own_and_too_many_samples() -> None:
 
 def test_a_healthy_canary_passes_with_the_numbers_in_the_message() -> None:
     t = template({"latency": {}})
-    m = measure(t, latency=(pods(LATENCY), pods(LATENCY[::-1], LATENCY, name="web")))
+    stable = latency_counters(LATENCY[::-1], LATENCY, name="web")
+    m = measure(t, latency=(latency_counters(LATENCY), stable))
     assert m.verdict is Verdict.SUCCESSFUL, m.message
     assert m.score == 100
     (j,) = m.judgements
     assert (j.n_canary, j.n_stable, j.verdict) == (12, 24, SignalVerdict.PASS)
-    assert m.message.startswith("score 100 >= 95: pass (1 of 1 signals passed); p99 latency")
+    assert m.message.startswith("score 100 >= 95: pass (1 of 1 signals passed); mean latency")
     assert "median 0.102s vs stable 0.102s (+0.0%)" in m.message
     assert "Mann-Whitney U one-sided (higher is worse), p=" in m.message
     assert m.message.endswith("n=12/24")
@@ -125,21 +187,37 @@ def test_a_slower_canary_fails_on_its_score() -> None:
     slower = [v * 1.5 for v in LATENCY]
     m = measure(
         t,
-        latency=(pods(slower), pods(LATENCY)),
-        errors=(pods([0.0] * 12), pods([0.0] * 12)),
+        latency=(latency_counters(slower), latency_counters(LATENCY)),
+        errors=(error_counters([0.0] * 12), error_counters([0.0] * 12)),
     )
     assert m.verdict is Verdict.FAILED, m.message
-    assert m.message.startswith("score 50 < 75: fail (latency failed); p99 latency worse: ")
+    assert m.message.startswith("score 50 < 75: fail (latency failed); mean latency worse: ")
     by_signal = {s.signal: s.verdict for s in m.samples}
     assert by_signal == {"errors": Verdict.SUCCESSFUL, "latency": Verdict.FAILED}
+
+
+def test_errors_are_judged_on_pooled_counts() -> None:
+    # 6 errors in 240 requests, each in a different step: the median step has none, the
+    # pooled ratio is 2.5%, and Fisher's exact test against 0 of 240 gives p = 0.015
+    few = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0, 0, 0, 0]
+    t = template({"errors": {}}, confidence=0.95)
+    m = measure(t, errors=(error_counters(few, few), error_counters([0.0] * 12, [0.0] * 12)))
+    (j,) = m.judgements
+    assert (j.n_canary, j.n_stable) == (480, 480)
+    assert (j.canary_median, j.stable_median) == (6 / 480, 0.0)
+    assert j.test == "Fisher's exact one-sided (higher is worse)"
+    assert j.p_value == pytest.approx(0.0154, abs=1e-4)
+    assert j.verdict is SignalVerdict.FAIL and m.verdict is Verdict.FAILED, m.message
+    assert "error ratio worse: 1.25% (6 of 480) vs stable 0% (0 of 480)" in m.message
+    assert m.message.endswith("n=480/480 requests")
 
 
 def test_weights_make_a_failed_signal_marginal() -> None:
     t = template({"latency": {}, "errors": {}}, weights={"errors": 4})
     m = measure(
         t,
-        latency=(pods([v * 1.5 for v in LATENCY]), pods(LATENCY)),
-        errors=(pods([0.0] * 12), pods([0.0] * 12)),
+        latency=(latency_counters([v * 1.5 for v in LATENCY]), latency_counters(LATENCY)),
+        errors=(error_counters([0.0] * 12), error_counters([0.0] * 12)),
     )
     assert m.verdict is Verdict.INCONCLUSIVE
     assert m.message.startswith("score 80 < 95: marginal (latency failed)")
@@ -148,27 +226,40 @@ def test_weights_make_a_failed_signal_marginal() -> None:
 def test_a_threshold_is_a_hard_limit_whatever_the_score() -> None:
     t = template({"errors": {"maxRatio": 0.01}})
     window = {"errors.canary": 0.05, "errors.stable": 0.0}
-    m = measure(t, window, errors=(pods([0.0] * 12), pods([0.0] * 12)))
+    m = measure(t, window, errors=(error_counters([0.0] * 12), error_counters([0.0] * 12)))
     assert m.verdict is Verdict.FAILED
     assert m.message.startswith("error ratio 5.0% > 1.0% (stable 0.0%); score 100 >= 95: pass")
     (sample,) = m.samples
     assert (sample.canary, sample.verdict) == (0.05, Verdict.FAILED)
-    assert "error ratio no worse: median 0% vs stable 0%" in sample.message
+    assert "error ratio no worse: 0% (0 of 240) vs stable 0% (0 of 240)" in sample.message
 
 
 def test_too_few_samples_are_inconclusive_never_a_pass() -> None:
-    m = measure(template({"latency": {}}), latency=(pods(LATENCY[:4]), pods(LATENCY)))
+    t = template({"latency": {}})
+    m = measure(t, latency=(latency_counters(LATENCY[:4]), latency_counters(LATENCY)))
     assert m.verdict is Verdict.INCONCLUSIVE
     assert m.message == (
-        "no score: latency inconclusive; p99 latency: too few samples"
+        "no score: latency inconclusive; mean latency: too few samples"
         " (canary 4, stable 12; at least 10 each): inconclusive"
+    )
+    few = error_counters([0.0] * 2, per_step=4)
+    m = measure(template({"errors": {}}), errors=(few, error_counters([0.0] * 12)))
+    assert m.verdict is Verdict.INCONCLUSIVE
+    assert m.message.endswith(
+        "error ratio: too few requests (canary 8, stable 240; at least 10 each): inconclusive"
     )
 
 
 def test_too_few_requests_decide_alone() -> None:
     t = template({"latency": {}})
     plan = plan_queries(t, "cart", "shop", "v2", "v1", "2m")
-    series = {"latency.canary": pods(LATENCY), "latency.stable": pods(LATENCY)}
+    sums, counts = latency_counters(LATENCY)
+    series = {
+        "latency.canary": sums,
+        "latency.stable": sums,
+        "latency.canary.total": counts,
+        "latency.stable.total": counts,
+    }
     m = judge(t, plan, {"requests": Reading(3)}, NOW, series=series)
     assert (m.verdict, m.message) == (
         Verdict.INCONCLUSIVE,
@@ -178,19 +269,30 @@ def test_too_few_requests_decide_alone() -> None:
 
 def test_a_failed_range_query_is_an_error_naming_the_signal() -> None:
     refused = SeriesReading(error="Prometheus answered HTTP 400: bad_data: parse error")
-    m = measure(template({"latency": {}}), latency=(pods(LATENCY), refused))
+    sums, _ = latency_counters(LATENCY)
+    m = measure(template({"latency": {}}), latency=(latency_counters(LATENCY), (sums, refused)))
     assert m.verdict is Verdict.ERROR
     assert m.message == (
-        "stable p99 latency samples: Prometheus answered HTTP 400: bad_data: parse error"
+        "stable mean latency samples: Prometheus answered HTTP 400: bad_data: parse error"
     )
 
 
 def test_one_bad_canary_pod_is_named_as_the_outlier() -> None:
-    zeros = [0.0] * 12
-    canary = pods([0.2] * 12, zeros, zeros)
-    m = measure(template({"errors": {}}), errors=(canary, pods(zeros, zeros, zeros, name="web")))
-    assert "pod web-canary-0 alone is worse" in m.message
-    assert m.verdict is Verdict.SUCCESSFUL  # pooled, most of the canary is as good as stable
+    zeros = [0.0] * 4
+    canary = error_counters([4.0] * 4, zeros, zeros)  # 20% of one pod's requests
+    stable = error_counters(zeros, zeros, zeros, name="web")
+    m = measure(template({"errors": {}}), errors=(canary, stable))
+    assert "pod web-canary-0 alone is worse (20% vs stable 0%" in m.message
+    # pooled, a third of the canary failing 20% is 6.7% against 0%: the version fails too
+    assert m.verdict is Verdict.FAILED, m.message
+
+
+def test_a_value_query_override_is_judged_on_its_values() -> None:
+    override = 'sum by (pod) (rate(my_errors{version="{{ version }}"}[{{ interval }}]))'
+    t = template({"errors": {"query": override}})
+    m = measure(t, errors=(pods([0.05] * 12), pods([0.0] * 12)))
+    (j,) = m.judgements
+    assert j.test.startswith("Mann-Whitney U") and j.verdict is SignalVerdict.FAIL
 
 
 @pytest.mark.parametrize(
@@ -220,3 +322,31 @@ def test_inconsistent_judge_settings_are_refused_naming_the_field(
 def test_invalid_judge_fields_are_named(judge_fields: dict[str, Any], location: str) -> None:
     with pytest.raises(ValueError, match=location):
         template({"errors": {}}, **judge_fields)
+
+
+def test_counters_are_read_from_the_windows_start_and_values_from_its_first_step() -> None:
+    """A counter's increases must cover the whole window: its range query starts where the
+    window does. A per-step value (a rate over the step) starts a step later."""
+    from datetime import timedelta
+
+    from pilotboat.adapters.metric_provider import read_samples
+
+    asked: list[tuple[str, datetime, datetime, float]] = []
+
+    class Recording:
+        def query(self, expression: str, at: datetime) -> float | None:
+            raise AssertionError("no instant query expected")
+
+        def query_range(
+            self, expression: str, start: datetime, end: datetime, step: float
+        ) -> list[SampleSeries]:
+            asked.append((expression, start, end, step))
+            return [SampleSeries("web-canary-0", (1.0, 2.0))]
+
+    t = template({"errors": {}, "saturation": {}}, step="4s", window="16s")
+    plan = plan_queries(t, "cart", "shop", "v2", "v1", "16s")
+    series, sent = read_samples(Recording(), plan, NOW)
+    assert sent == len(asked) == 6 and set(series) == {q.key for q in plan.sample_queries}
+    starts = {("counter" if "in_flight" not in e else "value"): s for e, s, _, _ in asked}
+    assert starts == {"counter": NOW - timedelta(seconds=16), "value": NOW - timedelta(seconds=12)}
+    assert {(end, step) for _, _, end, step in asked} == {(NOW, 4.0)}

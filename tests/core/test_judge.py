@@ -6,23 +6,42 @@ import doctest
 import itertools
 import math
 import statistics
+from dataclasses import replace
+from datetime import UTC, datetime
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
-from scipy.stats import mannwhitneyu
+from scipy.stats import fisher_exact, hypergeom, mannwhitneyu, poisson
 
 import pilotboat.core.judge
+from pilotboat.api.rollout import AnalysisTemplate
+from pilotboat.core.analysis import (
+    Reading,
+    SampleSeries,
+    SeriesReading,
+    Verdict,
+    judge,
+    plan_queries,
+)
 from pilotboat.core.judge import (
+    Counts,
     Criteria,
     Direction,
     ScoreVerdict,
     SignalJudgement,
     SignalVerdict,
+    compare_proportions,
     compare_samples,
     compare_signal,
+    counter_increases,
+    counts_from_counters,
+    outlier_pod,
+    proportion_p_value,
     score,
     smallest_p_value,
+    step_means,
 )
 
 pytestmark = pytest.mark.core
@@ -295,3 +314,277 @@ def test_with_equal_weights_the_score_never_passes_a_failed_or_inconclusive_sign
         assert card.verdict is not ScoreVerdict.PASS
     if card.score is not None:
         assert 0 <= card.score <= 100
+
+
+# --- pooled counts ------------------------------------------------------------------------
+
+# (canary, stable, direction): 2x2 tables of errors and requests
+TABLES: list[tuple[Counts, Counts, Direction]] = [
+    (Counts(5, 240), Counts(0, 240), UP),
+    (Counts(8, 240), Counts(0, 240), UP),
+    (Counts(12, 240), Counts(3, 240), UP),
+    (Counts(3, 240), Counts(12, 240), UP),
+    (Counts(3, 240), Counts(12, 240), DOWN),
+    (Counts(16, 80), Counts(0, 240), UP),
+    (Counts(7, 700), Counts(2, 650), EITHER),
+    (Counts(0, 10), Counts(0, 10), UP),
+]
+
+
+@pytest.mark.parametrize(("canary", "stable", "direction"), TABLES)
+def test_pooled_p_values_are_fishers_exact_test(
+    canary: Counts, stable: Counts, direction: Direction
+) -> None:
+    p = proportion_p_value(canary, stable, direction)
+    table = [
+        [canary.events, canary.total - canary.events],
+        [stable.events, stable.total - stable.events],
+    ]
+    assert p == pytest.approx(fisher_exact(table, alternative=ALTERNATIVE[direction]).pvalue)
+    if direction is UP:  # by its definition: the hypergeometric tail of the canary's errors
+        events, total = canary.events + stable.events, canary.total + stable.total
+        tail = hypergeom.sf(canary.events - 1, total, events, canary.total)
+        assert p == pytest.approx(float(tail), rel=1e-9)
+
+
+def test_pooled_exact_values_by_hand() -> None:
+    # 5 errors of 480 requests all in the canary's 240: C(240, 5) / C(480, 5)
+    p = proportion_p_value(Counts(5, 240), Counts(0, 240), UP)
+    assert p == pytest.approx(math.comb(240, 5) / math.comb(480, 5))
+    assert round(p, 4) == 0.0306
+
+
+def test_pooled_verdicts_effects_and_explanation() -> None:
+    c = Criteria(UP, confidence=0.995, floor=0.001)
+    j = compare_proportions("errors", {"a": Counts(8, 240)}, Counts(0, 240), c, "error ratio")
+    assert (j.verdict, j.n_canary, j.n_stable) == (SignalVerdict.FAIL, 240, 240)
+    assert (j.canary_median, j.stable_median, j.effect) == (8 / 240, 0.0, 8 / 240)
+    assert j.statistic == 8 and j.relative is None
+    assert j.p_value == pytest.approx(math.comb(240, 8) / math.comb(480, 8))
+    assert j.explanation.startswith("error ratio worse: 0.03333 (8 of 240) vs stable 0 (0 of 240)")
+    # 7 of 240 against 0 is not significant at 0.005
+    j = compare_proportions("errors", {"a": Counts(7, 240)}, Counts(0, 240), c)
+    assert j.verdict is SignalVerdict.PASS and j.p_value is not None and j.p_value > 0.005
+    # significant, but within the tolerance of 10% of the stable's ratio (and the floor)
+    big = Criteria(UP, confidence=0.995, tolerance=0.5, floor=0.001)
+    j = compare_proportions("errors", {"a": Counts(1400, 10_000)}, Counts(1000, 10_000), big)
+    assert j.verdict is SignalVerdict.PASS and "within tolerance" in j.explanation
+    assert j.p_value is not None and j.p_value < 1e-10
+    # below the floor: 0.05 percentage point more errors on a huge sample
+    j = compare_proportions(
+        "errors", {"a": Counts(60_000, 10**7)}, Counts(55_000, 10**7), Criteria(UP, floor=0.001)
+    )
+    assert j.verdict is SignalVerdict.PASS and "within tolerance" in j.explanation
+
+
+def test_too_few_requests_are_inconclusive() -> None:
+    c = Criteria(UP, min_samples=10)
+    j = compare_proportions("errors", {"a": Counts(9, 9)}, Counts(0, 240), c)
+    assert j.verdict is SignalVerdict.INCONCLUSIVE
+    assert j.explanation == (
+        "errors: too few requests (canary 9, stable 240; at least 10 each): inconclusive"
+    )
+
+
+def test_a_single_bad_pod_is_named_from_its_counts() -> None:
+    c = Criteria(UP, confidence=0.995, floor=0.001)
+    pods = {"a": Counts(16, 80), "b": Counts(0, 80), "c": Counts(1, 80)}
+    j = compare_proportions("errors", pods, Counts(1, 240), c)
+    assert j.verdict is SignalVerdict.FAIL
+    assert "pod a alone is worse (0.2 vs stable 0.004167" in j.explanation
+    # two bad pods are the version; a pod with too few requests leaves nothing to name
+    pods = {"a": Counts(16, 80), "b": Counts(16, 80), "c": Counts(0, 80)}
+    assert "alone" not in compare_proportions("errors", pods, Counts(1, 240), c).explanation
+    pods = {"a": Counts(16, 80), "b": Counts(0, 80), "c": Counts(0, 5)}
+    assert "alone" not in compare_proportions("errors", pods, Counts(1, 240), c).explanation
+
+
+def test_outliers_need_only_a_few_samples_per_pod() -> None:
+    stable = [0.020 + 0.0001 * i for i in range(12)]
+    slow = [0.040, 0.041, 0.042, 0.043]
+    fine = [0.0205, 0.0215, 0.0225, 0.0195]
+    c = Criteria(UP, confidence=0.995, floor=0.001)  # min_samples 10: pods have 4 each
+    found = outlier_pod("latency", {"a": slow, "b": fine, "c": fine}, stable, c)
+    assert found is not None and found.startswith("pod a alone is worse (median 0.0415")
+
+
+def test_counters_give_increases_means_and_counts() -> None:
+    assert counter_increases([5, 9, 9, 1, 4]) == [4, 0, 1, 3]  # 1 after 9: a restart
+    assert counter_increases([]) == counter_increases([7]) == []
+    assert step_means([0.0, 0.4, 0.4, 1.0], [0, 20, 20, 40]) == [0.02, 0.03]
+    assert counts_from_counters([2, 2, 3], [100, 140, 180]) == Counts(1, 80)
+    assert counts_from_counters([0, 9], [0, 5]) == Counts(5, 5)  # capped at the total
+
+
+counts = st.integers(0, 2000)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[Counts, Counts]:
+    total_c, total_s = draw(st.integers(0, 3000)), draw(st.integers(0, 3000))
+    return (
+        Counts(draw(st.integers(0, total_c)), total_c),
+        Counts(draw(st.integers(0, total_s)), total_s),
+    )
+
+
+@given(tables(), criteria)
+def test_identical_counts_never_fail(t: tuple[Counts, Counts], c: Criteria) -> None:
+    stable, _ = t
+    j = compare_proportions("errors", {"a": stable}, stable, c)
+    assert j.verdict is not SignalVerdict.FAIL
+
+
+@given(tables(), criteria, st.integers(1, 3))
+def test_a_canary_with_a_strictly_better_ratio_never_fails_a_one_sided_test(
+    t: tuple[Counts, Counts], c: Criteria, pods: int
+) -> None:
+    canary, stable = t
+    assume(canary.total > 0 and stable.total > 0)
+    for direction in (UP, DOWN):
+        rc, rs = canary.events / canary.total, stable.events / stable.total
+        assume(rc != rs)
+        better = rc < rs if direction is UP else rc > rs
+        if not better:
+            continue
+        per_pod = {f"p{i}": canary for i in range(pods)}  # pooled: the same ratio
+        one_sided = replace(c, direction=direction)
+        assert (
+            compare_proportions("errors", per_pod, stable, one_sided).verdict
+            is not SignalVerdict.FAIL
+        )
+
+
+# --- the judge simulated at the benchmark's rates -----------------------------------------
+#
+# A window as bench/judge.py judges it: 30 requests a second to a Service over both tracks,
+# so 15 a second to each track's 3 pods; a 4 s step; errors and mean latency judged by
+# core.analysis.judge with the judge's defaults (confidence 0.99 split over two signals, so
+# each at p < 0.005). Requests per pod per step are Poisson, errors binomial, each request's
+# latency the echo's added delay plus a gamma-distributed service time, every step of every
+# pod slowed by a common factor (the machine's load, the same for both tracks) and by one of
+# its own (5%: the pod's share of the CPU in that step).
+
+RATE_PER_TRACK = 15.0
+PODS = 3
+STEP = 4
+
+
+def _window_template(window: int, tolerance: float) -> AnalysisTemplate:
+    return AnalysisTemplate.model_validate(
+        {
+            "interval": f"{window}s",
+            "minSampleSize": 0,
+            "signals": {"errors": {}, "latency": {}},
+            "judge": {"method": "mannWhitney", "step": f"{STEP}s", "tolerance": tolerance},
+        }
+    )
+
+
+def _track(
+    rng: np.random.Generator,
+    load: np.ndarray,
+    steps: int,
+    error_ratios: list[float],
+    delay: float,
+    name: str,
+) -> dict[str, SeriesReading]:
+    """A track's counters, one pod per entry of `error_ratios`."""
+    requests, errors, sums = [], [], []
+    for i, ratio in enumerate(error_ratios):
+        n = rng.poisson(RATE_PER_TRACK / len(error_ratios) * STEP, size=steps)
+        e = rng.binomial(n, ratio)
+        service = np.array([rng.gamma(2.0, 0.001, size=k).sum() for k in n])
+        s = (delay * n + service) * load * rng.lognormal(0.0, 0.05, size=steps)
+        pod = f"{name}-{i}"
+        for found, grown in ((requests, n), (errors, e), (sums, s)):
+            found.append(SampleSeries(pod, (1000.0, *(1000.0 + np.cumsum(grown)).tolist())))
+    return {
+        "errors": SeriesReading(tuple(errors)),
+        "errors.total": SeriesReading(tuple(requests)),
+        "latency": SeriesReading(tuple(sums)),
+        "latency.total": SeriesReading(tuple(requests)),
+    }
+
+
+def simulate(
+    windows: int,
+    window: int,
+    stable_errors: list[float],
+    canary_errors: list[float],
+    stable_delay: float,
+    canary_delay: float,
+    seed: int,
+    tolerance: float = 0.1,
+) -> float:
+    """The share of `windows` simulated windows of `window` seconds judged Failed."""
+    rng = np.random.default_rng(seed)
+    t = _window_template(window, tolerance)
+    plan = plan_queries(t, "cart", "shop", "v2", "v1", t.interval)
+    steps = window // STEP
+    failed = 0
+    for _ in range(windows):
+        load = rng.lognormal(0.0, 0.1, size=steps)
+        series = {}
+        for track, ratios, delay in (
+            ("canary", canary_errors, canary_delay),
+            ("stable", stable_errors, stable_delay),
+        ):
+            for key, reading in _track(rng, load, steps, ratios, delay, track).items():
+                signal, *total = key.split(".")
+                series[".".join([signal, track, *total])] = reading
+        m = judge(t, plan, {"requests": Reading(100)}, NOW, series=series)
+        failed += m.verdict is Verdict.FAILED
+    return failed / windows
+
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+AA = [0.01] * PODS
+
+
+def test_simulated_false_fails_stay_below_one_percent() -> None:
+    """2,000 A/A windows at the bench's rates (1% errors, 20 ms on both tracks)."""
+    rate = simulate(2000, 16, AA, AA, 0.02, 0.02, seed=15)
+    assert rate <= 0.01
+
+
+def test_without_a_tolerance_the_tests_alone_keep_false_fails_below_one_percent() -> None:
+    """The tolerance holds back small significant differences; without it, the p-values
+    alone (and the floors) must keep the bound."""
+    rate = simulate(1000, 16, AA, AA, 0.02, 0.02, seed=150, tolerance=0.0)
+    assert rate <= 0.01
+
+
+# (name, window s, stable errors per pod, canary errors per pod, delays, at least)
+DETECTION: list[tuple[str, int, list[float], list[float], tuple[float, float], float]] = [
+    # +2 points at 15 req/s per track cannot reach 95% in 16 s (see the next test): 48 s do
+    ("errors_plus_2_points", 48, [0.0] * PODS, [0.02] * PODS, (0.02, 0.02), 0.95),
+    ("p99_latency_plus_50_percent", 16, [0.0] * PODS, [0.0] * PODS, (0.02, 0.03), 0.95),
+    ("within_a_bucket", 16, [0.0] * PODS, [0.0] * PODS, (0.06, 0.09), 0.95),
+    ("one_bad_pod_of_three", 16, [0.0] * PODS, [0.2, 0.0, 0.0], (0.02, 0.02), 0.95),
+]
+
+
+@pytest.mark.parametrize(("name", "window", "stable", "canary", "delays", "least"), DETECTION)
+def test_simulated_regressions_are_detected(
+    name: str,
+    window: int,
+    stable: list[float],
+    canary: list[float],
+    delays: tuple[float, float],
+    least: float,
+) -> None:
+    windows = 400 if name.startswith("errors") else 200  # latency: every pod tested, slower
+    rate = simulate(windows, window, stable, canary, *delays, seed=len(name))
+    assert rate >= least, f"{name}: {rate:.1%} of windows failed"
+
+
+def test_errors_plus_2_points_need_about_48_seconds_at_15_requests_a_second() -> None:
+    """Why 16 s cannot do: with 0 errors on the stable, Fisher's exact test needs 8 canary
+    errors in 240 + 240 requests to reach p < 0.005; 2% of 240 is 4.8 on average, and even
+    that split (every error on the canary) comes with at least 8 errors only 11% of the
+    time. 48 s give 720 requests and 14.4 expected errors: 95% of windows have 8 or more."""
+    assert math.comb(240, 7) / math.comb(480, 7) > 0.005 > math.comb(240, 8) / math.comb(480, 8)
+    assert poisson.sf(7, 0.02 * 240) == pytest.approx(0.113, abs=0.001)
+    assert poisson.sf(7, 0.02 * 720) > 0.95 > poisson.sf(7, 0.02 * 480)
+    assert simulate(400, 16, [0.0] * PODS, [0.02] * PODS, 0.02, 0.02, seed=16) < 0.2

@@ -120,16 +120,26 @@ def read_samples(
     if not plan.samples_to_send or plan.step is None or plan.window is None:
         return {}, 0
     step = parse_duration(plan.step)
-    # the first sample's slice starts where the window does
-    start = at - timedelta(seconds=parse_duration(plan.window) - step)
-    series, sent, _ = _send_all(
-        plan.samples_to_send,
-        lambda expression: SeriesReading(
-            tuple(provider.query_range(expression, start, at, step))
-        ),
-        lambda error: SeriesReading(error=error),
-        down,
-    )
+    window = parse_duration(plan.window)
+    series: dict[str, SeriesReading] = {}
+    sent = 0
+    for counter in (True, False):
+        # A counter's values are read from the window's start, so that their increases
+        # cover it all; a per-step value (a rate over the step) from the end of the first
+        # step, so that the first sample's slice starts where the window does.
+        start = at - timedelta(seconds=window if counter else window - step)
+
+        def ask(expression: str, start: datetime = start) -> SeriesReading:
+            return SeriesReading(tuple(provider.query_range(expression, start, at, step)))
+
+        found, asked, down = _send_all(
+            [q for q in plan.samples_to_send if q.counter is counter],
+            ask,
+            lambda error: SeriesReading(error=error),
+            down,
+        )
+        series.update(found)
+        sent += asked
     return series, sent
 
 

@@ -339,7 +339,9 @@ class AnalysisJudge(SpecModel):
 
     method: JudgeMethod = Field(
         default="threshold",
-        description="threshold (thresholds only) or mannWhitney (a statistical test as well).",
+        description="threshold (thresholds only) or mannWhitney (statistical tests as well:"
+        " Fisher's exact test on pooled error counts, Mann-Whitney U on per-pod mean latency"
+        " and the other signals' per-step samples).",
     )
     confidence: float = Field(
         default=0.99,
@@ -353,14 +355,16 @@ class AnalysisJudge(SpecModel):
         default=0.1,
         ge=0,
         le=100,
-        description="How much worse the canary's median may be, relative to the stable's,"
-        " before a significant difference fails it; 0.1 is 10%.",
+        description="How much worse the canary may be, relative to the stable (its pooled"
+        " error ratio; the median of its other samples), before a significant difference"
+        " fails it; 0.1 is 10%.",
     )
     min_samples: int = Field(
         default=10,
         ge=2,
         le=MAX_JUDGE_SAMPLES,
-        description="Samples per track below which a signal is inconclusive.",
+        description="Below this a signal is inconclusive: requests per track for errors,"
+        " samples per track for the other signals.",
     )
     step: Duration = Field(
         default="10s",

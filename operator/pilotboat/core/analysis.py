@@ -32,11 +32,16 @@ Default queries (``DEFAULT_QUERIES``), over the ``http_requests_total`` counter 
 
 With ``judge.method: mannWhitney`` (:mod:`pilotboat.core.judge`) a measurement also reads
 *samples*: for every declared signal, per pod of each track, one value per ``judge.step`` over
-``judge.window`` (the interval when unset), from a range query (``DEFAULT_SAMPLE_QUERIES``:
-the queries above grouped ``by (pod, instance)`` instead of summed, with ``{{ interval }}``
-the step, so each sample covers its own slice of the window and no two overlap). A signal's
-``query`` override is run as a range query too; each series it returns is one source. The
-thresholds stay hard limits: a canary beyond one fails whatever the score says.
+``judge.window`` (the interval when unset), from a range query. Errors, latency and traffic
+without a ``query`` of their own read *counters* (``DEFAULT_SAMPLE_QUERIES`` and, for the
+denominator, ``DEFAULT_SAMPLE_TOTALS``: the counters themselves ``by (pod, instance)``, no
+``rate()``) from the window's start to its end, so that their increases cover every request
+of the window exactly once: errors are judged on pooled counts (errors and requests of each
+track over the window, Fisher's exact test), latency on per-step mean latency (``_sum`` over
+``_count`` of the histogram), traffic on per-step request rates. Saturation, and a signal's
+``query`` override, are range queries of per-step values with ``{{ interval }}`` the step;
+each series one returns is one source. The thresholds stay hard limits: a canary beyond one
+fails whatever the score says.
 
 Every query, the defaults and a signal's ``query`` override alike, is a Jinja2 template
 rendered with ``service``, ``namespace``, ``version``, ``interval`` (a PromQL duration) and,
@@ -50,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -77,8 +82,12 @@ from pilotboat.core.judge import (
     ScoreVerdict,
     SignalJudgement,
     SignalVerdict,
+    compare_proportions,
     compare_signal,
+    counter_increases,
+    counts_from_counters,
     score,
+    step_means,
 )
 from pilotboat.core.limits import (
     TemplateLimitExceeded,
@@ -91,6 +100,7 @@ __all__ = [
     "SAMPLE_SIZE",
     "DEFAULT_QUERIES",
     "DEFAULT_SAMPLE_QUERIES",
+    "DEFAULT_SAMPLE_TOTALS",
     "DEFAULT_DIRECTIONS",
     "Signal",
     "Verdict",
@@ -140,25 +150,35 @@ DEFAULT_QUERIES: Mapping[str, str] = {
 """PromQL templates used when a signal has no ``query`` of its own (see the module doc)."""
 
 _BY_POD = "by (pod, instance)"
-_ALL = f"rate(http_requests_total{{{_SELECTOR}}}{_WINDOW})"
+
+_REQUESTS = f"sum {_BY_POD} (http_requests_total{{{_SELECTOR}}})"
 
 DEFAULT_SAMPLE_QUERIES: Mapping[str, str] = {
+    # 0 for a pod without a 5xx series yet, so that its first errors count once it has one
     "errors": (
-        f'(sum {_BY_POD} (rate(http_requests_total{{{_SELECTOR},code=~"5.."}}{_WINDOW}))'
-        f" or 0 * sum {_BY_POD} ({_ALL})) / sum {_BY_POD} ({_ALL})"
+        f'sum {_BY_POD} (http_requests_total{{{_SELECTOR},code=~"5.."}}) or 0 * {_REQUESTS}'
     ),
-    "latency": (
-        "histogram_quantile({{ quantile }}, sum by (le, pod, instance) "
-        f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}{_WINDOW})))"
-    ),
-    "traffic": f"sum {_BY_POD} ({_ALL})",
+    "latency": f"sum {_BY_POD} (http_request_duration_seconds_sum{{{_SELECTOR}}})",
+    "traffic": _REQUESTS,
     "saturation": (
         f"max {_BY_POD} (http_requests_in_flight{{{_SELECTOR}}})"
         f" or max {_BY_POD} (rate(process_cpu_seconds_total{{{_SELECTOR}}}{_WINDOW}))"
     ),
 }
 """Range-query templates of the judge's samples: one series per pod (``pod`` on a cluster,
-``instance`` for a target without one), ``{{ interval }}`` being the judge's step."""
+``instance`` for a target without one). Errors, latency and traffic are counters, read as they
+are (see :data:`COUNTED_SIGNALS`); saturation is a value per step, ``{{ interval }}`` being
+the judge's step."""
+
+DEFAULT_SAMPLE_TOTALS: Mapping[str, str] = {
+    "errors": _REQUESTS,
+    "latency": f"sum {_BY_POD} (http_request_duration_seconds_count{{{_SELECTOR}}})",
+}
+"""The denominators of the counted signals that are ratios: requests for errors, observations
+for latency's mean. Their keys in a plan are ``<signal>.<track>.total``."""
+
+COUNTED_SIGNALS = frozenset({"errors", "latency", "traffic"})
+"""Signals whose default sample queries are counters, read from the window's start."""
 
 DEFAULT_DIRECTIONS: Mapping[str, Direction] = {
     "errors": Direction.INCREASE,
@@ -205,6 +225,9 @@ class Query:
     over_limit: bool = False
     """The template was refused by a limit on untrusted input (:mod:`pilotboat.core.limits`),
     not by a mistake in it: it would be refused whatever the data."""
+    counter: bool = False
+    """A range query of a counter's values: read from the window's start (one value more
+    than a query of per-step values), so that its increases cover the whole window."""
 
 
 @dataclass(frozen=True)
@@ -359,7 +382,8 @@ def sampled_signals(template: AnalysisTemplate) -> tuple[tuple[Signal, _AnySigna
 
 def queries_per_interval(template: AnalysisTemplate) -> int:
     """How many queries one measurement sends: the sample size, then canary and stable for
-    each judged signal, and canary and stable range queries for each sampled signal.
+    each judged signal, and canary and stable range queries for each sampled signal (two
+    each, numerator and total, for errors and latency read from counters).
 
     >>> queries_per_interval(AnalysisTemplate.model_validate(
     ...     {"signals": {"errors": {"maxRatio": 0.01}, "latency": {"maxSeconds": 0.5}}}))
@@ -367,9 +391,16 @@ def queries_per_interval(template: AnalysisTemplate) -> int:
     >>> queries_per_interval(AnalysisTemplate.model_validate(
     ...     {"signals": {"errors": {"maxRatio": 0.01}, "traffic": {}},
     ...      "judge": {"method": "mannWhitney"}}))
-    7
+    9
     """
-    return 1 + 2 * len(judged_signals(template)) + 2 * len(sampled_signals(template))
+    sampled = sampled_signals(template)
+    totals = [n for n, spec in sampled if _counted(n, spec) and n in DEFAULT_SAMPLE_TOTALS]
+    return 1 + 2 * len(judged_signals(template)) + 2 * len(sampled) + 2 * len(totals)
+
+
+def _counted(name: Signal, spec: _AnySignal) -> bool:
+    """Whether the judge reads the signal from counters: a default query of a counted signal."""
+    return name in COUNTED_SIGNALS and spec.query is None
 
 
 @lru_cache(maxsize=256)
@@ -423,16 +454,21 @@ def plan_queries(
     step, span, problem = _sampling(judge_spec, window)
     samples = []
     for name, spec in sampled_signals(template):
-        source = spec.query or DEFAULT_SAMPLE_QUERIES[name]
+        counted = _counted(name, spec)
+        sources = [("", spec.query or DEFAULT_SAMPLE_QUERIES[name])]
+        if counted and name in DEFAULT_SAMPLE_TOTALS:
+            sources.append((".total", DEFAULT_SAMPLE_TOTALS[name]))
         values = base | {"interval": step}
         if isinstance(spec, LatencySignal):
             values["quantile"] = spec.quantile
-        for track, version in (("canary", canary_version), ("stable", stable_version)):
-            key = f"{name}.{track}"
-            if problem is not None:
-                samples.append(Query(key, None, problem))
-            else:
-                samples.append(_render(key, source, values | {"version": version}))
+        for suffix, source in sources:
+            for track, version in (("canary", canary_version), ("stable", stable_version)):
+                key = f"{name}.{track}{suffix}"
+                if problem is not None:
+                    samples.append(Query(key, None, problem, counter=counted))
+                else:
+                    query = _render(key, source, values | {"version": version})
+                    samples.append(replace(query, counter=counted))
     return QueryPlan(window, tuple(queries), tuple(samples), step, span)
 
 
@@ -698,7 +734,12 @@ def judge(
             return (series or {}).get(key, SeriesReading(error="no answer to the query"))
 
         verdict, message, merged, judgements, card = _judge_by_score(
-            template, template.judge, judged, series_reading, gate
+            template,
+            template.judge,
+            judged,
+            series_reading,
+            gate,
+            parse_duration(plan.step) if plan.step else 1.0,
         )
         return Measurement(
             now, plan.interval, size, merged, verdict, message, queries, judgements, card.score
@@ -768,21 +809,67 @@ def _sampled_signal(
     name: Signal,
     spec: _AnySignal,
     criteria: Criteria,
-    canary: SeriesReading,
-    stable: SeriesReading,
+    series_reading: Callable[[str], SeriesReading],
+    step: float,
 ) -> tuple[_Judged, SignalJudgement | None]:
-    """One signal's samples compared; a failed range query is an Error naming it."""
-    label = _label(name, spec)
-    for reading, track in ((canary, ""), (stable, "stable ")):
-        if reading.error is not None:
-            message = f"{track}{label} samples: {reading.error}"
+    """One signal's samples compared; a failed range query is an Error naming it.
+
+    A counted signal (:func:`_counted`) is judged from its counters: errors on pooled counts,
+    latency on per-step means, traffic on per-step rates; any other on its values."""
+    counted = _counted(name, spec)
+    keys = [(f"{name}.canary", ""), (f"{name}.stable", "stable ")]
+    if counted and name in DEFAULT_SAMPLE_TOTALS:
+        keys += [(f"{name}.canary.total", ""), (f"{name}.stable.total", "stable ")]
+    readings = {key: series_reading(key) for key, _ in keys}
+    label = "mean latency" if counted and name == "latency" else _label(name, spec)
+    for key, track in keys:
+        error = readings[key].error
+        if error is not None:
+            message = f"{track}{label} samples: {error}"
             sample = GoldenSignalSample(name, None, None, Verdict.ERROR, message)
-            return (sample, reading.error), None
-    by_pod: dict[str, list[float]] = {}
-    for one in canary.series:
-        by_pod.setdefault(one.source, []).extend(one.values)
-    pooled = [v for one in stable.series for v in one.values]
-    j = compare_signal(name, by_pod, pooled, criteria, label, _SHORT[name])
+            return (sample, error), None
+
+    def by_pod(key: str) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        for one in readings[key].series:
+            found.setdefault(one.source, []).extend(one.values)
+        return found
+
+    if counted and name == "errors":
+        totals = {track: by_pod(f"errors.{track}.total") for track in ("canary", "stable")}
+        errors = {track: by_pod(f"errors.{track}") for track in ("canary", "stable")}
+        counts = {
+            track: {
+                pod: counts_from_counters(errors[track].get(pod, ()), values)
+                for pod, values in totals[track].items()
+            }
+            for track in ("canary", "stable")
+        }
+        stable = sum(counts["stable"].values(), counts_from_counters((), ()))
+        j = compare_proportions(name, counts["canary"], stable, criteria, label, _SHORT[name])
+    else:
+        if counted and name == "latency":
+            sums = {track: by_pod(f"latency.{track}") for track in ("canary", "stable")}
+            counts_of = {track: by_pod(f"latency.{track}.total") for track in ("canary", "stable")}
+            per_step = {
+                track: {
+                    pod: step_means(sums[track].get(pod, ()), values)
+                    for pod, values in counts_of[track].items()
+                }
+                for track in ("canary", "stable")
+            }
+        elif counted:  # traffic: requests per second in each step
+            per_step = {
+                track: {
+                    pod: [v / step for v in counter_increases(values)]
+                    for pod, values in by_pod(f"{name}.{track}").items()
+                }
+                for track in ("canary", "stable")
+            }
+        else:
+            per_step = {track: by_pod(f"{name}.{track}") for track in ("canary", "stable")}
+        pooled = [v for values in per_step["stable"].values() for v in values]
+        j = compare_signal(name, per_step["canary"], pooled, criteria, label, _SHORT[name])
     sample = GoldenSignalSample(
         name, j.canary_median, j.stable_median, _BY_SIGNAL[j.verdict], j.explanation
     )
@@ -811,6 +898,7 @@ def _judge_by_score(
     judged: Sequence[_Judged],
     series_reading: Callable[[str], SeriesReading],
     gate: _Gate | None,
+    step: float = 1.0,
 ) -> tuple[Verdict, str, tuple[GoldenSignalSample, ...], tuple[SignalJudgement, ...], Scorecard]:
     """The statistical judge's verdict on one interval.
 
@@ -831,11 +919,7 @@ def _judge_by_score(
             sampled: _Judged = (GoldenSignalSample(name, None, None, verdict, message), cause)
         else:
             sampled, found = _sampled_signal(
-                name,
-                signal_spec,
-                _criteria(spec, name, len(signals)),
-                series_reading(f"{name}.canary"),
-                series_reading(f"{name}.stable"),
+                name, signal_spec, _criteria(spec, name, len(signals)), series_reading, step
             )
             if found is not None:
                 judgements.append(found)

@@ -1,8 +1,20 @@
 """Judging a canary by statistics: its samples of one golden signal against the stable's.
 
-Pure. A *sample* is one signal's value in one short slice of the analysis window on one pod
-(the error ratio of one pod in one 10s step, say); the canary's samples and the stable's come
-from the same window. :func:`compare_signal` decides, per signal, whether the canary is worse:
+Pure. Two kinds of evidence, both from the same window for canary and stable:
+
+- **Pooled counts** (:func:`compare_proportions`), for a ratio of events to a total such as
+  errors among requests: every error and every request of each track over the whole window,
+  read from the counters themselves (:func:`counter_increases`, so no ``rate()``
+  extrapolation and no slice of the window left out), compared with Fisher's exact test
+  (``scipy.stats.fisher_exact``) on the 2x2 table, one-sided in the direction that is worse.
+  A median of per-step error ratios stays 0 while fewer than half the steps hold an error;
+  the pooled ratio does not, and the exact test never fails a healthy canary more often than
+  its significance level, however few the errors.
+- **Samples** (:func:`compare_signal`), for everything else: a *sample* is one signal's value
+  in one step of the window on one pod (the mean latency of one pod in one 4s step, from its
+  histogram's ``_sum`` and ``_count`` counters: :func:`step_means`).
+
+:func:`compare_signal` decides, per signal, whether the canary is worse:
 
 - **Test**: a Mann-Whitney U test (``scipy.stats.mannwhitneyu``), which assumes no shape of
   the distributions, only that samples are independent. One-sided in the direction that is
@@ -17,12 +29,15 @@ from the same window. :func:`compare_signal` decides, per signal, whether the ca
   extreme ordering could not reach the confidence (3 against 3 cannot beat p = 0.05), is
   Inconclusive. Absence of evidence is never a Pass.
 
-The medians are compared, so a canary whose errors come in fewer than half its steps has a
-median error ratio of 0 like the stable's: the absolute ceilings of the threshold judge
-(``maxRatio`` over the whole window), which stay in force beside this one, catch that case.
+The medians are compared, so samples suit a signal whose every step has a value (latency,
+traffic, saturation); ratios of rare events go to :func:`compare_proportions`, with the same
+effect rule on the pooled ratios.
 
-:func:`outlier_pod` tells a bad version from a bad pod: when one canary pod alone is worse than
-the stable while the other canary pods are not, the verdict text says so.
+:func:`outlier_pod` (samples) and :func:`compare_proportions` (each canary pod's own counts
+against the stable's pooled ones) tell a bad version from a bad pod: when one canary pod alone
+is worse than the stable while the other canary pods are not, the verdict text says so. A pod
+needs only :data:`OUTLIER_MIN_SAMPLES` samples or :data:`OUTLIER_MIN_REQUESTS` requests for
+that: the test's own p-value, not a count, says whether it is evidence.
 
 :func:`score` combines the signals like Kayenta: each signal has a weight; the score is the
 share (0 to 100) of the conclusive signals' weight that passed. At or above ``pass_score``
@@ -37,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from scipy.stats import mannwhitneyu
+from scipy.stats import fisher_exact, mannwhitneyu
 
 __all__ = [
     "ABSOLUTE_FLOORS",
@@ -47,6 +62,15 @@ __all__ = [
     "DEFAULT_PASS_SCORE",
     "DEFAULT_MARGINAL_SCORE",
     "TEST_NAME",
+    "PROPORTION_TEST_NAME",
+    "OUTLIER_MIN_SAMPLES",
+    "OUTLIER_MIN_REQUESTS",
+    "Counts",
+    "compare_proportions",
+    "counter_increases",
+    "counts_from_counters",
+    "proportion_p_value",
+    "step_means",
     "Direction",
     "SignalVerdict",
     "ScoreVerdict",
@@ -60,12 +84,17 @@ __all__ = [
     "score",
 ]
 
-DEFAULT_CONFIDENCE = 0.95
+DEFAULT_CONFIDENCE = 0.95  # the core's own; the API's default (0.99) is what an analysis passes
 DEFAULT_TOLERANCE = 0.10
 DEFAULT_MIN_SAMPLES = 10
 DEFAULT_PASS_SCORE = 95.0
 DEFAULT_MARGINAL_SCORE = 75.0
 TEST_NAME = "Mann-Whitney U"
+PROPORTION_TEST_NAME = "Fisher's exact"
+OUTLIER_MIN_SAMPLES = 3
+"""Samples a canary pod needs for its own test against the stable (:func:`outlier_pod`)."""
+OUTLIER_MIN_REQUESTS = 20
+"""Requests a canary pod needs for its own test against the stable (:func:`compare_proportions`)."""
 
 ABSOLUTE_FLOORS: Mapping[str, float] = {
     "errors": 0.001,  # a tenth of a percentage point of the requests
@@ -134,7 +163,9 @@ class SignalJudgement:
 
     ``effect`` is the canary's median minus the stable's, in the signal's units; ``relative``
     is that as a share of the stable's median (``None`` when that is 0). ``statistic`` is
-    scipy's U for the canary sample.
+    scipy's U for the canary sample. For a test of pooled counts (:func:`compare_proportions`)
+    the "medians" are the pooled ratios, ``n_canary`` and ``n_stable`` the totals (requests)
+    and ``statistic`` the canary's event count (errors).
     """
 
     signal: str
@@ -309,7 +340,8 @@ def outlier_pod(
 ) -> str | None:
     """The pod that alone makes the canary look worse, in words, or ``None``.
 
-    Each canary pod with enough samples is compared with the stable on its own; when exactly
+    Each canary pod is compared with the stable on its own (with at least
+    :data:`OUTLIER_MIN_SAMPLES` samples, or ``min_samples`` when that is lower); when exactly
     one of them fails and every other one passes (at least one), that pod is the outlier.
 
     >>> c = Criteria(Direction.INCREASE, floor=0.001)
@@ -322,20 +354,44 @@ are not: suspect the pod or its node, not only the version'
     """
     if len(canary_by_pod) < 2:
         return None
-    verdicts = {
-        pod: compare_samples(signal, samples, stable, criteria, fmt=fmt)
-        for pod, samples in sorted(canary_by_pod.items())
-    }
-    failed = [p for p, j in verdicts.items() if j.verdict is SignalVerdict.FAIL]
-    passed = [p for p, j in verdicts.items() if j.verdict is SignalVerdict.PASS]
+    per_pod = replace(criteria, min_samples=min(criteria.min_samples, OUTLIER_MIN_SAMPLES))
+    s = _finite(stable)
+    allowed = max(criteria.tolerance * abs(statistics.median(s)), criteria.floor) if s else 0.0
+    verdicts: dict[str, SignalJudgement | SignalVerdict] = {}
+    for pod, samples in sorted(canary_by_pod.items()):
+        c = _finite(samples)
+        if (
+            s
+            and min(len(c), len(s)) >= per_pod.min_samples
+            and _worsening(statistics.median(c), statistics.median(s), criteria.direction)
+            <= allowed
+        ):  # within the tolerance: a pass whatever the test says, so it is not run
+            verdicts[pod] = SignalVerdict.PASS
+        else:
+            verdicts[pod] = compare_samples(signal, c, s, per_pod, fmt=fmt)
+    return _outlier(verdicts, "median ", fmt)
+
+
+def _outlier(
+    verdicts: Mapping[str, SignalJudgement | SignalVerdict], what: str, fmt: _Format
+) -> str | None:
+    """The words for the one pod that failed while every other one (at least one) passed."""
+
+    def verdict(pod: str) -> SignalVerdict:
+        found = verdicts[pod]
+        return found if isinstance(found, SignalVerdict) else found.verdict
+
+    failed = [p for p in verdicts if verdict(p) is SignalVerdict.FAIL]
+    passed = [p for p in verdicts if verdict(p) is SignalVerdict.PASS]
     if len(failed) != 1 or not passed or len(failed) + len(passed) != len(verdicts):
         return None
     pod = failed[0]
     j = verdicts[pod]
+    assert isinstance(j, SignalJudgement)
     assert j.canary_median is not None and j.stable_median is not None and j.p_value is not None
     others = len(passed)
     return (
-        f"pod {pod} alone is worse (median {fmt(j.canary_median)} vs stable"
+        f"pod {pod} alone is worse ({what}{fmt(j.canary_median)} vs stable"
         f" {fmt(j.stable_median)}, p={_p_text(j.p_value)}); the other {others} canary"
         f" pod{'s are' if others > 1 else ' is'} not: suspect the pod or its node,"
         " not only the version"
@@ -358,6 +414,193 @@ def compare_signal(
     if judgement.verdict is SignalVerdict.INCONCLUSIVE:
         return judgement
     outlier = outlier_pod(signal, canary_by_pod, stable, criteria, fmt)
+    if outlier is None:
+        return judgement
+    return replace(judgement, explanation=f"{judgement.explanation}; {outlier}")
+
+
+# --- pooled counts -------------------------------------------------------------------------
+
+
+def counter_increases(values: Sequence[float]) -> list[float]:
+    """How much a counter grew from each of its values to the next, oldest first.
+
+    The values are a counter's as Prometheus stores them, one per step (a range query of the
+    counter itself, no ``rate()``): consecutive windows then share their boundary value, so
+    every increment falls in exactly one window and none is extrapolated. A value below the
+    one before is a restart, which counts from 0 again; non-finite values are left out.
+
+    >>> counter_increases([10, 12, 12, 15, 2, 4])
+    [2.0, 0.0, 3.0, 2.0, 2.0]
+    >>> counter_increases([float("nan"), 5, 7])
+    [2.0]
+    """
+    finite = _finite(values)
+    return [b - a if b >= a else b for a, b in zip(finite, finite[1:], strict=False)]
+
+
+def step_means(sums: Sequence[float], counts: Sequence[float]) -> list[float]:
+    """The mean observation of each step (latency, say) from a histogram's ``_sum`` and
+    ``_count`` counters read at the same instants; a step without observations has none.
+
+    >>> step_means([1.0, 1.5, 1.5, 2.7], [10, 20, 20, 30])
+    [0.05, 0.12]
+    """
+    grown = zip(counter_increases(sums), counter_increases(counts), strict=False)
+    return [round(s / n, 12) for s, n in grown if n > 0]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many of a track's requests (``total``) were events (errors) over a window."""
+
+    events: int
+    total: int
+
+    @property
+    def ratio(self) -> float | None:
+        return self.events / self.total if self.total > 0 else None
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.events + other.events, self.total + other.total)
+
+
+def counts_from_counters(events: Sequence[float], total: Sequence[float]) -> Counts:
+    """The window's counts from the values of an events counter and a total counter (see
+    :func:`counter_increases`); events beyond the total (counters scraped a request apart)
+    are capped at it.
+
+    >>> counts_from_counters([0, 1, 1, 3], [100, 130, 160, 190])
+    Counts(events=3, total=90)
+    """
+    n = round(sum(counter_increases(total)))
+    return Counts(min(round(sum(counter_increases(events))), n), n)
+
+
+def proportion_p_value(canary: Counts, stable: Counts, direction: Direction) -> float:
+    """Fisher's exact test (``scipy.stats.fisher_exact``) of the canary's event ratio
+    against the stable's, in the direction that is worse: the chance, were both tracks
+    alike, of a split of the events at least as bad for the canary as the one seen.
+
+    >>> round(proportion_p_value(Counts(5, 240), Counts(0, 240), Direction.INCREASE), 4)
+    0.0306
+    >>> proportion_p_value(Counts(0, 240), Counts(5, 240), Direction.INCREASE)
+    1.0
+    """
+    table = [
+        [canary.events, canary.total - canary.events],
+        [stable.events, stable.total - stable.events],
+    ]
+    p = float(fisher_exact(table, alternative=_ALTERNATIVE[direction]).pvalue)
+    return 1.0 if math.isnan(p) else min(p, 1.0)
+
+
+def _counts_text(c: Counts, fmt: _Format) -> str:
+    ratio = c.ratio
+    shown = fmt(ratio) if ratio is not None else "n/a"
+    return f"{shown} ({c.events} of {c.total})"
+
+
+def _proportions(
+    signal: str,
+    canary: Counts,
+    stable: Counts,
+    criteria: Criteria,
+    label: str,
+    fmt: _Format,
+    minimum: int,
+) -> SignalJudgement:
+    test = f"{PROPORTION_TEST_NAME} {_SIDED[criteria.direction]}"
+    n = f"n={canary.total}/{stable.total} requests"
+    rc, rs = canary.ratio, stable.ratio
+    effect = rc - rs if rc is not None and rs is not None else None
+    relative = effect / rs if effect is not None and rs else None
+
+    def judgement(verdict: SignalVerdict, explanation: str, p: float | None) -> SignalJudgement:
+        return SignalJudgement(
+            signal, label, test, canary.total, stable.total, rc, rs, float(canary.events), p,
+            effect, relative, verdict, explanation,
+        )  # fmt: skip
+
+    if canary.total < minimum or stable.total < minimum:
+        return judgement(
+            SignalVerdict.INCONCLUSIVE,
+            f"{label}: too few requests (canary {canary.total}, stable {stable.total};"
+            f" at least {minimum} each): inconclusive",
+            None,
+        )
+    assert rc is not None and rs is not None and effect is not None
+    p = proportion_p_value(canary, stable, criteria.direction)
+    ratios = (
+        f"{_counts_text(canary, fmt)} vs stable {_counts_text(stable, fmt)}"
+        f" ({_effect_text(effect, relative, fmt)})"
+    )
+    evidence = f"{test}, p={_p_text(p)}"
+    if p >= criteria.alpha:
+        return judgement(
+            SignalVerdict.PASS,
+            f"{label} no worse: {ratios}, {evidence} >= {criteria.alpha:.2g}, {n}",
+            p,
+        )
+    allowed = max(criteria.tolerance * rs, criteria.floor)
+    if _worsening(rc, rs, criteria.direction) <= allowed:
+        return judgement(
+            SignalVerdict.PASS,
+            f"{label} within tolerance: {ratios}, at most {fmt(allowed)} allowed"
+            f" ({criteria.tolerance:.0%}, floor {fmt(criteria.floor)}), {evidence}, {n}",
+            p,
+        )
+    return judgement(
+        SignalVerdict.FAIL, f"{label} worse: {ratios}, {evidence} < {criteria.alpha:.2g}, {n}", p
+    )
+
+
+def compare_proportions(
+    signal: str,
+    canary_by_pod: Mapping[str, Counts],
+    stable: Counts,
+    criteria: Criteria,
+    label: str | None = None,
+    fmt: _Format = _default_format,
+) -> SignalJudgement:
+    """The verdict on a ratio of events (errors among requests) from pooled counts: all the
+    canary pods' events and requests over the window against the stable's, by Fisher's exact
+    test (:func:`proportion_p_value`). It fails the canary when ``p < 1 - confidence`` *and*
+    the canary's ratio is worse than the stable's by more than ``tolerance`` of the stable's
+    ratio and more than ``floor``. Fewer than ``min_samples`` requests on either side is
+    Inconclusive.
+
+    Each canary pod with at least :data:`OUTLIER_MIN_REQUESTS` requests is also compared on
+    its own with the stable's pooled counts; when exactly one fails while the others pass,
+    the explanation names it. The verdict is the pooled one.
+
+    >>> c = Criteria(Direction.INCREASE, confidence=0.995, floor=0.001)
+    >>> pods = {"web-1": Counts(16, 80), "web-2": Counts(0, 80), "web-3": Counts(0, 80)}
+    >>> j = compare_proportions("errors", pods, Counts(0, 240), c)
+    >>> j.verdict.value, j.canary_median, j.n_canary
+    ('Fail', 0.06666666666666667, 240)
+    >>> pooled, outlier = j.explanation.split("; ", 1)
+    >>> pooled
+    "errors worse: 0.06667 (16 of 240) vs stable 0 (0 of 240) (+0.06667 absolute), \
+Fisher's exact one-sided (higher is worse), p=1.2e-05 < 0.005, n=240/240 requests"
+    >>> outlier
+    'pod web-1 alone is worse (0.2 vs stable 0, p=6.8e-11); the other 2 canary pods are not: \
+suspect the pod or its node, not only the version'
+    >>> compare_proportions("errors", {"a": Counts(3, 240)}, Counts(2, 240), c).verdict.value
+    'Pass'
+    """
+    label = label or signal
+    pooled = sum(canary_by_pod.values(), Counts(0, 0))
+    judgement = _proportions(
+        signal, pooled, stable, criteria, label, fmt, max(criteria.min_samples, 1)
+    )
+    if judgement.verdict is SignalVerdict.INCONCLUSIVE or len(canary_by_pod) < 2:
+        return judgement
+    verdicts: dict[str, SignalJudgement | SignalVerdict] = {
+        pod: _proportions(signal, counts, stable, criteria, label, fmt, OUTLIER_MIN_REQUESTS)
+        for pod, counts in sorted(canary_by_pod.items())
+    }
+    outlier = _outlier(verdicts, "", fmt)
     if outlier is None:
         return judgement
     return replace(judgement, explanation=f"{judgement.explanation}; {outlier}")

@@ -3,7 +3,8 @@ stands. Measurements live in `status.analysis`, so a restart continues the same 
 
 With ``judge.method: mannWhitney`` a measurement also reads per-pod samples (range queries,
 through the same provider) and is judged by :mod:`pilotboat.core.judge`: each signal's
-history record then holds the canary's and the stable's medians, and its message (like the
+history record then holds the canary's and the stable's medians (for errors, the window's
+pooled error ratios), and its message (like the
 measurement's summary, which the Events repeat) the test, the sample sizes, the medians, the
 effect, the p-value and the score.
 
