@@ -23,6 +23,7 @@ from pathlib import Path
 
 import kubernetes
 import pytest
+import urllib3
 import yaml
 
 from pilotboat.adapters.kube import Kube
@@ -218,9 +219,15 @@ def operator(kubeconfig: Path, kube: Kube) -> Iterator[OperatorProcess]:
     yield proc
     proc.stop()
     # This session's DatabaseServers (cluster-scoped) and their Secrets in the operator's
-    # namespace (tests/cluster/test_databases.py labels them).
+    # namespace (tests/cluster/test_databases.py labels them). In `make test` the last test
+    # (tests/e2e/test_stop_everything.py) has stopped the cluster, and them with it.
     session = {"pilotboat.dev/test-session": SESSION}
-    for server in kube.list("DatabaseServer", None, labels=session):
+    try:
+        servers = kube.list("DatabaseServer", None, labels=session)
+        secrets_ = kube.list("Secret", OPERATOR_NAMESPACE, labels=session)
+    except urllib3.exceptions.HTTPError:
+        return  # the API server is gone
+    for server in servers:
         kube.delete("DatabaseServer", None, server["metadata"]["name"])
-    for secret in kube.list("Secret", OPERATOR_NAMESPACE, labels=session):
+    for secret in secrets_:
         kube.delete("Secret", OPERATOR_NAMESPACE, secret["metadata"]["name"])

@@ -529,16 +529,21 @@ def _ca_secret(name: str, pem: str) -> dict[str, Any]:
             "stringData": {"ca.crt": pem}}  # fmt: skip
 
 
+def _verify_full_server(story: Story, tls_postgres: TlsPostgres, label: str, ca: str) -> str:
+    """A DatabaseServer for the TLS-only PostgreSQL that verifies it against ``ca``."""
+    name = f"t{SESSION}-tls-{label}-{secrets.token_hex(2)}"
+    story.kube.apply(admin_secret(tls_postgres.server, "pg-tls-admin"))
+    story.kube.apply(_ca_secret(name, ca))
+    story.kube.apply(database_server(
+        tls_postgres.server, name=name, secret="pg-tls-admin",
+        tls={"mode": "verify-full", "caSecretRef": {"name": name}}))  # fmt: skip
+    return name
+
+
 def test_verify_full_with_the_servers_ca_connects_over_tls(
     story: Story, tls_postgres: TlsPostgres
 ) -> None:
-    server = tls_postgres.server
-    name = f"t{SESSION}-tls-ok-{secrets.token_hex(2)}"
-    story.kube.apply(admin_secret(server, "pg-tls-admin"))
-    story.kube.apply(_ca_secret(name, tls_postgres.ca))
-    story.kube.apply(database_server(
-        server, name=name, secret="pg-tls-admin",
-        tls={"mode": "verify-full", "caSecretRef": {"name": name}}))  # fmt: skip
+    name = _verify_full_server(story, tls_postgres, "ok", tls_postgres.ca)
     story.given(owned_database("orders-db", name, reclaim="Delete"))
 
     odb = story.wait_condition("OwnedDatabase", "orders-db", "Ready", timeout=60)
@@ -549,13 +554,7 @@ def test_verify_full_with_the_servers_ca_connects_over_tls(
 def test_verify_full_refuses_a_certificate_from_another_ca(
     story: Story, tls_postgres: TlsPostgres
 ) -> None:
-    server = tls_postgres.server
-    name = f"t{SESSION}-tls-other-{secrets.token_hex(2)}"
-    story.kube.apply(admin_secret(server, "pg-tls-admin"))
-    story.kube.apply(_ca_secret(name, tls_postgres.other_ca))
-    story.kube.apply(database_server(
-        server, name=name, secret="pg-tls-admin",
-        tls={"mode": "verify-full", "caSecretRef": {"name": name}}))  # fmt: skip
+    name = _verify_full_server(story, tls_postgres, "other", tls_postgres.other_ca)
     story.given(owned_database("orders-db", name))
 
     odb = story.wait_for("OwnedDatabase", "orders-db", _with_reason("ServerUnreachable"),
