@@ -220,12 +220,7 @@ def migration_observed(
     with _lock:
         _migration_series(key, phase, blocked)
         _blocked[key] = blocked
-        tally = _Tally(pair for pairs in _blocked.values() for pair in pairs)
-        for labels in {tuple(s.labels.values()) for m in _GATES.collect() for s in m.samples}:
-            if labels not in tally:
-                _GATES.labels(*labels).set(0)
-        for (gate, reason), count in tally.items():
-            _GATES.labels(gate, reason).set(count)
+        _count_gates()
         before = _migration_phase.get(key)
         if before is None or before[0] != phase:
             if before is not None:
@@ -240,10 +235,16 @@ def migration_forgotten(namespace: str, name: str) -> None:
         _migration_series(key, None, frozenset())
         _blocked.pop(key, None)
         _migration_phase.pop(key, None)
-        tally = _Tally(pair for pairs in _blocked.values() for pair in pairs)
-        for gate, reason in {(s.labels["gate"], s.labels["reason"])
-                             for m in _GATES.collect() for s in m.samples}:
-            _GATES.labels(gate, reason).set(tally.get((gate, reason), 0))
+        _count_gates()
+
+
+def _count_gates() -> None:
+    """``pilotboat_migration_gates_blocked`` from what holds each migration now; a pair that
+    holds none any more reads 0. Called with ``_lock`` held."""
+    tally = _Tally(pair for pairs in _blocked.values() for pair in pairs)
+    known = {(s.labels["gate"], s.labels["reason"]) for m in _GATES.collect() for s in m.samples}
+    for gate, reason in known | set(tally):
+        _GATES.labels(gate, reason).set(tally.get((gate, reason), 0))
 
 
 def _migration_series(key: tuple[str, str], phase: str | None,
