@@ -38,6 +38,10 @@ SERVER = "shop-postgres"  # the DatabaseServer the manifests name
 OPERATOR_NAMESPACE = "pilotboat-system"  # where the operator (pilotboat run's default) reads it
 MIGRATION_FILE = "orders-migration.yaml"
 FLAGS_FILE = "flags.yaml"
+# The namespace enforces the Pod Security Standard "restricted": the shop's pods, as the
+# operator renders them from the manifests' pod templates, must pass it or never start.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
 ORDER = ("Secret", "ConfigMap", "RolloutPolicy", "FeatureFlag", "OwnedDatabase", "Microservice")
 
 
@@ -65,7 +69,7 @@ class Shop:
     def create_namespace(self) -> None:
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": self.namespace,
-                                      "labels": {"pilotboat.dev/demo": "shop"}}})
+                                      "labels": {"pilotboat.dev/demo": "shop", **RESTRICTED}}})
         deadline = time.monotonic() + 30
         while self.kube.get("ServiceAccount", self.namespace, "default") is None:
             if time.monotonic() > deadline:
