@@ -17,7 +17,17 @@ from typing import Any
 
 import kubernetes
 
-from bench import argo_rollouts, failover, flags, judge, migration, reconcile, rollback
+from bench import (
+    adoption,
+    argo_rollouts,
+    background,
+    failover,
+    flags,
+    judge,
+    migration,
+    reconcile,
+    rollback,
+)
 from pilotboat.adapters.kube import Kube
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +36,8 @@ Benchmark = Callable[[Kube, Path], Iterator[dict[str, Any]]]
 BENCHMARKS: dict[str, Benchmark] = {
     **reconcile.BENCHMARKS,
     **rollback.BENCHMARKS,
+    **adoption.BENCHMARKS,
+    **background.BENCHMARKS,
     **migration.BENCHMARKS,
     **failover.BENCHMARKS,
     **flags.BENCHMARKS,

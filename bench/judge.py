@@ -16,18 +16,21 @@ it would have at that instant (plus the last scrape, which a live query can miss
 window is judged twice, by ``judge.method: mannWhitney`` with the judge's defaults except
 ``step`` (4 s, two scrapes, so that 3 pods x 4 steps give 12 per-step mean latencies per
 track in a 16 s window, above the default ``minSamples`` of 10; errors are judged on the
-window's pooled counts, Fisher's exact test) and by the threshold judge alone, with the same
+window's pooled counts, Fisher's exact test; saturation, which has no threshold, on each
+pod's CPU per request per step) and by the threshold judge alone, with the same
 thresholds (the examples': errors ``maxRatio`` 5%, p99 latency ``maxSeconds`` 0.5 s).
 Windows are 16 s, except for ``errors_plus_2_points``: at 15 requests a second per track,
 2% more errors cannot be told from chance in 16 s with 99% confidence (4.8 errors expected;
 the test needs 8 against a stable without errors), so that regression is judged on 48 s
 windows, the length the simulation in tests/core/test_judge.py shows is needed for 95%.
 
-- ``judge_aa``: stable and canary run the same image and env, 3 pods each; ``rate`` = Failed
+- ``judge_aa``: stable and canary run the same image and env (1% errors, 20 ms added latency,
+  2 ms of CPU a request), 3 pods each; ``rate`` = Failed
   windows / judged windows is the false-fail rate.
 - ``judge_regressions``: four runs, each a stable of 3 pods and a worse canary: errors +2
   points; p99 latency +50% (20 ms vs 30 ms added, across a bucket edge of echo's latency
-  histogram); p99 +50% again, 60 ms vs 90 ms, both inside one bucket; and one bad pod of three
+  histogram); p99 +50% again, 60 ms vs 90 ms, both inside one bucket; CPU per request x 2
+  (echo's ``CPU_SECONDS_PER_REQUEST`` 3 ms vs 6 ms); and one bad pod of three
   (a one-replica Deployment of the canary's version failing 20%). Each run injects the
   canary several times (apply, all pods Ready = injection, windows, delete); ``rate`` =
   Failed / judged windows after injection, ``median_seconds_to_fail`` the median over
@@ -70,6 +73,7 @@ from pilotboat.api.rollout import AnalysisTemplate
 from pilotboat.core.analysis import Measurement, Verdict
 from pilotboat.core.workload import (
     LABEL_NAME,
+    LABEL_REVISION,
     LABEL_TRACK,
     Owner,
     Track,
@@ -82,7 +86,8 @@ __all__ = ["BENCHMARKS"]
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = "cart"
 IMAGE = "v1"
-"""Both tracks run the same image; only the version label (and echo's env) tell them apart."""
+"""Both tracks run the same image; only the revision label (set to the version, below) and
+echo's env tell them apart."""
 PODS = 3
 STEP = "4s"
 THRESHOLDS = {"errors": {"maxRatio": 0.05}, "latency": {"quantile": 0.99, "maxSeconds": 0.5}}
@@ -101,7 +106,9 @@ WINDOW = _window_length(16)
 
 
 def _template(method: str, window: str) -> AnalysisTemplate:
-    spec: dict[str, Any] = {"interval": window, "minSampleSize": 20, "signals": THRESHOLDS}
+    # saturation has no threshold: only the statistical judge reads it (CPU per request)
+    signals = {**THRESHOLDS, "saturation": {}}
+    spec: dict[str, Any] = {"interval": window, "minSampleSize": 20, "signals": signals}
     if method == "mannWhitney":
         spec["judge"] = {"method": "mannWhitney", "step": STEP}
     return AnalysisTemplate.model_validate(spec)
@@ -117,8 +124,8 @@ def _settings(window: str) -> dict[str, Any]:
         "min_samples": judge.min_samples,
         "step": judge.step,
         "window": window,
-        "signals": "errors on pooled counts (Fisher's exact), mean latency per step"
-        " (Mann-Whitney U), Bonferroni: each at p < 0.005",
+        "signals": "errors on pooled counts (Fisher's exact), mean latency and CPU per request"
+        " per step (Mann-Whitney U), Bonferroni: each at p < 0.0033",
         "thresholds": THRESHOLDS,
         "pods_per_track": PODS,
     }
@@ -197,6 +204,9 @@ class Cluster:
             self._owner(), self._spec(one), track=one.track, replicas=one.replicas
         )
         del child["metadata"]["ownerReferences"]  # no Microservice owns it
+        # One revision per track, whatever each Deployment's env: a single bad pod counts
+        # with the rest of its track, as the version label grouped them before.
+        child["spec"]["template"]["metadata"]["labels"][LABEL_REVISION] = one.version
         if one.odd is not None:
             child["metadata"]["name"] += f"-{one.odd}"
             for labels in (
@@ -263,7 +273,10 @@ class Cluster:
         record: dict[str, Any] = {**label, "end": round(end, 3)}
         for method in METHODS:
             template = _template(method, window)
-            m = measure(self.provider, template, SERVICE, self.namespace, "v2", "v1", window, now)
+            m = measure(
+                self.provider, template, SERVICE, self.namespace, "v2", "v1", window, now,
+                canary_revision="v2", stable_revision="v1",
+            )  # fmt: skip
             record[method] = _window(m)
         with self.records.open("a") as out:
             out.write(json.dumps(record) + "\n")
@@ -350,6 +363,7 @@ def judge_aa(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
     env = {
         "ERROR_RATIO": os.environ.get("PILOTBOAT_BENCH_JUDGE_AA_ERROR_RATIO", "0.01"),
         "LATENCY_SECONDS": os.environ.get("PILOTBOAT_BENCH_JUDGE_AA_LATENCY", "0.02"),
+        "CPU_SECONDS_PER_REQUEST": os.environ.get("PILOTBOAT_BENCH_JUDGE_AA_CPU", "0.002"),
     }
     width = parse_duration(WINDOW)
     with _cluster(kube, kubeconfig, "aa") as cluster:
@@ -400,6 +414,11 @@ REGRESSIONS = (
         "p99_latency_plus_50_percent_within_a_bucket",
         {"LATENCY_SECONDS": "0.06"},
         (Workload("canary", "v2", PODS, {"LATENCY_SECONDS": "0.09"}),),
+    ),
+    Regression(
+        "cpu_per_request_times_2",
+        {"CPU_SECONDS_PER_REQUEST": "0.003"},
+        (Workload("canary", "v2", PODS, {"CPU_SECONDS_PER_REQUEST": "0.006"}),),
     ),
     Regression(
         "one_bad_pod_of_three",

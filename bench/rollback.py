@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.prometheus import STATE, LocalPrometheus
-from tests.fixtures.standins import Traffic, echo, free_port
+from tests.fixtures.standins import Traffic, echo, free_port, standin_labels
 from tests.manifests import microservice
 from tests.story import Story
 
@@ -103,14 +103,14 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def _one_run(
     story: Story, prometheus: LocalPrometheus, name: str
 ) -> tuple[float, dict[str, Any]]:
-    labels = {"namespace": story.namespace, "service": name}
+    v1, v2 = (standin_labels(story.namespace, _service(name, v, prometheus)) for v in ("v1", "v2"))
     canary_port = free_port()
     target = f"{story.namespace}-{name}"
     with echo("v1") as stable, ExitStack() as healthy:
         canary = healthy.enter_context(echo("v2", port=canary_port))
         with (
-            prometheus.scraped(f"{target}-v1", stable, {**labels, "version": "v1"}),
-            prometheus.scraped(f"{target}-v2", canary, {**labels, "version": "v2"}),
+            prometheus.scraped(f"{target}-v1", stable, v1),
+            prometheus.scraped(f"{target}-v2", canary, v2),
         ):
             story.given(_service(name, "v1", prometheus))
             _wait(lambda: _status(story, name).get("phase") == "Healthy", 90, "Healthy")

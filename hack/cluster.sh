@@ -4,8 +4,9 @@
 #   hack/cluster.sh up              build if needed, start what is not running, wait ready
 #   hack/cluster.sh down [--purge]  stop everything this checkout started (`make cluster-down`,
 #                                   `make clean`): the demo and every operator, Prometheus
-#                                   and its pod discovery, CoreDNS, PostgreSQL, the real node,
-#                                   the control plane; one line per thing stopped (stdout).
+#                                   and its pod discovery, CoreDNS, PostgreSQL, metrics-server,
+#                                   the real node, the control plane; one line per thing
+#                                   stopped (stdout).
 #                                   Exit 0 when nothing runs any more, also when nothing ran.
 #                                   --purge also deletes etcd data and PKI
 #   hack/cluster.sh status          one line per component; exit 0 only when all are up
@@ -400,10 +401,13 @@ cmd_up() {
   print_usage
 }
 
-# The real node (kubelet, kube-proxy, containerd) beside the KWOK nodes; PILOTBOAT_REAL_NODE=0
-# leaves it out, for machines that cannot run containers.
+# The real node (kubelet, kube-proxy, containerd) beside the KWOK nodes, and metrics-server
+# reading its kubelet (the metrics.k8s.io API a HorizontalPodAutoscaler acts on);
+# PILOTBOAT_REAL_NODE=0 leaves both out, for machines that cannot run containers.
 real_node_up() {
-  [ "${PILOTBOAT_REAL_NODE:-1}" = 0 ] || "$hack/node.sh" up
+  [ "${PILOTBOAT_REAL_NODE:-1}" = 0 ] && return 0
+  "$hack/node.sh" up
+  "$hack/metrics-server.sh" up
 }
 
 # stop NAME...: SIGTERM, then SIGKILL whatever is left after a grace period; one line each
@@ -551,17 +555,18 @@ warn_state_users() {
 down_step() {  # down_step STEP: stops what STEP names; prints one line per thing stopped
   case "$1" in
     demo | operator) stop_programs "$1" ;;
-    prometheus | dns | postgres | node) "$hack/$1.sh" down ;;
+    prometheus | dns | postgres | metrics-server | node) "$hack/$1.sh" down ;;
     control-plane) stop_control_plane ;;
   esac
 }
 
 # Everything this checkout starts, in this order: what uses the cluster and the servers
-# first; PostgreSQL and CoreDNS before the node takes their address 10.244.0.1 away (a server
-# bound to it would keep listening); the node before the control plane, which deletes its
-# Node object. A step that fails does not keep the next ones from running.
+# first; PostgreSQL, CoreDNS and metrics-server before the node takes their address 10.244.0.1
+# away (a server bound to it would keep listening); the node before the control plane, which
+# deletes its Node object. A step that fails does not keep the next ones from running.
 cmd_down() {
-  local purge=false out step failed=() any=false steps=(demo operator prometheus dns postgres)
+  local purge=false out step failed=() any=false
+  local steps=(demo operator prometheus dns postgres metrics-server)
   case "${1:-}" in
     --purge) purge=true ;;
     "") ;;

@@ -19,6 +19,9 @@ Environment:
   POD_NAME         reported by / (default: the hostname); POD_NAMESPACE, NODE_NAME likewise
   ERROR_RATIO      0.0 .. 1.0, the fraction of / requests answered 500 (default 0)
   LATENCY_SECONDS  seconds added to every / request (default 0)
+  CPU_SECONDS_PER_REQUEST
+                   CPU seconds each / request burns in a busy loop, counted on the thread's
+                   own CPU clock so that a busy machine does not change it (default 0)
   PORT             listening port (default 8080)
 """
 
@@ -128,6 +131,7 @@ class Handler(BaseHTTPRequestHandler):
     identity: dict[str, str] = {}
     error_ratio = 0.0
     latency = 0.0
+    cpu_per_request = 0.0
     metrics = Metrics()
 
     def _send(self, code: int, body: bytes, content_type: str) -> None:
@@ -152,6 +156,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if self.latency > 0:
                 time.sleep(self.latency)
+            if self.cpu_per_request > 0:
+                _burn(self.cpu_per_request)
             if path != "/":
                 code, payload = 404, {"error": "not found", "path": path}
             elif self.error_ratio > 0 and random.random() < self.error_ratio:
@@ -171,6 +177,13 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+def _burn(seconds: float) -> None:
+    """Spend `seconds` of this thread's CPU time."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        sum(range(200))
+
+
 def main() -> None:
     Handler.version = os.environ.get("VERSION") or os.environ.get("SERVICE_VERSION") or "dev"
     Handler.identity = {
@@ -181,6 +194,7 @@ def main() -> None:
     }
     Handler.error_ratio = _env_float("ERROR_RATIO", 0.0, 0.0, 1.0)
     Handler.latency = _env_float("LATENCY_SECONDS", 0.0, 0.0, 3600.0)
+    Handler.cpu_per_request = _env_float("CPU_SECONDS_PER_REQUEST", 0.0, 0.0, 10.0)
     port = int(os.environ.get("PORT", "8080"))
 
     ThreadingHTTPServer.daemon_threads = True
@@ -194,7 +208,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     print(
         f"echo {Handler.version} listening on :{port} "
-        f"(ERROR_RATIO={Handler.error_ratio}, LATENCY_SECONDS={Handler.latency})",
+        f"(ERROR_RATIO={Handler.error_ratio}, LATENCY_SECONDS={Handler.latency},"
+        f" CPU_SECONDS_PER_REQUEST={Handler.cpu_per_request})",
         flush=True,
     )
     server.serve_forever()

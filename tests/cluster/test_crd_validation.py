@@ -141,6 +141,30 @@ MALFORMED: list[tuple[str, str, dict[str, Any] | None, str]] = [
         "spec.steps[1].pause",
     ),
     (
+        "background-analysis-past-the-steps",
+        "RolloutPolicy",
+        _spec("RolloutPolicy", "backgroundAnalysis", {"startingStep": 9}),
+        "spec.backgroundAnalysis.startingStep",
+    ),
+    (
+        "background-analysis-past-the-steps-inline",
+        "Microservice",
+        _spec("Microservice", f"{_CANARY}.backgroundAnalysis", {"startingStep": 9}),
+        "spec.rollout.canary.backgroundAnalysis.startingStep",
+    ),
+    (
+        "max-surge-over-100-percent",
+        "RolloutPolicy",
+        _spec("RolloutPolicy", "trafficRouting", {"replicaRatio": {"maxSurge": "150%"}}),
+        "spec.trafficRouting.replicaRatio.maxSurge",
+    ),
+    (
+        "max-surge-negative",
+        "Microservice",
+        _spec("Microservice", f"{_CANARY}.trafficRouting", {"replicaRatio": {"maxSurge": -1}}),
+        "spec.rollout.canary.trafficRouting.replicaRatio.maxSurge",
+    ),
+    (
         "bad-duration",
         "RolloutPolicy",
         _spec("RolloutPolicy", "steps.1.pause.duration", "1 minute"),

@@ -30,7 +30,7 @@ from pilotboat.cli.kubeclient import connect
 from pilotboat.cli.release import whoami
 from tests.fixtures.browser import Chromium
 from tests.fixtures.prometheus import LocalPrometheus
-from tests.fixtures.standins import Traffic, echo
+from tests.fixtures.standins import Traffic, echo, standin_labels
 from tests.manifests import microservice
 from tests.story import Story
 
@@ -112,10 +112,10 @@ def test_a_release_in_progress_in_a_real_browser(
     story: Story, kube: Kube, kubeconfig: Path, prometheus: LocalPrometheus, chromium: str,
     tmp_path: Path,
 ) -> None:
-    labels = {"namespace": story.namespace, "service": "cart"}
+    v1, v2 = (standin_labels(story.namespace, service("cart", v, prometheus)) for v in ("v1", "v2"))
     with echo("v1") as stable, echo("v2") as canary, \
-            prometheus.scraped(f"{story.namespace}-cart-v1", stable, {**labels, "version": "v1"}), \
-            prometheus.scraped(f"{story.namespace}-cart-v2", canary, {**labels, "version": "v2"}):
+            prometheus.scraped(f"{story.namespace}-cart-v1", stable, v1), \
+            prometheus.scraped(f"{story.namespace}-cart-v2", canary, v2):
         story.given(service("cart", "v1", prometheus))
         story.wait_for("Microservice", "cart", lambda o: ((o or {}).get("status") or {}).get(
             "phase") == "Healthy", timeout=90)

@@ -585,7 +585,8 @@ OPERATIONS: list[Operation] = [
     Operation("patch", PB, "owneddatabases", None, "databases._set_finalizer"),
     Operation("get", PB, "rolloutpolicies", None, "microservice._strategy"),
     *_ops("get list watch create patch delete", "apps", "deployments",
-          "Kopf watch; microservice: apply, _scale, canary delete"),
+          "Kopf watch; microservice: apply, _scale, canary delete; adoption: get, scale and "
+          "hand back an adopted Deployment (merge patch), the hand-back finalizer"),
     *_ops("list watch", "apps", "replicasets", "Kopf watch; migrations.observe_running"),
     *_ops("list watch", "", "pods", "Kopf watch; migrations.observe_running"),
     *_ops("get create patch", "", "services", "microservice._apply_services (server-side apply)"),

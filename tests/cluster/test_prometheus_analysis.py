@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from kubernetes.client import ApiClient
 from pilotboat.adapters.kube import Kube
 from pilotboat.adapters.prometheus import PrometheusProvider, measure, prometheus_provider
 from pilotboat.api import MicroserviceSpec
+from pilotboat.api.microservice import AnalysisStatus
 from pilotboat.api.rollout import AnalysisStep, AnalysisTemplate
 from pilotboat.core.analysis import (
     AnalysisRunVerdict,
@@ -41,7 +42,8 @@ from pilotboat.core.analysis import (
     assess_run,
     queries_per_interval,
 )
-from pilotboat.core.workload import Owner, Track, render_deployment, render_service
+from pilotboat.core.workload import Owner, Track, pod_revision, render_deployment, render_service
+from pilotboat.handlers.analysis import judgement_record
 from tests.fixtures.customers import Customers, wait_routed
 from tests.fixtures.prometheus import SCRAPE_INTERVAL, LocalPrometheus
 from tests.fixtures.real_node import on_the_real_node, require_real_node
@@ -83,13 +85,19 @@ class Release:
     kube: Kube
     namespace: str
     running: int = 0
+    revisions: dict[str, str] = field(default_factory=dict)
+    """Each track's pod revision (``pilotboat.dev/revision``), which the queries select on."""
 
     @property
     def _owner(self) -> Owner:
         return Owner(SERVICE, self.namespace, uid="")
 
-    def _run(self, track: Track, version: str, error_ratio: float, latency: float) -> None:
+    def _run(
+        self, track: Track, version: str, error_ratio: float, latency: float, cpu: float = 0.0
+    ) -> None:
         env = {"ERROR_RATIO": str(error_ratio), "LATENCY_SECONDS": str(latency)}
+        if cpu:
+            env["CPU_SECONDS_PER_REQUEST"] = str(cpu)
         spec = MicroserviceSpec.model_validate(
             {
                 "version": version,
@@ -97,7 +105,9 @@ class Release:
                 "env": [{"name": k, "value": v} for k, v in env.items()],
             }
         )
-        self.kube.apply(_orphan(render_deployment(self._owner, spec, track=track, replicas=1)))
+        deployment = _orphan(render_deployment(self._owner, spec, track=track, replicas=1))
+        self.revisions[track] = pod_revision(deployment)
+        self.kube.apply(deployment)
         if self.running == 0:  # one over both tracks, one over the stable track only
             self.kube.apply(_orphan(render_service(self._owner, spec)))
             self.kube.apply(
@@ -106,14 +116,17 @@ class Release:
         self.running += 1
         self.prometheus.wait_pods_scraped(self.namespace, SERVICE, self.running, timeout=120)
 
-    def stable(self, version: str) -> None:
-        """Run `version` as the stable track (one pod); return once Prometheus scrapes it."""
-        self._run("stable", version, 0.0, 0.0)
+    def stable(self, version: str, cpu: float = 0.0) -> None:
+        """Run `version` as the stable track (one pod) spending `cpu` CPU seconds on each
+        request; return once Prometheus scrapes it."""
+        self._run("stable", version, 0.0, 0.0, cpu)
 
-    def canary(self, version: str, error_ratio: float = 0.0, latency: float = 0.0) -> None:
+    def canary(
+        self, version: str, error_ratio: float = 0.0, latency: float = 0.0, cpu: float = 0.0
+    ) -> None:
         """Run `version` as the canary (one pod) answering `error_ratio` of its requests with
-        500 after `latency` seconds; return once Prometheus scrapes it."""
-        self._run("canary", version, error_ratio, latency)
+        500 after `latency` seconds and `cpu` CPU seconds; return once Prometheus scrapes it."""
+        self._run("canary", version, error_ratio, latency, cpu)
 
     def customers(self, service: str = SERVICE, rate: float = 20) -> Customers:
         """Customers of `service` (over both tracks unless told), once kube-proxy routes it."""
@@ -125,7 +138,10 @@ class Release:
 
     def measure(self, template: AnalysisTemplate) -> Measurement:
         now = datetime.now(UTC)
-        return measure(self.provider, template, SERVICE, self.namespace, "v2", "v1", INTERVAL, now)
+        return measure(
+            self.provider, template, SERVICE, self.namespace, "v2", "v1", INTERVAL, now,
+            canary_revision=self.revisions["canary"], stable_revision=self.revisions["stable"],
+        )  # fmt: skip
 
     def warm_up(self, template: AnalysisTemplate, timeout: float = 45) -> None:
         """Wait until a window holds enough requests and every signal has a value on both
@@ -374,3 +390,42 @@ def test_the_statistical_judge_fails_a_slower_canary_with_its_test_in_the_messag
     assert latency.p_value is not None and latency.p_value < 0.05
     assert verdict.summary.startswith("score 50 < 75: fail (latency failed); mean latency worse: ")
     assert "n=5/5" in verdict.summary
+    # what the operator writes to status.analysis.judgement
+    record = judgement_record(template, measurements[-1], 0)
+    assert record is not None
+    judgement = AnalysisStatus.model_validate({"judgement": record}).judgement
+    assert judgement is not None
+    assert (judgement.verdict, judgement.score) == ("Fail", 50)
+    by_signal = {s.signal: s for s in judgement.signals}
+    assert by_signal["latency"].verdict == "Fail" and by_signal["errors"].verdict == "Pass"
+    assert (by_signal["latency"].canary_samples, by_signal["latency"].stable_samples) == (5, 5)
+    assert by_signal["latency"].p_value == latency.p_value
+
+
+def test_the_statistical_judge_fails_a_canary_spending_twice_the_cpu_per_request(
+    release: Release,
+) -> None:
+    """Saturation by default is CPU per request: each pod's own process_cpu_seconds_total
+    over its requests, step by step. The echo burns CPU_SECONDS_PER_REQUEST on its own
+    thread's CPU clock, so a busy machine slows it but does not change what it spends."""
+    template = AnalysisTemplate.model_validate(
+        {
+            "interval": INTERVAL,
+            "minSampleSize": 20,
+            "signals": {"saturation": {}},
+            "judge": {"method": "mannWhitney", "step": "4s", "window": "20s", "minSamples": 5},
+        }
+    )
+    release.stable("v1", cpu=0.003)
+    release.canary("v2", cpu=0.006)
+    with release.customers():
+        warm_up_samples(release, template)
+        verdict, measurements = release.analyse(template, AnalysisStep(intervals=3))
+    assert verdict.phase is RunPhase.FAILED, verdict.summary
+    (saturation,) = measurements[-1].judgements
+    assert saturation.verdict.value == "Fail" and saturation.n_canary == saturation.n_stable == 5
+    assert saturation.canary_median is not None and saturation.stable_median is not None
+    # 3 ms of each request against 6 ms, plus what scrapes and probes cost either pod
+    assert saturation.stable_median >= 0.003
+    assert 1.4 < saturation.canary_median / saturation.stable_median < 2.5
+    assert verdict.summary.startswith("score 0 < 75: fail (saturation failed); CPU per request")

@@ -42,8 +42,8 @@ def test_a_misspelt_template_variable_is_refused_naming_the_field(story: Story) 
     assert refused.value.status == 422, refused.value.body
     assert (
         "Microservice refused: spec.rollout.canary.analysis.signals.errors.query: unknown "
-        "template variable 'servise' (known: interval, namespace, service, version; did you "
-        "mean 'service'?)"
+        "template variable 'servise' (known: interval, namespace, revision, service, version; "
+        "did you mean 'service'?)"
     ) in str(refused.value.body)
     assert story.get("Microservice", "cart") is None
 

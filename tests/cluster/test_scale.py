@@ -3,8 +3,9 @@
 `kubectl scale` and a HorizontalPodAutoscaler change `spec.replicas` through
 `microservices/<name>/scale`; the operator follows, splitting the new count mid-canary. A
 canary whose pods never become ready is rolled back at `spec.progressDeadlineSeconds`, and
-the stable track keeps all its pods meanwhile. The cluster has no metrics-server, so an HPA
-here can resolve its target and enforce its bounds, never act on a metric.
+the stable track keeps all its pods meanwhile. The pods here run on the KWOK nodes, which
+have no kubelet and so no metrics: an HPA here resolves its target and enforces its bounds;
+tests/cluster/test_hpa.py has a real HPA act on the real node's pod metrics (metrics-server).
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ def test_an_autoscaler_resolves_the_microservice_as_its_target(story: Story) -> 
         time.sleep(1)
     seen = conditions()
     assert seen.get("AbleToScale", ("", ""))[0] == "True", seen
-    # The selector resolves (no InvalidSelector); only the metric is missing, as no
-    # metrics-server runs here.
+    # The selector resolves (no InvalidSelector); only the metric is missing: the pods run on
+    # KWOK nodes, which no kubelet (and so no metrics-server) measures.
     assert seen["ScalingActive"] == ("False", "FailedGetResourceMetric"), seen
 
 
@@ -187,3 +188,24 @@ def test_a_canary_never_ready_is_rolled_back_at_the_progress_deadline(
                    timeout=30, what="canary at zero, stable whole")  # fmt: skip
     warnings = [e for e in story.events("inventory") if e["reason"] == "ProgressDeadlineExceeded"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+
+
+@pytest.mark.parametrize(("max_surge", "split", "actual"), [(None, (1, 1), 50), (1, (2, 1), 33)])
+def test_a_weight_two_replicas_cannot_give_is_reported_and_met_with_surge(
+    story: Story, max_surge: int | None, split: tuple[int, int], actual: int
+) -> None:
+    """setWeight 10 of 2 replicas: without maxSurge one canary pod is half the pods and
+    status.actualWeight says 50; with maxSurge 1 the stable track keeps both pods, 33 %."""
+    ratio = {} if max_surge is None else {"maxSurge": max_surge}
+    steps = [{"setWeight": 10}, {"pause": {"untilPromoted": True}}]
+    story.given(microservice("tiny", replicas=2, rollout={"canary": {
+        "steps": steps, "trafficRouting": {"replicaRatio": ratio}}}))  # fmt: skip
+    story.wait_for("Microservice", "tiny", phase_is("Healthy"), timeout=90, what="Healthy")
+    story.patch("Microservice", "tiny", {"spec": {"version": "v2",
+                                                  "image": "localhost/pilotboat/echo:v2"}})
+    ms = story.wait_for(
+        "Microservice", "tiny",
+        lambda o: phase_is("Paused", 1)(o) and (o or {})["status"].get("actualWeight") == actual,
+        timeout=90, what=f"paused at 10 % with {actual} % on the canary")  # fmt: skip
+    assert ms is not None and ms["status"]["canaryWeight"] == 10
+    assert tracks(story, "tiny") == split

@@ -213,12 +213,13 @@ def test_a_template_without_thresholds_judges_nothing_and_never_passes() -> None
         assert "nothing to judge" in m.message
 
 
-def test_default_queries_fill_in_service_namespace_version_interval_and_quantile() -> None:
+def test_default_queries_fill_in_service_namespace_revision_interval_and_quantile() -> None:
     t = template({"errors": {"maxRatio": 0.01}, "latency": {"quantile": 0.95, "maxSeconds": 1}})
-    queries = {
-        q.key: q.expression for q in plan_queries(t, "cart", "shop", "v2", "v1", "90s").queries
-    }
-    sel = 'namespace="shop",service="cart",version="v2"'
+    plan = plan_queries(
+        t, "cart", "shop", "v2", "v1", "90s", canary_revision="c0ffee", stable_revision="5ab1e"
+    )
+    queries = {q.key: q.expression for q in plan.queries}
+    sel = 'namespace="shop",service="cart",revision="c0ffee"'
     assert queries == {
         "requests": f"sum(increase(http_requests_total{{{sel}}}[1m30s])) or vector(0)",
         "errors.canary": "(sum(rate(http_requests_total"
@@ -229,8 +230,35 @@ def test_default_queries_fill_in_service_namespace_version_interval_and_quantile
         f"(rate(http_request_duration_seconds_bucket{{{sel}}}[1m30s])))",
         "latency.stable": queries["latency.stable"],
     }
-    assert 'version="v1"' in str(queries["errors.stable"])
+    assert 'revision="5ab1e"' in str(queries["errors.stable"])
     assert set(DEFAULT_QUERIES) == {"errors", "latency", "traffic", "saturation", "requests"}
+
+
+@pytest.mark.parametrize(
+    ("query", "revisions", "canary", "stable"),
+    [
+        # an image- or env-only change: the same version, two revisions, two sets of pods
+        (None, ("a1", "b2"), 'revision="a1"', 'revision="b2"'),
+        # a stable Deployment whose pods predate the label: the series without one
+        (None, ("a1", ""), 'revision="a1"', 'revision=""'),
+        # a user's template may select on either
+        ('rate(x{r="{{ revision }}"}[{{ interval }}])', ("a1", "b2"),
+         'rate(x{r="a1"}[30s])', 'rate(x{r="b2"}[30s])'),
+        ('rate(x{v="{{ version }}"}[{{ interval }}])', ("a1", "b2"),
+         'rate(x{v="v1"}[30s])', 'rate(x{v="v1"}[30s])'),
+    ],
+)  # fmt: skip
+def test_each_track_is_selected_by_its_revision_not_its_version(
+    query: str | None, revisions: tuple[str, str], canary: str, stable: str
+) -> None:
+    t = template({"errors": {"maxRatio": 0.01, **({"query": query} if query else {})}})
+    plan = plan_queries(t, "cart", "shop", "v1", "v1", "30s",
+                        canary_revision=revisions[0], stable_revision=revisions[1])  # fmt: skip
+    queries = {q.key: str(q.expression) for q in plan.queries}
+    assert canary in queries["errors.canary"] and stable in queries["errors.stable"]
+    assert f'revision="{revisions[0]}"' in queries["requests"]  # the canary's sample size
+    if query is None:
+        assert "version" not in "".join(queries.values())
 
 
 @pytest.mark.parametrize(

@@ -114,10 +114,12 @@ def test_without_a_judge_nothing_is_sampled() -> None:
 
 def test_sample_queries_are_per_pod_per_step_for_every_declared_signal() -> None:
     t = template({"errors": {"maxRatio": 0.01}, "latency": {"quantile": 0.9}}, step="15s")
-    plan = plan_queries(t, "cart", "shop", "v2", "v1", "2m")
+    plan = plan_queries(
+        t, "cart", "shop", "v2", "v1", "2m", canary_revision="r2", stable_revision="r1"
+    )
     assert (plan.step, plan.window) == ("15s", "2m")
     queries = {q.key: q.expression for q in plan.sample_queries}
-    sel = 'namespace="shop",service="cart",version="v2"'
+    sel = 'namespace="shop",service="cart",revision="r2"'
     requests = f"sum by (pod, instance) (http_requests_total{{{sel}}})"
     # counters as they are, no rate(): their increases cover the whole window
     assert queries["errors.canary"] == (
@@ -130,26 +132,35 @@ def test_sample_queries_are_per_pod_per_step_for_every_declared_signal() -> None
     assert queries["latency.canary.total"] == (
         f"sum by (pod, instance) (http_request_duration_seconds_count{{{sel}}})"
     )
-    assert 'version="v1"' in str(queries["latency.stable"])
-    assert 'version="v1"' in str(queries["latency.stable.total"])
+    assert 'revision="r1"' in str(queries["latency.stable"])
+    assert 'revision="r1"' in str(queries["latency.stable.total"])
     assert all(q.counter for q in plan.sample_queries)
     # latency has no threshold: sampled, but not queried at an instant
     assert [q.key for q in plan.queries] == ["requests", "errors.canary", "errors.stable"]
     assert queries_per_interval(t) == 1 + 2 + 8 == len(plan.queries) + len(plan.sample_queries)
     assert set(DEFAULT_SAMPLE_QUERIES) == {"errors", "latency", "traffic", "saturation"}
-    assert set(DEFAULT_SAMPLE_TOTALS) == {"errors", "latency"}
+    assert set(DEFAULT_SAMPLE_TOTALS) == {"errors", "latency", "saturation"}
 
 
-def test_a_query_override_and_saturation_are_per_step_values() -> None:
+def test_a_query_override_is_per_step_values_and_saturation_cpu_per_request() -> None:
     override = 'sum by (pod) (rate(my_errors{version="{{ version }}"}[{{ interval }}]))'
     t = template({"errors": {"query": override}, "saturation": {}}, step="15s")
     plan = plan_queries(t, "cart", "shop", "v2", "v1", "2m")
     assert [(q.key, q.counter) for q in plan.sample_queries] == [
         ("errors.canary", False),
         ("errors.stable", False),
-        ("saturation.canary", False),
-        ("saturation.stable", False),
+        ("saturation.canary", True),
+        ("saturation.stable", True),
+        ("saturation.canary.total", True),
+        ("saturation.stable.total", True),
     ]
+    queries = {q.key: q.expression or "" for q in plan.sample_queries}
+    assert queries["saturation.canary"].startswith(
+        "sum by (pod, instance) (process_cpu_seconds_total{"
+    )
+    assert queries["saturation.canary.total"].startswith(
+        "sum by (pod, instance) (http_requests_total{"
+    )
     assert plan.sample_queries[0].expression == (
         'sum by (pod) (rate(my_errors{version="v2"}[15s]))'
     )
@@ -343,7 +354,8 @@ def test_counters_are_read_from_the_windows_start_and_values_from_its_first_step
             asked.append((expression, start, end, step))
             return [SampleSeries("web-canary-0", (1.0, 2.0))]
 
-    t = template({"errors": {}, "saturation": {}}, step="4s", window="16s")
+    in_flight = 'max by (pod) (http_requests_in_flight{version="{{ version }}"})'
+    t = template({"errors": {}, "saturation": {"query": in_flight}}, step="4s", window="16s")
     plan = plan_queries(t, "cart", "shop", "v2", "v1", "16s")
     series, sent = read_samples(Recording(), plan, NOW)
     assert sent == len(asked) == 6 and set(series) == {q.key for q in plan.sample_queries}

@@ -183,14 +183,12 @@ def test_analysis_steps_take_the_templates_thresholds() -> None:
     )
 
 
-def test_background_analysis_is_named_and_its_metrics_kept_for_steps() -> None:
+def test_background_analysis_carries_over_from_its_starting_step() -> None:
     result = converted("06-background-analysis.yaml")
-    assert dropped(result) == ["Rollout shop/inventory: spec.strategy.canary.analysis"]
-    assert result.dropped[0].why == (
-        "Pilotboat judges the canary in analysis steps only, never in the background; its"
-        " metrics are in rollout.canary.analysis for analysis steps you add")
+    assert result.dropped == ()
     rollout = spec_of(result, "inventory")["rollout"]["canary"]
     assert [s for s in rollout["steps"] if "analysis" in s] == []
+    assert rollout["backgroundAnalysis"] == {"startingStep": 1}
     assert rollout["analysis"]["interval"] == "30s"
     assert rollout["analysis"]["signals"] == {"errors": {
         "maxRatio": math.nextafter(0.01, 0),  # result[0] < 0.01 excludes 0.01 itself
@@ -314,21 +312,35 @@ def test_smi_nginx_and_alb_are_named_and_replica_ratio_used() -> None:
     assert spec["rollout"] == canary([{"setWeight": 33}, {"pause": {"duration": "1h30m"}}])
 
 
-@pytest.mark.parametrize(
-    ("case", "path", "why"),
-    [
-        ("13-workload-ref.yaml", "spec.workloadRef",
-         "Pilotboat runs a pod template of its own and cannot take a Deployment's: the Rollout"
-         " is not converted; write its pod template into the Rollout first"),
-        ("14-blue-green.yaml", "spec.strategy.blueGreen",
-         "Pilotboat releases by canary only; it has no preview Service to switch: the Rollout"
-         " is not converted"),
-    ],
-)
-def test_workload_refs_and_blue_green_are_refused(case: str, path: str, why: str) -> None:
-    result = converted(case)
+def test_workload_refs_become_adoptions_and_scale_down_carries_over() -> None:
+    result = converted("13-workload-ref.yaml")
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment"}
+    assert spec_of(result, "legacy") == {
+        "workloadRef": {**deployment, "name": "legacy", "scaleDown": "never"},  # Argo's default
+        "version": "v1", "replicas": 2, "rollout": canary([{"setWeight": 50}])}
+    billing = spec_of(result, "billing")
+    assert billing["workloadRef"] == {**deployment, "name": "billing-deploy",
+                                      "scaleDown": "progressively"}
+    assert billing["version"] == "3.2" and billing["replicas"] == 4
+    assert spec_of(result, "ledger")["workloadRef"]["scaleDown"] == "progressively"
+    assert [(d.object, d.path, d.why) for d in result.dropped] == [
+        ("Rollout shop/billing", "spec.workloadRef.scaleDown",
+         "Pilotboat has no onsuccess: it scales the Deployment down one pod for each of its own"
+         " that is ready (progressively), which it uses instead"),
+        ("Rollout shop/jobs", "spec.workloadRef.kind",
+         "Pilotboat adopts an apps/v1 Deployment only, not v1 PodTemplate: the Rollout is not"
+         " converted"),
+    ]
+    assert "jobs" not in {m["metadata"]["name"] for m in result.manifests}
+
+
+def test_blue_green_is_refused() -> None:
+    result = converted("14-blue-green.yaml")
     assert result.manifests == ()
-    assert [(d.path, d.why) for d in result.dropped] == [(path, why)]
+    assert [(d.path, d.why) for d in result.dropped] == [(
+        "spec.strategy.blueGreen",
+        "Pilotboat releases by canary only; it has no preview Service to switch: the Rollout"
+        " is not converted")]
 
 
 def test_canary_settings_and_a_falling_weight_are_named() -> None:
@@ -336,19 +348,18 @@ def test_canary_settings_and_a_falling_weight_are_named() -> None:
     rollout = "Rollout shop/shipping"
     assert dropped(result) == [
         f"{rollout}: spec.selector.matchExpressions",
-        f"{rollout}: spec.strategy.canary.maxSurge",
         f"{rollout}: spec.strategy.canary.maxUnavailable",
         f"{rollout}: spec.strategy.canary.dynamicStableScale",
         f"{rollout}: spec.strategy.canary.scaleDownDelaySeconds",
         f"{rollout}: spec.strategy.canary.steps[2].setWeight",
         f"{rollout}: spec.strategy.canary.canaryService",
     ]
-    assert result.dropped[5].why == "Pilotboat's weights never decrease, and 20 follows 40"
+    assert result.dropped[4].why == "Pilotboat's weights never decrease, and 20 follows 40"
     assert spec_of(result, "shipping")["template"] == {"metadata": {"labels": {"tier": "backend"}}}
     assert spec_of(result, "shipping")["progressDeadlineSeconds"] == 600
     assert spec_of(result, "shipping")["rollout"] == canary(
         [{"setWeight": 40}, {"pause": {"duration": "20s"}}, {"pause": {"duration": "20s"}},
-         {"setWeight": 80}])
+         {"setWeight": 80}], routing={"replicaRatio": {"maxSurge": "25%"}})  # Argo's maxSurge
 
 
 def test_one_set_of_signals_judges_every_analysis_step() -> None:
@@ -654,3 +665,19 @@ def test_the_command_exits_2_naming_file_and_field(
 ) -> None:
     result = run(*args, stdin=stdin)
     assert (result.exit_code, result.stdout, result.stderr) == (2, "", error + "\n")
+
+
+def test_background_analysis_starts_where_its_step_went_and_shares_the_steps_signals() -> None:
+    result = converted("18-background-after-dropped-steps.yaml")
+    canary = spec_of(result, "search")["rollout"]["canary"]
+    assert canary["steps"] == [{"setWeight": 20}, {"analysis": {"intervals": 3}},
+                               {"setWeight": 60}]
+    assert canary["backgroundAnalysis"] == {"startingStep": 1}  # Argo's step 2 is our 1
+    assert set(canary["analysis"]["signals"]) == {"latency"}  # the analysis step's
+    assert [(d.path, d.why) for d in result.dropped] == [
+        ("spec.strategy.canary.steps[0].setCanaryScale",
+         "Pilotboat sizes the canary from the weight; it has no separate scale"),
+        ("spec.strategy.canary.analysis",
+         "Pilotboat judges the background by the analysis steps' one set of signals: those of"
+         " spec.metrics[0] of AnalysisTemplate shop/search-latency apply there too"),
+    ]

@@ -171,6 +171,10 @@ EXACTLY_ONE_STEP = (
 NEVER_DECREASE = "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()"
 PAUSE = "has(self.duration) != (has(self.untilPromoted) && self.untilPromoted)"
 SUM_100 = "self.variants.map(k, self.variants[k]).sum() == 100"
+STARTING_STEP = (
+    "!has(self.backgroundAnalysis) || !has(self.backgroundAnalysis.startingStep)"
+    " || self.backgroundAnalysis.startingStep < size(self.steps)"
+)
 
 
 @pytest.mark.parametrize(
@@ -194,6 +198,13 @@ SUM_100 = "self.variants.map(k, self.variants[k]).sum() == 100"
             None,
         ),
         ("RolloutPolicy", ".spec", NEVER_DECREASE, ".steps"),
+        ("RolloutPolicy", ".spec", STARTING_STEP, ".backgroundAnalysis.startingStep"),
+        (
+            "Microservice",
+            ".spec.rollout.canary",
+            STARTING_STEP,
+            ".backgroundAnalysis.startingStep",
+        ),
         ("RolloutPolicy", ".spec.steps[]", EXACTLY_ONE_STEP, None),
         ("RolloutPolicy", ".spec.steps[].pause", PAUSE, None),
         ("RolloutPolicy", ".spec.steps[].setFlag", SUM_100, ".variants"),
@@ -224,6 +235,9 @@ def test_cel_messages_name_the_fields() -> None:
                         "judge",
                         "tls.mode",
                         "namespaceSelector",
+                        "backgroundAnalysis",
+                        "workloadRef",
+                        "maxSurge",
                     )
                     if word in rule["message"]
                 ]

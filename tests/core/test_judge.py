@@ -588,3 +588,205 @@ def test_errors_plus_2_points_need_about_48_seconds_at_15_requests_a_second() ->
     assert poisson.sf(7, 0.02 * 240) == pytest.approx(0.113, abs=0.001)
     assert poisson.sf(7, 0.02 * 720) > 0.95 > poisson.sf(7, 0.02 * 480)
     assert simulate(400, 16, [0.0] * PODS, [0.02] * PODS, 0.02, 0.02, seed=16) < 0.2
+
+
+# --- the score and its explanation in status, the CLI and the dashboard --------------------
+
+
+def test_a_scored_window_is_recorded_with_each_signals_numbers() -> None:
+    from pilotboat.api.microservice import AnalysisStatus, JudgementRecord
+    from pilotboat.cli.dashboard import _judgement
+    from pilotboat.cli.release import judgement_lines
+    from pilotboat.handlers.analysis import judgement_record
+
+    rng = np.random.default_rng(7)
+    t = _window_template(48, 0.1)
+    plan = plan_queries(t, "cart", "shop", "v2", "v1", t.interval)
+    load = np.ones(12)
+    series = {}
+    for track, delay in (("canary", 0.06), ("stable", 0.02)):  # canary 3x as slow
+        for key, reading in _track(rng, load, 12, AA, delay, track).items():
+            signal, *total = key.split(".")
+            series[".".join([signal, track, *total])] = reading
+    m = judge(t, plan, {"requests": Reading(100)}, NOW, series=series)
+    assert m.verdict is Verdict.FAILED and m.scorecard is not None
+    assert m.scorecard.verdict is ScoreVerdict.FAIL and m.scorecard.score == m.score == 50
+    record = judgement_record(t, m, 2)
+    assert record is not None
+    parsed = AnalysisStatus.model_validate({"judgement": record}).judgement
+    assert isinstance(parsed, JudgementRecord)
+    assert (parsed.verdict, parsed.score, parsed.step, parsed.at) == (
+        "Fail", 50, 2, "2024-05-01T12:00:00Z"
+    )
+    assert (parsed.pass_score, parsed.marginal_score) == (95, 75)
+    assert parsed.explanation == m.scorecard.explanation == "score 50 < 75: fail (latency failed)"
+    by_signal = {s.signal: s for s in parsed.signals}
+    for j in m.judgements:
+        s = by_signal[j.signal]
+        assert (s.test, s.canary_samples, s.stable_samples) == (j.test, j.n_canary, j.n_stable)
+        assert (s.canary_median, s.stable_median, s.p_value) == (
+            j.canary_median, j.stable_median, j.p_value
+        )
+        assert (s.verdict, s.explanation, s.weight) == (j.verdict.value, j.explanation, 1.0)
+    latency = by_signal["latency"]
+    assert latency.verdict == "Fail"
+    assert latency.test == "Mann-Whitney U one-sided (higher is worse)"
+    assert latency.canary_samples == latency.stable_samples == 36  # 3 pods x 12 steps
+    assert latency.relative_effect is not None and latency.relative_effect > 1.5
+    assert latency.p_value is not None and latency.p_value < 0.005
+    assert by_signal["errors"].test == "Fisher's exact one-sided (higher is worse)"
+    # the threshold judge leaves no record
+    assert judgement_record(AnalysisTemplate(), m, 2) is None
+
+    dumped = AnalysisStatus.model_validate({"judgement": record}).model_dump(
+        by_alias=True, exclude_none=True
+    )["judgement"]
+    lines = judgement_lines(dumped)
+    assert lines[0] == (
+        "  judge:    Fail, score 50 (pass >= 95, fail < 75) at 2024-05-01T12:00:00Z:"
+        " score 50 < 75: fail (latency failed)"
+    )
+    assert lines[2].split()[:3] == ["latency", "Fail", "Mann-Whitney"]
+    assert "n=36/36" in lines[2] and f"p={latency.p_value:.4g}" in lines[2]
+    page = _judgement({"analysis": {"judgement": dumped}})
+    assert "score 50 (pass at 95.0, fail below 75.0)" in page
+    assert "Mann-Whitney U one-sided (higher is worse)" in page
+    assert _judgement({"analysis": {}}) == "" and judgement_lines({}) == []
+
+
+# --- saturation: CPU per request -------------------------------------------------------------
+#
+# Each pod's own process_cpu_seconds_total (os.times(): 10 ms ticks) over its requests, step by
+# step. A pod spends `cpu` seconds on each request plus 5 ms a second on scrapes and probes,
+# whatever its traffic; the machine's load stretches both tracks alike.
+
+CPU_PER_REQUEST = 0.001
+
+
+def _cpu_track(
+    rng: np.random.Generator, load: np.ndarray, steps: int, cpu: float, name: str
+) -> dict[str, SeriesReading]:
+    requests, seconds = [], []
+    for i in range(PODS):
+        n = rng.poisson(RATE_PER_TRACK / PODS * STEP, size=steps)
+        used = (cpu * n * rng.lognormal(0.0, 0.1, size=steps) + 0.005 * STEP) * load
+        ticks = np.floor(np.cumsum(used) / 0.01) * 0.01  # what os.times() shows
+        pod = f"{name}-{i}"
+        requests.append(SampleSeries(pod, (1000.0, *(1000.0 + np.cumsum(n)).tolist())))
+        seconds.append(SampleSeries(pod, (50.0, *(50.0 + ticks).tolist())))
+    return {"saturation": SeriesReading(tuple(seconds)),
+            "saturation.total": SeriesReading(tuple(requests))}  # fmt: skip
+
+
+def simulate_cpu(windows: int, window: int, canary_cpu: float, seed: int) -> list[Verdict]:
+    """The verdicts on `windows` windows of `window` seconds, judged on errors, latency and
+    saturation (all three defaults), the canary spending `canary_cpu` per request."""
+    rng = np.random.default_rng(seed)
+    t = AnalysisTemplate.model_validate(
+        {
+            "interval": f"{window}s",
+            "minSampleSize": 0,
+            "signals": {"errors": {}, "latency": {}, "saturation": {}},
+            "judge": {"method": "mannWhitney", "step": f"{STEP}s"},
+        }
+    )
+    plan = plan_queries(t, "cart", "shop", "v2", "v1", t.interval)
+    steps = window // STEP
+    verdicts = []
+    for _ in range(windows):
+        load = rng.lognormal(0.0, 0.1, size=steps)
+        series = {}
+        for track, cpu in (("canary", canary_cpu), ("stable", CPU_PER_REQUEST)):
+            found = _track(rng, load, steps, AA, 0.02, track)
+            found |= _cpu_track(rng, load, steps, cpu, track)
+            for key, reading in found.items():
+                signal, *total = key.split(".")
+                series[".".join([signal, track, *total])] = reading
+        verdicts.append(judge(t, plan, {"requests": Reading(100)}, NOW, series=series).verdict)
+    return verdicts
+
+
+def test_twice_the_cpu_per_request_fails_the_canary_on_saturation() -> None:
+    rng = np.random.default_rng(3)
+    t = AnalysisTemplate.model_validate(
+        {
+            "interval": "48s",
+            "minSampleSize": 0,
+            "signals": {"saturation": {}},
+            "judge": {"method": "mannWhitney", "step": f"{STEP}s"},
+        }
+    )
+    plan = plan_queries(t, "cart", "shop", "v2", "v1", t.interval)
+    load = np.ones(12)
+    series = {}
+    for track, cpu in (("canary", 2 * CPU_PER_REQUEST), ("stable", CPU_PER_REQUEST)):
+        for key, reading in _cpu_track(rng, load, 12, cpu, track).items():
+            signal, *total = key.split(".")
+            series[".".join([signal, track, *total])] = reading
+    m = judge(t, plan, {"requests": Reading(100)}, NOW, series=series)
+    assert m.verdict is Verdict.FAILED, m.message
+    (j,) = m.judgements
+    assert j.signal == "saturation" and j.verdict is SignalVerdict.FAIL
+    assert j.test == "Mann-Whitney U one-sided (higher is worse)"
+    assert j.n_canary == j.n_stable == 36  # 3 pods x 12 steps
+    assert j.canary_median is not None and j.stable_median is not None
+    # the request's own CPU doubles; the pod's fixed 5 ms a second does not
+    assert 1.3 < j.canary_median / j.stable_median < 2.1
+    assert j.explanation.startswith("CPU per request worse: median ")
+    assert "ms vs stable " in j.explanation
+
+
+def test_cpu_per_request_twice_is_caught_and_equal_is_not_failed() -> None:
+    """Over simulated 48 s windows judged on all three default signals: twice the CPU per
+    request fails at least 99% of windows, the same CPU at most 1%."""
+    doubled = simulate_cpu(200, 48, 2 * CPU_PER_REQUEST, seed=48)
+    assert doubled.count(Verdict.FAILED) / len(doubled) >= 0.99
+    same = simulate_cpu(400, 48, CPU_PER_REQUEST, seed=49)
+    assert same.count(Verdict.FAILED) / len(same) <= 0.01
+
+
+def test_a_step_writes_the_judgement_to_status_and_keeps_it_until_the_next() -> None:
+    from pilotboat.api.microservice import AnalysisStatus
+    from pilotboat.api.rollout import AnalysisStep
+    from pilotboat.handlers.analysis import analyse_step
+
+    t = _window_template(48, 0.1)
+    plan = plan_queries(
+        t, "cart", "shop", "v2", "v1", t.interval, canary_revision="r2", stable_revision="r1"
+    )
+    rng = np.random.default_rng(11)
+    series: dict[str, SeriesReading] = {}
+    for track, delay in (("canary", 0.06), ("stable", 0.02)):
+        for key, reading in _track(rng, np.ones(12), 12, AA, delay, track).items():
+            signal, *total = key.split(".")
+            series[".".join([signal, track, *total])] = reading
+    by_expression = {q.expression: series[q.key].series for q in plan.sample_queries}
+
+    class Prometheus:  # answers the plan's queries with the simulated counters
+        def query(self, expression: str, at: datetime) -> float | None:
+            return 100.0
+
+        def query_range(
+            self, expression: str, start: datetime, end: datetime, step: float
+        ) -> tuple[SampleSeries, ...]:
+            return by_expression[expression]
+
+    def step(now: datetime, previous: dict[str, object] | None) -> dict[str, object]:
+        return analyse_step(
+            template=t, step=AnalysisStep(intervals=3), step_index=1,
+            step_started_at=NOW.timestamp() - 60, previous=previous, service="cart",
+            namespace="shop", canary_version="v2", stable_version="v1", canary_revision="r2",
+            stable_revision="r1", prometheus_url="http://prometheus", now=now,
+            providers={"http://prometheus": Prometheus()},
+        ).status  # fmt: skip
+
+    measured = step(NOW, None)
+    status = AnalysisStatus.model_validate(measured)
+    assert status.judgement is not None
+    assert (status.judgement.verdict, status.judgement.score, status.judgement.step) == (
+        "Fail", 50, 1
+    )
+    assert [s.verdict for s in status.judgement.signals] == ["Pass", "Fail"]
+    # a pass that takes no measurement keeps the last judgement as it was
+    kept = step(NOW.replace(second=5), status.model_dump(by_alias=True, exclude_none=True))
+    assert AnalysisStatus.model_validate(kept).judgement == status.judgement

@@ -422,10 +422,11 @@ def test_the_shops_query_templates_render_as_before() -> None:
     templates = list(shop_analysis_templates())
     assert [name for name, _ in templates] == ["orders.yaml", "payments.yaml"]
     for _, template in templates:
-        plan = plan_queries(template, "payments", "shop", "v2", "v1", "10s")
+        plan = plan_queries(template, "payments", "shop", "v2", "v1", "10s",
+                            canary_revision="r2", stable_revision="r1")
         assert all(q.error is None for q in plan.queries), plan
         assert template_limit_problems(plan) == []
-        assert 'service="payments",version="v2"' in str(plan.queries[0].expression)
+        assert 'service="payments",revision="r2"' in str(plan.queries[0].expression)
 
 
 CUSTOM: dict[str, tuple[str, str]] = {

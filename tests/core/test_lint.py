@@ -260,7 +260,7 @@ def test_analysis_queries_with_an_unknown_variable_or_bad_promql_fail_the_lint(
     field = "spec.rollout.canary.analysis.signals"
     assert output.splitlines() == [
         f"{path}: Microservice/cart: {field}.errors.query: unknown template variable 'servise' "
-        "(known: interval, namespace, service, version; did you mean 'service'?)",
+        "(known: interval, namespace, revision, service, version; did you mean 'service'?)",
         f"{path}: Microservice/cart: {field}.traffic.query: PromQL parse error at 1:4: "
         "unclosed left parenthesis; rendered: "
         'sum(rate(http_requests_total{service="cart"}[30s])',

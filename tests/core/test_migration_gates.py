@@ -72,9 +72,15 @@ WORKED_EXAMPLES = [
     ("backfill follows expand", DEFINITION, applied(Phase.EXPAND),
      MigrationObservations(running={"v1": 2}), T0,
      Action.RUN_BACKFILL_BATCH, MigrationPhase.BACKFILL_RUNNING, "BackfillPending"),
-    ("verify runs once backfill is done", DEFINITION, applied(Phase.EXPAND, Phase.BACKFILL),
-     MigrationObservations(running={"v1": 2}), T0,
+    ("verify runs once the gates before it hold", DEFINITION,
+     applied(Phase.EXPAND, Phase.BACKFILL), replace(READY, verify_result=None), LATER,
      Action.RUN_VERIFY, MigrationPhase.AWAITING_CONTRACT, "VerifyPending"),
+    ("verify waits for the old version to go", DEFINITION,
+     applied(Phase.EXPAND, Phase.BACKFILL), MigrationObservations(running={"v1": 2}), T0,
+     Action.WAIT, MigrationPhase.EXPANDED, "OldVersionsRunning"),
+    ("verify waits for the soak", DEFINITION, applied(Phase.EXPAND, Phase.BACKFILL),
+     replace(READY, verify_result=None), T0 + timedelta(minutes=5),
+     Action.WAIT, MigrationPhase.AWAITING_CONTRACT, "Soaking"),
     ("old version still runs", DEFINITION, applied(Phase.EXPAND, Phase.BACKFILL),
      replace(READY, running={"v1": 2, "v2": 1}), LATER,
      Action.WAIT, MigrationPhase.EXPANDED, "OldVersionsRunning"),
@@ -172,7 +178,18 @@ def test_soak_counts_from_when_the_old_version_was_last_seen() -> None:
     gate = decide(DEFINITION, applied(Phase.EXPAND, Phase.BACKFILL), observations,
                   LATER).gate(GateName.SOAK_ELAPSED)
     assert not gate.holds
-    assert gate.message == "soak of 10m ends at 12:36:00 (6m from now)"
+    # No relative time: a status message that changed on every pass would wake the watch.
+    assert gate.message == "soak of 10m ends at 12:36:00"
+
+
+def test_verify_waits_for_the_gates_before_it_and_says_so() -> None:
+    decision = decide(DEFINITION, applied(Phase.EXPAND, Phase.BACKFILL),
+                      replace(READY, running={"v1": 1, "v2": 1}, verify_result=None), LATER)
+    verify = decision.gate(GateName.VERIFY_HOLDS)
+    assert (verify.holds, verify.reason) == (False, "VerifyWaiting")
+    # The wait names the gates before verify, and verify: not the approval that comes after.
+    assert decision.message == f"{decision.gate(GateName.OLD_VERSIONS_GONE).message}; " \
+        f"{verify.message}"
 
 
 def test_gates_are_reported_in_order() -> None:

@@ -46,12 +46,14 @@ def test_valid_queries_pass(source: str) -> None:
 
 @pytest.mark.parametrize(("source", "variables", "problem"), [
     ('sum(rate(x{service="{{ servise }}"}[{{ interval }}]))', ERRORS,
-     "unknown template variable 'servise' (known: interval, namespace, service, version; "
-     "did you mean 'service'?)"),
+     "unknown template variable 'servise' (known: interval, namespace, revision, service, "
+     "version; did you mean 'service'?)"),
     ("histogram_quantile({{ quantile }}, sum by (le) (rate(x_bucket[1m])))", ERRORS,
-     "unknown template variable 'quantile' (known: interval, namespace, service, version)"),
+     "unknown template variable 'quantile' (known: interval, namespace, revision, service, "
+     "version)"),
     ("rate(x[{{ window }}])", LATENCY,
-     "unknown template variable 'window' (known: interval, namespace, quantile, service, version)"),
+     "unknown template variable 'window' (known: interval, namespace, quantile, revision, "
+     "service, version)"),
     ('sum(rate(x{service="{{ service }}"}[{{ interval }}])', ERRORS,
      'PromQL parse error at 1:4: unclosed left parenthesis; '
      'rendered: sum(rate(x{service="cart"}[30s])'),

@@ -24,6 +24,7 @@ from pilotboat.core.release import (
     wanted_services,
 )
 from pilotboat.core.rollout import AnalysisOutcome, split
+from pilotboat.core.routing import REPLICA_RATIO
 from pilotboat.core.traffic import ReplicaSplit
 from pilotboat.core.workload import LABEL_VERSION, Owner, render_deployment
 
@@ -61,7 +62,7 @@ def deployment(
 
 
 def services(of: MicroserviceSpec) -> dict[str, Any]:
-    return {s["metadata"]["name"]: s for s in wanted_services(OWNER, of, "replicaRatio")}
+    return {s["metadata"]["name"]: s for s in wanted_services(OWNER, of, REPLICA_RATIO)}
 
 
 def observe(
@@ -485,3 +486,13 @@ def test_status_says_the_step_from_one_and_the_ready_pods_of_the_wanted_ones() -
     assert plan.status.step == f"2/{steps}"  # currentStepIndex 1, as people count it
     assert plan.status.ready == f"{plan.status.ready_replicas}/4"
     assert plan_release(STEADY).status.step is None
+
+
+def test_readiness_docstring_examples_hold() -> None:
+    """`updated_ready` (the canary's ready pods of its current template) as its doctests say:
+    a status older than the Deployment's generation counts no pod."""
+    import doctest
+
+    import pilotboat.core.readiness
+
+    assert doctest.testmod(pilotboat.core.readiness).failed == 0

@@ -17,6 +17,7 @@ from pilotboat.core.conditions import DesiredCondition, set_conditions
 from pilotboat.core.readiness import track_health
 from pilotboat.core.workload import (
     Owner,
+    pod_revision,
     render_deployment,
     render_service,
     revision_of,
@@ -118,6 +119,44 @@ def test_the_revision_changes_with_what_runs(change: dict[str, object]) -> None:
     t2 = render_deployment(OWNER, spec(**change), track="stable", replicas=1)["spec"]["template"]
     assert template_hash(t1) != template_hash(t2)
     assert revision_of("payments", spec()) != revision_of("payments", spec(**change))
+
+
+@pytest.mark.parametrize(
+    ("change", "same_revision"),
+    [
+        ({"image": "shop/payments:3"}, False),  # image only, same version
+        ({"env": [{"name": "A", "value": "2"}]}, False),  # env only, same version
+        ({"resources": {"limits": {"cpu": "1"}}}, False),
+        ({"replicas": 7}, True),  # scaling is not a release
+    ],
+)
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_the_pods_carry_their_revision_as_a_label_outside_the_selector(
+    change: dict[str, object], same_revision: bool, track: str
+) -> None:
+    before = render_deployment(OWNER, spec(), track=track, replicas=1)  # type: ignore[arg-type]
+    after = render_deployment(OWNER, spec(**change), track=track, replicas=1)  # type: ignore[arg-type]
+    for d, s in ((before, spec()), (after, spec(**change))):
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        revision = labels["pilotboat.dev/revision"]
+        assert revision == revision_of("payments", s) == d["metadata"]["annotations"][
+            "pilotboat.dev/revision"
+        ]
+        assert len(revision) <= 63
+        assert labels["app.kubernetes.io/version"] == "v2"
+        assert labels["pilotboat.dev/track"] == track
+        assert "pilotboat.dev/revision" not in d["spec"]["selector"]["matchLabels"]
+        assert pod_revision(d) == labels["pilotboat.dev/revision"]
+    revisions = [pod_revision(d) for d in (before, after)]
+    assert (revisions[0] == revisions[1]) is same_revision
+
+
+def test_the_revision_is_the_digest_of_the_template_without_its_own_label() -> None:
+    d = render_deployment(OWNER, spec(), track="stable", replicas=1)
+    template = d["spec"]["template"]
+    revision = template["metadata"]["labels"].pop("pilotboat.dev/revision")
+    assert template_hash(template) == revision
+    assert pod_revision(d) == ""  # a Deployment whose pods have no label
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """`make cluster-down` (`hack/cluster.sh down`) stops everything the project started for this
 checkout: the demo and every operator, Prometheus and its pod discovery, CoreDNS, PostgreSQL,
-the real node and the control plane. Afterwards no process of the checkout runs and none of
-the project's ports listens, so a second checkout on the machine can start its own.
+metrics-server, the real node and the control plane. Afterwards no process of the checkout
+runs and none of the project's ports listens, so a second checkout on the machine can start
+its own.
 
 It stops the cluster, so tests/conftest.py runs it last in the session.
 """
@@ -31,7 +32,7 @@ pytestmark = [
         bool(_GIVEN) and Path(_GIVEN or ".").resolve() != (STATE / "kubeconfig").resolve(),
         reason="the session runs on PILOTBOAT_KUBECONFIG's cluster, not this checkout's"),
 ]
-SERVERS = ("postgres.sh", "dns.sh", "prometheus.sh")
+SERVERS = ("postgres.sh", "dns.sh", "prometheus.sh", "metrics-server.sh")
 
 # The project's programs that run until stopped: the operator, the demo, Prometheus' pod
 # discovery; ours when they run with this checkout's state dir (any checkout's code may: tests
@@ -277,8 +278,9 @@ def servers_up(kubeconfig: Path) -> list[str]:
     for script in SERVERS:
         env = {}
         if not _real_node():
-            # No node, no pod network: CoreDNS has nowhere to listen, PostgreSQL loopback only.
-            if script == "dns.sh":
+            # No node, no pod network: CoreDNS has nowhere to listen, PostgreSQL loopback only;
+            # no kubelet for metrics-server to read (hack/cluster.sh up starts it with the node).
+            if script in ("dns.sh", "metrics-server.sh"):
                 continue
             env = {"PILOTBOAT_PG_LISTEN": "127.0.0.1"} if script == "postgres.sh" else {}
         started = _run(HACK / script, "up", env=env)
@@ -291,6 +293,7 @@ EXPECTED_LINES = {
     "prometheus.sh": ["prometheus: stopped pod discovery", "prometheus: stopped Prometheus"],
     "dns.sh": ["dns: stopped CoreDNS"],
     "postgres.sh": ["postgres: stopped PostgreSQL"],
+    "metrics-server.sh": ["metrics: deleted the APIService", "metrics: stopped metrics-server"],
     "node": ["node: stopped kube-proxy", "node: stopped kubelet", "node: stopped containerd"],
     "control plane": ["cluster: stopped kwok", "cluster: stopped kube-apiserver",
                       "cluster: stopped etcd"],

@@ -233,7 +233,9 @@ def render(path: Path, *, title: str, namespace: str, prometheus_url: str, t0: f
     chapter_rows = "".join(
         f"<tr><td>{'✔' if c.ok else ('✘' if c.ok is False else '·')}</td>"
         f"<td>{(c.start - t0):.0f}s</td><td>{html.escape(c.title)}</td>"
-        f"<td>{html.escape(c.outcome)}</td></tr>" for c in chapters)
+        f"<td>{html.escape(c.outcome)}"
+        + "".join(f"<br><small>{html.escape(n)}</small>" for n in c.notes)
+        + "</td></tr>" for c in chapters)
     verdict = ("<p class='pass'>Every step behaved as described.</p>" if passed
                else "<p class='fail'>Some step did not behave as described.</p>")
     page = f"""<!doctype html>

@@ -28,6 +28,7 @@ from examples.shop.demo.shop import Shop, TimedOut, event_time
 from examples.shop.demo.timeline import Timeline, Watcher, short
 
 from pilotboat.adapters.kube import Kube
+from pilotboat.cli.release import judgement_lines
 
 __all__ = ["DemoResult", "run"]
 
@@ -176,6 +177,11 @@ class Story:
         for r, n in reasons.most_common(4):
             self.say(f"  {n} order(s) cancelled: {r}")
         message = (status.get("message") or "").split(". Change the spec")[0]
+        # with judge.method mannWhitney, the score and each signal's test, samples and effect
+        explained = judgement_lines((status.get("analysis") or {}).get("judgement") or {})
+        for line in explained:
+            self.say(f"  {line.strip()}")
+        ch.notes = [short(line.strip(), 300) for line in explained]
         ok = (status.get("stableVersion") == "v2" and len(rolled) == 1 and gone
               and "error" in message)
         self.close(ch, ok, f"rolled back by the operator on its own: {short(message, 160)}; "

@@ -152,8 +152,14 @@ def measure(
     stable_version: str,
     interval: str,
     now: datetime,
+    *,
+    canary_revision: str,
+    stable_revision: str,
 ) -> Measurement:
     """Measure the canary's golden signals over the `interval` that ends at `now`.
+
+    Each track is named by its version and its revision (the pods' ``pilotboat.dev/revision``
+    label), which the default queries select on.
 
     Runs :func:`pilotboat.core.analysis.plan_queries`' queries (and, for the statistical
     judge, its range queries) through `provider` and judges them. Never raises: any failure
@@ -162,7 +168,10 @@ def measure(
     planned number).
     """
     try:
-        plan = plan_queries(template, service, namespace, canary_version, stable_version, interval)
+        plan = plan_queries(
+            template, service, namespace, canary_version, stable_version, interval,
+            canary_revision=canary_revision, stable_revision=stable_revision,
+        )  # fmt: skip
     except ValueError as exc:  # an interval no duration parser accepts
         return Measurement(now, interval, None, (), Verdict.ERROR, f"analysis interval: {exc}")
     readings, sent, down = _send_all(

@@ -38,12 +38,15 @@ __all__ = [
     "RolloutStrategy",
     "PodTemplate",
     "PodTemplateMetadata",
+    "WorkloadRef",
     "MicroserviceSpec",
     "MicroservicePhase",
     "Verdict",
     "AnalysisRecord",
     "AnalysisStatus",
+    "JudgementRecord",
     "MeasurementRecord",
+    "SignalJudgementRecord",
     "ReleaseStatus",
     "RolloutCommands",
     "ReleaseCommands",
@@ -289,8 +292,48 @@ class PodTemplate(SpecModel):
         return containers[0] if containers else None
 
 
+class WorkloadRef(SpecModel):
+    """An existing Deployment in this namespace whose pod template the Microservice runs.
+
+    The Deployment's template is the source of truth (as spec.template would be): the
+    operator runs its own stable Deployment from it, scales the original down only as its
+    own pods become ready, and releases every later change of that template as a canary.
+    The original is never deleted; deleting the Microservice scales it back up first."""
+
+    api_version: Literal["apps/v1"] = Field(
+        default="apps/v1", description="API version of the workload: apps/v1."
+    )
+    kind: Literal["Deployment"] = Field(
+        default="Deployment", description="Kind of the workload: Deployment."
+    )
+    name: ObjectName = Field(description="Name of the Deployment, in this namespace.")
+    scale_down: Literal["progressively", "never"] = Field(
+        default="progressively",
+        description="progressively (the default): the original is scaled down one pod for"
+        " each ready pod of the Microservice, to 0; never: it is left as it is.",
+    )
+
+
+_WORKLOAD_REF_RULES = cel_validations(
+    cel_rule(
+        "!has(self.workloadRef) || !has(self.template)",
+        "spec.template must be absent with spec.workloadRef: the referenced Deployment's"
+        " template is the pod template",
+        ".template",
+    ),
+    cel_rule(
+        "!has(self.workloadRef) || !has(self.image)",
+        "spec.image must be absent with spec.workloadRef: the referenced Deployment's"
+        " template names the image",
+        ".image",
+    ),
+)
+
+
 class MicroserviceSpec(SpecModel):
     """The desired state of a service: what runs, how it is reached, and how it is released."""
+
+    model_config = ConfigDict(json_schema_extra=_WORKLOAD_REF_RULES)
 
     image: str | None = Field(
         default=None,
@@ -306,6 +349,12 @@ class MicroserviceSpec(SpecModel):
         "volumes, envFrom and valueFrom, probes, command and args, securityContext, "
         "serviceAccountName, sidecars, affinity. The first container is the service's; the "
         "short fields above fill it in.",
+    )
+    workload_ref: WorkloadRef | None = Field(
+        default=None,
+        description="An existing Deployment in this namespace to adopt: its pod template is"
+        " the Microservice's (spec.template and spec.image must then be absent); the original"
+        " is scaled down as the Microservice's pods become ready and left at 0 replicas.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None,
@@ -374,6 +423,12 @@ class MicroserviceSpec(SpecModel):
 
     @model_validator(mode="after")
     def _image_and_env(self) -> MicroserviceSpec:
+        if self.workload_ref is not None:
+            for given in ("template", "image"):
+                if getattr(self, given) is not None:
+                    raise ValueError(f"{given}: must be absent with spec.workloadRef; the "
+                                     "referenced Deployment's template is the pod template")
+            return self
         main = self.template.main_container() if self.template else None
         if self.image is None and not (main and main.get("image")):
             raise ValueError("image: required unless spec.template.spec.containers[0].image "
@@ -404,7 +459,9 @@ class AnalysisRecord(StatusModel):
     value: float | None = Field(default=None, description="The measured value, if any.")
     threshold: str = Field(default="", description="The threshold it was judged against.")
     stable_value: float | None = Field(
-        default=None, description="The stable version's value over the same window, if any."
+        default=None,
+        description="The stable track's value over the same window (its own pods, selected by"
+        " revision), if any.",
     )
     verdict: Verdict = Field(description="Successful, Failed, Inconclusive or Error.")
     at: str | None = Field(default=None, description="When it was measured (RFC 3339).")
@@ -415,9 +472,66 @@ class MeasurementRecord(StatusModel):
     """One measurement of all signals at once, in the analysis step that took it."""
 
     at: str = Field(description="When it was measured (RFC 3339).")
-    step: int = Field(ge=0, description="Index of the analysis step that took it.")
+    step: int = Field(
+        ge=0, description="Index of the step it was taken at (an analysis step's, in `analysis`)."
+    )
     verdict: Verdict = Field(description="The worst verdict of its signals.")
     summary: str = Field(default="", description="The numbers behind the verdict.")
+
+
+class SignalJudgementRecord(StatusModel):
+    """The statistical judge's verdict on one signal, with the numbers behind it."""
+
+    signal: str = Field(description="errors, latency, traffic or saturation.")
+    test: str = Field(
+        default="", description="The test and its sides, e.g. `Mann-Whitney U one-sided`."
+    )
+    weight: float = Field(default=1.0, ge=0, description="The signal's weight in the score.")
+    canary_samples: int = Field(
+        default=0, ge=0, description="Canary samples compared (requests, for errors)."
+    )
+    stable_samples: int = Field(
+        default=0, ge=0, description="Stable samples compared (requests, for errors)."
+    )
+    canary_median: float | None = Field(
+        default=None, description="The canary's median sample (its pooled ratio, for errors)."
+    )
+    stable_median: float | None = Field(
+        default=None, description="The stable's median sample (its pooled ratio, for errors)."
+    )
+    p_value: float | None = Field(default=None, description="The test's p-value, if it ran.")
+    effect: float | None = Field(
+        default=None, description="Canary median minus stable median, in the signal's units."
+    )
+    relative_effect: float | None = Field(
+        default=None, description="The effect as a share of the stable median (0.1 is +10%)."
+    )
+    verdict: Literal["Pass", "Fail", "Inconclusive"] = Field(
+        description="Pass, Fail or Inconclusive (too few samples)."
+    )
+    explanation: str = Field(default="", description="The verdict in a sentence, with numbers.")
+
+
+class JudgementRecord(StatusModel):
+    """The statistical judge's last verdict (judge.method mannWhitney), Kayenta-style: the
+    weighted share of the conclusive signals that passed, against the pass and marginal
+    scores."""
+
+    at: str | None = Field(default=None, description="When it was measured (RFC 3339).")
+    step: int | None = Field(default=None, ge=0, description="The analysis step that took it.")
+    score: float | None = Field(
+        default=None, description="0 to 100; none when no signal was conclusive."
+    )
+    verdict: Literal["Pass", "Marginal", "Fail", "Inconclusive"] = Field(
+        description="Pass (at or above passScore), Marginal (between), Fail (below"
+        " marginalScore) or Inconclusive (no conclusive signal)."
+    )
+    pass_score: float = Field(default=95.0, description="The score at or above which it passes.")
+    marginal_score: float = Field(default=75.0, description="The score below which it fails.")
+    explanation: str = Field(default="", description="The score's verdict in a sentence.")
+    signals: list[SignalJudgementRecord] = Field(
+        default_factory=list, description="Each signal's test, samples, medians and verdict."
+    )
 
 
 class AnalysisStatus(StatusModel):
@@ -428,13 +542,20 @@ class AnalysisStatus(StatusModel):
         description="Most recent measurements per signal (the last ten each), oldest first.",
     )
     measurements: list[MeasurementRecord] = Field(
-        default_factory=list, description="Measurements of the current analysis step."
+        default_factory=list,
+        description="Measurements of the current analysis step (in `backgroundAnalysis`: the"
+        " last twenty of the release, and every failed one).",
     )
     last_measured_at: str | None = Field(
         default=None, description="When the last measurement was taken (RFC 3339)."
     )
     summary: str | None = Field(default=None, description="Where the analysis stands, in words.")
     queries: int = Field(default=0, ge=0, description="Prometheus queries in the last measurement.")
+    judgement: JudgementRecord | None = Field(
+        default=None,
+        description="The statistical judge's last score and per-signal tests (judge.method"
+        " mannWhitney).",
+    )
 
 
 class RolloutCommands(StatusModel):
@@ -491,8 +612,8 @@ class ReleaseStatus(StatusModel):
     )
     rollback_cause: str | None = Field(
         default=None,
-        description="The condition reason of that rollback when it was not an analysis or a"
-        " request: ProgressDeadlineExceeded.",
+        description="The condition reason of that rollback when it was not an analysis step"
+        " or a request: ProgressDeadlineExceeded, BackgroundAnalysisFailed.",
     )
     mirror_percent: int = Field(
         default=0, ge=0, le=100, description="Share of stable's requests mirrored to the canary."
@@ -571,6 +692,12 @@ class MicroserviceStatus(StatusBase):
     )
     analysis: AnalysisStatus | None = Field(
         default=None, description="Results of the analysis of the current canary."
+    )
+    background_analysis: AnalysisStatus | None = Field(
+        default=None,
+        description="Results of the background analysis of the current canary"
+        " (strategy.backgroundAnalysis), in the shape of `analysis`: its measurements span"
+        " the release, each with the step it was taken at.",
     )
     message: str | None = Field(default=None, description="Where the release is, in a sentence.")
     release: ReleaseStatus | None = Field(

@@ -38,6 +38,7 @@ __all__ = [
     "AnalysisJudge",
     "MAX_JUDGE_SAMPLES",
     "AnalysisTemplate",
+    "BackgroundAnalysis",
     "ReplicaRatioRouting",
     "GatewayAPIRouting",
     "TrafficRouting",
@@ -214,6 +215,15 @@ class PrometheusSource(SpecModel):
     )
 
 
+_QUERY = (
+    "PromQL for {}, a template rendered once per track with {{{{ service }}}},"
+    " {{{{ namespace }}}}, {{{{ version }}}}, {{{{ revision }}}} (the track's pod-template"
+    " revision: its pods' pilotboat.dev/revision label, which Prometheus relabels to"
+    " `revision`){} and {{{{ interval }}}}. The operator's default query, which selects each"
+    " track by `revision`, when unset."
+)
+
+
 class ErrorsSignal(SpecModel):
     """Thresholds on the canary's error ratio."""
 
@@ -227,8 +237,7 @@ class ErrorsSignal(SpecModel):
     )
     query: str | None = Field(
         default=None,
-        description="PromQL for the error ratio; {{ service }}, {{ namespace }}, {{ version }}"
-        " are filled in. The operator's default query when unset.",
+        description=_QUERY.format("the error ratio", ""),
     )
 
 
@@ -247,7 +256,7 @@ class LatencySignal(SpecModel):
         description="Highest acceptable canary latency as a multiple of the stable's, e.g. 1.2.",
     )
     query: str | None = Field(
-        default=None, description="PromQL for the latency; the operator's default when unset."
+        default=None, description=_QUERY.format("the latency", ", {{ quantile }}")
     )
 
 
@@ -258,7 +267,7 @@ class TrafficSignal(SpecModel):
         default=None, ge=0, description="Lowest acceptable request rate, in requests per second."
     )
     query: str | None = Field(
-        default=None, description="PromQL for the request rate; the operator's default when unset."
+        default=None, description=_QUERY.format("the request rate", "")
     )
 
 
@@ -269,7 +278,7 @@ class SaturationSignal(SpecModel):
         default=None, ge=0, description="Highest acceptable saturation, e.g. 0.8 of CPU limit."
     )
     query: str | None = Field(
-        default=None, description="PromQL for saturation; the operator's default when unset."
+        default=None, description=_QUERY.format("saturation", "")
     )
 
 
@@ -424,17 +433,25 @@ class AnalysisTemplate(SpecModel):
 
     interval: Duration = Field(default="30s", description="Time between two measurements.")
     failure_limit: int = Field(
-        default=0, ge=0, description="Failed measurements tolerated before the rollout is aborted."
+        default=0,
+        ge=0,
+        description="Failed measurements tolerated before the rollout is rolled back: per"
+        " analysis step, and over the whole background analysis of a release.",
     )
     inconclusive_limit: int = Field(
         default=2,
         ge=0,
-        description="Inconclusive measurements tolerated before the rollout pauses for a human.",
+        description="Inconclusive measurements tolerated before an analysis step pauses the"
+        " rollout for a human. Background analysis never pauses for them: it reports them"
+        " and keeps measuring.",
     )
     consecutive_error_limit: int = Field(
         default=3,
         ge=0,
-        description="Measurements in a row that could not be taken before the rollout is aborted.",
+        description="Measurements in a row that could not be taken (no Prometheus answer, no"
+        " data) tolerated before an analysis step pauses the rollout; it resumes by itself"
+        " once a measurement is taken again. Background analysis never pauses or rolls back"
+        " for them: it reports them and keeps measuring.",
     )
     min_sample_size: int = Field(
         default=20,
@@ -453,8 +470,33 @@ class AnalysisTemplate(SpecModel):
     )
 
 
+SurgePercent = Annotated[str, Field(pattern=r"^(100|[1-9]?[0-9])%$", max_length=4)]
+SurgeCount = Annotated[int, Field(strict=True, ge=0, le=1000)]
+
+
 class ReplicaRatioRouting(SpecModel):
     """Split traffic by the ratio of canary to stable ready replicas behind one Service."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            cel_rule(
+                "!has(self.maxSurge) || (type(self.maxSurge) == int ? self.maxSurge >= 0 &&"
+                " self.maxSurge <= 1000 : self.maxSurge.matches('^(100|[1-9]?[0-9])%$'))",
+                "maxSurge is a count of pods from 0 to 1000 or a percent of spec.replicas"
+                " from 0% to 100%",
+                ".maxSurge",
+            )
+        )
+    )
+
+    max_surge: SurgeCount | SurgePercent | None = Field(
+        default=None,
+        description="Extra canary pods allowed above spec.replicas, a count or a percent of"
+        " spec.replicas (rounded up), so that a weight the replica count cannot give is met"
+        " as nearly as those pods allow (setWeight 10 of 2 replicas: 2 stable + 1 canary, 33%,"
+        " instead of 1 + 1, 50%). Unset: no extra pods beyond the one a high weight needs."
+        " status.actualWeight always says the share the pods give.",
+    )
 
 
 class GatewayAPIRouting(SpecModel):
@@ -492,6 +534,50 @@ class TrafficRouting(SpecModel):
 
 _DEFAULT_ROUTING = TrafficRouting(replica_ratio=ReplicaRatioRouting())
 
+
+class BackgroundAnalysis(SpecModel):
+    """Judge the canary every interval from a step until promotion, besides the steps.
+
+    Like Argo Rollouts' ``strategy.canary.analysis``: with the strategy's analysis template
+    (the default signals when it has none), one measurement per ``analysis.interval`` while
+    the release is at ``startingStep`` or later, except during an analysis step (which
+    measures itself). A window never reaches back past the start of the step it judges.
+    Failed measurements beyond ``failureLimit`` over the release roll it back
+    (BackgroundAnalysisFailed); inconclusive and error measurements are reported and the
+    release goes on."""
+
+    starting_step: int = Field(
+        default=0,
+        ge=0,
+        lt=MAX_STEPS,
+        description="Index (from 0) of the step background analysis starts at; 0 when unset."
+        " It must name one of the steps.",
+    )
+
+
+_BACKGROUND_DESCRIPTION = (
+    "Judge the canary with the analysis template every interval from startingStep until"
+    " promotion, at every step but analysis steps (they measure themselves); a window never"
+    " reaches back past its step's start. Failed measurements over the release beyond"
+    " failureLimit roll it back (BackgroundAnalysisFailed); inconclusive and error"
+    " measurements are reported in status.backgroundAnalysis and Events, and the release"
+    " goes on. Off when unset."
+)
+_BACKGROUND_STEP_RULE = cel_rule(
+    "!has(self.backgroundAnalysis) || !has(self.backgroundAnalysis.startingStep)"
+    " || self.backgroundAnalysis.startingStep < size(self.steps)",
+    "backgroundAnalysis.startingStep must name one of the steps (from 0)",
+    ".backgroundAnalysis.startingStep",
+)
+
+
+def _check_starting_step(background: BackgroundAnalysis | None, steps: list[CanaryStep]) -> None:
+    if background is not None and background.starting_step >= len(steps):
+        raise ValueError(
+            f"backgroundAnalysis.startingStep ({background.starting_step}) must name one of"
+            f" the {len(steps)} steps (from 0)"
+        )
+
 _STEPS_DESCRIPTION = (
     "The steps of the release, in order. setWeight values never decrease;"
     " after the last step the canary is promoted."
@@ -501,13 +587,20 @@ _STEPS_DESCRIPTION = (
 class CanaryStrategy(SpecModel):
     """A canary release: its steps, how the canary is judged, and how traffic is split."""
 
-    model_config = ConfigDict(json_schema_extra=cel_validations(_STEPS_NEVER_DECREASE))
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(_STEPS_NEVER_DECREASE, _BACKGROUND_STEP_RULE)
+    )
 
     steps: list[CanaryStep] = Field(
         min_length=1, max_length=MAX_STEPS, description=_STEPS_DESCRIPTION
     )
     analysis: AnalysisTemplate | None = Field(
-        default=None, description="How analysis steps and background analysis judge the canary."
+        default=None,
+        description="How analysis steps, and background analysis when backgroundAnalysis is"
+        " set, judge the canary; the default signals when unset.",
+    )
+    background_analysis: BackgroundAnalysis | None = Field(
+        default=None, description=_BACKGROUND_DESCRIPTION
     )
     traffic_routing: TrafficRouting = Field(
         default=_DEFAULT_ROUTING,
@@ -517,19 +610,27 @@ class CanaryStrategy(SpecModel):
     @model_validator(mode="after")
     def _weights_never_decrease(self) -> CanaryStrategy:
         _check_weights_never_decrease(self.steps)
+        _check_starting_step(self.background_analysis, self.steps)
         return self
 
 
 class RolloutPolicySpec(SpecModel):
     """Canary steps and thresholds that many Microservices share by name."""
 
-    model_config = ConfigDict(json_schema_extra=cel_validations(_STEPS_NEVER_DECREASE))
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(_STEPS_NEVER_DECREASE, _BACKGROUND_STEP_RULE)
+    )
 
     steps: list[CanaryStep] = Field(
         min_length=1, max_length=MAX_STEPS, description=_STEPS_DESCRIPTION
     )
     analysis: AnalysisTemplate | None = Field(
-        default=None, description="How analysis steps and background analysis judge the canary."
+        default=None,
+        description="How analysis steps, and background analysis when backgroundAnalysis is"
+        " set, judge the canary; the default signals when unset.",
+    )
+    background_analysis: BackgroundAnalysis | None = Field(
+        default=None, description=_BACKGROUND_DESCRIPTION
     )
     traffic_routing: TrafficRouting | None = Field(
         default=None,
@@ -539,6 +640,7 @@ class RolloutPolicySpec(SpecModel):
     @model_validator(mode="after")
     def _weights_never_decrease(self) -> RolloutPolicySpec:
         _check_weights_never_decrease(self.steps)
+        _check_starting_step(self.background_analysis, self.steps)
         return self
 
     def as_strategy(self) -> CanaryStrategy:
@@ -546,6 +648,7 @@ class RolloutPolicySpec(SpecModel):
         return CanaryStrategy(
             steps=self.steps,
             analysis=self.analysis,
+            background_analysis=self.background_analysis,
             traffic_routing=self.traffic_routing or _DEFAULT_ROUTING,
         )
 

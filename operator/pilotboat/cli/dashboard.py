@@ -81,6 +81,32 @@ def _signals(status: Mapping[str, Any]) -> str:
             f"<th>threshold</th><th>verdict</th><th></th></tr>{rows}</table>")
 
 
+def _judgement(status: Mapping[str, Any]) -> str:
+    """The statistical judge's last score and each signal's test, if it ran."""
+    j = (status.get("analysis") or {}).get("judgement") or {}
+    if not j.get("verdict"):
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(s.get('signal'))}</td><td>{_e(s.get('test'))}</td>"
+        f"<td>{_e(s.get('weight'))}</td>"
+        f"<td>{_e(s.get('canarySamples'))}/{_e(s.get('stableSamples'))}</td>"
+        f"<td>{_number(s.get('canaryMedian'))}</td><td>{_number(s.get('stableMedian'))}</td>"
+        f"<td>{_number(s.get('pValue'))}</td>"
+        f"<td class='{'good' if s.get('verdict') == 'Pass' else 'bad'}'>{_e(s.get('verdict'))}"
+        f"</td><td>{_e(s.get('explanation'))}</td></tr>"
+        for s in j.get("signals") or []
+    )
+    good = "good" if j.get("verdict") == "Pass" else "bad"
+    return (
+        f"<h3>Judge</h3><p class='judgement'><span class='{good}'>{_e(j.get('verdict'))}</span>,"
+        f" score {_number(j.get('score'))} (pass at {_e(j.get('passScore'))}, fail below"
+        f" {_e(j.get('marginalScore'))}), {_e(j.get('at'))}: {_e(j.get('explanation'))}</p>"
+        "<table class='judge'><tr><th>signal</th><th>test</th><th>weight</th><th>n</th>"
+        f"<th>canary median</th><th>stable median</th><th>p</th><th>verdict</th><th></th></tr>"
+        f"{rows}</table>"
+    )
+
+
 def _gates(status: Mapping[str, Any]) -> str:
     def good(c: Mapping[str, Any]) -> bool:
         return (c.get("status") == "True") != (c.get("type") in _TRUE_IS_BAD)
@@ -119,7 +145,7 @@ def _service_card(ms: Mapping[str, Any], token: str) -> str:
   <div class="bar" title="canary weight"><div style="width:{row['weight']}%"></div></div>
   <p class="weight">canary weight {row['weight']}%</p>
   <p class="message">{_e(row['message'])}</p>
-  <h3>Golden signals, canary against stable</h3>{_signals(status)}
+  <h3>Golden signals, canary against stable</h3>{_signals(status)}{_judgement(status)}
   <h3>Steps</h3><ol>{step_items}</ol>
   <h3>Gates</h3>{_gates(status)}
   <p>{form}</p>

@@ -23,7 +23,7 @@ from pilotboat.adapters.kube import Kube
 from pilotboat.cli.options import ClusterTarget, cluster_options, complete_names, fetch, locate
 from pilotboat.cli.progress import duration_option, wait_for_release
 
-__all__ = ["abort", "promote", "retry", "status"]
+__all__ = ["abort", "judgement_lines", "promote", "retry", "status"]
 
 
 def _token() -> str:
@@ -90,6 +90,34 @@ def retry(name: str, target: ClusterTarget) -> None:
     _send(target, name, "retry")
 
 
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def judgement_lines(judgement: dict[str, Any]) -> list[str]:
+    """The statistical judge's last score and each signal's test (status.analysis.judgement)."""
+    if not judgement.get("verdict"):
+        return []
+    pass_score, marginal = judgement.get("passScore", 95), judgement.get("marginalScore", 75)
+    at = f" at {judgement['at']}" if judgement.get("at") else ""
+    lines = [
+        f"  judge:    {judgement['verdict']}, score {_num(judgement.get('score'))}"
+        f" (pass >= {pass_score:g}, fail < {marginal:g}){at}: {judgement.get('explanation', '')}"
+    ]
+    for s in judgement.get("signals") or []:
+        relative = s.get("relativeEffect")
+        effect = (
+            f"{relative * 100:+.1f}%" if relative is not None else f"{_num(s.get('effect'))} abs"
+        )
+        lines.append(
+            f"    {s['signal']:<10} {s['verdict']:<12} {s.get('test', '')}, weight"
+            f" {s.get('weight', 1):g}, n={s.get('canarySamples', 0)}/{s.get('stableSamples', 0)},"
+            f" median {_num(s.get('canaryMedian'))} vs stable {_num(s.get('stableMedian'))}"
+            f" ({effect}), p={_num(s.get('pValue'))}"
+        )
+    return lines
+
+
 def _render(ms: dict[str, Any]) -> str:
     spec, st = ms.get("spec", {}), ms.get("status", {}) or {}
     steps = ((spec.get("rollout") or {}).get("canary") or {}).get("steps") or []
@@ -130,6 +158,7 @@ def _render(ms: dict[str, Any]) -> str:
             lines.append(
                 f"    {record['signal']:<10} {record['verdict']:<12} {record.get('message', '')}"
             )
+    lines += judgement_lines(analysis.get("judgement") or {})
     lines.append("  conditions:")
     for cond in st.get("conditions", []) or []:
         lines.append(

@@ -17,8 +17,11 @@ a number beyond a threshold is Failed.
 
 Default queries (``DEFAULT_QUERIES``), over the ``http_requests_total`` counter and the
 ``http_request_duration_seconds`` histogram, whose series carry the labels ``namespace``,
-``service`` (the pod's ``app.kubernetes.io/name``) and ``version``
-(``app.kubernetes.io/version``) by relabelling, plus ``code`` from the service itself:
+``service`` (the pod's ``app.kubernetes.io/name``) and ``revision`` (``pilotboat.dev/revision``,
+the digest of the pod template the operator puts on each track's pods) by relabelling, plus
+``code`` from the service itself. They select each track by ``revision``, not ``version``: a
+release that changes only the image or the env under the same ``version`` is judged on its
+own pods against the stable's.
 
 - errors: the share of 5xx answers among all answers in the window;
 - latency: the ``quantile`` of request durations in the window;
@@ -32,20 +35,27 @@ Default queries (``DEFAULT_QUERIES``), over the ``http_requests_total`` counter 
 
 With ``judge.method: mannWhitney`` (:mod:`pilotboat.core.judge`) a measurement also reads
 *samples*: for every declared signal, per pod of each track, one value per ``judge.step`` over
-``judge.window`` (the interval when unset), from a range query. Errors, latency and traffic
+``judge.window`` (the interval when unset), from a range query. All four signals
 without a ``query`` of their own read *counters* (``DEFAULT_SAMPLE_QUERIES`` and, for the
 denominator, ``DEFAULT_SAMPLE_TOTALS``: the counters themselves ``by (pod, instance)``, no
 ``rate()``) from the window's start to its end, so that their increases cover every request
 of the window exactly once: errors are judged on pooled counts (errors and requests of each
 track over the window, Fisher's exact test), latency on per-step mean latency (``_sum`` over
-``_count`` of the histogram), traffic on per-step request rates. Saturation, and a signal's
-``query`` override, are range queries of per-step values with ``{{ interval }}`` the step;
+``_count`` of the histogram), traffic on per-step request rates, saturation on per-step CPU
+per request (the increase of the pod's own ``process_cpu_seconds_total``, which Prometheus
+client libraries export, over its requests': a version that burns twice the CPU for the same
+work shows whatever the load, where CPU per pod moves with the traffic a pod happens to get;
+its floor is :data:`CPU_PER_REQUEST_FLOOR`). A signal's
+``query`` override is a range query of per-step values with ``{{ interval }}`` the step;
 each series one returns is one source. The thresholds stay hard limits: a canary beyond one
 fails whatever the score says.
 
 Every query, the defaults and a signal's ``query`` override alike, is a Jinja2 template
-rendered with ``service``, ``namespace``, ``version``, ``interval`` (a PromQL duration) and,
-for latency, ``quantile``; an unknown placeholder is an Error naming it. Templates are
+rendered with ``service``, ``namespace``, ``version`` (the track's ``spec.version``),
+``revision`` (the track's pod-template revision: the desired one for the canary, the label on
+the stable Deployment's pods for the stable, ``""`` when those pods have none, which
+``revision=""`` selects), ``interval`` (a PromQL duration) and, for latency, ``quantile``;
+an unknown placeholder is an Error naming it. Templates are
 tenants' input: they render in :class:`pilotboat.core.limits.QueryTemplateSandbox`, which
 refuses loops, calls and anything that would build more than ``MAX_TEMPLATE_OUTPUT``
 characters before building it (:func:`template_limit_problems` lists those refusals).
@@ -128,7 +138,7 @@ SIGNALS: tuple[Signal, ...] = ("errors", "latency", "traffic", "saturation")
 SAMPLE_SIZE = "requests"
 """The key of the sample-size query in a :class:`QueryPlan`."""
 
-_SELECTOR = 'namespace="{{ namespace }}",service="{{ service }}",version="{{ version }}"'
+_SELECTOR = 'namespace="{{ namespace }}",service="{{ service }}",revision="{{ revision }}"'
 _WINDOW = "[{{ interval }}]"
 
 DEFAULT_QUERIES: Mapping[str, str] = {
@@ -160,24 +170,24 @@ DEFAULT_SAMPLE_QUERIES: Mapping[str, str] = {
     ),
     "latency": f"sum {_BY_POD} (http_request_duration_seconds_sum{{{_SELECTOR}}})",
     "traffic": _REQUESTS,
-    "saturation": (
-        f"max {_BY_POD} (http_requests_in_flight{{{_SELECTOR}}})"
-        f" or max {_BY_POD} (rate(process_cpu_seconds_total{{{_SELECTOR}}}{_WINDOW}))"
-    ),
+    # CPU per request: the process's CPU seconds over its requests, step by step
+    "saturation": f"sum {_BY_POD} (process_cpu_seconds_total{{{_SELECTOR}}})",
 }
 """Range-query templates of the judge's samples: one series per pod (``pod`` on a cluster,
-``instance`` for a target without one). Errors, latency and traffic are counters, read as they
-are (see :data:`COUNTED_SIGNALS`); saturation is a value per step, ``{{ interval }}`` being
-the judge's step."""
+``instance`` for a target without one). All four are counters, read as they are (see
+:data:`COUNTED_SIGNALS`); a signal's own ``query`` is a value per step, ``{{ interval }}``
+being the judge's step."""
 
 DEFAULT_SAMPLE_TOTALS: Mapping[str, str] = {
     "errors": _REQUESTS,
     "latency": f"sum {_BY_POD} (http_request_duration_seconds_count{{{_SELECTOR}}})",
+    "saturation": _REQUESTS,
 }
 """The denominators of the counted signals that are ratios: requests for errors, observations
-for latency's mean. Their keys in a plan are ``<signal>.<track>.total``."""
+for latency's mean, requests for saturation's CPU per request. Their keys in a plan are
+``<signal>.<track>.total``."""
 
-COUNTED_SIGNALS = frozenset({"errors", "latency", "traffic"})
+COUNTED_SIGNALS = frozenset({"errors", "latency", "traffic", "saturation"})
 """Signals whose default sample queries are counters, read from the window's start."""
 
 DEFAULT_DIRECTIONS: Mapping[str, Direction] = {
@@ -309,6 +319,9 @@ class Measurement:
     """The statistical judge's verdicts (``judge.method: mannWhitney``), one per signal."""
     score: float | None = None
     """The statistical judge's score, 0 to 100, when it had a conclusive signal."""
+    scorecard: Scorecard | None = None
+    """The statistical judge's score with its verdict (Pass, Marginal, Fail, Inconclusive)
+    and explanation, when the judge ran."""
 
 
 @dataclass(frozen=True)
@@ -426,8 +439,14 @@ def plan_queries(
     canary_version: str,
     stable_version: str,
     interval: str,
+    *,
+    canary_revision: str = "",
+    stable_revision: str = "",
 ) -> QueryPlan:
     """Render every query of one interval; a template error is kept on its :class:`Query`.
+
+    Each track's query reads its ``version`` and ``revision`` (the default queries select on
+    ``revision``; a revision left out is ``""``, the series without the label).
 
     >>> plan = plan_queries(
     ...     AnalysisTemplate.model_validate({"signals": {"errors": {"maxRatio": 0.01,
@@ -439,15 +458,18 @@ def plan_queries(
     """
     window = format_duration(parse_duration(interval))
     base: dict[str, object] = {"service": service, "namespace": namespace, "interval": window}
-    canary = base | {"version": canary_version}
-    queries = [_render(SAMPLE_SIZE, DEFAULT_QUERIES[SAMPLE_SIZE], canary)]
+    tracks = (
+        ("canary", {"version": canary_version, "revision": canary_revision}),
+        ("stable", {"version": stable_version, "revision": stable_revision}),
+    )
+    queries = [_render(SAMPLE_SIZE, DEFAULT_QUERIES[SAMPLE_SIZE], base | tracks[0][1])]
     for name, spec in judged_signals(template):
         source = spec.query or DEFAULT_QUERIES[name]
         values = dict(base)
         if isinstance(spec, LatencySignal):
             values["quantile"] = spec.quantile
-        for track, version in (("canary", canary_version), ("stable", stable_version)):
-            queries.append(_render(f"{name}.{track}", source, values | {"version": version}))
+        for track, identity in tracks:
+            queries.append(_render(f"{name}.{track}", source, values | identity))
     judge_spec = template.judge
     if judge_spec is None or not sampled_signals(template):
         return QueryPlan(window, tuple(queries))
@@ -462,12 +484,12 @@ def plan_queries(
         if isinstance(spec, LatencySignal):
             values["quantile"] = spec.quantile
         for suffix, source in sources:
-            for track, version in (("canary", canary_version), ("stable", stable_version)):
+            for track, identity in tracks:
                 key = f"{name}.{track}{suffix}"
                 if problem is not None:
                     samples.append(Query(key, None, problem, counter=counted))
                 else:
-                    query = _render(key, source, values | {"version": version})
+                    query = _render(key, source, values | identity)
                     samples.append(replace(query, counter=counted))
     return QueryPlan(window, tuple(queries), tuple(samples), step, span)
 
@@ -742,8 +764,9 @@ def judge(
             parse_duration(plan.step) if plan.step else 1.0,
         )
         return Measurement(
-            now, plan.interval, size, merged, verdict, message, queries, judgements, card.score
-        )
+            now, plan.interval, size, merged, verdict, message, queries, judgements, card.score,
+            card,
+        )  # fmt: skip
     samples = tuple(sample for sample, _ in judged)
     if not samples:
         verdict = Verdict.INCONCLUSIVE
@@ -775,6 +798,16 @@ _SHORT: Mapping[str, Callable[[float], str]] = {
     "traffic": lambda v: f"{v:.3g} req/s",
     "saturation": lambda v: f"{v:.3g}",
 }
+_COUNTED_LABELS = {"latency": "mean latency", "saturation": "CPU per request"}
+
+
+def _cpu_per_request(v: float) -> str:
+    return f"{v * 1000:.3g}ms"
+
+
+CPU_PER_REQUEST_FLOOR = 0.0001
+"""The smallest worsening of CPU per request that may fail a canary: a tenth of a CPU
+millisecond per request (the in-flight gauge's floor, 0.01, would be 10 ms)."""
 
 
 def _criteria(spec: AnalysisJudge, name: Signal, tests: int) -> Criteria:
@@ -815,13 +848,18 @@ def _sampled_signal(
     """One signal's samples compared; a failed range query is an Error naming it.
 
     A counted signal (:func:`_counted`) is judged from its counters: errors on pooled counts,
-    latency on per-step means, traffic on per-step rates; any other on its values."""
+    latency on per-step means, saturation on per-step CPU seconds per request, traffic on
+    per-step rates; any other on its values."""
     counted = _counted(name, spec)
     keys = [(f"{name}.canary", ""), (f"{name}.stable", "stable ")]
     if counted and name in DEFAULT_SAMPLE_TOTALS:
         keys += [(f"{name}.canary.total", ""), (f"{name}.stable.total", "stable ")]
     readings = {key: series_reading(key) for key, _ in keys}
-    label = "mean latency" if counted and name == "latency" else _label(name, spec)
+    label = _COUNTED_LABELS.get(name, "") if counted else ""
+    label = label or _label(name, spec)
+    fmt = _cpu_per_request if counted and name == "saturation" else _SHORT[name]
+    if counted and name == "saturation":  # the in-flight floor means nothing in CPU seconds
+        criteria = replace(criteria, floor=CPU_PER_REQUEST_FLOOR)
     for key, track in keys:
         error = readings[key].error
         if error is not None:
@@ -848,9 +886,9 @@ def _sampled_signal(
         stable = sum(counts["stable"].values(), counts_from_counters((), ()))
         j = compare_proportions(name, counts["canary"], stable, criteria, label, _SHORT[name])
     else:
-        if counted and name == "latency":
-            sums = {track: by_pod(f"latency.{track}") for track in ("canary", "stable")}
-            counts_of = {track: by_pod(f"latency.{track}.total") for track in ("canary", "stable")}
+        if counted and name in ("latency", "saturation"):  # per-step means of a ratio
+            sums = {track: by_pod(f"{name}.{track}") for track in ("canary", "stable")}
+            counts_of = {track: by_pod(f"{name}.{track}.total") for track in ("canary", "stable")}
             per_step = {
                 track: {
                     pod: step_means(sums[track].get(pod, ()), values)
@@ -869,7 +907,7 @@ def _sampled_signal(
         else:
             per_step = {track: by_pod(f"{name}.{track}") for track in ("canary", "stable")}
         pooled = [v for values in per_step["stable"].values() for v in values]
-        j = compare_signal(name, per_step["canary"], pooled, criteria, label, _SHORT[name])
+        j = compare_signal(name, per_step["canary"], pooled, criteria, label, fmt)
     sample = GoldenSignalSample(
         name, j.canary_median, j.stable_median, _BY_SIGNAL[j.verdict], j.explanation
     )

@@ -500,7 +500,6 @@ def _judge_template(template: _Template, args: Mapping[str, _Arg],
 
 
 _ROLLOUT_WHYS = {
-    "workloadRef": "Pilotboat runs a pod template of its own and cannot take a Deployment's",
     "minReadySeconds": _NO_FIELD,
     "revisionHistoryLimit": "Pilotboat keeps no old ReplicaSets: stable and canary only",
     "progressDeadlineAbort": "Pilotboat always rolls back a canary past its progress deadline",
@@ -509,7 +508,6 @@ _ROLLOUT_WHYS = {
     "rollbackWindow": "Pilotboat always releases a new revision through the canary steps",
 }
 _CANARY_WHYS = {
-    "maxSurge": "Pilotboat's Deployments roll with Kubernetes' defaults",
     "maxUnavailable": "Pilotboat's Deployments roll with Kubernetes' defaults",
     "canaryMetadata": "Pilotboat labels canary pods itself",
     "stableMetadata": "Pilotboat labels stable pods itself",
@@ -582,8 +580,9 @@ def _rollout_args(scope: _Scope, node: Mapping[str, Any], path: str) -> dict[str
         elif field_path == "metadata.namespace":
             args[key] = _Arg("{{ namespace }}")
         else:
-            why = ("the pod-template hash has no Pilotboat equivalent; Pilotboat's queries"
-                   " tell the canary by {{ version }}" if "podTemplateHashValue" in source
+            why = ("Argo's pod-template hash labels no Pilotboat pod; Pilotboat's queries"
+                   " tell the canary by {{ revision }} (the pods' pilotboat.dev/revision)"
+                   if "podTemplateHashValue" in source
                    else f"Pilotboat cannot fill in {field_path or 'this value'}")
             scope.drop(f"{path}.args[{i}].valueFrom", why)
             args[key] = _Arg(why=f"{path}.args[{i}] could not be carried over")
@@ -730,19 +729,18 @@ def _canary(ctx: _Context, scope: _Scope, node: Any, name: str, namespace: str |
             port: int) -> dict[str, Any] | None:
     path = "spec.strategy.canary"
     node = scope.mapping(node, path)
-    scope.rest(node, path, ("steps", "analysis", "trafficRouting", *_SERVICES), _CANARY_WHYS)
+    scope.rest(node, path, ("steps", "analysis", "trafficRouting", "maxSurge", *_SERVICES),
+               _CANARY_WHYS)
     out = _Steps()
+    starts: list[int] = []  # where each Argo step begins among the converted steps
     for i, step in enumerate(scope.sequence(node.get("steps"), f"{path}.steps")):
+        starts.append(len(out.steps))
         _step(ctx, scope, out, scope.mapping(step, f"{path}.steps[{i}]"), f"{path}.steps[{i}]",
               namespace)
+    background = None
     if node.get("analysis") is not None:
-        background = _judge(ctx, scope, scope.mapping(node["analysis"], f"{path}.analysis"),
-                            f"{path}.analysis", namespace)
-        why = "Pilotboat judges the canary in analysis steps only, never in the background"
-        if background is not None and out.analysis is None and out.steps:
-            out.analysis = background
-            why += "; its metrics are in rollout.canary.analysis for analysis steps you add"
-        scope.drop(f"{path}.analysis", why)
+        background = _background(ctx, scope, out, node["analysis"], f"{path}.analysis",
+                                 namespace, starts)
     if not out.steps:
         scope.rest(node, path, ("steps", "analysis"), {}, "without steps a Microservice has no"
                    " canary release: a new version replaces the old one")
@@ -750,11 +748,49 @@ def _canary(ctx: _Context, scope: _Scope, node: Any, name: str, namespace: str |
     canary: dict[str, Any] = {"steps": out.steps}
     if out.analysis is not None:
         canary["analysis"] = out.analysis.template()
+    if background is not None:
+        canary["backgroundAnalysis"] = background
     routing = _traffic(scope, node.get("trafficRouting"), f"{path}.trafficRouting", namespace,
                        port)
-    canary["trafficRouting"] = routing or {"replicaRatio": {}}
+    canary["trafficRouting"] = routing or {"replicaRatio": _surge(scope, node, path)}
+    if routing is not None and "maxSurge" in node:
+        scope.drop(f"{path}.maxSurge", "with Gateway API routing Pilotboat's stable track keeps"
+                   " all its pods and the canary's are extra already: there is no surge to set")
     _services(scope, node, path, name, gateway=routing is not None)
     return canary
+
+
+def _background(ctx: _Context, scope: _Scope, out: _Steps, node: Any, path: str,
+                namespace: str | None, starts: Sequence[int]) -> dict[str, Any] | None:
+    """``backgroundAnalysis`` for Argo's ``strategy.canary.analysis``: its metrics judge the
+    canary (as ``rollout.canary.analysis``, unless analysis steps set other signals) from the
+    converted step its ``startingStep`` begins at. None when none of its metrics carry."""
+    node = scope.mapping(node, path)
+    judgement = _judge(ctx, scope, node, path, namespace)
+    if judgement is None or not out.steps:
+        scope.drop(path, "none of its metrics could be carried over: no background analysis")
+        return None
+    if out.analysis is None:
+        out.analysis = judgement
+    elif not out.analysis.same_template(judgement):
+        scope.drop(path, "Pilotboat judges the background by the analysis steps' one set of"
+                         f" signals: those of {out.analysis.origin} apply there too")
+    first = scope.integer(node.get("startingStep", 0), f"{path}.startingStep")
+    if first < 0:
+        scope.fail(f"{path}.startingStep", f"expected 0 or more, found {first}")
+    start = starts[first] if first < len(starts) else len(out.steps)
+    return {"startingStep": min(start, len(out.steps) - 1)}
+
+
+def _surge(scope: _Scope, node: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``replicaRatio`` with Argo's ``maxSurge`` where the Rollout sets one (Argo's default of
+    25 % is not written: Pilotboat adds no pods unless asked)."""
+    if "maxSurge" not in node:
+        return {}
+    value = node["maxSurge"]
+    if isinstance(value, str) and re.fullmatch(r"(100|[1-9]?[0-9])%", value):
+        return {"maxSurge": value}
+    return {"maxSurge": scope.integer(value, f"{path}.maxSurge")}
 
 
 _SERVICES = {"stableService": "stable", "canaryService": "canary"}
@@ -987,19 +1023,24 @@ def _rollout(ctx: _Context, doc: SourceDocument) -> dict[str, Any] | None:
         scope.drop("spec.strategy.blueGreen", "Pilotboat releases by canary only; it has no"
                    " preview Service to switch: the Rollout is not converted")
         return None
-    if "workloadRef" in spec:
-        scope.drop("spec.workloadRef", _ROLLOUT_WHYS["workloadRef"] + ": the Rollout is not"
-                   " converted; write its pod template into the Rollout first")
-        return None
-    scope.rest(spec, "spec",
-               ("replicas", "selector", "template", "strategy", "progressDeadlineSeconds"),
-               _ROLLOUT_WHYS)
+    scope.rest(spec, "spec", ("replicas", "selector", "template", "workloadRef", "strategy",
+                              "progressDeadlineSeconds"), _ROLLOUT_WHYS)
     scope.rest(strategy, "spec.strategy", ("canary",), {})
-    out, labels = _pod(scope, scope.mapping(spec.get("template"), "spec.template"),
-                       _selector(scope, spec))
     rollout_labels = scope.mapping(meta.get("labels"), "metadata.labels")
-    image = out.get("image") or out["template"]["spec"]["containers"][0]["image"]
-    out["version"] = _version(scope, labels, rollout_labels, image)
+    if "workloadRef" in spec:
+        ref = _workload_ref(scope, spec)
+        if ref is None:
+            return None
+        _selector(scope, spec)  # the Deployment's own pod labels select Pilotboat's pods
+        version = rollout_labels.get(_VERSION_LABEL, _ADOPTED_VERSION)
+        if not re.fullmatch(LABEL_VALUE_PATTERN, str(version)):
+            scope.fail(_join("metadata.labels", _VERSION_LABEL), f"not a label value: {version!r}")
+        out: dict[str, Any] = {"workloadRef": ref, "version": str(version)}
+    else:
+        out, labels = _pod(scope, scope.mapping(spec.get("template"), "spec.template"),
+                           _selector(scope, spec))
+        image = out.get("image") or out["template"]["spec"]["containers"][0]["image"]
+        out["version"] = _version(scope, labels, rollout_labels, image)
     out["replicas"] = scope.integer(spec.get("replicas", 1), "spec.replicas")
     if "progressDeadlineSeconds" in spec:
         out["progressDeadlineSeconds"] = scope.integer(
@@ -1011,6 +1052,35 @@ def _rollout(ctx: _Context, doc: SourceDocument) -> dict[str, Any] | None:
             out["rollout"] = {"canary": canary}
     return {"apiVersion": API_VERSION, "kind": "Microservice",
             "metadata": _metadata(scope, meta), "spec": _validated(scope, out)}
+
+
+_ADOPTED_VERSION = "v1"  # a Rollout with a workloadRef and no version label
+
+
+def _workload_ref(scope: _Scope, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Microservice's ``workloadRef`` for a Rollout's, or None (refused, with why) when it
+    names a workload a Microservice cannot adopt. Argo Rollouts leaves the Deployment running
+    unless ``scaleDown`` says otherwise, and so does the converted Microservice."""
+    ref = scope.mapping(spec["workloadRef"], "spec.workloadRef")
+    scope.rest(ref, "spec.workloadRef", ("apiVersion", "kind", "name", "scaleDown"), {})
+    kind, api_version = ref.get("kind"), ref.get("apiVersion", "apps/v1")
+    if (api_version, kind) != ("apps/v1", "Deployment"):
+        scope.drop("spec.workloadRef.kind", f"Pilotboat adopts an apps/v1 Deployment only, not"
+                   f" {api_version} {kind}: the Rollout is not converted")
+        return None
+    out: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                           "name": scope.text(ref.get("name"), "spec.workloadRef.name")}
+    scale_down = ref.get("scaleDown", "never")
+    if scale_down == "onsuccess":
+        scope.drop("spec.workloadRef.scaleDown", "Pilotboat has no onsuccess: it scales the"
+                   " Deployment down one pod for each of its own that is ready (progressively),"
+                   " which it uses instead")
+        scale_down = "progressively"
+    elif scale_down not in ("never", "progressively"):
+        scope.fail("spec.workloadRef.scaleDown", f"expected never, onsuccess or progressively,"
+                   f" found {scale_down!r}")
+    out["scaleDown"] = scale_down
+    return out
 
 
 def _validated(scope: _Scope, spec: dict[str, Any],

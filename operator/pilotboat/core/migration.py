@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from pilotboat.core import reasons
 from pilotboat.core.sqllint import (
     LintFinding,
     blocking,
@@ -68,6 +69,7 @@ __all__ = [
     "lint_migration",
     "normalize_sql",
     "phase_order_violation",
+    "soak_ends",
 ]
 
 
@@ -359,13 +361,13 @@ def evaluate_gates(
     now: datetime,
 ) -> tuple[GateVerdict, ...]:
     """The five gates, in order, each with a reason and a message for people."""
-    return (
+    before = (
         _expand_applied(definition, applied),
         _old_versions_gone(definition, observations),
         _soak_elapsed(definition, applied, observations, now),
-        _verify_holds(definition, observations),
-        _approved(definition, observations),
     )
+    verify = _verify_holds(definition, observations, runs=all(g.holds for g in before))
+    return (*before, verify, _approved(definition, observations))
 
 
 def _next_step(
@@ -394,21 +396,31 @@ def _next_step(
             "BackfillPending",
             "backfill has not finished",
         )
+    old_gone = next(g for g in gates if g.name is GateName.OLD_VERSIONS_GONE).holds
+    waiting = MigrationPhase.AWAITING_CONTRACT if old_gone else MigrationPhase.EXPANDED
     if definition.verify_sql is not None and observations.verify_result is None:
+        before = [g for g in gates if g.name in _BEFORE_VERIFY and not g.holds]
+        if not before:
+            return decision(
+                Action.RUN_VERIFY,
+                MigrationPhase.AWAITING_CONTRACT,
+                "VerifyPending",
+                "the verify query has not been run yet",
+            )
+        # The verify query waits for the gates before it: they are what the wait is about.
+        verify = next(g for g in gates if g.name is GateName.VERIFY_HOLDS)
+        blocking = [*before, verify]
         return decision(
-            Action.RUN_VERIFY,
-            MigrationPhase.AWAITING_CONTRACT,
-            "VerifyPending",
-            "the verify query has not been run yet",
+            Action.WAIT, waiting, before[0].reason, "; ".join(g.message for g in blocking)
         )
     blocking = [g for g in gates if not g.holds]
     if not blocking:
         return decision(
             Action.APPLY_CONTRACT, MigrationPhase.CONTRACTING, "GatesHold", "every gate holds"
         )
-    old_gone = next(g for g in gates if g.name is GateName.OLD_VERSIONS_GONE).holds
-    phase = MigrationPhase.AWAITING_CONTRACT if old_gone else MigrationPhase.EXPANDED
-    return decision(Action.WAIT, phase, blocking[0].reason, "; ".join(g.message for g in blocking))
+    return decision(
+        Action.WAIT, waiting, blocking[0].reason, "; ".join(g.message for g in blocking)
+    )
 
 
 def _after_rollback(
@@ -528,33 +540,62 @@ def _soak_elapsed(
     observations: MigrationObservations,
     now: datetime,
 ) -> GateVerdict:
+    # No relative time ("3s from now") in the message: a status that changed on every pass
+    # would wake the watch that triggers the next one.
     name = GateName.SOAK_ELAPSED
     soak = definition.contract.soak
-    starts = [e.applied_at for p, e in applied.items() if p in (Phase.EXPAND, Phase.BACKFILL)]
-    starts += [at for v, at in observations.last_seen.items() if _retired(definition, v)]
-    if Phase.EXPAND not in applied:
+    ends = soak_ends(definition, applied, observations.last_seen)
+    if ends is None:
         return GateVerdict(name, False, "SoakNotStarted", "soak starts once expand is applied")
-    since = max(starts)
-    remaining = since + soak - now
-    if remaining > timedelta(0):
+    if ends > now:
         return GateVerdict(
-            name,
-            False,
-            "Soaking",
-            f"soak of {_duration(soak)} ends at {_clock(since + soak)} "
-            f"({_duration(remaining)} from now)",
+            name, False, "Soaking", f"soak of {_duration(soak)} ends at {_clock(ends)}"
         )
     return GateVerdict(
-        name, True, "SoakElapsed", f"soak of {_duration(soak)} ended at {_clock(since + soak)}"
+        name, True, "SoakElapsed", f"soak of {_duration(soak)} ended at {_clock(ends)}"
     )
 
 
+def soak_ends(
+    definition: MigrationDefinition,
+    applied: Mapping[Phase, AppliedPhase],
+    last_seen: Mapping[str, datetime],
+) -> datetime | None:
+    """When the soak before contract ends: ``contract.soak`` after the latest of expand (and
+    backfill) applied and a retired version last seen running; None before expand.
+
+    >>> from datetime import UTC
+    >>> d = MigrationDefinition("m", ServiceVersion("s", "v2"), ExpandSpec("x"),
+    ...                         ContractSpec("y", soak=timedelta(minutes=10)))
+    >>> at = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    >>> expand = {Phase.EXPAND: AppliedPhase(Phase.EXPAND, "c", at)}
+    >>> soak_ends(d, expand, {"v1": at + timedelta(minutes=3), "v2": at + timedelta(hours=1)})
+    datetime.datetime(2025, 1, 1, 12, 13, tzinfo=datetime.timezone.utc)
+    >>> soak_ends(d, {}, {}) is None
+    True
+    """
+    if Phase.EXPAND not in applied:
+        return None
+    starts = [e.applied_at for p, e in applied.items() if p in (Phase.EXPAND, Phase.BACKFILL)]
+    starts += [at for v, at in last_seen.items() if _retired(definition, v)]
+    return max(starts) + definition.contract.soak
+
+
 def _verify_holds(
-    definition: MigrationDefinition, observations: MigrationObservations
+    definition: MigrationDefinition, observations: MigrationObservations, *, runs: bool
 ) -> GateVerdict:
+    """``runs``: the gates before it hold, so the verify query is due (it runs only then)."""
     name = GateName.VERIFY_HOLDS
     if definition.verify_sql is None:
         return GateVerdict(name, True, "NoVerifyQuery", "no verify query is defined")
+    if observations.verify_result is None and not runs:
+        return GateVerdict(
+            name,
+            False,
+            reasons.VERIFY_WAITING,
+            "the verify query runs once expand is applied, old versions are gone and the soak "
+            "has elapsed",
+        )
     if observations.verify_result is None:
         return GateVerdict(name, False, "VerifyNotRun", "the verify query has not run yet")
     if not observations.verify_result:
@@ -583,6 +624,9 @@ def _approved(definition: MigrationDefinition, observations: MigrationObservatio
     return GateVerdict(
         name, False, "NotApproved", f"no approval of contract checksum {_short(current)} yet"
     )
+
+
+_BEFORE_VERIFY = (GateName.EXPAND_APPLIED, GateName.OLD_VERSIONS_GONE, GateName.SOAK_ELAPSED)
 
 
 def _decision(

@@ -8,8 +8,8 @@ is checked in four steps, and the first that fails is its problem:
 1. the template must compile in the operator's sandbox (:func:`compile_query_template`), and
    stay within the limits on untrusted input;
 2. every variable it reads must be one the operator provides (:data:`TEMPLATE_VARIABLES`:
-   ``service``, ``namespace``, ``version``, ``interval``, and ``quantile`` for latency), so a
-   misspelt ``{{ servise }}`` is refused with the known names;
+   ``service``, ``namespace``, ``version``, ``revision``, ``interval``, and ``quantile`` for
+   latency), so a misspelt ``{{ servise }}`` is refused with the known names;
 3. it must render with representative values (``{{ 1 / 0 }}`` does not);
 4. the rendered text must parse as PromQL, by ``promql-parser`` (the Rust ``promql-parser``
    crate, which follows the Prometheus grammar and its function signatures): an unclosed
@@ -23,7 +23,7 @@ template over a limit is left to the analysis, which pauses naming the limit.
 >>> [str(p) for p in spec_query_problems("Microservice", {"rollout": {"canary": {"analysis": {
 ...     "signals": {"errors": {"maxRatio": 0.01, "query": "rate(x{s='{{ servise }}'}[1m])"}}}}}})]
 ["spec.rollout.canary.analysis.signals.errors.query: unknown template variable 'servise' \
-(known: interval, namespace, service, version; did you mean 'service'?)"]
+(known: interval, namespace, revision, service, version; did you mean 'service'?)"]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ __all__ = [
     "spec_query_problems",
 ]
 
-_COMMON = frozenset({"service", "namespace", "version", "interval"})
+_COMMON = frozenset({"service", "namespace", "version", "revision", "interval"})
 TEMPLATE_VARIABLES: Mapping[str, frozenset[str]] = {
     name: _COMMON | {"quantile"} if name == "latency" else _COMMON for name in SIGNALS
 }
@@ -63,7 +63,8 @@ TEMPLATE_VARIABLES: Mapping[str, frozenset[str]] = {
 with."""
 
 SAMPLE_VALUES: Mapping[str, object] = {
-    "service": "cart", "namespace": "shop", "version": "v2", "interval": "30s", "quantile": 0.99,
+    "service": "cart", "namespace": "shop", "version": "v2", "revision": "5d41402abc4b2a76",
+    "interval": "30s", "quantile": 0.99,
 }  # fmt: skip
 """What a query is rendered with to be parsed: values of the shape the operator gives."""
 

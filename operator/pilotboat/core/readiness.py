@@ -36,6 +36,37 @@ def _condition(deployment: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
     return {}
 
 
+def updated_ready(deployment: Mapping[str, Any] | None) -> int:
+    """The ready pods of `deployment`'s current template, never overstated: 0 until the
+    Deployment controller has seen its latest generation (until then its status counts the
+    pods of the template before), then the ready pods less every pod not yet updated (each
+    old pod counted as if it were ready).
+
+    >>> d = {"metadata": {"generation": 3}, "spec": {"replicas": 2},
+    ...      "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+    ...                 "readyReplicas": 2}}
+    >>> updated_ready(d)
+    0
+    >>> d["status"].update(observedGeneration=3, replicas=3, updatedReplicas=1)
+    >>> updated_ready(d)
+    0
+    >>> d["status"].update(replicas=2, updatedReplicas=2)
+    >>> updated_ready(d), updated_ready(None)
+    (2, 0)
+    """
+    if deployment is None:
+        return 0
+    status = deployment.get("status", {}) or {}
+    seen = int(status.get("observedGeneration", 0) or 0) >= int(
+        deployment.get("metadata", {}).get("generation", 0) or 0
+    )
+    if not seen:
+        return 0
+    ready = int(status.get("readyReplicas", 0) or 0)
+    old = int(status.get("replicas", 0) or 0) - int(status.get("updatedReplicas", 0) or 0)
+    return max(0, ready - max(0, old))
+
+
 def track_health(deployment: Mapping[str, Any] | None, version: str) -> TrackHealth:
     """Whether `deployment` runs `version` on all its desired replicas.
 

@@ -22,10 +22,11 @@ from typing import Any, Literal
 from pilotboat.api import CanaryStep, CanaryStrategy, MicroserviceSpec
 from pilotboat.api.microservice import MicroserviceStatus
 from pilotboat.core import reasons
+from pilotboat.core.background import background_measured_at
 from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
 from pilotboat.core.database_env import database_env
 from pilotboat.core.flags import overrides_from_status, overrides_to_status, settle_overrides
-from pilotboat.core.readiness import track_health
+from pilotboat.core.readiness import track_health, updated_ready
 from pilotboat.core.rollout import (
     AnalysisOutcome,
     Decision,
@@ -34,15 +35,9 @@ from pilotboat.core.rollout import (
     ReleaseState,
     Routing,
     decide,
-    split,
     step_kind,
 )
-from pilotboat.core.traffic import (
-    routable_weight,
-    route_mirror,
-    route_weights,
-    routed_canary_weight,
-)
+from pilotboat.core.routing import TrafficRouter, TrafficTarget, router_of
 from pilotboat.core.workload import (
     ANNOTATION_REVISION,
     LABEL_NAME,
@@ -50,7 +45,6 @@ from pilotboat.core.workload import (
     Owner,
     deployment_name,
     render_deployment,
-    render_service,
     revision_of,
 )
 
@@ -65,6 +59,7 @@ __all__ = [
     "ReleaseObservation",
     "ReleasePlan",
     "analysis_step",
+    "background_step",
     "command_sender",
     "controlled_by",
     "desired_revision",
@@ -73,6 +68,7 @@ __all__ = [
     "plan_release",
     "pod_selector",
     "release_state",
+    "router_of",
     "routing_of",
     "sent_by",
     "track_revision",
@@ -161,11 +157,16 @@ class ReleaseObservation:
     """The current `flag_basis` of each FeatureFlag a release split (None: missing)."""
     gates: ReleaseGates = field(default_factory=ReleaseGates)
     analysis: MeasuredAnalysis | None = None
+    background: MeasuredAnalysis | None = None
+    """The background analysis (`strategy.backgroundAnalysis`) after this pass's measurement."""
     rejection: ChildRejection | None = None
     verified_commands: frozenset[str] = frozenset()
     """The commands whose `<command>By` the API server vouches for: the admission policy
     pilotboat-command-identity was in force when they were sent. Any other sender's name is
     reported as unverified."""
+    adopted: Mapping[str, Any] | None = None
+    """The Deployment `spec.workloadRef` names, as read this pass (its template is already
+    `spec.template`; the handler scales it down, :mod:`pilotboat.core.adoption`)."""
 
 
 @dataclass(frozen=True)
@@ -214,20 +215,15 @@ def not_owned_message(kind: str, name: str, owner: Owner) -> str:
 
 
 def routing_of(strategy: CanaryStrategy | None) -> Routing:
-    if strategy is not None and strategy.traffic_routing.gateway_api is not None:
-        return "gatewayAPI"
-    return "replicaRatio"
+    """The name of the router the strategy chooses (:func:`router_of`)."""
+    return router_of(strategy).routing
 
 
-def wanted_services(owner: Owner, spec: MicroserviceSpec, routing: Routing) -> list[dict[str, Any]]:
-    """The Service over both tracks, and one per track when a gateway splits traffic."""
-    wanted = [render_service(owner, spec)]
-    if routing == "gatewayAPI":
-        wanted += [
-            render_service(owner, spec, name=f"{owner.name}-stable", track="stable"),
-            render_service(owner, spec, name=f"{owner.name}-canary", track="canary"),
-        ]
-    return wanted
+def wanted_services(
+    owner: Owner, spec: MicroserviceSpec, router: TrafficRouter
+) -> list[dict[str, Any]]:
+    """The Services `router` needs: one over both tracks, and one per track for a gateway."""
+    return router.services(owner, spec)
 
 
 def _extra_env(obs: ReleaseObservation) -> list[dict[str, Any]]:
@@ -337,8 +333,9 @@ def step_label(index: int | None, steps: Sequence[object]) -> str | None:
     return f"{min(index + 1, len(steps))}/{len(steps)}" if steps else str(index + 1)
 
 
-def analysis_step(obs: ReleaseObservation) -> int | None:
-    """The index of the analysis step the release in progress runs, if it runs one."""
+def _step_in_release(obs: ReleaseObservation) -> int | None:
+    """The index of the step the release in progress is at (None: no release walks its
+    steps: none runs, it was rolled back, or it is being promoted)."""
     if not _ready_to_release(obs) or obs.children.stable is None:
         return None
     revision, state, steps = desired_revision(obs), release_state(obs.status), _steps(obs)
@@ -350,9 +347,27 @@ def analysis_step(obs: ReleaseObservation) -> int | None:
         and state.step_index is not None
         and state.step_index < len(steps)
     )
-    if not in_release or step_kind(steps[state.step_index or 0]) != "analysis":
+    return state.step_index if in_release else None
+
+
+def analysis_step(obs: ReleaseObservation) -> int | None:
+    """The index of the analysis step the release in progress runs, if it runs one."""
+    index = _step_in_release(obs)
+    if index is None or step_kind(_steps(obs)[index]) != "analysis":
         return None
-    return state.step_index
+    return index
+
+
+def background_step(obs: ReleaseObservation) -> int | None:
+    """The index of the step the release in progress is at, when background analysis
+    (`strategy.backgroundAnalysis`) measures there (:mod:`pilotboat.core.background`)."""
+    background = obs.strategy.background_analysis if obs.strategy else None
+    index = _step_in_release(obs)
+    if background is None or not background_measured_at(
+        _steps(obs), index, background.starting_step
+    ):
+        return None
+    return index
 
 
 # --- the plan ---------------------------------------------------------------------------
@@ -453,12 +468,10 @@ def _hold_for_contract(obs: ReleaseObservation) -> ReleasePlan:
 def _walk_release(obs: ReleaseObservation) -> ReleasePlan:
     spec = obs.spec
     assert spec is not None
-    routing = routing_of(obs.strategy)
+    router = router_of(obs.strategy)
     revision = desired_revision(obs)
     stable, canary = obs.children.stable, obs.children.canary
-    canary_ready = (
-        track_health(canary, spec.version).ready if track_revision(canary) == revision else 0
-    )
+    canary_ready = updated_ready(canary) if track_revision(canary) == revision else 0
     decision = decide(
         _steps(obs),
         release_state(obs.status),
@@ -469,28 +482,30 @@ def _walk_release(obs: ReleaseObservation) -> ReleasePlan:
             canary_revision=track_revision(canary),
             canary_ready_replicas=canary_ready,
             analysis=obs.analysis.outcome if obs.analysis else None,
+            background=obs.background.outcome if obs.background else None,
             commands=_tokens(obs.status.commands),
         ),
         version=spec.version,
         stable_version=track_version(stable),
         replicas=spec.replicas,
-        routing=routing,
+        routing=router.routing,
+        surge=router.surge(spec.replicas),
         now=obs.now,
         progress_deadline=spec.progress_deadline_seconds,
     )
-    services = _service_writes(obs, routing)
-    route, routed, route_events = _route_write(obs, decision, canary_ready)
-    workloads = _deployment_writes(obs, decision, routing, canary_ready)
+    services = _service_writes(obs, router)
+    route, routed, route_events = _route_write(obs, router, decision, canary_ready)
+    workloads = _deployment_writes(obs, decision, router, canary_ready)
     status, desired = _release_status(obs, decision, revision, _actual_weight(
         routed, obs, revision, decision))  # fmt: skip
-    events = route_events + _signed_events(obs, decision)
+    events = route_events + _signed_events(obs, decision) + _background_events(obs, decision)
     flips = _condition_events(obs.status, desired, warn=False, emitted=events)
     return ReleasePlan(
         status,
         traffic=services + route,
         workloads=workloads,
         events=events + flips,
-        next_look=_next_look(decision, obs.analysis),
+        next_look=_next_look(decision, obs.analysis, obs.background),
     )
 
 
@@ -506,21 +521,52 @@ def _runs_spec(stable: Mapping[str, Any] | None, revision: str, spec: Microservi
     )
 
 
-def _next_look(decision: Decision, analysis: MeasuredAnalysis | None) -> float | None:
+def _next_look(
+    decision: Decision, analysis: MeasuredAnalysis | None, background: MeasuredAnalysis | None
+) -> float | None:
     measure = analysis.next_due_in if analysis and decision.analyse else None
     waits = [w for w in (decision.requeue_after, measure) if w is not None]
+    if background is not None and _walking(decision):
+        waits.append(background.next_due_in)
     if decision.phase == "Progressing" and measure is None:
         waits.append(PROGRESSING_FLOOR_SECONDS)
     return min(waits) if waits else None
 
 
+def _walking(decision: Decision) -> bool:
+    """Whether the release still walks its steps after `decision` (not rolled back, not
+    promoting, not over): background analysis goes on measuring."""
+    return decision.canary and not decision.state.promoting and decision.phase != "Degraded"
+
+
+def _background_events(obs: ReleaseObservation, decision: Decision) -> tuple[ReleaseEvent, ...]:
+    """An Event when a background measurement's verdict differs from the one before it (the
+    first included); none when the measurement rolls the release back (that Event says it)."""
+    if obs.background is None or decision.reason == reasons.BACKGROUND_ANALYSIS_FAILED:
+        return ()
+    before = list(_dump(obs.status).get("backgroundAnalysis", {}).get("measurements") or [])
+    after = list(obs.background.status.get("measurements") or [])
+    if not after or (before and before[-1] == after[-1]):
+        return ()
+    last = after[-1]
+    if before and before[-1].get("verdict") == last.get("verdict"):
+        return ()
+    steps = len(_steps(obs))
+    message = (
+        f"{obs.spec.version if obs.spec else ''} at step {int(last['step']) + 1}/{steps}: "
+        f"{last['verdict']}: {last.get('summary', '')}"
+    )
+    warning = last.get("verdict") != "Successful"
+    return (ReleaseEvent(reasons.BACKGROUND_ANALYSIS, message, warning=warning),)
+
+
 # --- children ---------------------------------------------------------------------------
 
 
-def _service_writes(obs: ReleaseObservation, routing: Routing) -> tuple[ChildWrite, ...]:
+def _service_writes(obs: ReleaseObservation, router: TrafficRouter) -> tuple[ChildWrite, ...]:
     assert obs.spec is not None
     writes = []
-    for service in wanted_services(obs.owner, obs.spec, routing):
+    for service in router.services(obs.owner, obs.spec):
         name = service["metadata"]["name"]
         current = obs.children.services.get(name)
         if _service_differs(service, current):
@@ -542,57 +588,33 @@ def _service_differs(desired: Mapping[str, Any], current: Mapping[str, Any] | No
 
 
 def _route_write(
-    obs: ReleaseObservation, decision: Decision, canary_ready: int
+    obs: ReleaseObservation, router: TrafficRouter, decision: Decision, canary_ready: int
 ) -> tuple[tuple[ChildWrite, ...], int | None, tuple[ReleaseEvent, ...]]:
-    """The HTTPRoute's weights for the decision, when the strategy routes by gateway; a
-    weight goes up only once enough ready canary replicas can take it. Returns the write,
-    the canary's weight on the route (None: no route to set) and the Events."""
-    strategy, spec, owner = obs.strategy, obs.spec, obs.owner
+    """The router's write for the decision (:meth:`TrafficRouter.shift`). Returns the write,
+    the canary's weight on the route (None: no route carries the traffic) and the Events."""
+    spec, ref = obs.spec, router.route_ref
     assert spec is not None
-    if strategy is None or strategy.traffic_routing.gateway_api is None:
+    if ref is None:
         return (), None, ()
-    gateway = strategy.traffic_routing.gateway_api
-    current = obs.children.route
-    if current is None:
-        missing = ReleaseEvent(
-            "HTTPRouteMissing",
-            f"HTTPRoute {gateway.http_route} does not exist; "
-            "traffic follows the replica ratio only",
-            warning=True,
-        )
-        return (), None, (missing,)
     state = decision.state
     weight = state.canary_weight if decision.canary else 0
     if state.promoting and decision.phase == "Progressing":
         weight = 100
-    stable, canary = f"{owner.name}-stable", f"{owner.name}-canary"
-    current_rules = current.get("spec", {}).get("rules", []) or []
-    weight = routable_weight(
-        weight,
-        routed_canary_weight(current_rules, stable=stable, canary=canary),
-        canary_ready=canary_ready,
-        replicas=spec.replicas,
-    )
-    rules = route_weights(
-        current_rules, stable=stable, canary=canary, port=gateway.port, weight=weight
-    )
     mirror = state.mirror_percent if decision.canary and not state.promoting else 0
-    rules = route_mirror(rules, stable=stable, canary=canary, port=gateway.port, percent=mirror)
-    if rules == current.get("spec", {}).get("rules"):
-        return (), weight, ()
-    patch = {
-        "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-        "spec": {"rules": rules},
-    }
-    shifted = ReleaseEvent(
-        "TrafficShifted",
-        f"HTTPRoute {gateway.http_route}: canary {weight}%, stable {100 - weight}%",
+    shift = router.shift(
+        obs.owner,
+        obs.children.route,
+        TrafficTarget(weight, mirror, canary_ready=canary_ready, replicas=spec.replicas),
     )
-    return (ChildWrite("patch", "HTTPRoute", gateway.http_route, patch, event=shifted),), weight, ()
+    if shift.patch is None:
+        return (), shift.routed, shift.events
+    kind, name = ref
+    write = ChildWrite("patch", kind, name, shift.patch, event=shift.event)
+    return (write,), shift.routed, shift.events
 
 
 def _deployment_writes(
-    obs: ReleaseObservation, decision: Decision, routing: Routing, canary_ready: int
+    obs: ReleaseObservation, decision: Decision, router: TrafficRouter, canary_ready: int
 ) -> tuple[ChildWrite, ...]:
     """The Deployments for the decision. While a canary runs, the stable track scales down
     only as canary pods become ready (`split` with `canary_ready`)."""
@@ -602,7 +624,7 @@ def _deployment_writes(
     extra_env = _extra_env(obs)
     state = decision.state
     weight = state.canary_weight if decision.canary else 0
-    replicas = split(routing, spec.replicas, weight, canary_ready=canary_ready)
+    replicas = router.split(spec.replicas, weight, canary_ready=canary_ready)
     writes: list[ChildWrite | None] = []
     if decision.stable_template == "spec" or stable is None:
         desired = render_deployment(
@@ -701,8 +723,10 @@ def _release_status(
     elif track_revision(stable) == revision or decision.stable_template == "spec":
         stable_version = obs.status.stable_version  # the stable track is still rolling
     analysis = _analysis_status(obs, decision)
-    failed = sum(1 for m in (analysis or {}).get("measurements", []) or []
-                 if m.get("verdict") == "Failed")  # fmt: skip
+    background = _background_status(obs, decision)
+    records = [*((analysis or {}).get("measurements") or []),
+               *((background or {}).get("measurements") or [])]  # fmt: skip
+    failed = sum(1 for m in records if m.get("verdict") == "Failed")
     previous_flags = overrides_from_status(_dump(obs.status).get("flagOverrides"))
     flags = settle_overrides(
         previous_flags,
@@ -728,6 +752,7 @@ def _release_status(
         "pauseReason": decision.pause_reason,
         "failedChecks": failed,
         "analysis": analysis,
+        "backgroundAnalysis": background,
         "release": {
             "revision": state.revision,
             "stepStartedAt": state.step_started_at,
@@ -780,6 +805,17 @@ def _signed_events(obs: ReleaseObservation, decision: Decision) -> tuple[Release
     who = sent_by(*command_sender(obs, decision.command))
     return tuple(replace(e, message=f"{e.message}; {decision.command} {who}")
                  for e in decision.events)  # fmt: skip
+
+
+def _background_status(obs: ReleaseObservation, decision: Decision) -> dict[str, Any] | None:
+    """`status.backgroundAnalysis`: as measured this pass, else as it was; a release that
+    starts (or is retried) starts it over."""
+    if any(e.reason == "RolloutStarted" for e in decision.events):
+        return None
+    if obs.background is not None:
+        return dict(obs.background.status)
+    previous: dict[str, Any] | None = _dump(obs.status).get("backgroundAnalysis")
+    return previous
 
 
 def _analysis_status(obs: ReleaseObservation, decision: Decision) -> dict[str, Any] | None:

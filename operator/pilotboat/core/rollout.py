@@ -20,7 +20,7 @@ from typing import Literal
 
 from pilotboat.api import CanaryStep
 from pilotboat.api.common import parse_duration
-from pilotboat.core.reasons import PROGRESS_DEADLINE_EXCEEDED
+from pilotboat.core.reasons import BACKGROUND_ANALYSIS_FAILED, PROGRESS_DEADLINE_EXCEEDED
 from pilotboat.core.traffic import ReplicaSplit, gateway_split, replica_split
 
 __all__ = [
@@ -81,6 +81,8 @@ class Observations:
     canary_ready_replicas: int = 0
     analysis: AnalysisOutcome | None = None
     commands: Mapping[str, str] = field(default_factory=dict)
+    background: AnalysisOutcome | None = None
+    """The background analysis of the release (`strategy.backgroundAnalysis`), when it runs."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ def decide(
     stable_version: str | None,
     replicas: int,
     routing: Routing = "replicaRatio",
+    surge: int = 0,
     now: float,
     progress_deadline: float | None = None,
 ) -> Decision:
@@ -205,7 +208,8 @@ def decide(
     - Spec revision equals the stable one: steady state; a release that just promoted ends.
     - Revision rolled back before: stays Degraded until the spec changes or `retry`.
     - Otherwise the release walks its steps; `promote` skips the current wait, `promoteFull`
-      skips the rest, `abort` rolls back.
+      skips the rest, `abort` rolls back; so does a failed background analysis
+      (`BackgroundAnalysisFailed`), whatever step the release is at.
     - A setWeight step whose canary pods are not all ready `progress_deadline` seconds after
       the step started rolls back (`ProgressDeadlineExceeded`); None: it waits for ever.
     """
@@ -259,6 +263,13 @@ def decide(
         msg = f"{version} aborted by request; all traffic back to stable {stable_version}"
         aborted = _rolled_back(state, msg, (ReleaseEvent("Aborted", msg, warning=True),))
         return replace(aborted, command="abort")
+    if obs.background is not None and obs.background.result == "Failed":
+        msg = (
+            f"{version} rolled back: {obs.background.summary}; "
+            f"all traffic back to stable {stable_version}"
+        )
+        event = ReleaseEvent(BACKGROUND_ANALYSIS_FAILED, msg, warning=True)
+        return _rolled_back(state, msg, (event,), cause=BACKGROUND_ANALYSIS_FAILED)
     if _pending(obs, state, "promoteFull"):
         full = _promote(
             _handled(state, obs, "promoteFull", "promote"), version, "full promotion requested"
@@ -271,7 +282,7 @@ def decide(
         obs,
         version=version,
         stable_version=stable_version,
-        split=lambda w: split(routing, replicas, w),
+        split=lambda w: split(routing, replicas, w, surge=surge),
         routing=routing,
         now=now,
         progress_deadline=progress_deadline,
@@ -279,7 +290,12 @@ def decide(
 
 
 def split(
-    routing: Routing, replicas: int, weight: int, *, canary_ready: int | None = None
+    routing: Routing,
+    replicas: int,
+    weight: int,
+    *,
+    canary_ready: int | None = None,
+    surge: int = 0,
 ) -> ReplicaSplit:
     """Replicas per track for `weight` under `routing`, out of `replicas` (spec.replicas, as
     `kubectl scale` or an autoscaler last set it).
@@ -305,7 +321,7 @@ def split(
     if routing == "gatewayAPI":
         share = gateway_split(replicas, weight)
     else:
-        share = replica_split(replicas, weight)
+        share = replica_split(replicas, weight, surge=surge)
     if canary_ready is None:
         return share
     kept = min(replicas, max(share.stable, replicas - min(canary_ready, share.canary)))

@@ -16,6 +16,7 @@ __all__ = [
     "ReplicaSplit",
     "gateway_split",
     "replica_split",
+    "surge_pods",
     "routable_weight",
     "routed_canary_weight",
     "route_weights",
@@ -41,7 +42,23 @@ def _check_percent(name: str, value: int) -> None:
         raise ValueError(f"{name} must be within 0..100, not {value}")
 
 
-def replica_split(replicas: int, weight: int, *, promoted: bool = False) -> ReplicaSplit:
+def surge_pods(max_surge: int | str | None, replicas: int) -> int:
+    """The extra pods a replica-ratio canary may run above `replicas`: a count, or a percent
+    of `replicas` rounded up (as a Deployment's maxSurge); 0 when unset.
+
+    >>> surge_pods(None, 4), surge_pods(2, 4), surge_pods("25%", 2), surge_pods("0%", 8)
+    (0, 2, 1, 0)
+    """
+    if max_surge is None:
+        return 0
+    if isinstance(max_surge, str):
+        return math.ceil(replicas * int(max_surge.rstrip("%")) / 100)
+    return max_surge
+
+
+def replica_split(
+    replicas: int, weight: int, *, promoted: bool = False, surge: int = 0
+) -> ReplicaSplit:
     """Split `replicas` between the tracks for a canary `weight` (0–100).
 
     The canary gets ceil(replicas × weight / 100) replicas, so any weight above 0 runs at
@@ -49,6 +66,17 @@ def replica_split(replicas: int, weight: int, *, promoted: bool = False) -> Repl
     before promotion, so a release in progress always has somewhere safe to send traffic.
     The total may therefore exceed `replicas` by one at high weights.
 
+    With `surge` (extra pods allowed above `replicas`, from ``maxSurge``) a weight the
+    count cannot give is met as closely as up to `replicas + surge` pods can: the split
+    whose canary share is nearest the weight, keeping at least `replicas` pods (the plain
+    split when it is as near).
+
+    >>> replica_split(2, 10), replica_split(2, 10, surge=1)
+    (ReplicaSplit(stable=1, canary=1), ReplicaSplit(stable=2, canary=1))
+    >>> replica_split(3, 40, surge=1)
+    ReplicaSplit(stable=2, canary=1)
+    >>> replica_split(10, 10, surge=5)
+    ReplicaSplit(stable=9, canary=1)
     >>> replica_split(4, 0)
     ReplicaSplit(stable=4, canary=0)
     >>> replica_split(4, 10)
@@ -71,7 +99,25 @@ def replica_split(replicas: int, weight: int, *, promoted: bool = False) -> Repl
     stable = replicas - canary
     if not promoted:
         stable = max(stable, 1)
-    return ReplicaSplit(stable=stable, canary=canary)
+    base = ReplicaSplit(stable=stable, canary=canary)
+    if surge <= 0 or promoted or weight in (0, 100) or _miss(base, weight) == 0:
+        return base
+    return min([base, *_surged(replicas, surge)], key=lambda s: _miss(s, weight))
+
+
+def _surged(replicas: int, surge: int) -> list[ReplicaSplit]:
+    """Every split with a canary pod, a stable pod and `replicas` to `replicas + surge`
+    pods in all, most stable pods first, then fewest pods: the order ties are broken in."""
+    return [
+        ReplicaSplit(stable=s, canary=c)
+        for s in range(replicas, 0, -1)
+        for c in range(max(1, replicas - s), replicas + surge - s + 1)
+    ]
+
+
+def _miss(split: ReplicaSplit, weight: int) -> float:
+    """How far the canary's share of pods is from `weight`, in percent."""
+    return abs(100 * split.canary / (split.stable + split.canary) - weight)
 
 
 def gateway_split(replicas: int, weight: int) -> ReplicaSplit:

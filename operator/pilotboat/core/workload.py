@@ -26,12 +26,14 @@ from pilotboat.core.flags import (
 __all__ = [
     "LABEL_MANAGED_BY",
     "LABEL_NAME",
+    "LABEL_REVISION",
     "LABEL_TRACK",
     "LABEL_VERSION",
     "ANNOTATION_REVISION",
     "Owner",
     "Track",
     "deployment_name",
+    "pod_revision",
     "render_deployment",
     "render_service",
     "revision_of",
@@ -46,6 +48,12 @@ LABEL_VERSION = "app.kubernetes.io/version"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TRACK = "pilotboat.dev/track"
 ANNOTATION_REVISION = "pilotboat.dev/revision"
+LABEL_REVISION = "pilotboat.dev/revision"
+"""The pod label that tells one release's pods from another's: the revision (the pod
+template's digest, 16 hex characters) the pods run. Prometheus relabels it to ``revision``
+and the default analysis queries select on it, so a change of image or env that keeps
+``version`` is still a canary measured on its own pods. Set after the digest is taken (the
+digest does not depend on itself) and never in a Deployment's selector (immutable)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,7 @@ def render_deployment(
     references to their Secret)."""
     template = _pod_template(spec, owner.name, track, extra_env)
     revision = revision_of(owner.name, spec, extra_env)
+    template["metadata"]["labels"][LABEL_REVISION] = revision
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -216,6 +225,20 @@ def render_deployment(
             "template": template,
         },
     }
+
+
+def pod_revision(deployment: Mapping[str, Any] | None) -> str:
+    """The revision label the pods of ``deployment`` carry, or ``""`` when its pod template
+    has none (a Deployment written before the label existed): in PromQL ``revision=""``
+    selects the series without the label, i.e. those pods.
+
+    >>> pod_revision({"spec": {"template": {"metadata": {"labels": {LABEL_REVISION: "ab12"}}}}})
+    'ab12'
+    >>> pod_revision({"spec": {"template": {"metadata": {}}}}), pod_revision(None)
+    ('', '')
+    """
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    return str(((template.get("metadata") or {}).get("labels") or {}).get(LABEL_REVISION, ""))
 
 
 def render_service(

@@ -6,7 +6,8 @@ through the same provider) and is judged by :mod:`pilotboat.core.judge`: each si
 history record then holds the canary's and the stable's medians (for errors, the window's
 pooled error ratios), and its message (like the
 measurement's summary, which the Events repeat) the test, the sample sizes, the medians, the
-effect, the p-value and the score.
+effect, the p-value and the score; ``status.analysis.judgement`` keeps the last score with
+its verdict, thresholds and each signal's numbers as fields (:func:`judgement_record`).
 
 A query template over a limit on untrusted input (:mod:`pilotboat.core.limits`) pauses the
 step at once, naming the field and the limit: no interval is waited for and nothing is
@@ -32,9 +33,17 @@ from pilotboat.core.analysis import (
     plan_queries,
     template_limit_problems,
 )
+from pilotboat.core.background import assess_background, background_due_in, kept_records
 from pilotboat.core.rollout import AnalysisOutcome
 
-__all__ = ["DEFAULT_TEMPLATE", "StepAnalysis", "analyse_step", "effective_template"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "StepAnalysis",
+    "analyse_background",
+    "analyse_step",
+    "effective_template",
+    "judgement_record",
+]
 
 HISTORY_PER_SIGNAL = 10
 
@@ -107,6 +116,8 @@ def analyse_step(
     namespace: str,
     canary_version: str,
     stable_version: str,
+    canary_revision: str,
+    stable_revision: str,
     prometheus_url: str | None,
     providers: dict[str, MetricProvider],
     now: _dt.datetime,
@@ -120,7 +131,10 @@ def analyse_step(
     previous = dict(previous or {})
     interval = analysis_interval(template, step)
     seconds = parse_duration(interval)
-    plan = plan_queries(template, service, namespace, canary_version, stable_version, interval)
+    plan = plan_queries(
+        template, service, namespace, canary_version, stable_version, interval,
+        canary_revision=canary_revision, stable_revision=stable_revision,
+    )  # fmt: skip
     refused = template_limit_problems(plan)
     if refused:
         summary = "; ".join(refused)
@@ -150,6 +164,8 @@ def analyse_step(
                 stable_version,
                 interval,
                 now,
+                canary_revision=canary_revision,
+                stable_revision=stable_revision,
             )
         else:
             measured = Measurement(
@@ -182,6 +198,9 @@ def analyse_step(
                 }
             )
         history = _trim(history)
+        judgement = judgement_record(template, measured, step_index)
+        if judgement is not None:
+            previous["judgement"] = judgement
     measurements = _recorded(records, interval)
     if measurements and measurements[-1].verdict is not Verdict.ERROR:
         measurements = [m for m in measurements if m.verdict is not Verdict.ERROR]
@@ -196,8 +215,130 @@ def analyse_step(
         "lastMeasuredAt": last_at,
         "summary": run.summary,
         "queries": queries,
+        **({"judgement": previous["judgement"]} if previous.get("judgement") else {}),
     }
     wait = seconds - elapsed if last is not None or due else seconds - since_start
+    return StepAnalysis(outcome, status, max(wait, 0.5), measured)
+
+
+def judgement_record(
+    template: AnalysisTemplate, measured: Measurement, step_index: int
+) -> dict[str, Any] | None:
+    """``status.analysis.judgement`` (:class:`pilotboat.api.microservice.JudgementRecord`)
+    from a measurement the statistical judge scored; ``None`` for any other."""
+    spec, card = template.judge, measured.scorecard
+    if spec is None or spec.method != "mannWhitney" or card is None:
+        return None
+    chosen = spec.weights.model_dump() if spec.weights is not None else {}
+    weights = {name: float(w) for name, w in chosen.items() if w is not None}
+    return {
+        "at": _iso(measured.taken_at),
+        "step": step_index,
+        "score": _finite(card.score),
+        "verdict": card.verdict.value,
+        "passScore": spec.pass_score,
+        "marginalScore": spec.marginal_score,
+        "explanation": card.explanation,
+        "signals": [
+            {
+                "signal": j.signal,
+                "test": j.test,
+                "weight": weights.get(j.signal, 1.0),
+                "canarySamples": j.n_canary,
+                "stableSamples": j.n_stable,
+                "canaryMedian": _finite(j.canary_median),
+                "stableMedian": _finite(j.stable_median),
+                "pValue": _finite(j.p_value),
+                "effect": _finite(j.effect),
+                "relativeEffect": _finite(j.relative),
+                "verdict": j.verdict.value,
+                "explanation": j.explanation,
+            }
+            for j in measured.judgements
+        ],
+    }
+
+
+def analyse_background(
+    *,
+    template: AnalysisTemplate,
+    step_index: int,
+    steps: int,
+    step_started_at: float | None,
+    previous: Mapping[str, Any] | None,
+    service: str,
+    namespace: str,
+    canary_version: str,
+    stable_version: str,
+    canary_revision: str,
+    stable_revision: str,
+    prometheus_url: str | None,
+    providers: dict[str, MetricProvider],
+    now: _dt.datetime,
+) -> StepAnalysis:
+    """Background analysis (:mod:`pilotboat.core.background`): measure when due (one
+    interval after the later of the step's start and the last background measurement, so a
+    window never reaches into the step before), record the measurement with the step it was
+    taken at, and assess every measurement of the release so far."""
+    previous = dict(previous or {})
+    interval = analysis_interval(template)
+    seconds = parse_duration(interval)
+    plan = plan_queries(
+        template, service, namespace, canary_version, stable_version, interval,
+        canary_revision=canary_revision, stable_revision=stable_revision,
+    )  # fmt: skip
+    refused = template_limit_problems(plan)
+    if refused:
+        summary = "background analysis: " + "; ".join(refused)
+        status = {**previous, "summary": summary}
+        return StepAnalysis(AnalysisOutcome("Running", summary), status, seconds, None)
+    records = [dict(r) for r in previous.get("measurements", []) or []]
+    history = list(previous.get("history", []) or [])
+    queries = int(previous.get("queries", 0) or 0)
+    last = _parse_iso(records[-1]["at"]) if records else None
+    wait = background_due_in(
+        now.timestamp(), seconds, step_started_at, last.timestamp() if last else None
+    )
+    measured: Measurement | None = None
+    if wait <= 0:
+        if prometheus_url:
+            measured = measure(
+                _provider(prometheus_url, providers),
+                template,
+                service,
+                namespace,
+                canary_version,
+                stable_version,
+                interval,
+                now,
+                canary_revision=canary_revision,
+                stable_revision=stable_revision,
+            )
+        else:
+            measured = Measurement(
+                now, interval, None, (), Verdict.ERROR,
+                "no Prometheus address: set analysis.prometheus.address "
+                "or run the operator with --prometheus-url",
+            )  # fmt: skip
+        queries = measured.queries
+        verdict = measured.verdict.value
+        records.append({"at": _iso(now), "step": step_index, "verdict": verdict,
+                        "summary": measured.message})  # fmt: skip
+        history = _trim(history + [
+            {"signal": sample.signal, "value": _finite(sample.canary),
+             "stableValue": _finite(sample.stable), "verdict": sample.verdict.value,
+             "at": _iso(now), "message": sample.message}
+            for sample in measured.samples
+        ])  # fmt: skip
+        wait = seconds
+    outcome = assess_background(template, records, steps)
+    status = {
+        "history": history,
+        "measurements": kept_records(records),
+        "lastMeasuredAt": records[-1]["at"] if records else None,
+        "summary": outcome.summary,
+        "queries": queries,
+    }
     return StepAnalysis(outcome, status, max(wait, 0.5), measured)
 
 

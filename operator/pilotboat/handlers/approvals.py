@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from pilotboat.adapters.kube import Kube
 from pilotboat.api.common import parse_duration
 from pilotboat.core import reasons
 from pilotboat.core.approval import ApprovalFacts, ApprovalPolicy, MigrationFacts, judge_approval
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.migration import Approval, checksum
 from pilotboat.handlers.context import Reconcile, now_rfc3339
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "ANNOTATION_APPROVER",

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pilotboat.adapters.kube import Kube
+from pilotboat.handlers.ports import Kube
 
 __all__ = ["ChildCache", "children"]
 

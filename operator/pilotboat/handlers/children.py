@@ -20,10 +20,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from pilotboat.adapters.kube import Kube
 from pilotboat.api import MicroserviceSpec
 from pilotboat.core.release import ChildRejection, controlled_by
 from pilotboat.core.workload import Owner, render_deployment, render_service, source_field
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "ChildBackoff",

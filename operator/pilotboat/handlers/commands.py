@@ -27,9 +27,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from pilotboat.adapters.kube import Kube
 from pilotboat.core.release import COMMANDS
 from pilotboat.handlers.approvals import identity_enforced_since
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "COMMAND_MATCH",

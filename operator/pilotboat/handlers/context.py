@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pilotboat.adapters.kube import Kube
 from pilotboat.adapters.metric_provider import MetricProvider
 from pilotboat.api.common import error_path
 from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "Reconcile",

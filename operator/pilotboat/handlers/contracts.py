@@ -28,7 +28,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pilotboat.adapters.kube import Kube
 from pilotboat.api import MicroserviceSpec
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.contracts import (
@@ -40,6 +39,7 @@ from pilotboat.core.contracts import (
 )
 from pilotboat.core.workload import LABEL_MANAGED_BY, LABEL_NAME, Owner
 from pilotboat.handlers.context import Reconcile, now_rfc3339, runtime
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "ANNOTATION_ALLOW_BREAKING",

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -39,12 +39,12 @@ from pydantic import ValidationError
 
 from pilotboat import API_VERSION, GROUP, VERSION
 from pilotboat.adapters.database import (
+    DatabaseEngine,
     DatabaseError,
     DatabaseOwnedByAnother,
     DatabaseOwner,
     DatabaseUnavailable,
 )
-from pilotboat.adapters.kube import Kube
 from pilotboat.adapters.postgres import PostgresEngine, role_dsn, role_names
 from pilotboat.api import DatabaseServerSpec, OwnedDatabaseSpec, ServerTls
 from pilotboat.core import reasons
@@ -54,6 +54,7 @@ from pilotboat.core.status_trust import trusted_status
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.faults import crash_point
 from pilotboat.handlers.loop import ReconcileLoop
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "FINALIZER",
@@ -198,14 +199,14 @@ def database_owner(meta: Mapping[str, Any]) -> DatabaseOwner:
     return DatabaseOwner(uid=str(meta["uid"]), name=f"{meta['namespace']}/{meta['name']}")
 
 
-def database_engine() -> PostgresEngine:
+def database_engine() -> DatabaseEngine:
     """The process's engine (one, so its settings are shared)."""
     extras = runtime().extras
     engine = extras.get("database_engine")
     if engine is None:
-        engine = extras.setdefault("database_engine", PostgresEngine())
-    assert isinstance(engine, PostgresEngine)
-    return engine
+        fresh: DatabaseEngine = PostgresEngine()
+        engine = extras.setdefault("database_engine", fresh)
+    return cast(DatabaseEngine, engine)
 
 
 class _ServerRefused(Exception):
@@ -594,7 +595,7 @@ _AUTH_METHODS = (
 
 
 def reconcile_owned_database(
-    kube: Kube, body: Mapping[str, Any], rc: Reconcile, engine: PostgresEngine
+    kube: Kube, body: Mapping[str, Any], rc: Reconcile, engine: DatabaseEngine
 ) -> float | None:
     """Converge one OwnedDatabase; returns seconds until it should be looked at again."""
     meta = body["metadata"]
@@ -676,7 +677,7 @@ def _finalize(
     body: Mapping[str, Any],
     rc: Reconcile,
     spec: OwnedDatabaseSpec,
-    engine: PostgresEngine,
+    engine: DatabaseEngine,
 ) -> float | None:
     meta = body["metadata"]
     if FINALIZER not in (meta.get("finalizers") or []):

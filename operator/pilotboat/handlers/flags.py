@@ -19,7 +19,6 @@ from typing import Any
 import kopf
 
 from pilotboat import GROUP, VERSION
-from pilotboat.adapters.kube import Kube
 from pilotboat.api import FeatureFlagSpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.core.conditions import DesiredCondition
@@ -32,6 +31,7 @@ from pilotboat.core.flags import (
 )
 from pilotboat.core.workload import LABEL_MANAGED_BY, LABEL_NAME, Owner
 from pilotboat.handlers.context import Reconcile, runtime
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "sync_flag_status",

@@ -21,9 +21,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from pilotboat.adapters.kube import Kube
 from pilotboat.handlers import metrics
 from pilotboat.handlers.context import Reconcile, runtime
+from pilotboat.handlers.ports import Kube
 from pilotboat.handlers.requeue import Requeue
 
 __all__ = ["Pass", "ReconcileLoop", "WorkQueue"]

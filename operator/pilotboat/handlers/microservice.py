@@ -22,10 +22,10 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from pilotboat import GROUP, VERSION
-from pilotboat.adapters.kube import Kube
 from pilotboat.api import CanaryStrategy, FeatureFlagSpec, MicroserviceSpec, RolloutPolicySpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.api.microservice import MicroserviceStatus
+from pilotboat.core.adoption import ANNOTATION_ADOPTED_BY
 from pilotboat.core.flags import flag_basis, overrides_from_status
 from pilotboat.core.release import (
     ChildRejection,
@@ -37,19 +37,25 @@ from pilotboat.core.release import (
     ReleaseObservation,
     ReleasePlan,
     analysis_step,
+    background_step,
     desired_revision,
     gates_due,
     plan_release,
     release_state,
-    routing_of,
+    router_of,
     track_revision,
     track_version,
-    wanted_services,
 )
 from pilotboat.core.status_trust import USER_STATUS_FIELDS, trusted_status
-from pilotboat.core.workload import LABEL_MANAGED_BY, Owner, deployment_name
+from pilotboat.core.workload import LABEL_MANAGED_BY, Owner, deployment_name, pod_revision
 from pilotboat.handlers import metrics
-from pilotboat.handlers.analysis import analyse_step, effective_template
+from pilotboat.handlers.adoption import (
+    AdoptionRefused,
+    adopted_spec,
+    deleting_stable,
+    scale_adopted,
+)
+from pilotboat.handlers.analysis import analyse_background, analyse_step, effective_template
 from pilotboat.handlers.cache import children as cache
 from pilotboat.handlers.children import ChildBackoff, child_refusal
 from pilotboat.handlers.commands import verified_commands
@@ -59,6 +65,7 @@ from pilotboat.handlers.databases import database_claim
 from pilotboat.handlers.faults import crash_point
 from pilotboat.handlers.loop import ReconcileLoop
 from pilotboat.handlers.migrations import migrations_blocking
+from pilotboat.handlers.ports import Kube
 
 __all__ = ["reconcile_microservice"]
 
@@ -75,9 +82,13 @@ def reconcile_microservice(
         observed,
         gates=_release_gates(kube, rc, body, observed),
         analysis=_measure_analysis(rc, observed),
+        background=_measure_background(rc, observed),
     )
     plan = plan_release(observed)
     plan = _write_children(kube, rc, observed, plan)
+    if plan.hold is None and observed.adopted is not None and observed.spec is not None:
+        scale_adopted(kube, rc, observed.owner, observed.spec, observed.adopted,
+                      observed.children.stable, observed.children.canary)
     for event in plan.events:
         rc.event(event.reason, event.message, warning=event.warning)
     crash_point("microservice.before-status")
@@ -101,11 +112,12 @@ def _observe(kube: Kube, body: Mapping[str, Any], now: float) -> ReleaseObservat
     status = _status_model(trusted_status(body.get("status"), meta.get("managedFields")))
     try:
         spec = MicroserviceSpec.model_validate(body.get("spec") or {})
+        spec, adopted = adopted_spec(kube, owner, spec)
         strategy = _strategy(kube, owner.namespace, spec)
     except ValidationError as exc:
         problem = describe_validation_error(exc)
         return ReleaseObservation(owner, generation, status, now, spec_problem=problem)
-    except StrategyError as exc:
+    except (StrategyError, AdoptionRefused) as exc:
         return ReleaseObservation(owner, generation, status, now, spec_problem=str(exc))
     return ReleaseObservation(
         owner,
@@ -119,6 +131,7 @@ def _observe(kube: Kube, body: Mapping[str, Any], now: float) -> ReleaseObservat
         flag_bases=_flag_bases(kube, owner.namespace, status, strategy),
         rejection=_backoff.pending(owner.uid, generation),
         verified_commands=verified_commands(kube, body),
+        adopted=adopted,
     )
 
 
@@ -161,15 +174,15 @@ def _database(kube: Kube, owner: Owner, spec: MicroserviceSpec) -> DatabaseAcces
 def _children(
     kube: Kube, owner: Owner, spec: MicroserviceSpec, strategy: CanaryStrategy | None
 ) -> ObservedChildren:
-    routing = routing_of(strategy)
-    gateway = strategy.traffic_routing.gateway_api if strategy else None
-    names = [s["metadata"]["name"] for s in wanted_services(owner, spec, routing)]
+    router = router_of(strategy)
+    names = [s["metadata"]["name"] for s in router.services(owner, spec)]
+    route = router.route_ref
     ns = owner.namespace
     return ObservedChildren(
         stable=cache.get(kube, "Deployment", ns, deployment_name(owner.name, "stable")),
         canary=cache.get(kube, "Deployment", ns, deployment_name(owner.name, "canary")),
         services={name: cache.get(kube, "Service", ns, name) for name in names},
-        route=kube.get("HTTPRoute", owner.namespace, gateway.http_route) if gateway else None,
+        route=kube.get(route[0], ns, route[1]) if route else None,
     )
 
 
@@ -227,6 +240,8 @@ def _measure_analysis(rc: Reconcile, observed: ReleaseObservation) -> MeasuredAn
         namespace=observed.owner.namespace,
         canary_version=spec.version,
         stable_version=track_version(observed.children.stable) or "",
+        canary_revision=desired_revision(observed),
+        stable_revision=pod_revision(observed.children.stable),
         prometheus_url=(prometheus.address if prometheus and prometheus.address
                         else runtime().prometheus_url),
         providers=runtime().providers,
@@ -237,6 +252,42 @@ def _measure_analysis(rc: Reconcile, observed: ReleaseObservation) -> MeasuredAn
         rc.log.info(
             "measured canary %s: %s", spec.version, result.measured.message,
             extra={"verdict": result.measured.verdict.value,
+                   "queries": result.measured.queries},
+        )  # fmt: skip
+    return MeasuredAnalysis(result.outcome, result.status, result.next_due_in)
+
+
+def _measure_background(rc: Reconcile, observed: ReleaseObservation) -> MeasuredAnalysis | None:
+    """The background analysis of the release (`strategy.backgroundAnalysis`), measured if
+    a measurement is due at the step the release is at (`background_step`)."""
+    index = background_step(observed)
+    spec, strategy = observed.spec, observed.strategy
+    if index is None or spec is None or strategy is None:
+        return None
+    prometheus = strategy.analysis.prometheus if strategy.analysis else None
+    previous = observed.status.background_analysis
+    result = analyse_background(
+        template=effective_template(strategy.analysis),
+        step_index=index,
+        steps=len(strategy.steps),
+        step_started_at=release_state(observed.status).step_started_at,
+        previous=previous.model_dump(by_alias=True, exclude_none=True) if previous else None,
+        service=observed.owner.name,
+        namespace=observed.owner.namespace,
+        canary_version=spec.version,
+        stable_version=track_version(observed.children.stable) or "",
+        canary_revision=desired_revision(observed),
+        stable_revision=pod_revision(observed.children.stable),
+        prometheus_url=(prometheus.address if prometheus and prometheus.address
+                        else runtime().prometheus_url),
+        providers=runtime().providers,
+        now=_dt.datetime.fromtimestamp(observed.now, _dt.UTC),
+    )  # fmt: skip
+    if result.measured is not None:
+        metrics.analysis_verdict(result.measured.verdict.value)
+        rc.log.info(
+            "background measurement of canary %s: %s", spec.version, result.measured.message,
+            extra={"verdict": result.measured.verdict.value, "background": True,
                    "queries": result.measured.queries},
         )  # fmt: skip
     return MeasuredAnalysis(result.outcome, result.status, result.next_due_in)
@@ -347,6 +398,18 @@ def on_child_deployment_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
     _child_event("Deployment", event, body)
+    deleting_stable(body)
+
+
+@kopf.on.event("apps", "v1", "deployments", annotations={ANNOTATION_ADOPTED_BY: kopf.PRESENT})
+def on_adopted_deployment_event(
+    event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
+) -> None:
+    """A change to an adopted Deployment (to its template: a release) visits the
+    Microservice that adopted it."""
+    adopted_by = (body["metadata"].get("annotations") or {}).get(ANNOTATION_ADOPTED_BY)
+    if adopted_by and event.get("type") != "DELETED":
+        _reconcile_guarded(body["metadata"]["namespace"], str(adopted_by))
 
 
 @kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: "pilotboat"})

@@ -1,18 +1,18 @@
-"""The SchemaMigration reconciler: gather observations, ask ``core.migration.decide``, apply.
+"""The SchemaMigration reconciler: observe, ask ``core.migration_plan.plan_migration``, apply.
 
-One pass: read the history from the database (the truth about what ran), observe the
-required service's pods, the approvals and the rollout, decide once, apply at most one
-phase (or one slice of a backfill) through the engine, then write status once.
+One pass: observe once (the SchemaMigration, its definition, the database's history — the
+truth about what ran —, the required service's pods, the approvals, the rollout, and the
+verify query's answer when the core says it is due), get one plan, run at most one phase (or
+one slice of a backfill) through the engine, post the plan's Events, then write status once.
+Every decision is the core's (:mod:`pilotboat.core.migration_plan`).
 
 Crash safety rests on the database: a phase and its history row commit together, and the
 advisory lock keeps a second runner out, so a pass killed at any line re-runs as a no-op
 for what already committed. Status is rebuilt from the history on every pass, never
 accumulated, so it cannot drift. "Applied" Events have a name derived from the migration
-and the phase, so a pass that repeats after a crash cannot post a second one.
-
-Status messages carry no relative times ("3s from now"): a status that changed on every
-pass would wake the watch that triggers the next pass. Time-based waits (soak, backfill
-throttling) schedule a re-visit with the shared reconcile loop (:mod:`pilotboat.handlers.loop`).
+and the phase, so a pass that repeats after a crash cannot post a second one. Time-based
+waits (soak, backfill throttling) schedule a re-visit with the shared reconcile loop
+(:mod:`pilotboat.handlers.loop`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
@@ -33,41 +32,47 @@ from pydantic import ValidationError
 from pilotboat import GROUP, VERSION
 from pilotboat.adapters.database import (
     ChecksumMismatch,
+    DatabaseEngine,
     DatabaseError,
     DatabaseUnavailable,
     MigrationLocked,
     Timeouts,
 )
-from pilotboat.adapters.kube import Kube
-from pilotboat.adapters.postgres import PostgresEngine
 from pilotboat.api import SchemaMigrationSpec, parse_duration
-from pilotboat.core import reasons
-from pilotboat.core.conditions import DesiredCondition, find_condition
+from pilotboat.api.migration import BackfillProgress as BackfillStatus
+from pilotboat.api.migration import SchemaMigrationStatus
 from pilotboat.core.migration import (
-    Action,
-    AppliedPhase,
     BackfillSpec,
     ContractSpec,
     ExpandSpec,
-    GateName,
-    GateVerdict,
-    MigrationDecision,
     MigrationDefinition,
-    MigrationObservations,
-    MigrationPhase,
     Phase,
     ServiceVersion,
-    checksum,
-    decide,
     lint_migration,
+)
+from pilotboat.core.migration_plan import (
+    FAILED_RETRY_SECONDS,
+    DatabaseFailure,
+    MigrationEvent,
+    MigrationObservation,
+    PhaseRun,
+    plan_migration,
+    release_rolled_back,
+    verify_due,
 )
 from pilotboat.core.status_trust import trusted_status
 from pilotboat.handlers import metrics
 from pilotboat.handlers.approvals import approvals_for, approved_phases, sync_approval
-from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
+from pilotboat.handlers.context import (
+    Reconcile,
+    describe_validation_error,
+    now_rfc3339,
+    runtime,
+)
 from pilotboat.handlers.databases import database_engine, owner_dsn
 from pilotboat.handlers.faults import crash_point
 from pilotboat.handlers.loop import ReconcileLoop
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "definition_of",
@@ -80,11 +85,7 @@ __all__ = [
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_VERSION = "app.kubernetes.io/version"
-_RETRY = 5.0
-_FAILED_RETRY = 30.0
-_VERIFY_RECHECK = 10.0
-_BATCHES_PER_PASS = 50
-_RELATIVE = re.compile(r" \([^()]* from now\)")
+_FAILED_RETRY = FAILED_RETRY_SECONDS
 
 
 def definition_of(name: str, spec: SchemaMigrationSpec) -> MigrationDefinition:
@@ -171,148 +172,175 @@ def observe_running(kube: Kube, namespace: str, service: str) -> dict[str, int]:
     return {v: max(pods.get(v, 0), sets.get(v, 0)) for v in {*pods, *sets}}
 
 
-def _parse_time(text: str) -> _dt.datetime:
-    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
-
-
-def _rfc3339(at: _dt.datetime) -> str:
-    return at.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _versions_seen(
-    previous: list[Mapping[str, Any]], running: Mapping[str, int], now: _dt.datetime
-) -> tuple[list[dict[str, Any]], dict[str, _dt.datetime]]:
-    """The ``status.versionsSeen`` to write, and the last sightings of versions now gone.
-
-    An entry changes only when a version's pod count changes, so a steady state writes
-    nothing; the sighting of a version that has gone is when it was first seen gone, which
-    is never earlier than when it really went: the soak is never shortened.
-    """
-    old = {str(e["version"]): dict(e) for e in previous if e.get("version") is not None}
-    entries: dict[str, dict[str, Any]] = {}
-    for version in sorted({*old, *running}):
-        count = running.get(version, 0)
-        before = old.get(version)
-        if before is not None and int(before.get("pods", 0)) == count:
-            entries[version] = before
-        else:
-            entries[version] = {"version": version, "lastSeen": _rfc3339(now), "pods": count}
-    gone = {v: _parse_time(e["lastSeen"]) for v, e in entries.items() if int(e["pods"]) == 0}
-    return [entries[v] for v in sorted(entries)], gone
-
-
 def _rolled_back(kube: Kube, namespace: str, required: ServiceVersion) -> bool:
     ms = kube.get("Microservice", namespace, required.service) or {}
     # A phase someone other than the operator wrote is no rollback (it could run `down`).
     status = trusted_status(ms.get("status"), (ms.get("metadata") or {}).get("managedFields"))
-    return bool(
-        status.get("phase") == "Degraded" and status.get("canaryVersion") == required.version
-    )
+    return release_rolled_back(status, required)
 
 
 # --- the pass ---------------------------------------------------------------------------------
 
-
-def _timeouts(definition: MigrationDefinition) -> Timeouts:
-    return Timeouts(lock=definition.lock_timeout, statement=definition.statement_timeout)
-
-
-def _decide(
-    engine: PostgresEngine,
-    dsn: str,
-    definition: MigrationDefinition,
-    history: tuple[AppliedPhase, ...],
-    observations: MigrationObservations,
-    now: _dt.datetime,
-) -> MigrationDecision:
-    """``decide``, running the verify query only once the gates before it hold."""
-    decision = decide(definition, history, observations, now)
-    if decision.action is not Action.RUN_VERIFY:
-        return decision
-    before = (GateName.EXPAND_APPLIED, GateName.OLD_VERSIONS_GONE, GateName.SOAK_ELAPSED)
-    blocking = [decision.gate(g) for g in before if not decision.gate(g).holds]
-    if not blocking:
-        result = engine.verify(dsn, definition.verify_sql or "", timeouts=_timeouts(definition))
-        return decide(definition, history, replace(observations, verify_result=result), now)
-    waiting = GateVerdict(
-        GateName.VERIFY_HOLDS,
-        False,
-        reasons.VERIFY_WAITING,
-        "the verify query runs once expand is applied, old versions are gone and the soak "
-        "has elapsed",
-    )
-    gates = tuple(waiting if g.name is GateName.VERIFY_HOLDS else g for g in decision.gates)
-    old_gone = decision.gate(GateName.OLD_VERSIONS_GONE).holds
-    return replace(
-        decision,
-        action=Action.WAIT,
-        phase=MigrationPhase.AWAITING_CONTRACT if old_gone else MigrationPhase.EXPANDED,
-        reason=blocking[0].reason,
-        message="; ".join(g.message for g in [*blocking, waiting]),
-        gates=gates,
-    )
+_CRASH_AT = {
+    Phase.EXPAND: ("migration.before-expand", "migration.after-expand"),
+    Phase.BACKFILL: ("migration.before-backfill-batch", "migration.after-backfill-batch"),
+    Phase.CONTRACT: ("migration.before-contract", "migration.after-contract"),
+    Phase.DOWN: ("migration.before-down", "migration.after-down"),
+}
+_FAILURES = (
+    (ChecksumMismatch, DatabaseFailure.CHECKSUM_MISMATCH),
+    (MigrationLocked, DatabaseFailure.LOCKED),
+    (DatabaseUnavailable, DatabaseFailure.UNREACHABLE),
+    (DatabaseError, DatabaseFailure.FAILED),
+)
 
 
-def _apply(
-    engine: PostgresEngine,
-    dsn: str,
-    definition: MigrationDefinition,
-    decision: MigrationDecision,
+def reconcile_migration(
+    kube: Kube,
+    body: Mapping[str, Any],
+    rc: Reconcile,
+    engine: DatabaseEngine,
+    now: _dt.datetime | None = None,
 ) -> float | None:
-    """Carry out one decided action; returns when to look again (None: on the next event)."""
-    name, timeouts = definition.name, _timeouts(definition)
-    if decision.action is Action.APPLY_EXPAND:
-        crash_point("migration.before-expand")
-        engine.apply_phase(
-            dsn,
-            name,
-            Phase.EXPAND,
-            definition.expand.sql,
-            applied_by="pilotboat",
-            timeouts=timeouts,
-        )
-        crash_point("migration.after-expand")
-        return 0.0
-    if decision.action is Action.RUN_BACKFILL_BATCH:
-        backfill = definition.backfill
-        assert backfill is not None
-        paused = backfill.pause > _dt.timedelta(0)
-        progress = engine.backfill(
-            dsn,
-            name,
-            backfill.sql,
-            batch_size=backfill.batch_size,
-            pause=backfill.pause,
-            applied_by="pilotboat",
-            timeouts=timeouts,
-            max_batches=1 if paused else _BATCHES_PER_PASS,
-        )
-        crash_point("migration.after-backfill-batch")
-        return 0.0 if progress.done else backfill.pause.total_seconds()
-    if decision.action is Action.APPLY_CONTRACT:
-        approvers = decision.gate(GateName.APPROVED).message
-        crash_point("migration.before-contract")
-        engine.apply_phase(
-            dsn,
-            name,
-            Phase.CONTRACT,
-            definition.contract.sql,
-            applied_by=f"pilotboat; {approvers}",
-            timeouts=timeouts,
-        )
-        crash_point("migration.after-contract")
-        return 0.0
-    if decision.action is Action.APPLY_DOWN:
-        engine.apply_phase(
-            dsn,
-            name,
-            Phase.DOWN,
-            definition.expand.down or "",
-            applied_by="pilotboat; the rollout was rolled back",
-            timeouts=timeouts,
-        )
-        return 0.0
-    return None
+    """One pass over one SchemaMigration: observe, plan, run at most one phase, report.
+
+    Returns seconds until the next visit, if time alone can change things."""
+    observed, dsn = _observe_object(kube, body, now or _dt.datetime.now(_dt.UTC))
+    try:
+        observed = _observe_database(kube, body, engine, observed, dsn)
+        plan = plan_migration(observed)
+        _run(engine, dsn, plan.run)
+    except DatabaseError as exc:
+        plan = plan_migration(_failed(observed, exc))
+    metrics.migration_observed(
+        _namespace(body), observed.name, plan.status.phase or "Pending", plan.blocked
+    )
+    for event in plan.events:
+        _post(kube, rc, body, event)
+    crash_point("migration.before-status")
+    _write_status(kube, rc, body, plan.status)
+    return plan.next_look
+
+
+# --- observe ------------------------------------------------------------------------------------
+
+
+def _namespace(body: Mapping[str, Any]) -> str:
+    return str(body["metadata"]["namespace"])
+
+
+def _status_model(status: Mapping[str, Any]) -> SchemaMigrationStatus:
+    """`status` as its model; a field the model cannot read is left out (read as absent)."""
+    try:
+        return SchemaMigrationStatus.model_validate(status)
+    except ValidationError as exc:
+        unreadable = {err["loc"][0] for err in exc.errors() if err["loc"]}
+        readable = {k: v for k, v in status.items() if k not in unreadable}
+        return SchemaMigrationStatus.model_validate(readable)
+
+
+def _observe_object(
+    kube: Kube, body: Mapping[str, Any], now: _dt.datetime
+) -> tuple[MigrationObservation, str | None]:
+    """The SchemaMigration as the API server has it, and its database's owner DSN (None:
+    the OwnedDatabase is not ready)."""
+    meta = body["metadata"]
+    # Only what the operator wrote itself is migration state; a forged field reads as absent.
+    status = _status_model(trusted_status(body.get("status"), meta.get("managedFields")))
+    observed = MigrationObservation(meta["name"], int(meta.get("generation", 0)), status, now)
+    try:
+        spec = SchemaMigrationSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        return replace(observed, spec_problem=describe_validation_error(exc)), None
+    odb = kube.get("OwnedDatabase", meta["namespace"], spec.database) or {}
+    dsn = owner_dsn(kube, meta["namespace"], spec.database)
+    ready = (odb.get("status") or {}).get("phase") == "Ready" and dsn is not None
+    definition = definition_of(meta["name"], spec)
+    return replace(
+        observed, definition=definition, database=spec.database, database_ready=ready
+    ), dsn
+
+
+def _observe_database(
+    kube: Kube,
+    body: Mapping[str, Any],
+    engine: DatabaseEngine,
+    observed: MigrationObservation,
+    dsn: str | None,
+) -> MigrationObservation:
+    """The rest of the observation: the history (the truth about what ran), the required
+    service's pods, the approvals, the rollout, and the verify query's answer when it is
+    due. Nothing when there is no database to ask."""
+    definition = observed.definition
+    if definition is None or dsn is None or not observed.database_ready:
+        return observed
+    namespace = _namespace(body)
+    required = definition.required_by
+    approvals = approvals_for(kube, namespace, body)
+    observed = replace(
+        observed,
+        history=engine.history(dsn, definition.name),
+        running=observe_running(kube, namespace, required.service),
+        approvals=approvals.get("contract", ()),
+        approved_phases=approved_phases(body, approvals),
+        rolled_back=_rolled_back(kube, namespace, required),
+        backfill=_backfill_progress(engine, dsn, definition),
+    )
+    # The core says when the verify query is due (the gates before it hold); only then.
+    due = verify_due(observed)
+    timeouts = Timeouts(lock=definition.lock_timeout, statement=definition.statement_timeout)
+    verified = engine.verify(dsn, definition.verify_sql or "", timeouts=timeouts) if due else None
+    return replace(observed, verify_result=verified)
+
+
+def _backfill_progress(
+    engine: DatabaseEngine, dsn: str, definition: MigrationDefinition
+) -> BackfillStatus | None:
+    if definition.backfill is None:
+        return None
+    progress = engine.backfill_progress(dsn, definition.name)
+    return BackfillStatus(
+        rows_processed=progress.rows_processed, batches=progress.batches, done=progress.done
+    )
+
+
+def _failed(observed: MigrationObservation, exc: DatabaseError) -> MigrationObservation:
+    failure = next(kind for cls, kind in _FAILURES if isinstance(exc, cls))
+    return replace(observed, failure=failure, failure_message=str(exc))
+
+
+# --- apply --------------------------------------------------------------------------------------
+
+
+def _run(engine: DatabaseEngine, dsn: str | None, run: PhaseRun | None) -> None:
+    """Run the planned phase, if any. The engine commits it with its history row under the
+    migration's advisory lock and skips a phase the history holds: it never runs twice."""
+    if run is None or dsn is None:
+        return
+    before, after = _CRASH_AT[run.phase]
+    timeouts = Timeouts(lock=run.lock_timeout, statement=run.statement_timeout)
+    crash_point(before)
+    if run.phase is Phase.BACKFILL:
+        engine.backfill(dsn, run.migration, run.sql, batch_size=run.batch_size,
+                        pause=run.pause, applied_by=run.applied_by, timeouts=timeouts,
+                        max_batches=run.max_batches)  # fmt: skip
+    else:
+        engine.apply_phase(dsn, run.migration, run.phase, run.sql,
+                           applied_by=run.applied_by, timeouts=timeouts)  # fmt: skip
+    crash_point(after)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _post(kube: Kube, rc: Reconcile, body: Mapping[str, Any], event: MigrationEvent) -> None:
+    """An Event of the plan: one with a key is named after it, so it is posted once."""
+    if event.once_key is None:
+        rc.event(event.reason, event.message, warning=event.warning)
+        return
+    rc.log.info("%s: %s", event.reason, event.message, extra={"reason": event.reason})
+    rc.emitted.add(event.reason)
+    _event_once(kube, body, event.once_key, event.reason, event.message, event.warning)
 
 
 def _event_once(
@@ -321,7 +349,7 @@ def _event_once(
     """An Event whose name derives from ``key``: posting it twice posts it once."""
     meta = body["metadata"]
     digest = hashlib.sha256(f"{meta['uid']}/{key}".encode()).hexdigest()[:16]
-    now = _rfc3339(_dt.datetime.now(_dt.UTC))
+    now = now_rfc3339()
     event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -349,292 +377,34 @@ def _event_once(
             raise
 
 
-def _soak_due(
-    definition: MigrationDefinition,
-    history: tuple[AppliedPhase, ...],
-    gone: Mapping[str, _dt.datetime],
-    now: _dt.datetime,
-) -> float | None:
-    starts = [e.applied_at for e in history if e.phase in (Phase.EXPAND, Phase.BACKFILL)]
-    starts += list(gone.values())
-    if not starts:
-        return None
-    return max((max(starts) + definition.contract.soak - now).total_seconds(), 0.0) + 0.5
+_STATUS_FIELDS = tuple(f.alias or n for n, f in SchemaMigrationStatus.model_fields.items())
 
 
-def _lint_condition(definition: MigrationDefinition, applied: set[Phase]) -> DesiredCondition:
-    findings = [f for f in lint_migration(definition) if f.phase not in {str(p) for p in applied}]
-    refused = [f for f in findings if f.refuses]
-    text = "; ".join(f"{f.phase}: {f.rule}: {f.message}: {f.statement}" for f in findings)
-    if refused:
-        return DesiredCondition(reasons.SQL_SAFE, "False", reasons.UNSAFE_SQL, text)
-    if findings:
-        return DesiredCondition(reasons.SQL_SAFE, "True", reasons.SQL_WARNINGS, text)
-    return DesiredCondition(reasons.SQL_SAFE, "True", reasons.SQL_CLEAN, "no lint findings")
+def _wire(value: Any) -> Any:
+    """`value` as the API server keeps it: no null fields; an empty list or map is none."""
+    if isinstance(value, Mapping):
+        value = {k: _wire(v) for k, v in value.items() if v is not None}
+    elif isinstance(value, list):
+        value = [_wire(v) for v in value]
+    return value if value not in ({}, []) else None
 
 
-def _status_fields(
-    definition: MigrationDefinition,
-    history: tuple[AppliedPhase, ...],
-    decision: MigrationDecision,
-    seen: list[dict[str, Any]],
-    generation: int,
-    engine: PostgresEngine,
-    dsn: str,
-) -> dict[str, Any]:
-    applied = {e.phase: e for e in history}
-    fields: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": str(decision.phase),
-        "message": _RELATIVE.sub("", decision.message),
-        "appliedPhases": [
-            {
-                "phase": str(e.phase),
-                "checksum": e.checksum,
-                "appliedAt": _rfc3339(e.applied_at),
-                "appliedBy": e.applied_by,
-            }
-            for e in history
-        ],
-        "checksums": {
-            "expand": applied[Phase.EXPAND].checksum
-            if Phase.EXPAND in applied
-            else checksum(definition.expand.sql),
-            "contract": checksum(definition.contract.sql),
-        },
-        "versionsSeen": seen,
-    }
-    if decision.gates:
-        fields["gates"] = [
-            {
-                "name": str(g.name),
-                "holds": g.holds,
-                "reason": g.reason,
-                "message": _RELATIVE.sub("", g.message),
-            }
-            for g in decision.gates
-        ]
-    if definition.backfill is not None:
-        progress = engine.backfill_progress(dsn, definition.name)
-        fields["backfill"] = {
-            "rowsProcessed": progress.rows_processed,
-            "batches": progress.batches,
-            "done": progress.done,
-        }
-    return fields
-
-
-def _conditions(
-    definition: MigrationDefinition,
-    history: tuple[AppliedPhase, ...],
-    decision: MigrationDecision,
-) -> list[DesiredCondition]:
-    conditions = [
-        DesiredCondition(
-            str(g.name), "True" if g.holds else "False", g.reason, _RELATIVE.sub("", g.message)
-        )
-        for g in decision.gates
-    ]
-    conditions.append(_lint_condition(definition, {e.phase for e in history}))
-    done = decision.phase in (MigrationPhase.CONTRACTED, MigrationPhase.ROLLED_BACK)
-    conditions.append(
-        DesiredCondition(
-            reasons.READY,
-            "True" if done else "False",
-            decision.reason,
-            _RELATIVE.sub("", decision.message),
-        )
-    )
-    return conditions
-
-
-def _report(
-    kube: Kube,
-    rc: Reconcile,
-    body: Mapping[str, Any],
-    status: Mapping[str, Any],
-    history: tuple[AppliedPhase, ...],
-    conditions: list[DesiredCondition],
-    fields: dict[str, Any],
-    refused: bool,
+def _write_status(
+    kube: Kube, rc: Reconcile, body: Mapping[str, Any], status: SchemaMigrationStatus
 ) -> None:
-    recorded = {p.get("phase") for p in status.get("appliedPhases") or []}
-    for entry in history:
-        if str(entry.phase) not in recorded:
-            reason = f"{str(entry.phase).capitalize()}Applied"
-            message = (
-                f"{entry.phase} applied (checksum {entry.checksum[:12]}) by {entry.applied_by}"
-            )
-            rc.log.info("%s: %s", reason, message, extra={"reason": reason})
-            _event_once(kube, body, f"applied/{entry.phase}/{entry.checksum}", reason, message)
-            rc.emitted.add(reason)  # a Ready condition with this reason says it once more
-    old = status.get("conditions") or []
-    for want in conditions:
-        if want.type in (reasons.READY,) or want.status == "True":
-            continue
-        before = find_condition(old, want.type)
-        if before is None or (before.get("status"), before.get("reason")) != (
-            want.status,
-            want.reason,
-        ):
-            rc.event(
-                want.reason, f"{want.type}: {want.message}", warning=want.type == reasons.SQL_SAFE
-            )
-    crash_point("migration.before-status")
-    rc.write_status(status, conditions, fields, warn=refused)
-
-
-def _blocked(
-    rc: Reconcile,
-    status: Mapping[str, Any],
-    generation: int,
-    reason: str,
-    message: str,
-    phase: str,
-    warn: bool = False,
-) -> None:
-    rc.write_status(
-        status,
-        [DesiredCondition(reasons.READY, "False", reason, message)],
-        {"observedGeneration": generation, "phase": phase, "message": message},
-        warn=warn,
-    )
-
-
-def reconcile_migration(
-    kube: Kube,
-    body: Mapping[str, Any],
-    rc: Reconcile,
-    engine: PostgresEngine,
-    now: _dt.datetime | None = None,
-) -> float | None:
-    """One pass over one SchemaMigration; returns seconds until the next visit, if timed."""
+    """Patch the status fields that differ from what is there, once (a field now absent is
+    written as null, so the merge patch removes it)."""
+    desired = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    current = dict(body.get("status") or {})
+    patch = {k: desired.get(k) for k in _STATUS_FIELDS
+             if _wire(desired.get(k)) != _wire(current.get(k))}  # fmt: skip
+    if not patch:
+        return
     meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    generation = int(meta.get("generation", 0))
-    status = trusted_status(body.get("status"), body["metadata"].get("managedFields"))
-    try:
-        spec = SchemaMigrationSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        _blocked(
-            rc,
-            status,
-            generation,
-            reasons.INVALID_SPEC,
-            describe_validation_error(exc),
-            "Failed",
-            warn=True,
-        )
-        return None
-    definition = definition_of(name, spec)
-    odb = kube.get("OwnedDatabase", namespace, spec.database)
-    dsn = owner_dsn(kube, namespace, spec.database)
-    if odb is None or ((odb.get("status") or {}).get("phase") != "Ready") or dsn is None:
-        _blocked(
-            rc,
-            status,
-            generation,
-            reasons.DATABASE_NOT_READY,
-            f"OwnedDatabase {spec.database} is not ready",
-            "Pending",
-        )
-        return _RETRY
-    try:
-        return _pass(kube, rc, body, status, definition, generation, engine, dsn, now)
-    except ChecksumMismatch as exc:
-        _blocked(rc, status, generation, reasons.CHECKSUM_MISMATCH, str(exc), "Failed", True)
-        return None
-    except MigrationLocked as exc:
-        _blocked(
-            rc,
-            status,
-            generation,
-            reasons.MIGRATION_LOCKED,
-            str(exc),
-            str(status.get("phase") or "Pending"),
-        )
-        return _RETRY
-    except DatabaseUnavailable as exc:
-        _blocked(
-            rc,
-            status,
-            generation,
-            reasons.SERVER_UNREACHABLE,
-            str(exc),
-            str(status.get("phase") or "Pending"),
-        )
-        return _RETRY
-    except DatabaseError as exc:
-        _blocked(
-            rc,
-            status,
-            generation,
-            reasons.PHASE_FAILED,
-            f"{exc} (retrying in {_FAILED_RETRY:g}s)",
-            "Failed",
-            True,
-        )
-        return _FAILED_RETRY
-
-
-def _pass(
-    kube: Kube,
-    rc: Reconcile,
-    body: Mapping[str, Any],
-    status: Mapping[str, Any],
-    definition: MigrationDefinition,
-    generation: int,
-    engine: PostgresEngine,
-    dsn: str,
-    now: _dt.datetime | None,
-) -> float | None:
-    namespace = body["metadata"]["namespace"]
-    now = now or _dt.datetime.now(_dt.UTC)
-    required = definition.required_by
-    running = observe_running(kube, namespace, required.service)
-    seen, gone = _versions_seen(list(status.get("versionsSeen") or []), running, now)
-    approvals = approvals_for(kube, namespace, body)
-    observations = MigrationObservations(
-        running=running,
-        last_seen=gone,
-        approvals=approvals.get("contract", ()),
-        approved_phases=approved_phases(body, approvals),
-        rolled_back=_rolled_back(kube, namespace, required),
+    kube.merge_patch(
+        str(body["kind"]), meta["namespace"], meta["name"], {"status": patch}, subresource="status"
     )
-    history = engine.history(dsn, definition.name)
-    decision = _decide(engine, dsn, definition, history, observations, now)
-    again = _apply(engine, dsn, definition, decision)
-    if again is not None:
-        history = engine.history(dsn, definition.name)
-        decision = _decide(engine, dsn, definition, history, observations, now)
-    fields = _status_fields(definition, history, decision, seen, generation, engine, dsn)
-    blocked = [(str(g.name), g.reason) for g in decision.gates if not g.holds]
-    metrics.migration_observed(namespace, definition.name, str(decision.phase), blocked)
-    conditions = _conditions(definition, history, decision)
-    _report(
-        kube,
-        rc,
-        body,
-        status,
-        history,
-        conditions,
-        fields,
-        refused=decision.action is Action.REFUSE,
-    )
-    if decision.action in (
-        Action.APPLY_EXPAND,
-        Action.APPLY_CONTRACT,
-        Action.APPLY_DOWN,
-        Action.RUN_BACKFILL_BATCH,
-    ):
-        return again if again is not None else 0.0
-    if decision.action is Action.WAIT and decision.gates:
-        soak = decision.gate(GateName.SOAK_ELAPSED)
-        if not soak.holds and soak.reason == "Soaking":
-            return _soak_due(definition, history, gone, now)
-        if decision.gate(GateName.VERIFY_HOLDS).reason == "VerifyFailed":
-            return _VERIFY_RECHECK
-    return None
+    rc.log.info("status written", extra={"status": patch})
 
 
 # --- for the Microservice reconciler ----------------------------------------------------------

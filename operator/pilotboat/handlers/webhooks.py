@@ -101,7 +101,6 @@ import yaml
 from pydantic import ValidationError
 
 from pilotboat import GROUP, VERSION
-from pilotboat.adapters.kube import Kube
 from pilotboat.api import MicroserviceSpec
 from pilotboat.api.common import error_path
 from pilotboat.api.flag import feature_flag_problems
@@ -121,6 +120,7 @@ from pilotboat.handlers.contracts import (
 )
 from pilotboat.handlers.databases import DatabaseClaim, database_claim
 from pilotboat.handlers.migrations import lint_warnings
+from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "ADMISSION_WORKERS",
@@ -626,6 +626,8 @@ async def rendered_children_check(body: kopf.Body, warnings: list[str], **_: Any
                 return None
             return ChildRefusal("Microservice", str(meta["name"]), "; ".join(
                 ": ".join(error_path(e)) for e in template))
+        if spec.workload_ref is not None:
+            return None  # the template is the adopted Deployment's, which the API server took
         owner = Owner(str(meta["name"]), str(meta["namespace"]), str(meta.get("uid") or ""))
         return dry_run_children(runtime().kube, owner, spec)
 

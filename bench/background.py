@@ -1,0 +1,121 @@
+"""Background analysis: from the moment a canary waiting in `pause: {untilPromoted: true}`
+turns bad to the moment all traffic is back on stable.
+
+Set up as bench/rollback.py (the operator as a process, Prometheus scraping echo processes
+standing in for the pods, customers split by the weight the operator reports), but the
+release is `setWeight: 50` then a pause until promoted, with `backgroundAnalysis: {}` and no
+analysis step: only background analysis can roll it back. Once a background measurement in
+the pause has passed, the canary process is restarted on the same port with
+``ERROR_RATIO=0.5`` (t0); the run ends when status says canaryWeight 0 and the canary
+Deployment is scaled to 0 (t1). Reported: median and max of t1 - t0 over the runs and the
+interval. The real-node version of this is tests/cluster/test_background_analysis.py.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.prometheus import STATE, LocalPrometheus
+from tests.fixtures.standins import Traffic, echo, free_port, standin_labels
+from tests.manifests import microservice
+from tests.story import Story
+
+from bench.rollback import INTERVAL, RUNS, _analysis, _rolled_back, _status, _wait
+from pilotboat.adapters.kube import Kube
+from pilotboat.testing import OperatorProcess
+
+__all__ = ["BENCHMARKS"]
+
+
+def _service(name: str, version: str, prometheus: LocalPrometheus) -> dict[str, Any]:
+    return microservice(
+        name,
+        version=version,
+        replicas=2,
+        rollout={
+            "canary": {
+                "steps": [{"setWeight": 50}, {"pause": {"untilPromoted": True}}],
+                "backgroundAnalysis": {},
+                "analysis": _analysis(prometheus),
+            }
+        },
+    )
+
+
+def _passed_in_the_pause(story: Story, name: str) -> bool:
+    status = _status(story, name)
+    records = (status.get("backgroundAnalysis") or {}).get("measurements") or []
+    return status.get("phase") == "Paused" and any(
+        r.get("step") == 1 and r.get("verdict") == "Successful" for r in records
+    )
+
+
+def _one_run(story: Story, prometheus: LocalPrometheus, name: str) -> float:
+    v1, v2 = (standin_labels(story.namespace, _service(name, v, prometheus)) for v in ("v1", "v2"))
+    canary_port = free_port()
+    target = f"{story.namespace}-{name}"
+    with echo("v1") as stable, ExitStack() as healthy:
+        canary = healthy.enter_context(echo("v2", port=canary_port))
+        with (
+            prometheus.scraped(f"{target}-v1", stable, v1),
+            prometheus.scraped(f"{target}-v2", canary, v2),
+        ):
+            story.given(_service(name, "v1", prometheus))
+            _wait(lambda: _status(story, name).get("phase") == "Healthy", 90, "Healthy")
+            with Traffic(story, name, stable, canary, rate=30):
+                story.apply(_service(name, "v2", prometheus))
+                _wait(lambda: _passed_in_the_pause(story, name), 120, "passed in the pause")
+                healthy.close()  # the healthy canary stops; a bad one takes its port
+                with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
+                    t0 = time.monotonic()
+                    _wait(lambda: _rolled_back(story, name), 120, "rolled back")
+                    return time.monotonic() - t0
+
+
+def background_analysis_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
+    """Seconds from a paused canary turning bad to all traffic on stable, over RUNS runs."""
+    port = os.environ.get("PILOTBOAT_PROMETHEUS_PORT", "19090")
+    prometheus = LocalPrometheus(f"http://127.0.0.1:{port}", STATE / "prometheus" / "targets")
+    started_prometheus = not prometheus.is_up()
+    prometheus.start()
+    ns = f"bench-background-{secrets.token_hex(3)}"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    story = Story(kube, ns)
+    seconds: list[float] = []
+    try:
+        with tempfile.TemporaryDirectory() as logs:
+            operator = OperatorProcess(kubeconfig, Path(logs), ["--namespace", ns])
+            operator.start()
+            try:
+                for run in range(RUNS):
+                    seconds.append(_one_run(story, prometheus, f"billing-{run}"))
+            finally:
+                operator.stop()
+    finally:
+        kube.delete("Namespace", None, ns)
+        if started_prometheus:
+            prometheus.stop()
+    yield {
+        "metric": "background_analysis_rollback_s",
+        "runs": len(seconds),
+        "median": round(statistics.median(seconds), 2),
+        "max": round(max(seconds), 2),
+        "all": [round(s, 2) for s in seconds],
+        "analysis_interval": INTERVAL,
+        "step": "pause untilPromoted",
+        "error_ratio_threshold": 0.05,
+        "canary_error_ratio": 0.5,
+    }
+
+
+BENCHMARKS: dict[str, Callable[[Kube, Path], Iterator[dict[str, Any]]]] = {
+    "background_analysis_rollback": background_analysis_rollback,
+}

@@ -1,0 +1,353 @@
+"""The handlers' passes against the API server in memory (`pilotboat.testing.FakeKube`).
+
+Each case runs the real handler function (`reconcile_microservice`, the flag files, an
+OwnedDatabase, a MigrationApproval) on a fake that answers as the API server does
+(resourceVersion, 404, 409, managedFields), and checks what the pass wrote: which objects,
+with which field manager, how many status writes. The cluster tests run the same handlers
+on a real API server; these run in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from pilotboat import API_VERSION
+from pilotboat.core import reasons
+from pilotboat.core.workload import ANNOTATION_REVISION, LABEL_VERSION, deployment_name
+from pilotboat.handlers import context
+from pilotboat.handlers.approvals import sync_approval
+from pilotboat.handlers.context import Reconcile, Runtime
+from pilotboat.handlers.databases import reconcile_owned_database
+from pilotboat.handlers.flags import on_feature_flag_event
+from pilotboat.handlers.microservice import reconcile_microservice
+from pilotboat.testing import FakeKube, Write
+
+NS = "shop"
+NOW = 1_800_000_000.0
+STABLE, CANARY = deployment_name("orders", "stable"), deployment_name("orders", "canary")
+STEPS = [{"setWeight": 25}, {"pause": {"untilPromoted": True}}]
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    """A fresh API server in memory, and the operator's runtime on it."""
+    fake = FakeKube()
+    before = context._runtime
+    context.configure_runtime(Runtime(kube=fake))
+    yield fake
+    context._runtime = before
+
+
+def people(kube: FakeKube) -> FakeKube:
+    """The same store, written as a person's kubectl does."""
+    return kube.acting_as("kubectl")
+
+
+def microservice(name: str = "orders", version: str = "v1", **spec: Any) -> dict[str, Any]:
+    body = {"image": f"localhost/pilotboat/echo:{version}", "version": version, "replicas": 4,
+            "ports": [{"name": "http", "port": 8080}], **spec}  # fmt: skip
+    return {"apiVersion": API_VERSION, "kind": "Microservice",
+            "metadata": {"name": name, "namespace": NS}, "spec": body}  # fmt: skip
+
+
+def reconcile(kube: FakeKube, name: str = "orders", now: float = NOW) -> list[Write]:
+    """One pass over the Microservice as the API server has it now; the writes it made."""
+    body = kube.get("Microservice", NS, name)
+    assert body is not None
+    start = len(kube.writes)
+    reconcile_microservice(kube, body, Reconcile.start(kube, body), now=now)
+    return kube.writes[start:]
+
+
+def controller_reports(kube: FakeKube, name: str, ready: int | None = None) -> None:
+    """The Deployment controller's status: every desired replica updated and ready."""
+    dep = kube.get("Deployment", NS, name)
+    assert dep is not None
+    replicas = dep["spec"]["replicas"]
+    ready = replicas if ready is None else ready
+    status = {"observedGeneration": dep["metadata"]["generation"], "replicas": replicas,
+              "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready}
+    kube.acting_as("kube-controller-manager").merge_patch(
+        "Deployment", NS, name, {"status": status}, subresource="status")  # fmt: skip
+
+
+def status_writes(writes: list[Write]) -> list[Write]:
+    return [w for w in writes if w.subresource == "status"]
+
+
+def child_writes(writes: list[Write]) -> list[tuple[str, str, str, str]]:
+    return [(w.verb, w.kind, w.name, w.field_manager) for w in writes if w.subresource is None]
+
+
+def status(kube: FakeKube, name: str = "orders") -> dict[str, Any]:
+    body = kube.get("Microservice", NS, name)
+    assert body is not None
+    return dict(body.get("status") or {})
+
+
+def condition(kube: FakeKube, type_: str, name: str = "orders") -> tuple[str, str]:
+    found = next(c for c in status(kube, name)["conditions"] if c["type"] == type_)
+    return found["status"], found["reason"]
+
+
+def released(kube: FakeKube) -> None:
+    """orders v1 created, stable and ready: the state a release starts from."""
+    people(kube).create(microservice(rollout={"canary": {"steps": STEPS}}))
+    reconcile(kube)
+    controller_reports(kube, STABLE)
+    reconcile(kube)
+    assert status(kube)["phase"] == "Healthy"
+
+
+def new_version(kube: FakeKube, version: str = "v2") -> None:
+    people(kube).merge_patch("Microservice", NS, "orders", {"spec": {
+        "version": version, "image": f"localhost/pilotboat/echo:{version}"}})  # fmt: skip
+
+
+def command(kube: FakeKube, name: str, token: str = "t1") -> None:
+    people(kube).merge_patch("Microservice", NS, "orders", {"status": {"commands": {
+        name: token, f"{name}By": "alice"}}}, subresource="status")  # fmt: skip
+
+
+# --- the fake answers as the API server does ----------------------------------------------
+
+
+def test_the_fake_answers_404_409_and_moves_resource_versions(kube: FakeKube) -> None:
+    created = kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "a", "namespace": NS}, "data": {"k": "1"}})
+    first = created["metadata"]["resourceVersion"]
+    with pytest.raises(ApiException) as conflict:
+        kube.create(created)
+    assert conflict.value.status == 409
+    with pytest.raises(ApiException) as missing:
+        kube.merge_patch("ConfigMap", NS, "b", {"data": {"k": "2"}})
+    assert missing.value.status == 404
+    same = kube.merge_patch("ConfigMap", NS, "a", {"data": {"k": "1"}})
+    assert same["metadata"]["resourceVersion"] == first, "a write that changes nothing"
+    moved = kube.merge_patch("ConfigMap", NS, "a", {"data": {"k": "2"}})
+    assert int(moved["metadata"]["resourceVersion"]) > int(first)
+    with pytest.raises(ApiException) as stale:
+        kube.merge_patch("ConfigMap", NS, "a",
+                         {"metadata": {"resourceVersion": first}, "data": {"k": "3"}})
+    assert stale.value.status == 409
+    assert kube.delete("ConfigMap", NS, "a") and not kube.delete("ConfigMap", NS, "a")
+
+
+def test_the_fake_keeps_status_to_its_subresource_and_names_who_wrote_it(kube: FakeKube) -> None:
+    people(kube).create(microservice())
+    people(kube).merge_patch("Microservice", NS, "orders", {"status": {"phase": "Degraded"}})
+    assert status(kube) == {}, "status goes through the status subresource only"
+    people(kube).merge_patch("Microservice", NS, "orders", {"status": {"phase": "Degraded"}},
+                             subresource="status")  # fmt: skip
+    body = kube.get("Microservice", NS, "orders")
+    assert body is not None and body["metadata"]["generation"] == 1
+    managers = {m["manager"]: m["fieldsV1"] for m in body["metadata"]["managedFields"]
+                if m.get("subresource") == "status"}  # fmt: skip
+    assert managers == {"kubectl": {"f:status": {"f:phase": {}}}}
+
+
+# --- reconcile_microservice ----------------------------------------------------------------
+
+
+def test_create_writes_the_stable_deployment_and_the_service_as_pilotboat(kube: FakeKube) -> None:
+    people(kube).create(microservice())
+    writes = reconcile(kube)
+    assert child_writes(writes) == [
+        ("apply", "Service", "orders", "pilotboat"),
+        ("apply", "Deployment", STABLE, "pilotboat"),
+    ]
+    assert [(w.verb, w.field_manager) for w in status_writes(writes)] == [("patch", "pilotboat")]
+    stable = kube.get("Deployment", NS, STABLE)
+    assert stable is not None
+    assert stable["spec"]["replicas"] == 4
+    assert stable["metadata"]["labels"][LABEL_VERSION] == "v1"
+    assert stable["metadata"]["ownerReferences"][0]["name"] == "orders"
+    assert status(kube)["phase"] == "Progressing"
+    assert {e["reason"] for e in kube.events} >= {"ServiceCreated", "DeploymentCreated"}
+
+
+def test_a_pass_with_nothing_new_writes_nothing(kube: FakeKube) -> None:
+    released(kube)
+    assert reconcile(kube) == []
+
+
+def test_a_version_change_starts_the_canary_at_the_first_steps_weight(kube: FakeKube) -> None:
+    released(kube)
+    new_version(kube)
+    started = reconcile(kube)
+    assert child_writes(started) == [("apply", "Deployment", CANARY, "pilotboat")]
+    assert (status(kube)["canaryWeight"], status(kube)["currentStepIndex"]) == (0, 0)
+    writes = reconcile(kube)  # the start asks to be looked at again at once
+    assert child_writes(writes) == [("apply", "Deployment", CANARY, "pilotboat")]
+    canary = kube.get("Deployment", NS, CANARY)
+    assert canary is not None
+    assert canary["spec"]["replicas"] == 1, "25 % of 4 replicas"
+    assert canary["metadata"]["labels"][LABEL_VERSION] == "v2"
+    stable = kube.get("Deployment", NS, STABLE)
+    assert stable is not None and stable["metadata"]["labels"][LABEL_VERSION] == "v1"
+    now = status(kube)
+    assert (now["phase"], now["canaryWeight"], now["currentStepIndex"]) == ("Progressing", 25, 0)
+    assert [len(status_writes(p)) for p in (started, writes)] == [1, 1]
+
+
+def test_a_foreign_child_is_refused_and_never_written(kube: FakeKube) -> None:
+    people(kube).create({"apiVersion": "apps/v1", "kind": "Deployment",
+                         "metadata": {"name": STABLE, "namespace": NS},
+                         "spec": {"replicas": 1}})  # fmt: skip
+    people(kube).create(microservice())
+    writes = reconcile(kube)
+    assert child_writes(writes) == []
+    assert condition(kube, reasons.READY) == ("False", reasons.CHILD_NOT_OWNED)
+    foreign = kube.get("Deployment", NS, STABLE)
+    assert foreign is not None and foreign["spec"] == {"replicas": 1}
+    assert [(e["reason"], e["type"]) for e in kube.events] == [
+        (reasons.CHILD_NOT_OWNED, "Warning")
+    ]
+
+
+def test_promote_past_the_pause_makes_stable_run_the_new_revision(kube: FakeKube) -> None:
+    released(kube)
+    new_version(kube)
+    reconcile(kube)  # the canary starts
+    reconcile(kube)  # at 25 %
+    controller_reports(kube, CANARY)
+    reconcile(kube, now=NOW + 1)  # the weight reached: on to the pause
+    reconcile(kube, now=NOW + 1)
+    assert (status(kube)["phase"], status(kube)["currentStepIndex"]) == ("Paused", 1)
+    command(kube, "promote")
+    passes = [reconcile(kube, now=NOW + 2)]  # past the pause: all steps passed
+    assert status(kube)["lastCommand"]["name"] == "promote"
+    passes.append(reconcile(kube, now=NOW + 3))  # promoting
+    canary = kube.get("Deployment", NS, CANARY)
+    assert canary is not None
+    revision = canary["metadata"]["annotations"][ANNOTATION_REVISION]
+    stable = kube.get("Deployment", NS, STABLE)
+    assert stable is not None
+    assert stable["metadata"]["annotations"][ANNOTATION_REVISION] == revision
+    assert (stable["metadata"]["labels"][LABEL_VERSION], stable["spec"]["replicas"]) == ("v2", 4)
+    controller_reports(kube, STABLE)
+    for second in range(4, 10):
+        passes.append(reconcile(kube, now=NOW + second))
+        if status(kube)["phase"] == "Healthy":
+            break
+    assert (status(kube)["phase"], status(kube)["stableVersion"]) == ("Healthy", "v2")
+    assert kube.get("Deployment", NS, CANARY) is None, "the canary goes once promoted"
+    assert all(len(status_writes(p)) <= 1 for p in passes), "status at most once per pass"
+    assert all(len(status_writes(p)) == 1 for p in passes if child_writes(p))
+
+
+def test_an_api_server_refusal_holds_the_release_with_the_field(kube: FakeKube) -> None:
+    people(kube).create(microservice())
+    kube.refuse("Deployment", STABLE, 422, "spec.template: Invalid value")
+    writes = reconcile(kube)
+    assert kube.get("Deployment", NS, STABLE) is None
+    assert condition(kube, reasons.READY) == ("False", reasons.CHILD_REJECTED)
+    assert "spec.template: Invalid value" in status(kube)["message"]
+    assert len(status_writes(writes)) == 1
+
+
+def test_gateway_routing_weights_the_route_once_the_canary_is_ready(kube: FakeKube) -> None:
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "orders-route", "namespace": NS},
+             "spec": {"rules": [{"backendRefs": [{"name": "orders-stable", "port": 8080}]}]}}
+    people(kube).create(route)
+    gateway = {"gatewayAPI": {"httpRoute": "orders-route", "port": 8080}}
+    people(kube).create(microservice(rollout={"canary": {"steps": STEPS,
+                                                         "trafficRouting": gateway}}))
+    reconcile(kube)
+    assert {s["metadata"]["name"] for s in kube.list("Service", NS)} == {
+        "orders", "orders-stable", "orders-canary"}  # fmt: skip
+    controller_reports(kube, STABLE)
+    reconcile(kube)
+    new_version(kube)
+    reconcile(kube)
+    reconcile(kube)
+    weights = kube.get("HTTPRoute", NS, "orders-route")
+    assert weights is not None
+    refs = weights["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [("orders-stable", 100),
+                                                        (CANARY, 0)]  # fmt: skip
+    controller_reports(kube, CANARY)
+    writes = reconcile(kube, now=NOW + 1)
+    assert ("patch", "HTTPRoute", "orders-route", "pilotboat") in child_writes(writes)
+    weights = kube.get("HTTPRoute", NS, "orders-route")
+    assert weights is not None
+    refs = weights["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [("orders-stable", 75),
+                                                        (CANARY, 25)]  # fmt: skip
+    assert status(kube)["actualWeight"] == 25
+
+
+# --- the other kinds ---------------------------------------------------------------------
+
+
+def test_a_flag_edit_renders_the_services_flag_file(kube: FakeKube) -> None:
+    flag = {"apiVersion": API_VERSION, "kind": "FeatureFlag",
+            "metadata": {"name": "new-checkout", "namespace": NS},
+            "spec": {"key": "checkout.v2", "variants": {"on": True, "off": False},
+                     "defaultVariant": "off"}}  # fmt: skip
+    people(kube).create(flag)
+    people(kube).create(microservice("payments", flags=["new-checkout"]))
+    on_feature_flag_event(body=kube.get("FeatureFlag", NS, "new-checkout"))
+    cm = kube.get("ConfigMap", NS, "payments-flags")
+    assert cm is not None
+    assert '"checkout.v2"' in cm["data"]["flags.json"]
+    assert [w.field_manager for w in kube.writes if w.kind == "ConfigMap"] == ["pilotboat"]
+    written = kube.get("FeatureFlag", NS, "new-checkout")
+    assert written is not None and written["status"]["consumers"] == ["payments"]
+
+
+class NoEngine:
+    """A DatabaseEngine that must not be called: the pass stops before any database."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the engine was asked to {name}")
+
+
+def test_an_owned_database_on_a_missing_server_is_refused_before_any_database(
+    kube: FakeKube,
+) -> None:
+    owned = {"apiVersion": API_VERSION, "kind": "OwnedDatabase",
+             "metadata": {"name": "orders-db", "namespace": NS},
+             "spec": {"owner": "orders", "serverRef": {"name": "main"}}}  # fmt: skip
+    people(kube).create(owned)
+    body = kube.get("OwnedDatabase", NS, "orders-db")
+    assert body is not None
+    reconcile_owned_database(kube, body, Reconcile.start(kube, body), NoEngine())  # type: ignore[arg-type]
+    written = kube.get("OwnedDatabase", NS, "orders-db")
+    assert written is not None
+    assert written["status"]["phase"] == "Refused"
+    ready = next(c for c in written["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reasons.DATABASE_SERVER_NOT_FOUND)
+    assert "spec.serverRef.name" in ready["message"]
+    assert "finalizers" not in written["metadata"]
+    assert [w.kind for w in kube.writes if w.field_manager == "pilotboat"] == ["OwnedDatabase"]
+
+
+def test_an_approval_of_a_missing_migration_does_not_count(kube: FakeKube) -> None:
+    approval = {"apiVersion": API_VERSION, "kind": "MigrationApproval",
+                "metadata": {"name": "ok", "namespace": NS},
+                "spec": {"migration": "add-column", "approver": "bob"}}  # fmt: skip
+    people(kube).create(approval)
+    body = kube.get("MigrationApproval", NS, "ok")
+    assert body is not None
+    assert sync_approval(kube, body, None, enforced_since=None) is None
+    written = kube.get("MigrationApproval", NS, "ok")
+    assert written is not None
+    assert written["status"]["valid"] is False
+    valid = written["status"]["conditions"][0]
+    assert (valid["status"], valid["reason"]) == ("False", reasons.MIGRATION_NOT_FOUND)
+    assert [(w.subresource, w.field_manager) for w in kube.writes[1:]] == [("status", "pilotboat")]
+
+
+def test_a_forged_status_field_reads_as_absent_and_is_written_back(kube: FakeKube) -> None:
+    released(kube)
+    people(kube).merge_patch("Microservice", NS, "orders", {"status": {"phase": "Degraded"}},
+                             subresource="status")  # fmt: skip
+    writes = reconcile(kube)
+    assert [(w.verb, w.field_manager) for w in status_writes(writes)] == [("patch", "pilotboat")]
+    assert status(kube)["phase"] == "Healthy"
