@@ -17,18 +17,15 @@ import os
 import secrets
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from tests.fixtures.prometheus import STATE, LocalPrometheus
-from tests.fixtures.standins import Traffic, echo, free_port, standin_labels
 from tests.manifests import microservice
 from tests.story import Story
 
-from bench.rollback import INTERVAL, RUNS, _analysis, _rolled_back, _status, _wait
+from bench.rollback import INTERVAL, RUNS, _analysis, _status, turn_bad_and_time
 from pilotboat.adapters.kube import Kube
 from pilotboat.testing import OperatorProcess
 
@@ -58,28 +55,6 @@ def _passed_in_the_pause(story: Story, name: str) -> bool:
     )
 
 
-def _one_run(story: Story, prometheus: LocalPrometheus, name: str) -> float:
-    v1, v2 = (standin_labels(story.namespace, _service(name, v, prometheus)) for v in ("v1", "v2"))
-    canary_port = free_port()
-    target = f"{story.namespace}-{name}"
-    with echo("v1") as stable, ExitStack() as healthy:
-        canary = healthy.enter_context(echo("v2", port=canary_port))
-        with (
-            prometheus.scraped(f"{target}-v1", stable, v1),
-            prometheus.scraped(f"{target}-v2", canary, v2),
-        ):
-            story.given(_service(name, "v1", prometheus))
-            _wait(lambda: _status(story, name).get("phase") == "Healthy", 90, "Healthy")
-            with Traffic(story, name, stable, canary, rate=30):
-                story.apply(_service(name, "v2", prometheus))
-                _wait(lambda: _passed_in_the_pause(story, name), 120, "passed in the pause")
-                healthy.close()  # the healthy canary stops; a bad one takes its port
-                with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
-                    t0 = time.monotonic()
-                    _wait(lambda: _rolled_back(story, name), 120, "rolled back")
-                    return time.monotonic() - t0
-
-
 def background_analysis_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
     """Seconds from a paused canary turning bad to all traffic on stable, over RUNS runs."""
     port = os.environ.get("PILOTBOAT_PROMETHEUS_PORT", "19090")
@@ -96,7 +71,9 @@ def background_analysis_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[
             operator.start()
             try:
                 for run in range(RUNS):
-                    seconds.append(_one_run(story, prometheus, f"billing-{run}"))
+                    elapsed, _ = turn_bad_and_time(story, prometheus, f"billing-{run}", _service,
+                                                   _passed_in_the_pause)
+                    seconds.append(elapsed)
             finally:
                 operator.stop()
     finally:

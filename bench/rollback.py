@@ -100,10 +100,17 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _one_run(
-    story: Story, prometheus: LocalPrometheus, name: str
+Service = Callable[[str, str, LocalPrometheus], dict[str, Any]]
+Passed = Callable[[Story, str], bool]
+
+
+def turn_bad_and_time(
+    story: Story, prometheus: LocalPrometheus, name: str, service: Service, passed: Passed
 ) -> tuple[float, dict[str, Any]]:
-    v1, v2 = (standin_labels(story.namespace, _service(name, v, prometheus)) for v in ("v1", "v2"))
+    """One release of `service` (v1 -> v2) over echo stand-ins: once `passed` says the
+    healthy canary was judged, the canary turns bad (ERROR_RATIO 0.5 on its port); seconds
+    until the operator has rolled back, and the status then."""
+    v1, v2 = (standin_labels(story.namespace, service(name, v, prometheus)) for v in ("v1", "v2"))
     canary_port = free_port()
     target = f"{story.namespace}-{name}"
     with echo("v1") as stable, ExitStack() as healthy:
@@ -112,11 +119,11 @@ def _one_run(
             prometheus.scraped(f"{target}-v1", stable, v1),
             prometheus.scraped(f"{target}-v2", canary, v2),
         ):
-            story.given(_service(name, "v1", prometheus))
+            story.given(service(name, "v1", prometheus))
             _wait(lambda: _status(story, name).get("phase") == "Healthy", 90, "Healthy")
             with Traffic(story, name, stable, canary, rate=30):
-                story.apply(_service(name, "v2", prometheus))
-                _wait(lambda: _passed_a_measurement(story, name), 120, "analysed healthy")
+                story.apply(service(name, "v2", prometheus))
+                _wait(lambda: passed(story, name), 120, "judged healthy")
                 healthy.close()  # the healthy canary stops; a bad one takes its port
                 with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
                     t0 = time.monotonic()
@@ -142,7 +149,8 @@ def time_to_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
             operator.start()
             try:
                 for run in range(RUNS):
-                    elapsed, status = _one_run(story, prometheus, f"payments-{run}")
+                    elapsed, status = turn_bad_and_time(
+                        story, prometheus, f"payments-{run}", _service, _passed_a_measurement)
                     seconds.append(elapsed)
                     queries.append(int((status.get("analysis") or {}).get("queries") or 0))
             finally:

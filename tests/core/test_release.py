@@ -496,3 +496,12 @@ def test_readiness_docstring_examples_hold() -> None:
     import pilotboat.core.readiness
 
     assert doctest.testmod(pilotboat.core.readiness).failed == 0
+
+
+def test_conditions_docstring_examples_hold() -> None:
+    """`flipped`, which both the release and the migration plans announce conditions with."""
+    import doctest
+
+    import pilotboat.core.conditions
+
+    assert doctest.testmod(pilotboat.core.conditions).failed == 0

@@ -10,7 +10,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ConditionStatus", "DesiredCondition", "find_condition", "set_conditions"]
+__all__ = [
+    "ConditionStatus",
+    "DesiredCondition",
+    "find_condition",
+    "flipped",
+    "set_conditions",
+]
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -73,3 +79,34 @@ def set_conditions(
             index[want.type] = len(result)
             result.append(entry)
     return result
+
+
+def flipped(
+    old: Sequence[Mapping[str, Any]] | None,
+    desired: Sequence[DesiredCondition],
+    *,
+    warn: bool,
+    seen_reasons: Iterable[str] = (),
+) -> list[tuple[DesiredCondition, bool]]:
+    """The conditions of `desired` whose status or reason differs from `old`'s, to announce
+    as Events: ``Ready`` always, every other type only with `warn`; one per reason, and none
+    whose reason is in `seen_reasons` (an Event of the pass already says it). Each comes with
+    whether its Event is a warning (a False condition, with `warn`).
+
+    >>> old = [{"type": "Ready", "status": "True", "reason": "Stable"}]
+    >>> new = [DesiredCondition("Ready", "False", "RolledBack", "v2 failed"),
+    ...        DesiredCondition("Progressing", "False", "RolledBack", "v2 failed")]
+    >>> [(c.type, w) for c, w in flipped(old, new, warn=True)]
+    [('Ready', True)]
+    >>> flipped(old, new, warn=False, seen_reasons=["RolledBack"])
+    []
+    """
+    seen = set(seen_reasons)
+    changes = []
+    for want in desired:
+        before = find_condition(old, want.type) or {}
+        changed = before.get("status") != want.status or before.get("reason") != want.reason
+        if changed and (want.type == "Ready" or warn) and want.reason not in seen:
+            seen.add(want.reason)
+            changes.append((want, want.status == "False" and warn))
+    return changes

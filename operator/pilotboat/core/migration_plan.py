@@ -36,7 +36,7 @@ from pilotboat.api.migration import (
     VersionSeen,
 )
 from pilotboat.core import reasons
-from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
+from pilotboat.core.conditions import DesiredCondition, find_condition, flipped, set_conditions
 from pilotboat.core.migration import (
     Action,
     AppliedPhase,
@@ -461,17 +461,9 @@ def _flips(
 ) -> tuple[MigrationEvent, ...]:
     """An Event when `Ready` (or, with `warn`, any condition) changes status or reason,
     unless an Event of that reason is already part of the pass."""
-    old = _dump(obs.status).get("conditions")
-    seen = {e.reason for e in emitted}
-    events = []
-    for want in desired:
-        before = find_condition(old, want.type) or {}
-        changed = before.get("status") != want.status or before.get("reason") != want.reason
-        if changed and (want.type == reasons.READY or warn) and want.reason not in seen:
-            seen.add(want.reason)
-            warning = want.status == "False" and warn
-            events.append(MigrationEvent(want.reason, want.message, warning=warning))
-    return tuple(events)
+    changes = flipped(_dump(obs.status).get("conditions"), desired, warn=warn,
+                      seen_reasons=(e.reason for e in emitted))  # fmt: skip
+    return tuple(MigrationEvent(c.reason, c.message, warning=w) for c, w in changes)
 
 
 def _rfc3339(at: _dt.datetime) -> str:

@@ -23,7 +23,7 @@ from pilotboat.api import CanaryStep, CanaryStrategy, MicroserviceSpec
 from pilotboat.api.microservice import MicroserviceStatus
 from pilotboat.core import reasons
 from pilotboat.core.background import background_measured_at
-from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
+from pilotboat.core.conditions import DesiredCondition, find_condition, flipped, set_conditions
 from pilotboat.core.database_env import database_env
 from pilotboat.core.flags import overrides_from_status, overrides_to_status, settle_overrides
 from pilotboat.core.readiness import track_health, updated_ready
@@ -898,14 +898,6 @@ def _condition_events(
 ) -> tuple[ReleaseEvent, ...]:
     """An Event when `Ready` (or, with `warn`, any condition) changes status or reason,
     unless an Event of that reason is already part of the pass."""
-    old = _dump(status).get("conditions")
-    seen = {e.reason for e in emitted}
-    events = []
-    for want in desired:
-        before = find_condition(old, want.type) or {}
-        changed = before.get("status") != want.status or before.get("reason") != want.reason
-        if changed and (want.type == reasons.READY or warn) and want.reason not in seen:
-            seen.add(want.reason)
-            warning = want.status == "False" and warn
-            events.append(ReleaseEvent(want.reason, want.message, warning=warning))
-    return tuple(events)
+    changes = flipped(_dump(status).get("conditions"), desired, warn=warn,
+                      seen_reasons=(e.reason for e in emitted))  # fmt: skip
+    return tuple(ReleaseEvent(c.reason, c.message, warning=w) for c, w in changes)

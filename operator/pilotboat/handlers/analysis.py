@@ -105,6 +105,31 @@ def _provider(url: str, cache: dict[str, MetricProvider]) -> MetricProvider:
     return cache[url]
 
 
+def _measure_now(
+    template: AnalysisTemplate,
+    service: str,
+    namespace: str,
+    versions: tuple[str, str],
+    revisions: tuple[str, str],
+    interval: str,
+    now: _dt.datetime,
+    prometheus_url: str | None,
+    providers: dict[str, MetricProvider],
+) -> Measurement:
+    """One measurement of the canary against the stable (`versions` and `revisions`: canary,
+    stable) over the `interval` before `now`; an error measurement without a Prometheus."""
+    if not prometheus_url:
+        return Measurement(
+            now, interval, None, (), Verdict.ERROR,
+            "no Prometheus address: set analysis.prometheus.address "
+            "or run the operator with --prometheus-url",
+        )  # fmt: skip
+    return measure(
+        _provider(prometheus_url, providers), template, service, namespace, *versions,
+        interval, now, canary_revision=revisions[0], stable_revision=revisions[1],
+    )  # fmt: skip
+
+
 def analyse_step(
     *,
     template: AnalysisTemplate,
@@ -154,29 +179,10 @@ def analyse_step(
         due = False
     queries = int(previous.get("queries", 0) or 0)
     if due:
-        if prometheus_url:
-            measured = measure(
-                _provider(prometheus_url, providers),
-                template,
-                service,
-                namespace,
-                canary_version,
-                stable_version,
-                interval,
-                now,
-                canary_revision=canary_revision,
-                stable_revision=stable_revision,
-            )
-        else:
-            measured = Measurement(
-                now,
-                interval,
-                None,
-                (),
-                Verdict.ERROR,
-                "no Prometheus address: set analysis.prometheus.address "
-                "or run the operator with --prometheus-url",
-            )
+        measured = _measure_now(
+            template, service, namespace, (canary_version, stable_version),
+            (canary_revision, stable_revision), interval, now, prometheus_url, providers,
+        )  # fmt: skip
         queries = measured.queries
         records.append(
             {
@@ -301,25 +307,10 @@ def analyse_background(
     )
     measured: Measurement | None = None
     if wait <= 0:
-        if prometheus_url:
-            measured = measure(
-                _provider(prometheus_url, providers),
-                template,
-                service,
-                namespace,
-                canary_version,
-                stable_version,
-                interval,
-                now,
-                canary_revision=canary_revision,
-                stable_revision=stable_revision,
-            )
-        else:
-            measured = Measurement(
-                now, interval, None, (), Verdict.ERROR,
-                "no Prometheus address: set analysis.prometheus.address "
-                "or run the operator with --prometheus-url",
-            )  # fmt: skip
+        measured = _measure_now(
+            template, service, namespace, (canary_version, stable_version),
+            (canary_revision, stable_revision), interval, now, prometheus_url, providers,
+        )  # fmt: skip
         queries = measured.queries
         verdict = measured.verdict.value
         records.append({"at": _iso(now), "step": step_index, "verdict": verdict,

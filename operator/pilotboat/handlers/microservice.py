@@ -55,7 +55,12 @@ from pilotboat.handlers.adoption import (
     deleting_stable,
     scale_adopted,
 )
-from pilotboat.handlers.analysis import analyse_background, analyse_step, effective_template
+from pilotboat.handlers.analysis import (
+    StepAnalysis,
+    analyse_background,
+    analyse_step,
+    effective_template,
+)
 from pilotboat.handlers.cache import children as cache
 from pilotboat.handlers.children import ChildBackoff, child_refusal
 from pilotboat.handlers.commands import verified_commands
@@ -228,32 +233,14 @@ def _measure_analysis(rc: Reconcile, observed: ReleaseObservation) -> MeasuredAn
         return None
     step = strategy.steps[index].analysis
     assert step is not None
-    prometheus = strategy.analysis.prometheus if strategy.analysis else None
     previous = observed.status.analysis
     result = analyse_step(
-        template=effective_template(strategy.analysis),
         step=step,
         step_index=index,
-        step_started_at=release_state(observed.status).step_started_at,
         previous=previous.model_dump(by_alias=True, exclude_none=True) if previous else None,
-        service=observed.owner.name,
-        namespace=observed.owner.namespace,
-        canary_version=spec.version,
-        stable_version=track_version(observed.children.stable) or "",
-        canary_revision=desired_revision(observed),
-        stable_revision=pod_revision(observed.children.stable),
-        prometheus_url=(prometheus.address if prometheus and prometheus.address
-                        else runtime().prometheus_url),
-        providers=runtime().providers,
-        now=_dt.datetime.fromtimestamp(observed.now, _dt.UTC),
-    )  # fmt: skip
-    if result.measured is not None:
-        metrics.analysis_verdict(result.measured.verdict.value)
-        rc.log.info(
-            "measured canary %s: %s", spec.version, result.measured.message,
-            extra={"verdict": result.measured.verdict.value,
-                   "queries": result.measured.queries},
-        )  # fmt: skip
+        **_canary_and_stable(observed, strategy, spec),
+    )
+    _log_measured(rc, result, f"measured canary {spec.version}", background=False)
     return MeasuredAnalysis(result.outcome, result.status, result.next_due_in)
 
 
@@ -264,33 +251,49 @@ def _measure_background(rc: Reconcile, observed: ReleaseObservation) -> Measured
     spec, strategy = observed.spec, observed.strategy
     if index is None or spec is None or strategy is None:
         return None
-    prometheus = strategy.analysis.prometheus if strategy.analysis else None
     previous = observed.status.background_analysis
     result = analyse_background(
-        template=effective_template(strategy.analysis),
         step_index=index,
         steps=len(strategy.steps),
-        step_started_at=release_state(observed.status).step_started_at,
         previous=previous.model_dump(by_alias=True, exclude_none=True) if previous else None,
-        service=observed.owner.name,
-        namespace=observed.owner.namespace,
-        canary_version=spec.version,
-        stable_version=track_version(observed.children.stable) or "",
-        canary_revision=desired_revision(observed),
-        stable_revision=pod_revision(observed.children.stable),
-        prometheus_url=(prometheus.address if prometheus and prometheus.address
-                        else runtime().prometheus_url),
-        providers=runtime().providers,
-        now=_dt.datetime.fromtimestamp(observed.now, _dt.UTC),
-    )  # fmt: skip
-    if result.measured is not None:
-        metrics.analysis_verdict(result.measured.verdict.value)
-        rc.log.info(
-            "background measurement of canary %s: %s", spec.version, result.measured.message,
-            extra={"verdict": result.measured.verdict.value, "background": True,
-                   "queries": result.measured.queries},
-        )  # fmt: skip
+        **_canary_and_stable(observed, strategy, spec),
+    )
+    _log_measured(rc, result, f"background measurement of canary {spec.version}",
+                  background=True)  # fmt: skip
     return MeasuredAnalysis(result.outcome, result.status, result.next_due_in)
+
+
+def _canary_and_stable(
+    observed: ReleaseObservation, strategy: CanaryStrategy, spec: MicroserviceSpec
+) -> dict[str, Any]:
+    """What an analysis measures, and where: the template, both tracks' versions and
+    revisions, the Prometheus to ask, and the time the step started."""
+    prometheus = strategy.analysis.prometheus if strategy.analysis else None
+    return {
+        "template": effective_template(strategy.analysis),
+        "step_started_at": release_state(observed.status).step_started_at,
+        "service": observed.owner.name,
+        "namespace": observed.owner.namespace,
+        "canary_version": spec.version,
+        "stable_version": track_version(observed.children.stable) or "",
+        "canary_revision": desired_revision(observed),
+        "stable_revision": pod_revision(observed.children.stable),
+        "prometheus_url": (prometheus.address if prometheus and prometheus.address
+                           else runtime().prometheus_url),
+        "providers": runtime().providers,
+        "now": _dt.datetime.fromtimestamp(observed.now, _dt.UTC),
+    }  # fmt: skip
+
+
+def _log_measured(rc: Reconcile, result: StepAnalysis, what: str, *, background: bool) -> None:
+    if result.measured is None:
+        return
+    metrics.analysis_verdict(result.measured.verdict.value)
+    extra: dict[str, Any] = {"verdict": result.measured.verdict.value,
+                             "queries": result.measured.queries}
+    if background:
+        extra["background"] = True
+    rc.log.info("%s: %s", what, result.measured.message, extra=extra)
 
 
 # --- apply ------------------------------------------------------------------------------
