@@ -748,7 +748,7 @@ def test_cpu_per_request_twice_is_caught_and_equal_is_not_failed() -> None:
 def test_a_step_writes_the_judgement_to_status_and_keeps_it_until_the_next() -> None:
     from pilotboat.api.microservice import AnalysisStatus
     from pilotboat.api.rollout import AnalysisStep
-    from pilotboat.handlers.analysis import analyse_step
+    from pilotboat.handlers.analysis import analyse_background, analyse_step
 
     t = _window_template(48, 0.1)
     plan = plan_queries(
@@ -771,22 +771,29 @@ def test_a_step_writes_the_judgement_to_status_and_keeps_it_until_the_next() -> 
         ) -> tuple[SampleSeries, ...]:
             return by_expression[expression]
 
-    def step(now: datetime, previous: dict[str, object] | None) -> dict[str, object]:
-        return analyse_step(
-            template=t, step=AnalysisStep(intervals=3), step_index=1,
-            step_started_at=NOW.timestamp() - 60, previous=previous, service="cart",
-            namespace="shop", canary_version="v2", stable_version="v1", canary_revision="r2",
-            stable_revision="r1", prometheus_url="http://prometheus", now=now,
-            providers={"http://prometheus": Prometheus()},
-        ).status  # fmt: skip
+    where = dict(
+        template=t, step_index=1, step_started_at=NOW.timestamp() - 60, service="cart",
+        namespace="shop", canary_version="v2", stable_version="v1", canary_revision="r2",
+        stable_revision="r1", prometheus_url="http://prometheus",
+        providers={"http://prometheus": Prometheus()},
+    )  # fmt: skip
 
-    measured = step(NOW, None)
-    status = AnalysisStatus.model_validate(measured)
-    assert status.judgement is not None
-    assert (status.judgement.verdict, status.judgement.score, status.judgement.step) == (
-        "Fail", 50, 1
-    )
-    assert [s.verdict for s in status.judgement.signals] == ["Pass", "Fail"]
-    # a pass that takes no measurement keeps the last judgement as it was
-    kept = step(NOW.replace(second=5), status.model_dump(by_alias=True, exclude_none=True))
-    assert AnalysisStatus.model_validate(kept).judgement == status.judgement
+    def step(now: datetime, previous: dict[str, object] | None) -> dict[str, object]:
+        return analyse_step(step=AnalysisStep(intervals=3), previous=previous, now=now,
+                            **where).status  # fmt: skip
+
+    def background(now: datetime, previous: dict[str, object] | None) -> dict[str, object]:
+        return analyse_background(steps=3, previous=previous, now=now,
+                                  **where).status  # fmt: skip
+
+    for judged in (step, background):  # an analysis step and background analysis alike
+        measured = judged(NOW, None)
+        status = AnalysisStatus.model_validate(measured)
+        assert status.judgement is not None
+        assert (status.judgement.verdict, status.judgement.score, status.judgement.step) == (
+            "Fail", 50, 1
+        )
+        assert [s.verdict for s in status.judgement.signals] == ["Pass", "Fail"]
+        # a pass that takes no measurement keeps the last judgement as it was
+        kept = judged(NOW.replace(second=5), status.model_dump(by_alias=True, exclude_none=True))
+        assert AnalysisStatus.model_validate(kept).judgement == status.judgement

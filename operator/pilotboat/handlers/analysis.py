@@ -192,18 +192,7 @@ def analyse_step(
                 "summary": measured.message,
             }
         )
-        for sample in measured.samples:
-            history.append(
-                {
-                    "signal": sample.signal,
-                    "value": _finite(sample.canary),
-                    "stableValue": _finite(sample.stable),
-                    "verdict": sample.verdict.value,
-                    "at": _iso(now),
-                    "message": sample.message,
-                }
-            )
-        history = _trim(history)
+        history = _trim(history + _samples(measured, now))
         judgement = judgement_record(template, measured, step_index)
         if judgement is not None:
             previous["judgement"] = judgement
@@ -315,12 +304,10 @@ def analyse_background(
         verdict = measured.verdict.value
         records.append({"at": _iso(now), "step": step_index, "verdict": verdict,
                         "summary": measured.message})  # fmt: skip
-        history = _trim(history + [
-            {"signal": sample.signal, "value": _finite(sample.canary),
-             "stableValue": _finite(sample.stable), "verdict": sample.verdict.value,
-             "at": _iso(now), "message": sample.message}
-            for sample in measured.samples
-        ])  # fmt: skip
+        history = _trim(history + _samples(measured, now))
+        judgement = judgement_record(template, measured, step_index)
+        if judgement is not None:
+            previous["judgement"] = judgement
         wait = seconds
     outcome = assess_background(template, records, steps)
     status = {
@@ -329,8 +316,19 @@ def analyse_background(
         "lastMeasuredAt": records[-1]["at"] if records else None,
         "summary": outcome.summary,
         "queries": queries,
+        **({"judgement": previous["judgement"]} if previous.get("judgement") else {}),
     }
     return StepAnalysis(outcome, status, max(wait, 0.5), measured)
+
+
+def _samples(measured: Measurement, now: _dt.datetime) -> list[dict[str, Any]]:
+    """``status.analysis.history`` records of one measurement, one per signal."""
+    return [
+        {"signal": sample.signal, "value": _finite(sample.canary),
+         "stableValue": _finite(sample.stable), "verdict": sample.verdict.value,
+         "at": _iso(now), "message": sample.message}
+        for sample in measured.samples
+    ]  # fmt: skip
 
 
 def _finite(value: float | None) -> float | None:
