@@ -70,6 +70,7 @@ def test_an_env_only_change_of_the_same_version_is_rolled_back_on_its_own_errors
     assert "error ratio" in status["message"] and "> 5.0%" in status["message"], status["message"]
     errors = [h for h in status["analysis"]["history"] if h["signal"] == "errors"]
     assert errors and errors[-1]["verdict"] == "Failed", errors
-    # Each track on its own pods: the canary near its 40%, the stable at 0. Selecting on
-    # version, both would read the two tracks' requests together, about 20% each.
-    assert errors[-1]["value"] > 0.25 and errors[-1]["stableValue"] == 0.0, errors[-1]
+    # Each track on its own pods: the canary failed on its own errors (its 40 %, less in a
+    # window that began before all its pods served), the stable read 0. Selecting on
+    # version, both tracks would read the two tracks' requests together: the stable too.
+    assert errors[-1]["value"] > 0.05 and errors[-1]["stableValue"] == 0.0, errors[-1]
