@@ -13,21 +13,24 @@ interval. The real-node version of this is tests/cluster/test_background_analysi
 
 from __future__ import annotations
 
-import os
-import secrets
 import statistics
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.prometheus import STATE, LocalPrometheus
+from tests.fixtures.prometheus import LocalPrometheus
 from tests.manifests import microservice
 from tests.story import Story
 
-from bench.rollback import INTERVAL, RUNS, _analysis, _status, turn_bad_and_time
+from bench.rollback import (
+    INTERVAL,
+    RUNS,
+    _analysis,
+    _status,
+    operator_on_standins,
+    turn_bad_and_time,
+)
 from pilotboat.adapters.kube import Kube
-from pilotboat.testing import OperatorProcess
 
 __all__ = ["BENCHMARKS"]
 
@@ -57,29 +60,12 @@ def _passed_in_the_pause(story: Story, name: str) -> bool:
 
 def background_analysis_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
     """Seconds from a paused canary turning bad to all traffic on stable, over RUNS runs."""
-    port = os.environ.get("PILOTBOAT_PROMETHEUS_PORT", "19090")
-    prometheus = LocalPrometheus(f"http://127.0.0.1:{port}", STATE / "prometheus" / "targets")
-    started_prometheus = not prometheus.is_up()
-    prometheus.start()
-    ns = f"bench-background-{secrets.token_hex(3)}"
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    story = Story(kube, ns)
     seconds: list[float] = []
-    try:
-        with tempfile.TemporaryDirectory() as logs:
-            operator = OperatorProcess(kubeconfig, Path(logs), ["--namespace", ns])
-            operator.start()
-            try:
-                for run in range(RUNS):
-                    elapsed, _ = turn_bad_and_time(story, prometheus, f"billing-{run}", _service,
-                                                   _passed_in_the_pause)
-                    seconds.append(elapsed)
-            finally:
-                operator.stop()
-    finally:
-        kube.delete("Namespace", None, ns)
-        if started_prometheus:
-            prometheus.stop()
+    with operator_on_standins(kube, kubeconfig, "bench-background") as (story, prometheus):
+        for run in range(RUNS):
+            elapsed, _ = turn_bad_and_time(story, prometheus, f"billing-{run}", _service,
+                                           _passed_in_the_pause)
+            seconds.append(elapsed)
     yield {
         "metric": "background_analysis_rollback_s",
         "runs": len(seconds),

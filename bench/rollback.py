@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,33 +132,42 @@ def turn_bad_and_time(
     return elapsed, _status(story, name)
 
 
-def time_to_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
-    """Seconds from the canary turning bad to all traffic on stable, over RUNS releases."""
+@contextmanager
+def operator_on_standins(
+    kube: Kube, kubeconfig: Path, prefix: str
+) -> Iterator[tuple[Story, LocalPrometheus]]:
+    """A namespace of its own (`prefix`-random), the operator as a process watching it and
+    the local Prometheus (started if it was not up); all of it gone afterwards."""
     port = os.environ.get("PILOTBOAT_PROMETHEUS_PORT", "19090")
     prometheus = LocalPrometheus(f"http://127.0.0.1:{port}", STATE / "prometheus" / "targets")
     started_prometheus = not prometheus.is_up()
     prometheus.start()
-    ns = f"bench-rollback-{secrets.token_hex(3)}"
+    ns = f"{prefix}-{secrets.token_hex(3)}"
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    story = Story(kube, ns)
-    seconds: list[float] = []
-    queries: list[int] = []
     try:
         with tempfile.TemporaryDirectory() as logs:
             operator = OperatorProcess(kubeconfig, Path(logs), ["--namespace", ns])
             operator.start()
             try:
-                for run in range(RUNS):
-                    elapsed, status = turn_bad_and_time(
-                        story, prometheus, f"payments-{run}", _service, _passed_a_measurement)
-                    seconds.append(elapsed)
-                    queries.append(int((status.get("analysis") or {}).get("queries") or 0))
+                yield Story(kube, ns), prometheus
             finally:
                 operator.stop()
     finally:
         kube.delete("Namespace", None, ns)
         if started_prometheus:
             prometheus.stop()
+
+
+def time_to_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
+    """Seconds from the canary turning bad to all traffic on stable, over RUNS releases."""
+    seconds: list[float] = []
+    queries: list[int] = []
+    with operator_on_standins(kube, kubeconfig, "bench-rollback") as (story, prometheus):
+        for run in range(RUNS):
+            elapsed, status = turn_bad_and_time(
+                story, prometheus, f"payments-{run}", _service, _passed_a_measurement)
+            seconds.append(elapsed)
+            queries.append(int((status.get("analysis") or {}).get("queries") or 0))
     planned = queries_per_interval(AnalysisTemplate.model_validate(_analysis(prometheus)))
     yield {
         "metric": "time_to_rollback_seconds",
