@@ -20,11 +20,12 @@ Measured, one record per (tool, metric, N):
   and once the N canaries are paused;
 * ``api_requests_per_reconcile``: Argo Rollouts counts its requests to the API server
   (``controller_clientset_k8s_request_total``) and its reconciles (``rollout_reconcile``);
-  Pilotboat counts reconciles (``pilotboat_reconciles_total``) but not requests, so its
-  record says not measured, unless ``PILOTBOAT_BENCH_ARGO_PROXY=1``: then each controller
-  reaches the API server through a ``kubectl proxy`` that counts its requests, the same way
-  for both tools (a local hop more per request: such runs count, their latencies are not
-  the ones to quote);
+  Pilotboat counts the requests of its Kubernetes client (``pilotboat_api_requests_total``;
+  Kopf's watches, which start before the first reading, are not among them) and its
+  reconciles (``pilotboat_reconciles_total``). With ``PILOTBOAT_BENCH_ARGO_PROXY=1`` each
+  controller reaches the API server through a ``kubectl proxy`` that counts its requests,
+  the same way for both tools (a local hop more per request: such runs count, their
+  latencies are not the ones to quote);
 * ``run_seconds``: the wall time of the whole run of one tool at one N.
 
 ``PILOTBOAT_BENCH_ARGO_TOOLS`` (default ``argo-rollouts,pilotboat``),
@@ -207,13 +208,16 @@ class PilotboatProcess:
 
     def counters(self) -> tuple[float | None, float]:
         totals = _scrape(self.metrics_port)
-        return None, totals.get("pilotboat_reconciles_total", 0.0)
+        return (
+            totals.get("pilotboat_api_requests_total", 0.0),
+            totals.get("pilotboat_reconciles_total", 0.0),
+        )
 
 
 class CountingProxy(ChildProcess):
     """`kubectl proxy` between one controller and the API server, counting its requests.
 
-    The same count for both tools (Pilotboat has no request counter of its own); it adds a
+    The same count for both tools, Kopf's watches included; it adds a
     local hop to every request, so runs with it are for counting, not for latency."""
 
     def __init__(self, kubeconfig: Path, log_dir: Path):
@@ -716,8 +720,7 @@ def _requests(readings: _Readings, count: int) -> dict[str, Any]:
     if "measured" not in record:
         record.update(
             measured=False,
-            why="pilotboat's /metrics counts reconciles (pilotboat_reconciles_total) but not API "
-            "requests; PILOTBOAT_BENCH_ARGO_PROXY=1 counts them with kubectl proxy",
+            why="the controller's /metrics has no request counter",
         )
     return record
 

@@ -113,6 +113,9 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
     found = samples(base)
     assert value(found, "pilotboat_reconciles_total", kind="Microservice", result="ok") >= 3
     assert value(found, "pilotboat_reconciles_total", kind="SchemaMigration", result="ok") >= 2
+    # Every request of the operator's client is counted: reads answered, writes accepted
+    assert value(found, "pilotboat_api_requests_total", method="GET", code="2xx") > 0
+    assert value(found, "pilotboat_api_requests_total", method="PATCH", code="2xx") > 0
     count = value(found, "pilotboat_reconcile_duration_seconds_count", kind="Microservice")
     assert count == value(found, "pilotboat_reconcile_duration_seconds_bucket",
                           kind="Microservice", le="+Inf") > 0

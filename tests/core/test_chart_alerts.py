@@ -27,7 +27,7 @@ EXPORTED = {
     "pilotboat_analyses_total", "pilotboat_migration_gates_blocked",
     "pilotboat_migration_phase_duration_seconds", "pilotboat_leader",
     "pilotboat_release_phase", "pilotboat_build_info", "pilotboat_migration_phase",
-    "pilotboat_migration_blocked",
+    "pilotboat_migration_blocked", "pilotboat_api_requests_total",
 }
 
 

@@ -169,6 +169,9 @@ def run(
         info: kopf.ConnectionInfo = _connection_info(kopf, api_client.configuration)
         return info
 
+    from pilotboat.handlers import metrics
+
+    metrics.count_requests(api_client)
     kube = Kube(api_client)
     _wait_for_the_api(kube)
     configure_runtime(
@@ -210,8 +213,6 @@ def run(
                 service=service_ref or None,
                 ca_secret=ca_ref or None,
             )
-
-    from pilotboat.handlers import metrics
 
     ready, standby = threading.Event(), threading.Event()
     if metrics_port:

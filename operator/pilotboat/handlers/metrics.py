@@ -20,6 +20,10 @@ Series:
   now) and ``pilotboat_migration_blocked{namespace,migration,gate,reason}`` (1 for each gate
   that holds it now), so an alert can name the migration;
 * ``pilotboat_migration_phase_duration_seconds{phase}``: how long migrations stayed in a phase;
+* ``pilotboat_api_requests_total{method,code}``: requests the operator's Kubernetes client
+  sent to the API server, by HTTP method and response class (``2xx``, ``4xx``, ``error`` for
+  no response); Kopf's own watch requests (a list and a watch per watched kind, renewed every
+  ``server_timeout``) are not among them;
 * ``pilotboat_leader``: 1 while this process acts (it holds the Lease, or runs without leader
   election), 0 while it stands by;
 * ``pilotboat_build_info{version,api_version,python,kopf}``: always 1, for joins and for
@@ -37,6 +41,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _distribution_version
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -46,6 +51,7 @@ from pilotboat import API_VERSION
 __all__ = [
     "REGISTRY",
     "analysis_verdict",
+    "count_requests",
     "leading",
     "migration_observed",
     "reconciling",
@@ -103,6 +109,13 @@ _PHASE_TIME = Histogram(
     "How long a SchemaMigration stayed in a phase.",
     ["phase"],
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400),
+    registry=REGISTRY,
+)
+_API_REQUESTS = Counter(
+    "pilotboat_api_requests",
+    "Requests the operator's Kubernetes client sent to the API server, by method and response"
+    " class (Kopf's watches are not counted).",
+    ["method", "code"],
     registry=REGISTRY,
 )
 _LEADER = Gauge(
@@ -196,6 +209,24 @@ def release_observed(
 
 def _weights() -> set[tuple[str, ...]]:
     return {tuple(s.labels.values()) for m in _WEIGHT.collect() for s in m.samples}
+
+
+def count_requests(api_client: Any) -> None:
+    """Count every request `api_client` (a `kubernetes.client.ApiClient`) sends from now on
+    in ``pilotboat_api_requests_total``: its REST client's one entry point is wrapped."""
+    rest = api_client.rest_client
+    send = rest.request
+
+    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = send(method, url, *args, **kwargs)
+        except Exception:
+            _API_REQUESTS.labels(method, "error").inc()
+            raise
+        _API_REQUESTS.labels(method, f"{int(response.status) // 100}xx").inc()
+        return response
+
+    rest.request = counted
 
 
 def leading(yes: bool) -> None:
