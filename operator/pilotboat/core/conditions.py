@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pilotboat.core import reasons
+
 __all__ = [
     "ConditionStatus",
     "DesiredCondition",
@@ -106,7 +108,7 @@ def flipped(
     for want in desired:
         before = find_condition(old, want.type) or {}
         changed = before.get("status") != want.status or before.get("reason") != want.reason
-        if changed and (want.type == "Ready" or warn) and want.reason not in seen:
+        if changed and (want.type == reasons.READY or warn) and want.reason not in seen:
             seen.add(want.reason)
             changes.append((want, want.status == "False" and warn))
     return changes

@@ -325,14 +325,14 @@ def decide(
         return _decision(
             Action.WAIT,
             MigrationPhase.ROLLED_BACK,
-            "DownApplied",
+            reasons.DOWN_APPLIED,
             f"down was applied at {_clock(applied[Phase.DOWN].applied_at)}",
         )
     if Phase.CONTRACT in applied:
         return _decision(
             Action.WAIT,
             MigrationPhase.CONTRACTED,
-            "Contracted",
+            reasons.CONTRACTED,
             f"contract was applied at {_clock(applied[Phase.CONTRACT].applied_at)}",
         )
     if observations.rolled_back:
@@ -346,7 +346,7 @@ def decide(
         return MigrationDecision(
             Action.REFUSE,
             MigrationPhase.FAILED,
-            "UnsafeSql",
+            reasons.UNSAFE_SQL,
             "; ".join(f"{f.phase}: {f.rule}: {f.statement}" for f in refused),
             findings=findings,
         )
@@ -386,14 +386,14 @@ def _next_step(
         return decision(
             Action.APPLY_EXPAND,
             MigrationPhase.EXPANDING,
-            "ExpandPending",
+            reasons.EXPAND_PENDING,
             "expand has not been applied yet",
         )
     if definition.backfill is not None and Phase.BACKFILL not in applied:
         return decision(
             Action.RUN_BACKFILL_BATCH,
             MigrationPhase.BACKFILL_RUNNING,
-            "BackfillPending",
+            reasons.BACKFILL_PENDING,
             "backfill has not finished",
         )
     old_gone = next(g for g in gates if g.name is GateName.OLD_VERSIONS_GONE).holds
@@ -404,7 +404,7 @@ def _next_step(
             return decision(
                 Action.RUN_VERIFY,
                 MigrationPhase.AWAITING_CONTRACT,
-                "VerifyPending",
+                reasons.VERIFY_PENDING,
                 "the verify query has not been run yet",
             )
         # The verify query waits for the gates before it: they are what the wait is about.
@@ -416,7 +416,10 @@ def _next_step(
     blocking = [g for g in gates if not g.holds]
     if not blocking:
         return decision(
-            Action.APPLY_CONTRACT, MigrationPhase.CONTRACTING, "GatesHold", "every gate holds"
+            Action.APPLY_CONTRACT,
+            MigrationPhase.CONTRACTING,
+            reasons.GATES_HOLD,
+            "every gate holds",
         )
     return decision(
         Action.WAIT, waiting, blocking[0].reason, "; ".join(g.message for g in blocking)
@@ -430,7 +433,7 @@ def _after_rollback(
         return _decision(
             Action.WAIT,
             MigrationPhase.ROLLED_BACK,
-            "RolloutRolledBack",
+            reasons.ROLLOUT_ROLLED_BACK,
             "the rollout was rolled back; expand stays (it is compatible with the old version)"
             if Phase.EXPAND in applied
             else "the rollout was rolled back before expand was applied",
@@ -439,13 +442,13 @@ def _after_rollback(
         return _decision(
             Action.REFUSE,
             MigrationPhase.FAILED,
-            "DownMissing",
+            reasons.DOWN_MISSING,
             "the rollout was rolled back and runDownOnRollback is set, but expand has no down SQL",
         )
     return _decision(
         Action.APPLY_DOWN,
         MigrationPhase.ROLLED_BACK,
-        "RolloutRolledBack",
+        reasons.ROLLOUT_ROLLED_BACK,
         "the rollout was rolled back; applying expand's down SQL",
     )
 
@@ -460,7 +463,7 @@ def _checksum_mismatch(
             return _decision(
                 Action.REFUSE,
                 MigrationPhase.FAILED,
-                "ChecksumMismatch",
+                reasons.CHECKSUM_MISMATCH,
                 f"{entry.phase} was applied with checksum {entry.checksum} at "
                 f"{_clock(entry.applied_at)}, but its SQL now has checksum {current}; "
                 f"an applied phase cannot change (write a new migration)",
@@ -473,16 +476,18 @@ def _expand_applied(
 ) -> GateVerdict:
     name = GateName.EXPAND_APPLIED
     if Phase.EXPAND not in applied:
-        return GateVerdict(name, False, "ExpandNotApplied", "expand has not been applied")
+        return GateVerdict(name, False, reasons.EXPAND_NOT_APPLIED, "expand has not been applied")
     done = f"expand applied at {_clock(applied[Phase.EXPAND].applied_at)}"
     if definition.backfill is None:
-        return GateVerdict(name, True, "ExpandApplied", done)
+        return GateVerdict(name, True, reasons.EXPAND_APPLIED, done)
     if Phase.BACKFILL not in applied:
-        return GateVerdict(name, False, "BackfillNotFinished", f"{done}; backfill has not finished")
+        return GateVerdict(
+            name, False, reasons.BACKFILL_NOT_FINISHED, f"{done}; backfill has not finished"
+        )
     return GateVerdict(
         name,
         True,
-        "ExpandApplied",
+        reasons.EXPAND_APPLIED,
         f"{done}; backfill finished at {_clock(applied[Phase.BACKFILL].applied_at)}",
     )
 
@@ -505,7 +510,7 @@ def _old_versions_gone(
         return GateVerdict(
             name,
             False,
-            "OldVersionsRunning",
+            reasons.OLD_VERSIONS_RUNNING,
             "; ".join(
                 f"version {v} still runs in {_pods(n)}"
                 + (
@@ -521,14 +526,14 @@ def _old_versions_gone(
         return GateVerdict(
             name,
             False,
-            "RequiredVersionNotRunning",
+            reasons.REQUIRED_VERSION_NOT_RUNNING,
             f"no pod of {required.service} {required.version} runs yet; "
             f"contract waits until it does",
         )
     return GateVerdict(
         name,
         True,
-        "OldVersionsGone",
+        reasons.OLD_VERSIONS_GONE,
         f"only {required.service} {required.version} runs "
         f"({_pods(observations.running[required.version])})",
     )
@@ -546,13 +551,15 @@ def _soak_elapsed(
     soak = definition.contract.soak
     ends = soak_ends(definition, applied, observations.last_seen)
     if ends is None:
-        return GateVerdict(name, False, "SoakNotStarted", "soak starts once expand is applied")
+        return GateVerdict(
+            name, False, reasons.SOAK_NOT_STARTED, "soak starts once expand is applied"
+        )
     if ends > now:
         return GateVerdict(
-            name, False, "Soaking", f"soak of {_duration(soak)} ends at {_clock(ends)}"
+            name, False, reasons.SOAKING, f"soak of {_duration(soak)} ends at {_clock(ends)}"
         )
     return GateVerdict(
-        name, True, "SoakElapsed", f"soak of {_duration(soak)} ended at {_clock(ends)}"
+        name, True, reasons.SOAK_ELAPSED, f"soak of {_duration(soak)} ended at {_clock(ends)}"
     )
 
 
@@ -587,7 +594,7 @@ def _verify_holds(
     """``runs``: the gates before it hold, so the verify query is due (it runs only then)."""
     name = GateName.VERIFY_HOLDS
     if definition.verify_sql is None:
-        return GateVerdict(name, True, "NoVerifyQuery", "no verify query is defined")
+        return GateVerdict(name, True, reasons.NO_VERIFY_QUERY, "no verify query is defined")
     if observations.verify_result is None and not runs:
         return GateVerdict(
             name,
@@ -597,10 +604,10 @@ def _verify_holds(
             "has elapsed",
         )
     if observations.verify_result is None:
-        return GateVerdict(name, False, "VerifyNotRun", "the verify query has not run yet")
+        return GateVerdict(name, False, reasons.VERIFY_NOT_RUN, "the verify query has not run yet")
     if not observations.verify_result:
-        return GateVerdict(name, False, "VerifyFailed", "the verify query returned false")
-    return GateVerdict(name, True, "VerifyHolds", "the verify query returned true")
+        return GateVerdict(name, False, reasons.VERIFY_FAILED, "the verify query returned false")
+    return GateVerdict(name, True, reasons.VERIFY_HOLDS, "the verify query returned true")
 
 
 def _approved(definition: MigrationDefinition, observations: MigrationObservations) -> GateVerdict:
@@ -608,13 +615,13 @@ def _approved(definition: MigrationDefinition, observations: MigrationObservatio
     current = checksum(definition.contract.sql)
     valid = sorted({a.approver for a in observations.approvals if a.checksum == current})
     if valid:
-        return GateVerdict(name, True, "Approved", f"contract approved by {', '.join(valid)}")
+        return GateVerdict(name, True, reasons.APPROVED, f"contract approved by {', '.join(valid)}")
     void = sorted({(a.approver, a.checksum) for a in observations.approvals})
     if void:
         return GateVerdict(
             name,
             False,
-            "ApprovalVoid",
+            reasons.APPROVAL_VOID,
             "; ".join(
                 f"the approval by {who} is void: it approved contract checksum {_short(seen)}, "
                 f"the contract SQL now has checksum {_short(current)}"
@@ -622,7 +629,7 @@ def _approved(definition: MigrationDefinition, observations: MigrationObservatio
             ),
         )
     return GateVerdict(
-        name, False, "NotApproved", f"no approval of contract checksum {_short(current)} yet"
+        name, False, reasons.NOT_APPROVED, f"no approval of contract checksum {_short(current)} yet"
     )
 
 

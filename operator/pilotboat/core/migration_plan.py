@@ -333,9 +333,9 @@ def _next_look(
         return None
     soak = decision.gate(GateName.SOAK_ELAPSED)
     ends = soak_ends(definition, {e.phase: e for e in obs.history}, inputs.last_seen)
-    if not soak.holds and soak.reason == "Soaking" and ends is not None:
+    if not soak.holds and soak.reason == reasons.SOAKING and ends is not None:
         return max((ends - obs.now).total_seconds(), 0.0) + SOAK_MARGIN_SECONDS
-    if decision.gate(GateName.VERIFY_HOLDS).reason == "VerifyFailed":
+    if decision.gate(GateName.VERIFY_HOLDS).reason == reasons.VERIFY_FAILED:
         return VERIFY_RECHECK_SECONDS
     return None
 
@@ -427,7 +427,7 @@ def _applied_events(obs: MigrationObservation) -> tuple[MigrationEvent, ...]:
     recorded = {p.phase for p in obs.status.applied_phases}
     return tuple(
         MigrationEvent(
-            f"{str(e.phase).capitalize()}Applied",
+            reasons.phase_applied(str(e.phase)),
             f"{e.phase} applied (checksum {e.checksum[:12]}) by {e.applied_by}",
             once_key=f"applied/{e.phase}/{e.checksum}",
         )

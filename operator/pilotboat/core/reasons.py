@@ -75,3 +75,84 @@ RELEASING = "Releasing"
 NOT_PAUSED = "NotPaused"
 NOT_ROLLED_BACK = "NotRolledBack"
 MIGRATIONS_APPLIED = "MigrationsApplied"
+
+# Microservice releases: the Events of a release's steps and its children.
+ROLLOUT_STARTED = "RolloutStarted"
+WEIGHT_SET = "WeightSet"
+ANALYSIS_SKIPPED = "AnalysisSkipped"
+ANALYSIS_PASSED = "AnalysisPassed"
+ANALYSIS_PAUSED = "AnalysisPaused"
+PAUSE_SKIPPED = "PauseSkipped"
+STEP_SKIPPED = "StepSkipped"
+MIRROR_SET = "MirrorSet"
+FLAG_SET = "FlagSet"
+PROMOTING = "Promoting"
+PROMOTED = "Promoted"
+ABORTED = "Aborted"
+CONTRACT_BROKEN = "ContractBroken"
+DEPLOYMENT_CREATED = "DeploymentCreated"
+DEPLOYMENT_UPDATED = "DeploymentUpdated"
+SERVICE_CREATED = "ServiceCreated"
+SERVICE_UPDATED = "ServiceUpdated"
+# Traffic routers.
+HTTP_ROUTE_MISSING = "HTTPRouteMissing"
+TRAFFIC_SHIFTED = "TrafficShifted"
+
+# Adoption of an existing Deployment (workloadRef) and its hand-back.
+ADOPTED = "Adopted"
+ADOPTED_SCALED_DOWN = "AdoptedScaledDown"
+HANDED_BACK = "HandedBack"
+HAND_BACK_TIMED_OUT = "HandBackTimedOut"
+
+# API contracts: the ContractCompatible condition of a Microservice.
+CONTRACT_COMPATIBLE = "ContractCompatible"
+COMPATIBLE = "Compatible"
+CONTRACT_UNREADABLE = "ContractUnreadable"
+BREAKING_CHANGE = "BreakingChange"
+BREAKING_CHANGE_ALLOWED = "BreakingChangeAllowed"
+
+# Feature flags: a FeatureFlag's conditions and the flagd ConfigMap of a Microservice.
+INVALID_FLAG = "InvalidFlag"
+RENDERED = "Rendered"
+FLAGS_CONFIG_CREATED = "FlagsConfigCreated"
+FLAGS_CONFIG_UPDATED = "FlagsConfigUpdated"
+FLAG_PROBLEM = "FlagProblem"
+
+# Owned databases: Events.
+CREDENTIALS_SECRET_CREATED = "CredentialsSecretCreated"
+DATABASE_DROPPED = "DatabaseDropped"
+
+# Schema migrations: the reasons of Ready (the decision) ...
+EXPAND_PENDING = "ExpandPending"
+BACKFILL_PENDING = "BackfillPending"
+VERIFY_PENDING = "VerifyPending"
+GATES_HOLD = "GatesHold"
+CONTRACTED = "Contracted"
+DOWN_APPLIED = "DownApplied"
+DOWN_MISSING = "DownMissing"
+ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
+# ... and of each gate's condition.
+EXPAND_APPLIED = "ExpandApplied"
+EXPAND_NOT_APPLIED = "ExpandNotApplied"
+BACKFILL_NOT_FINISHED = "BackfillNotFinished"
+OLD_VERSIONS_GONE = "OldVersionsGone"
+OLD_VERSIONS_RUNNING = "OldVersionsRunning"
+REQUIRED_VERSION_NOT_RUNNING = "RequiredVersionNotRunning"
+SOAK_NOT_STARTED = "SoakNotStarted"
+SOAKING = "Soaking"
+SOAK_ELAPSED = "SoakElapsed"
+NO_VERIFY_QUERY = "NoVerifyQuery"
+VERIFY_NOT_RUN = "VerifyNotRun"
+VERIFY_FAILED = "VerifyFailed"
+VERIFY_HOLDS = "VerifyHolds"
+APPROVED = "Approved"
+NOT_APPROVED = "NotApproved"
+
+
+def phase_applied(phase: str) -> str:
+    """The Event reason for a migration phase newly recorded as applied.
+
+    >>> phase_applied("expand"), phase_applied("down")
+    ('ExpandApplied', 'DownApplied')
+    """
+    return f"{phase.capitalize()}Applied"

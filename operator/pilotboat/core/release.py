@@ -459,7 +459,7 @@ def _hold_for_contract(obs: ReleaseObservation) -> ReleasePlan:
     before = find_condition(_dump(obs.status).get("conditions"), condition.type) or {}
     events: tuple[ReleaseEvent, ...] = ()
     if before.get("message") != condition.message:
-        events = (ReleaseEvent("ContractBroken", condition.message, warning=True),)
+        events = (ReleaseEvent(reasons.CONTRACT_BROKEN, condition.message, warning=True),)
     return _hold(obs, condition.reason, condition.message, CONTRACT_RECHECK_SECONDS,
                  conditions=[condition], phase="Progressing", ready=False,
                  events=events)  # fmt: skip
@@ -571,7 +571,8 @@ def _service_writes(obs: ReleaseObservation, router: TrafficRouter) -> tuple[Chi
         current = obs.children.services.get(name)
         if _service_differs(service, current):
             verb = "Created" if current is None else "Updated"
-            event = ReleaseEvent(f"Service{verb}", f"{verb} Service {name}")
+            reason = reasons.SERVICE_CREATED if current is None else reasons.SERVICE_UPDATED
+            event = ReleaseEvent(reason, f"{verb} Service {name}")
             writes.append(ChildWrite("apply", "Service", name, service, event=event))
     return tuple(writes)
 
@@ -664,10 +665,10 @@ def _deployment_write(
     if current is not None and same_revision and same_replicas:
         return None
     if current is None:
-        event = ReleaseEvent("DeploymentCreated", f"Created Deployment {name}")
+        event = ReleaseEvent(reasons.DEPLOYMENT_CREATED, f"Created Deployment {name}")
     elif not same_revision:
         version = desired["metadata"]["labels"][LABEL_VERSION]
-        event = ReleaseEvent("DeploymentUpdated", f"Updated Deployment {name} to {version}")
+        event = ReleaseEvent(reasons.DEPLOYMENT_UPDATED, f"Updated Deployment {name} to {version}")
     else:
         replicas = desired["spec"]["replicas"]
         return ChildWrite("apply", "Deployment", name, desired,
@@ -810,7 +811,7 @@ def _signed_events(obs: ReleaseObservation, decision: Decision) -> tuple[Release
 def _background_status(obs: ReleaseObservation, decision: Decision) -> dict[str, Any] | None:
     """`status.backgroundAnalysis`: as measured this pass, else as it was; a release that
     starts (or is retried) starts it over."""
-    if any(e.reason == "RolloutStarted" for e in decision.events):
+    if any(e.reason == reasons.ROLLOUT_STARTED for e in decision.events):
         return None
     if obs.background is not None:
         return dict(obs.background.status)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pilotboat.api import CanaryStep
 from pilotboat.api.common import parse_duration
-from pilotboat.core.reasons import BACKGROUND_ANALYSIS_FAILED, PROGRESS_DEADLINE_EXCEEDED
+from pilotboat.core import reasons
 from pilotboat.core.traffic import ReplicaSplit, gateway_split, replica_split
 
 __all__ = [
@@ -155,7 +155,7 @@ def _steady(state: ReleaseState, obs: Observations, version: str) -> Decision:
         )
         return Decision("Progressing", keep, message, canary=finishing, requeue_after=None)
     if finishing:
-        events = (ReleaseEvent("Promoted", f"{version} promoted: the canary became stable"),)
+        events = (ReleaseEvent(reasons.PROMOTED, f"{version} promoted: the canary became stable"),)
     cleared = ReleaseState(handled_commands=state.handled_commands)
     return Decision("Healthy", cleared, f"{version} is stable", events=events, promoted=finishing)
 
@@ -185,7 +185,7 @@ def _promote(state: ReleaseState, version: str, why: str) -> Decision:
         f"promoting {version}: {why}",
         stable_template="spec",
         canary=True,
-        events=(ReleaseEvent("Promoting", f"promoting {version}: {why}"),),
+        events=(ReleaseEvent(reasons.PROMOTING, f"promoting {version}: {why}"),),
     )
 
 
@@ -261,15 +261,15 @@ def decide(
     if _pending(obs, state, "abort"):
         state = _handled(state, obs, "abort")
         msg = f"{version} aborted by request; all traffic back to stable {stable_version}"
-        aborted = _rolled_back(state, msg, (ReleaseEvent("Aborted", msg, warning=True),))
+        aborted = _rolled_back(state, msg, (ReleaseEvent(reasons.ABORTED, msg, warning=True),))
         return replace(aborted, command="abort")
     if obs.background is not None and obs.background.result == "Failed":
         msg = (
             f"{version} rolled back: {obs.background.summary}; "
             f"all traffic back to stable {stable_version}"
         )
-        event = ReleaseEvent(BACKGROUND_ANALYSIS_FAILED, msg, warning=True)
-        return _rolled_back(state, msg, (event,), cause=BACKGROUND_ANALYSIS_FAILED)
+        event = ReleaseEvent(reasons.BACKGROUND_ANALYSIS_FAILED, msg, warning=True)
+        return _rolled_back(state, msg, (event,), cause=reasons.BACKGROUND_ANALYSIS_FAILED)
     if _pending(obs, state, "promoteFull"):
         full = _promote(
             _handled(state, obs, "promoteFull", "promote"), version, "full promotion requested"
@@ -358,7 +358,7 @@ def _start(
         canary=True,
         reset_analysis=True,
         requeue_after=0,
-        events=(ReleaseEvent("RolloutStarted", message),),
+        events=(ReleaseEvent(reasons.ROLLOUT_STARTED, message),),
     )
 
 
@@ -405,7 +405,7 @@ def _walk(
             f"{label}: canary weight {weight}%",
             canary=True,
             requeue_after=0,
-            events=(ReleaseEvent("WeightSet", f"canary {version} at {weight}% of traffic"),),
+            events=(ReleaseEvent(reasons.WEIGHT_SET, f"canary {version} at {weight}% of traffic"),),
         )
 
     if kind == "pause":
@@ -423,7 +423,9 @@ def _walk(
                 requeue_after=0,
                 reset_analysis=True,
                 events=(
-                    ReleaseEvent("AnalysisSkipped", f"{label} skipped by request", warning=True),
+                    ReleaseEvent(
+                        reasons.ANALYSIS_SKIPPED, f"{label} skipped by request", warning=True
+                    ),
                 ),
                 command="promote",
             )
@@ -440,14 +442,14 @@ def _walk(
                 canary=True,
                 reset_analysis=True,
                 requeue_after=0,
-                events=(ReleaseEvent("AnalysisPassed", f"{label}: {outcome.summary}"),),
+                events=(ReleaseEvent(reasons.ANALYSIS_PASSED, f"{label}: {outcome.summary}"),),
             )
         if outcome.result == "Failed":
             msg = (
                 f"{version} rolled back: {outcome.summary}; "
                 f"all traffic back to stable {stable_version}"
             )
-            return _rolled_back(state, msg, (ReleaseEvent("RolledBack", msg, warning=True),))
+            return _rolled_back(state, msg, (ReleaseEvent(reasons.ROLLED_BACK, msg, warning=True),))
         reason = f"{label}: {outcome.summary}"
         return Decision(
             "Paused",
@@ -456,7 +458,7 @@ def _walk(
             canary=True,
             pause_reason=reason,
             analyse=outcome.result == "ErrorPaused",
-            events=(ReleaseEvent("AnalysisPaused", reason, warning=True),),
+            events=(ReleaseEvent(reasons.ANALYSIS_PAUSED, reason, warning=True),),
         )
 
     if kind == "setFlag":
@@ -487,8 +489,8 @@ def _wait_for_canary(
             f"after {waited:.0f}s, past the progress deadline of {deadline:.0f}s; "
             f"all traffic back to stable {stable_version}"
         )
-        event = ReleaseEvent(PROGRESS_DEADLINE_EXCEEDED, msg, warning=True)
-        return _rolled_back(state, msg, (event,), cause=PROGRESS_DEADLINE_EXCEEDED)
+        event = ReleaseEvent(reasons.PROGRESS_DEADLINE_EXCEEDED, msg, warning=True)
+        return _rolled_back(state, msg, (event,), cause=reasons.PROGRESS_DEADLINE_EXCEEDED)
     message = (
         f"{label}: waiting for the canary at {state.canary_weight}%, {ready}/{wanted} pods ready"
     )
@@ -520,7 +522,7 @@ def _mirror_step(
             message,
             canary=True,
             requeue_after=0,
-            events=(ReleaseEvent("StepSkipped", message, warning=True),),
+            events=(ReleaseEvent(reasons.STEP_SKIPPED, message, warning=True),),
         )
     nxt = _advance(replace(state, mirror_percent=percent), now)
     message = f"{label}: {percent}% of stable's requests mirrored to canary {version}"
@@ -530,7 +532,7 @@ def _mirror_step(
         message,
         canary=True,
         requeue_after=0,
-        events=(ReleaseEvent("MirrorSet", message),),
+        events=(ReleaseEvent(reasons.MIRROR_SET, message),),
     )
 
 
@@ -550,7 +552,9 @@ def _set_flag_step(
         canary=True,
         requeue_after=0,
         events=(
-            ReleaseEvent("FlagSet", f"FeatureFlag {set_flag.flag} at {split_text} for {version}"),
+            ReleaseEvent(
+                reasons.FLAG_SET, f"FeatureFlag {set_flag.flag} at {split_text} for {version}"
+            ),
         ),
     )
 
@@ -574,7 +578,7 @@ def _pause_step(
             f"{label}: promoted by request",
             canary=True,
             requeue_after=0,
-            events=(ReleaseEvent("PauseSkipped", f"{label} skipped by request"),),
+            events=(ReleaseEvent(reasons.PAUSE_SKIPPED, f"{label} skipped by request"),),
             command="promote",
         )
     if pause.duration is None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pilotboat.api import CanaryStrategy, MicroserviceSpec
+from pilotboat.core import reasons
 from pilotboat.core.rollout import ReleaseEvent, Routing, split
 from pilotboat.core.traffic import (
     ReplicaSplit,
@@ -176,7 +177,7 @@ class GatewayAPIRouter:
         replicas can take it (:func:`routable_weight`), and goes down at once."""
         if route is None:
             missing = ReleaseEvent(
-                "HTTPRouteMissing",
+                reasons.HTTP_ROUTE_MISSING,
                 f"HTTPRoute {self.http_route} does not exist; "
                 "traffic follows the replica ratio only",
                 warning=True,
@@ -201,7 +202,7 @@ class GatewayAPIRouter:
             "spec": {"rules": rules},
         }
         shifted = ReleaseEvent(
-            "TrafficShifted",
+            reasons.TRAFFIC_SHIFTED,
             f"HTTPRoute {self.http_route}: canary {weight}%, stable {100 - weight}%",
         )
         return RouteShift(patch=patch, event=shifted, routed=weight)

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from pilotboat.api import MicroserviceSpec
 from pilotboat.api.microservice import PodTemplate
+from pilotboat.core import reasons
 from pilotboat.core.adoption import adoption_problem, hand_back, plan_adoption
 from pilotboat.core.workload import Owner, deployment_name
 from pilotboat.handlers.context import Reconcile, describe_validation_error
@@ -146,9 +147,9 @@ def scale_adopted(
                     ref.name)
         return
     if "spec" in patch and step.message:
-        rc.event("AdoptedScaledDown", step.message)
+        rc.event(reasons.ADOPTED_SCALED_DOWN, step.message)
     elif "metadata" in patch:
-        rc.event("Adopted", f"Adopted Deployment {ref.name}: its pod template is this "
+        rc.event(reasons.ADOPTED, f"Adopted Deployment {ref.name}: its pod template is this "
                             "Microservice's; it is scaled down as this one's pods become ready")
 
 
@@ -175,11 +176,11 @@ def _hand_back_pass(kube: Kube, body: Mapping[str, Any], rc: Reconcile) -> float
         if time.time() - started < HAND_BACK_TIMEOUT_SECONDS:
             rc.log.info("handing back: %s", back.message)
             return HAND_BACK_RECHECK_SECONDS
-        rc.event("HandBackTimedOut", f"Deployment {name} did not become ready in "
+        rc.event(reasons.HAND_BACK_TIMED_OUT, f"Deployment {name} did not become ready in "
                  f"{HAND_BACK_TIMEOUT_SECONDS:.0f}s ({back.message}); letting go",
                  warning=True)
     else:
-        rc.event("HandedBack", back.message)
+        rc.event(reasons.HANDED_BACK, back.message)
     kube.merge_patch("Deployment", namespace, str(meta["name"]), {"metadata": {
         "finalizers": [f for f in meta.get("finalizers") or [] if f != FINALIZER],
         "resourceVersion": meta.get("resourceVersion"),

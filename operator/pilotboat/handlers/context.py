@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from pilotboat.adapters.metric_provider import MetricProvider
 from pilotboat.api.common import error_path
+from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition, find_condition, set_conditions
 from pilotboat.handlers.ports import Kube
 
@@ -131,7 +132,7 @@ class Reconcile:
             before = find_condition(old_conditions, want.type)
             flipped = before is None or before.get("status") != want.status
             if flipped or (before or {}).get("reason") != want.reason:
-                if (want.type == "Ready" or warn) and want.reason not in self.emitted:
+                if (want.type == reasons.READY or warn) and want.reason not in self.emitted:
                     self.event(want.reason, want.message, warning=want.status == "False" and warn)
         meta = self.body["metadata"]
         patch = {"status": {k: new_status.get(k) for k in {*fields, "conditions"}}}

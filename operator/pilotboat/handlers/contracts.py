@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pilotboat.api import MicroserviceSpec
+from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.contracts import (
     ContractError,
@@ -53,7 +54,7 @@ __all__ = [
 
 ANNOTATION_ALLOW_BREAKING = "pilotboat.dev/allow-breaking-change"
 ANNOTATION_ALLOWED_BY = "pilotboat.dev/allow-breaking-change-by"
-CONTRACT_COMPATIBLE = "ContractCompatible"
+CONTRACT_COMPATIBLE = reasons.CONTRACT_COMPATIBLE
 _LABEL_CONTRACT = "pilotboat.dev/contract-of"
 _KEY = "openapi.yaml"
 _log = logging.getLogger("pilotboat.contracts")
@@ -174,7 +175,7 @@ def contract_gate(
         old = load_document(old_text) if old_text else None
     except ContractError as exc:
         message = f"{spec.version}'s contract cannot be read: {where}: {exc}"
-        return ContractGate([message], [_condition("False", "ContractUnreadable", message)])
+        return ContractGate([message], [_condition("False", reasons.CONTRACT_UNREADABLE, message)])
     consumers = _consumers(kube, owner.namespace, owner.name)
     violations = check_contract(old, new, consumers)
     against = "the deployed contract" if old is not None else "no deployed contract"
@@ -183,7 +184,7 @@ def contract_gate(
     if violations and stamp is None:
         lines = [v.describe() for v in violations]
         message = f"{summary}: {len(lines)} breaking change(s): " + "; ".join(lines)
-        return ContractGate(lines, [_condition("False", "BreakingChange", message)])
+        return ContractGate(lines, [_condition("False", reasons.BREAKING_CHANGE, message)])
     _keep(kube, owner, spec, text, new, revision, stable_revision, stamp)
     if stamp is not None:
         message = (
@@ -191,9 +192,9 @@ def contract_gate(
             f"at {stamp.get('at')}: {stamp['reason']} — "
             + "; ".join(v.describe() for v in violations)
         )
-        rc.event("BreakingChangeAllowed", message, warning=True)
-        return ContractGate([], [_condition("False", "BreakingChangeAllowed", message)])
-    return ContractGate([], [_condition("True", "Compatible", f"{summary}: compatible")])
+        rc.event(reasons.BREAKING_CHANGE_ALLOWED, message, warning=True)
+        return ContractGate([], [_condition("False", reasons.BREAKING_CHANGE_ALLOWED, message)])
+    return ContractGate([], [_condition("True", reasons.COMPATIBLE, f"{summary}: compatible")])
 
 
 def _condition(status: str, reason: str, message: str) -> DesiredCondition:

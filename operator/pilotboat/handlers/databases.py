@@ -472,7 +472,7 @@ def _ensure_secret(
                 kube.create(desired)
             else:
                 kube.apply(desired)
-            rc.event("CredentialsSecretCreated", f"Created Secret {name} for {purpose}")
+            rc.event(reasons.CREDENTIALS_SECRET_CREATED, f"Created Secret {name} for {purpose}")
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -727,7 +727,7 @@ def _finalize(
             )
             return _RETRY_SECONDS
         rc.event(
-            "DatabaseDropped",
+            reasons.DATABASE_DROPPED,
             f"Dropped database {dbname} and roles {', '.join(role_names(role).all())} "
             "(reclaimPolicy Delete)",
         )

@@ -21,6 +21,7 @@ import kopf
 from pilotboat import GROUP, VERSION
 from pilotboat.api import FeatureFlagSpec
 from pilotboat.api.flag import feature_flag_problems
+from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition
 from pilotboat.core.flags import (
     FLAGS_KEY,
@@ -87,7 +88,7 @@ def sync_service_flags(
         Reconcile.start(kube, service).log.warning(
             "ConfigMap %s exists and is not controlled by Microservice %s; its flags are not "
             "written there (Pilotboat never overwrites what it does not own)", name, owner.name,
-            extra={"reason": "ChildNotOwned"},
+            extra={"reason": reasons.CHILD_NOT_OWNED},
         )
         return None
     previous = None
@@ -106,9 +107,10 @@ def sync_service_flags(
             f"{flag}: " + (", ".join(f"{v} {p}%" for v, p in split.items()) or "off/targeted")
             for flag, split in sorted(rendered.served.items())
         )
-        rc.event(f"FlagsConfig{verb}", f"{verb} ConfigMap {name}: {served}")
+        reason = reasons.FLAGS_CONFIG_CREATED if current is None else reasons.FLAGS_CONFIG_UPDATED
+        rc.event(reason, f"{verb} ConfigMap {name}: {served}")
         for problem in rendered.problems:
-            rc.event("FlagProblem", problem, warning=True)
+            rc.event(reasons.FLAG_PROBLEM, problem, warning=True)
     return rendered
 
 
@@ -136,18 +138,25 @@ def sync_flag_status(
     per_service = {svc: dict(served.get(svc, {}).get(name, {})) for svc in consumers}
     if problems:
         conditions = [
-            DesiredCondition("Valid", "False", "InvalidFlag", "; ".join(problems)),
             DesiredCondition(
-                "Ready", "False", "InvalidFlag", "not rendered; services keep the last good one"
+                reasons.VALID_CONDITION, "False", reasons.INVALID_FLAG, "; ".join(problems)
+            ),
+            DesiredCondition(
+                reasons.READY,
+                "False",
+                reasons.INVALID_FLAG,
+                "not rendered; services keep the last good one",
             ),
         ]
     else:
         conditions = [
-            DesiredCondition("Valid", "True", "Valid", "flagd can evaluate this flag"),
             DesiredCondition(
-                "Ready",
+                reasons.VALID_CONDITION, "True", reasons.VALID, "flagd can evaluate this flag"
+            ),
+            DesiredCondition(
+                reasons.READY,
                 "True",
-                "Rendered",
+                reasons.RENDERED,
                 f"rendered for {', '.join(consumers)}" if consumers else "no service reads it",
             ),
         ]

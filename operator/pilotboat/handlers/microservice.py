@@ -25,6 +25,7 @@ from pilotboat import GROUP, VERSION
 from pilotboat.api import CanaryStrategy, FeatureFlagSpec, MicroserviceSpec, RolloutPolicySpec
 from pilotboat.api.flag import feature_flag_problems
 from pilotboat.api.microservice import MicroserviceStatus
+from pilotboat.core import reasons
 from pilotboat.core.adoption import ANNOTATION_ADOPTED_BY
 from pilotboat.core.flags import flag_basis, overrides_from_status
 from pilotboat.core.release import (
@@ -321,7 +322,7 @@ def _write_children(
         delay = _backoff.failed(observed.owner.uid, observed.generation, message=refusal.message)
         rc.log.warning(
             "%s; trying again in %.0fs", refusal.message, delay,
-            extra={"reason": "ChildRejected", "retry_in": delay},
+            extra={"reason": reasons.CHILD_REJECTED, "retry_in": delay},
         )  # fmt: skip
         return plan_release(replace(observed, rejection=ChildRejection(refusal.message, delay)))
     _backoff.succeeded(observed.owner.uid)
