@@ -23,8 +23,8 @@ from pilotboat.core.release import (
     plan_release,
     wanted_services,
 )
-from pilotboat.core.rollout import AnalysisOutcome, split
-from pilotboat.core.routing import REPLICA_RATIO
+from pilotboat.core.rollout import AnalysisOutcome
+from pilotboat.core.routing import REPLICA_RATIO, GatewayAPIRouter, TrafficRouter
 from pilotboat.core.traffic import ReplicaSplit
 from pilotboat.core.workload import LABEL_VERSION, Owner, render_deployment
 
@@ -375,22 +375,30 @@ def test_the_analysis_is_measured_only_at_an_analysis_step() -> None:
 # --- scale and progress deadline --------------------------------------------------------
 
 
+GATEWAY = GatewayAPIRouter("cart-route", 80)
+
+
 @pytest.mark.parametrize(
-    ("routing", "replicas", "weight", "canary_ready", "stable", "canary"),
+    ("router", "replicas", "weight", "canary_ready", "stable", "canary"),
     [
-        pytest.param("replicaRatio", 4, 25, None, 3, 1, id="the share alone"),
-        pytest.param("replicaRatio", 4, 25, 0, 4, 1, id="canary unready: stable keeps all"),
-        pytest.param("replicaRatio", 4, 50, 1, 3, 2, id="one canary pod ready: stable gives one"),
-        pytest.param("replicaRatio", 4, 50, 2, 2, 2, id="canary ready: stable at its share"),
-        pytest.param("replicaRatio", 6, 50, 2, 4, 3, id="scaled up mid-canary"),
-        pytest.param("replicaRatio", 2, 50, 2, 1, 1, id="scaled down mid-canary"),
-        pytest.param("gatewayAPI", 4, 25, 0, 4, 1, id="a gateway keeps stable whole anyway"),
+        pytest.param(REPLICA_RATIO, 4, 25, None, 3, 1, id="the share alone"),
+        pytest.param(REPLICA_RATIO, 4, 25, 0, 4, 1, id="canary unready: stable keeps all"),
+        pytest.param(REPLICA_RATIO, 4, 50, 1, 3, 2, id="one canary pod ready: stable gives one"),
+        pytest.param(REPLICA_RATIO, 4, 50, 2, 2, 2, id="canary ready: stable at its share"),
+        pytest.param(REPLICA_RATIO, 6, 50, 2, 4, 3, id="scaled up mid-canary"),
+        pytest.param(REPLICA_RATIO, 2, 50, 2, 1, 1, id="scaled down mid-canary"),
+        pytest.param(GATEWAY, 4, 25, 0, 4, 1, id="a gateway keeps stable whole anyway"),
     ],
 )
 def test_split_surges_the_canary_before_stable_gives_way(
-    routing: Any, replicas: int, weight: int, canary_ready: int | None, stable: int, canary: int
+    router: TrafficRouter,
+    replicas: int,
+    weight: int,
+    canary_ready: int | None,
+    stable: int,
+    canary: int,
 ) -> None:
-    assert split(routing, replicas, weight, canary_ready=canary_ready) == ReplicaSplit(
+    assert router.split(replicas, weight, canary_ready=canary_ready) == ReplicaSplit(
         stable, canary
     )
 

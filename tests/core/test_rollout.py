@@ -19,11 +19,12 @@ from pilotboat.core.rollout import (
     Observations,
     ReleaseState,
     decide,
-    split,
 )
+from pilotboat.core.routing import REPLICA_RATIO, GatewayAPIRouter
 from pilotboat.core.traffic import replica_split
 
 NEW, OLD = "rev-new", "rev-old"
+GATEWAY = GatewayAPIRouter("cart-route", 80)
 
 
 def steps(*raw: dict[str, Any]) -> list[CanaryStep]:
@@ -200,7 +201,7 @@ class World:
             stable_revision=self.stable_revision,
             stable_ready=True,
             canary_revision=NEW,
-            canary_ready_replicas=split("replicaRatio", 4, self.state.canary_weight).canary
+            canary_ready_replicas=REPLICA_RATIO.split(4, self.state.canary_weight).canary
             if self.state.revision == NEW
             else 0,
             analysis=outcome,
@@ -288,7 +289,7 @@ def test_a_mirror_step_sets_the_share_with_a_gateway_and_is_skipped_without() ->
         version="v2",
         stable_version="v1",
         replicas=4,
-        routing="gatewayAPI",
+        router=GATEWAY,
         now=1.0,
     )
     assert gateway.state.mirror_percent == 20 and gateway.state.step_index == 1
@@ -303,7 +304,7 @@ def test_a_mirror_step_sets_the_share_with_a_gateway_and_is_skipped_without() ->
         version="v2",
         stable_version="v1",
         replicas=4,
-        routing="gatewayAPI",
+        router=GATEWAY,
         now=2.0,
     )
     assert paused.phase == "Paused" and paused.state.mirror_percent == 20
@@ -314,7 +315,7 @@ def test_a_mirror_step_sets_the_share_with_a_gateway_and_is_skipped_without() ->
         version="v2",
         stable_version="v1",
         replicas=4,
-        routing="gatewayAPI",
+        router=GATEWAY,
         now=3.0,
     )
     assert aborted.state.mirror_percent == 0

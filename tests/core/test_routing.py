@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import pilotboat.core.routing
 from pilotboat.api import CanaryStrategy
 from pilotboat.api.microservice import MicroserviceSpec
 from pilotboat.core.routing import (
@@ -65,6 +67,16 @@ def test_each_router_names_its_services_and_its_replicas() -> None:
     assert GATEWAY.split(4, 25) == ReplicaSplit(stable=4, canary=1), "stable stays whole"
     assert REPLICA_RATIO.route_ref is None
     assert REPLICA_RATIO.shift(OWNER, None, TrafficTarget(25, 0, 1, 4)) == RouteShift()
+
+
+def test_the_docstring_examples_hold() -> None:
+    result = doctest.testmod(pilotboat.core.routing)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_only_a_router_with_a_route_can_mirror() -> None:
+    assert GATEWAY.can_mirror and not REPLICA_RATIO.can_mirror
+    assert not ReplicaRatioRouter("50%").can_mirror
 
 
 @pytest.mark.parametrize(

@@ -33,11 +33,10 @@ from pilotboat.core.rollout import (
     Observations,
     ReleaseEvent,
     ReleaseState,
-    Routing,
     decide,
     step_kind,
 )
-from pilotboat.core.routing import TrafficRouter, TrafficTarget, router_of
+from pilotboat.core.routing import Routing, TrafficRouter, TrafficTarget, router_of
 from pilotboat.core.workload import (
     ANNOTATION_REVISION,
     LABEL_NAME,
@@ -488,8 +487,7 @@ def _walk_release(obs: ReleaseObservation) -> ReleasePlan:
         version=spec.version,
         stable_version=track_version(stable),
         replicas=spec.replicas,
-        routing=router.routing,
-        surge=router.surge(spec.replicas),
+        router=router,
         now=obs.now,
         progress_deadline=spec.progress_deadline_seconds,
     )

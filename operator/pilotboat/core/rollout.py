@@ -21,7 +21,9 @@ from typing import Literal
 from pilotboat.api import CanaryStep
 from pilotboat.api.common import parse_duration
 from pilotboat.core import reasons
-from pilotboat.core.traffic import ReplicaSplit, gateway_split, replica_split
+from pilotboat.core.events import ReleaseEvent
+from pilotboat.core.routing import REPLICA_RATIO, TrafficRouter
+from pilotboat.core.traffic import ReplicaSplit
 
 __all__ = [
     "AnalysisOutcome",
@@ -32,13 +34,11 @@ __all__ = [
     "ReleaseEvent",
     "ReleaseState",
     "decide",
-    "split",
     "step_kind",
 ]
 
 Phase = Literal["Healthy", "Progressing", "Paused", "Degraded"]
 Command = Literal["promote", "promoteFull", "abort", "retry"]
-Routing = Literal["replicaRatio", "gatewayAPI"]
 AnalysisResult = Literal["Running", "Successful", "Failed", "Inconclusive", "ErrorPaused"]
 
 
@@ -83,13 +83,6 @@ class Observations:
     commands: Mapping[str, str] = field(default_factory=dict)
     background: AnalysisOutcome | None = None
     """The background analysis of the release (`strategy.backgroundAnalysis`), when it runs."""
-
-
-@dataclass(frozen=True)
-class ReleaseEvent:
-    reason: str
-    message: str
-    warning: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,8 +190,7 @@ def decide(
     version: str,
     stable_version: str | None,
     replicas: int,
-    routing: Routing = "replicaRatio",
-    surge: int = 0,
+    router: TrafficRouter = REPLICA_RATIO,
     now: float,
     progress_deadline: float | None = None,
 ) -> Decision:
@@ -212,6 +204,9 @@ def decide(
       (`BackgroundAnalysisFailed`), whatever step the release is at.
     - A setWeight step whose canary pods are not all ready `progress_deadline` seconds after
       the step started rolls back (`ProgressDeadlineExceeded`); None: it waits for ever.
+    - `router` (replica ratio unless the spec names another) tells how many pods each track
+      runs for a weight and whether a mirror step can be carried out; no branch here knows
+      a router by name.
     """
     if obs.stable_revision is None or obs.stable_revision == obs.desired_revision:
         if obs.stable_revision is None:
@@ -282,50 +277,11 @@ def decide(
         obs,
         version=version,
         stable_version=stable_version,
-        split=lambda w: split(routing, replicas, w, surge=surge),
-        routing=routing,
+        split=lambda w: router.split(replicas, w),
+        can_mirror=router.can_mirror,
         now=now,
         progress_deadline=progress_deadline,
     )
-
-
-def split(
-    routing: Routing,
-    replicas: int,
-    weight: int,
-    *,
-    canary_ready: int | None = None,
-    surge: int = 0,
-) -> ReplicaSplit:
-    """Replicas per track for `weight` under `routing`, out of `replicas` (spec.replicas, as
-    `kubectl scale` or an autoscaler last set it).
-
-    With `canary_ready` (the canary's ready pods now), the canary surges first and the
-    stable track gives up only the capacity ready canary pods replace: it keeps
-    ``replicas - canary_ready`` pods while that is more than its share, so the ready pods of
-    both tracks never drop below `replicas` because of the release.
-
-    >>> split("replicaRatio", 4, 25)
-    ReplicaSplit(stable=3, canary=1)
-    >>> split("replicaRatio", 4, 25, canary_ready=0)
-    ReplicaSplit(stable=4, canary=1)
-    >>> split("replicaRatio", 4, 50, canary_ready=1)
-    ReplicaSplit(stable=3, canary=2)
-    >>> split("replicaRatio", 4, 50, canary_ready=2)
-    ReplicaSplit(stable=2, canary=2)
-    >>> split("replicaRatio", 6, 50, canary_ready=2)
-    ReplicaSplit(stable=4, canary=3)
-    >>> split("gatewayAPI", 4, 25, canary_ready=0)
-    ReplicaSplit(stable=4, canary=1)
-    """
-    if routing == "gatewayAPI":
-        share = gateway_split(replicas, weight)
-    else:
-        share = replica_split(replicas, weight, surge=surge)
-    if canary_ready is None:
-        return share
-    kept = min(replicas, max(share.stable, replicas - min(canary_ready, share.canary)))
-    return ReplicaSplit(stable=kept, canary=share.canary)
 
 
 def _start(
@@ -375,7 +331,7 @@ def _walk(
     version: str,
     stable_version: str | None,
     split: Callable[[int], ReplicaSplit],
-    routing: Routing,
+    can_mirror: bool,
     now: float,
     progress_deadline: float | None,
 ) -> Decision:
@@ -464,7 +420,7 @@ def _walk(
     if kind == "setFlag":
         return _set_flag_step(step, label, state, version, now)
 
-    return _mirror_step(step, label, state, version, routing, now)
+    return _mirror_step(step, label, state, version, can_mirror, now)
 
 
 def _wait_for_canary(
@@ -507,14 +463,14 @@ def _wait_for_canary(
 
 
 def _mirror_step(
-    step: CanaryStep, label: str, state: ReleaseState, version: str, routing: Routing, now: float
+    step: CanaryStep, label: str, state: ReleaseState, version: str, can_mirror: bool, now: float
 ) -> Decision:
-    """Mirroring needs a router that can copy requests; with replica ratio it is skipped,
-    saying so. The share holds for the following steps, until another mirror step or the
-    end of the release."""
+    """Mirroring needs a router that can copy requests (`can_mirror`); without one (replica
+    ratio) it is skipped, saying so. The share holds for the following steps, until another
+    mirror step or the end of the release."""
     assert step.mirror is not None
     percent = step.mirror.percent
-    if routing != "gatewayAPI":
+    if not can_mirror:
         message = f"{label}: mirroring needs Gateway API routing; skipped"
         return Decision(
             "Progressing",

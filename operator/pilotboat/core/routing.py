@@ -5,30 +5,49 @@ A router answers, purely, the questions a release pass asks of the traffic:
 - which Services the Microservice needs (:meth:`TrafficRouter.services`);
 - which route object, if any, carries the split and must be read (:attr:`route_ref`);
 - how many replicas each track runs for a weight (:meth:`TrafficRouter.split`);
+- whether it can mirror requests to the canary, or a mirror step is skipped
+  (:attr:`TrafficRouter.can_mirror`);
 - what to write to the route for the weight and mirror the release wants now, and which
   weight the canary then really has on it (:meth:`TrafficRouter.shift`).
 
 :class:`ReplicaRatioRouter` has no route: one Service spreads requests over the ready pods
 of both tracks, so the weight is the replica ratio. :class:`GatewayAPIRouter` weights the
 backends of a Gateway API HTTPRoute between a per-track Service each. A new way of routing
-(a mesh, another gateway) is one more class here and one more branch in :func:`router_of`.
+(a mesh, another gateway) is one more class here and one more branch in :func:`router_of`;
+the release's state machine (:func:`pilotboat.core.rollout.decide`) asks the router it is
+handed and never branches on a router's name.
+
+Replicas per track, with the canary's ready pods known (both routers surge the canary
+first, :func:`pilotboat.core.traffic.surge_first`):
+
+>>> REPLICA_RATIO.split(4, 25), REPLICA_RATIO.split(4, 25, canary_ready=0)
+(ReplicaSplit(stable=3, canary=1), ReplicaSplit(stable=4, canary=1))
+>>> REPLICA_RATIO.split(4, 50, canary_ready=1), REPLICA_RATIO.split(4, 50, canary_ready=2)
+(ReplicaSplit(stable=3, canary=2), ReplicaSplit(stable=2, canary=2))
+>>> REPLICA_RATIO.split(6, 50, canary_ready=2)
+ReplicaSplit(stable=4, canary=3)
+>>> GatewayAPIRouter("cart-route", 80).split(4, 25, canary_ready=0)
+ReplicaSplit(stable=4, canary=1)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pilotboat.api import CanaryStrategy, MicroserviceSpec
 from pilotboat.core import reasons
-from pilotboat.core.rollout import ReleaseEvent, Routing, split
+from pilotboat.core.events import ReleaseEvent
 from pilotboat.core.traffic import (
     ReplicaSplit,
+    gateway_split,
+    replica_split,
     routable_weight,
     route_mirror,
     route_weights,
     routed_canary_weight,
+    surge_first,
     surge_pods,
 )
 from pilotboat.core.workload import Owner, render_service
@@ -38,10 +57,14 @@ __all__ = [
     "GatewayAPIRouter",
     "ReplicaRatioRouter",
     "RouteShift",
+    "Routing",
     "TrafficRouter",
     "TrafficTarget",
     "router_of",
 ]
+
+Routing = Literal["replicaRatio", "gatewayAPI"]
+"""A router's name: the field of ``trafficRouting`` that chooses it."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +101,14 @@ class TrafficRouter(Protocol):
 
     @property
     def routing(self) -> Routing:
-        """The name :func:`pilotboat.core.rollout.decide` knows this router by."""
+        """The name ``trafficRouting`` chooses this router by (for people; no decision
+        branches on it)."""
+        ...
+
+    @property
+    def can_mirror(self) -> bool:
+        """Whether the router can copy a share of the stable's requests to the canary; a
+        mirror step it cannot carry out is skipped, saying so."""
         ...
 
     @property
@@ -92,7 +122,9 @@ class TrafficRouter(Protocol):
         ...
 
     def split(self, replicas: int, weight: int, *, canary_ready: int | None = None) -> ReplicaSplit:
-        """Replicas per track for `weight` (see :func:`pilotboat.core.rollout.split`)."""
+        """Replicas per track for `weight` out of `replicas` (spec.replicas, as `kubectl
+        scale` or an autoscaler last set it); with `canary_ready` (the canary's ready pods
+        now) the canary surges first (:func:`pilotboat.core.traffic.surge_first`)."""
         ...
 
     def surge(self, replicas: int) -> int:
@@ -119,6 +151,10 @@ class ReplicaRatioRouter:
         return "replicaRatio"
 
     @property
+    def can_mirror(self) -> bool:
+        return False  # one Service over both tracks has nowhere to copy requests to
+
+    @property
     def route_ref(self) -> tuple[str, str] | None:
         return None
 
@@ -126,8 +162,8 @@ class ReplicaRatioRouter:
         return [render_service(owner, spec)]
 
     def split(self, replicas: int, weight: int, *, canary_ready: int | None = None) -> ReplicaSplit:
-        return split(self.routing, replicas, weight, canary_ready=canary_ready,
-                     surge=self.surge(replicas))
+        share = replica_split(replicas, weight, surge=self.surge(replicas))
+        return surge_first(share, replicas, canary_ready)
 
     def surge(self, replicas: int) -> int:
         return surge_pods(self.max_surge, replicas)
@@ -154,6 +190,10 @@ class GatewayAPIRouter:
         return "gatewayAPI"
 
     @property
+    def can_mirror(self) -> bool:
+        return True  # the HTTPRoute's RequestMirror filter
+
+    @property
     def route_ref(self) -> tuple[str, str] | None:
         return ("HTTPRoute", self.http_route)
 
@@ -165,7 +205,7 @@ class GatewayAPIRouter:
         ]
 
     def split(self, replicas: int, weight: int, *, canary_ready: int | None = None) -> ReplicaSplit:
-        return split(self.routing, replicas, weight, canary_ready=canary_ready)
+        return surge_first(gateway_split(replicas, weight), replicas, canary_ready)
 
     def surge(self, replicas: int) -> int:
         return 0  # the stable track keeps all its pods; the canary's are extra already

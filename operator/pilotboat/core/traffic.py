@@ -20,6 +20,7 @@ __all__ = [
     "routable_weight",
     "routed_canary_weight",
     "route_weights",
+    "surge_first",
 ]
 
 
@@ -103,6 +104,29 @@ def replica_split(
     if surge <= 0 or promoted or weight in (0, 100) or _miss(base, weight) == 0:
         return base
     return min([base, *_surged(replicas, surge)], key=lambda s: _miss(s, weight))
+
+
+def surge_first(share: ReplicaSplit, replicas: int, canary_ready: int | None) -> ReplicaSplit:
+    """The replicas per track while a canary comes up: the canary runs its `share` at once,
+    and the stable track gives up only the capacity ready canary pods replace. It keeps
+    ``replicas - canary_ready`` pods while that is more than its share, so the ready pods of
+    both tracks never drop below `replicas` (spec.replicas) because of the release.
+    `canary_ready` None (not known): the share alone.
+
+    >>> share = ReplicaSplit(stable=3, canary=1)
+    >>> surge_first(share, 4, None)
+    ReplicaSplit(stable=3, canary=1)
+    >>> surge_first(share, 4, 0)
+    ReplicaSplit(stable=4, canary=1)
+    >>> surge_first(ReplicaSplit(stable=2, canary=2), 4, 1)
+    ReplicaSplit(stable=3, canary=2)
+    >>> surge_first(ReplicaSplit(stable=3, canary=3), 6, 2)
+    ReplicaSplit(stable=4, canary=3)
+    """
+    if canary_ready is None:
+        return share
+    kept = min(replicas, max(share.stable, replicas - min(canary_ready, share.canary)))
+    return ReplicaSplit(stable=kept, canary=share.canary)
 
 
 def _surged(replicas: int, surge: int) -> list[ReplicaSplit]:
