@@ -9,6 +9,7 @@ on a real API server; these run in milliseconds.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from pilotboat.handlers import context
 from pilotboat.handlers.approvals import sync_approval
 from pilotboat.handlers.context import Reconcile, Runtime
 from pilotboat.handlers.databases import reconcile_owned_database
-from pilotboat.handlers.flags import on_feature_flag_event
+from pilotboat.handlers.flags import on_feature_flag_event, on_microservice_for_its_flags
 from pilotboat.handlers.microservice import reconcile_microservice
 from pilotboat.testing import FakeKube, Write
 
@@ -299,6 +300,47 @@ def test_a_flag_edit_renders_the_services_flag_file(kube: FakeKube) -> None:
     assert [w.field_manager for w in kube.writes if w.kind == "ConfigMap"] == ["pilotboat"]
     written = kube.get("FeatureFlag", NS, "new-checkout")
     assert written is not None and written["status"]["consumers"] == ["payments"]
+
+
+class CountingReads:
+    """`kube` with its reads counted by kind."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube, self.gets = kube, Counter[str]()
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self.gets[kind] += 1
+        return self.kube.get(kind, namespace, name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kube, name)
+
+
+def test_a_service_without_flags_costs_one_read_and_a_flag_file_is_still_removed(
+    kube: FakeKube,
+) -> None:
+    counting = CountingReads(kube)
+    context.configure_runtime(Runtime(kube=counting))  # type: ignore[arg-type]
+    people(kube).create(microservice("plain"))
+    for _ in range(5):  # its status writes, its children's changes: events without flags
+        on_microservice_for_its_flags(event={"type": "MODIFIED"},
+                                      body=kube.get("Microservice", NS, "plain"))
+    assert counting.gets["ConfigMap"] == 1
+
+    flag = {"apiVersion": API_VERSION, "kind": "FeatureFlag",
+            "metadata": {"name": "new-checkout", "namespace": NS},
+            "spec": {"key": "checkout.v2", "variants": {"on": True, "off": False},
+                     "defaultVariant": "off"}}  # fmt: skip
+    people(kube).create(flag)
+    people(kube).merge_patch("Microservice", NS, "plain", {"spec": {"flags": ["new-checkout"]}})
+    on_microservice_for_its_flags(event={"type": "MODIFIED"},
+                                  body=kube.get("Microservice", NS, "plain"))
+    assert kube.get("ConfigMap", NS, "plain-flags") is not None
+    # It stops reading flags: its file goes, though the service was once without one
+    people(kube).merge_patch("Microservice", NS, "plain", {"spec": {"flags": None}})
+    on_microservice_for_its_flags(event={"type": "MODIFIED"},
+                                  body=kube.get("Microservice", NS, "plain"))
+    assert kube.get("ConfigMap", NS, "plain-flags") is None
 
 
 class NoEngine:

@@ -42,6 +42,10 @@ __all__ = [
 _SERVED = "pilotboat.dev/served"
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+# Services seen without flags and without a flag file. Only this process writes flag files,
+# and only for a service that reads flags (which takes it out of here), so one 404 per
+# service is enough: its later events (status writes above all) cost no request.
+_without_flag_files: set[tuple[str, str]] = set()
 
 
 def _lock_for(namespace: str) -> threading.Lock:
@@ -218,8 +222,15 @@ def on_microservice_for_its_flags(event: kopf.RawEvent, body: kopf.Body, **_: An
     """A service's flags or splits may have changed: its file, and every flag's status."""
     meta = body["metadata"]
     kube = runtime().kube
+    key = (str(meta["namespace"]), str(meta["name"]))
     gone = event.get("type") == "DELETED" or bool(meta.get("deletionTimestamp"))
     if not (body.get("spec") or {}).get("flags") or gone:
+        if key in _without_flag_files:
+            return  # seen without a flag file since it last read flags: nothing to remove
         if kube.get("ConfigMap", meta["namespace"], flag_config_map_name(meta["name"])) is None:
+            with _locks_guard:
+                _without_flag_files.add(key)
             return  # reads no flags, and never did since its ConfigMap was last removed
+    with _locks_guard:
+        _without_flag_files.discard(key)
     _sync_namespace(kube, meta["namespace"], set() if gone else {meta["name"]})
