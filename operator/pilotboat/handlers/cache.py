@@ -7,7 +7,8 @@ API server only on a miss: an object the watch has not delivered yet, or one the
 does not label (a foreign ``web-canary`` that must be refused as ``ChildNotOwned``, never
 overwritten), so a miss is exactly as safe as before.
 
-A hit may be one event old: the write a pass just made arrives with the next watch event,
+The cache keeps a child without its ``metadata.managedFields`` (no pass reads them of a
+child), which is much of a Deployment's size. A hit may be one event old: the write a pass just made arrives with the next watch event,
 which visits the object again. Writes are server-side applies, so acting on a state one
 event old repeats a write at worst, as with any informer-fed controller.
 """
@@ -45,7 +46,7 @@ class ChildCache:
             known = self._objects.get(key)
             if known is not None and _older(body, known):
                 return  # a late event of an older version
-            self._objects[key] = body
+            self._objects[key] = _lean(body)
 
     def get(self, kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as the watch last delivered it, else as the API server has it now."""
@@ -60,6 +61,19 @@ class ChildCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._objects)
+
+
+def _lean(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`body` without ``metadata.managedFields``, which no pass reads of a child and which
+    is often the larger part of a Deployment (one entry per writer, each field listed).
+
+    >>> _lean({"metadata": {"name": "web", "managedFields": [{"manager": "pilotboat"}]}})
+    {'metadata': {'name': 'web'}}
+    """
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _older(body: Mapping[str, Any], than: Mapping[str, Any]) -> bool:

@@ -1,0 +1,49 @@
+"""The watch-fed cache of children and the work queue: newest resourceVersion wins, a
+deletion takes the object out, a miss asks the API server, and what is kept of a child
+leaves out its managedFields."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import pilotboat.handlers.cache
+import pilotboat.handlers.loop
+from pilotboat.handlers.cache import ChildCache
+from pilotboat.testing import FakeKube
+
+pytestmark = pytest.mark.core
+
+
+def deployment(rv: str, replicas: int) -> dict[str, object]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web-stable", "namespace": "shop", "resourceVersion": rv,
+                         "managedFields": [{"manager": "pilotboat", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"replicas": replicas}}  # fmt: skip
+
+
+def test_the_newest_version_wins_and_managed_fields_are_not_kept() -> None:
+    cache, kube = ChildCache(), FakeKube()
+    cache.seen("Deployment", deployment("12", 3))
+    cache.seen("Deployment", deployment("11", 1))  # a late event of an older version
+    found = cache.get(kube, "Deployment", "shop", "web-stable")
+    assert found is not None
+    assert found["spec"] == {"replicas": 3}
+    assert "managedFields" not in found["metadata"]
+    assert found["metadata"]["resourceVersion"] == "12"
+    assert (cache.hits, cache.misses) == (1, 0)
+
+
+def test_a_deleted_child_is_asked_of_the_api_server() -> None:
+    cache, kube = ChildCache(), FakeKube()
+    cache.seen("Deployment", deployment("12", 3))
+    cache.seen("Deployment", deployment("13", 3), deleted=True)
+    assert cache.get(kube, "Deployment", "shop", "web-stable") is None
+    assert (cache.hits, cache.misses, len(cache)) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("module", [pilotboat.handlers.cache, pilotboat.handlers.loop])
+def test_the_examples_in_the_docstrings_hold(module: object) -> None:
+    result = doctest.testmod(module)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
