@@ -8,8 +8,8 @@ does not label (a foreign ``web-canary`` that must be refused as ``ChildNotOwned
 overwritten), so a miss is exactly as safe as before.
 
 The cache keeps a child without its ``metadata.managedFields`` (no pass reads them of a
-child), which is much of a Deployment's size. A hit may be one event old: the write a pass just made arrives with the next watch event,
-which visits the object again. Writes are server-side applies, so acting on a state one
+child), which is much of a Deployment's size. A hit may be one event old: the write a pass
+just made arrives with the next watch event, which visits the object again. Writes are server-side applies, so acting on a state one
 event old repeats a write at worst, as with any informer-fed controller.
 """
 
