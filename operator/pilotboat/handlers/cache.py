@@ -9,8 +9,9 @@ overwritten), so a miss is exactly as safe as before.
 
 The cache keeps a child without its ``metadata.managedFields`` (no pass reads them of a
 child), which is much of a Deployment's size. A hit may be one event old: the write a pass
-just made arrives with the next watch event, which visits the object again. Writes are server-side applies, so acting on a state one
-event old repeats a write at worst, as with any informer-fed controller.
+just made arrives with the next watch event, which visits the object again. Writes are
+server-side applies, so acting on a state one event old repeats a write at worst, as with
+any informer-fed controller.
 """
 
 from __future__ import annotations
