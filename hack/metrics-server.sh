@@ -255,6 +255,16 @@ up() {
   build
   mkdir -p "$dir"
   make_pki
+  # Its RBAC first: metrics-server reads kube-system/extension-apiserver-authentication once
+  # at start and exits when it may not, and the API server's authorizer sees a new binding a
+  # moment after it is written.
+  register
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [ "$(kubectl auth can-i get configmaps/extension-apiserver-authentication -n kube-system \
+      --as system:metrics-server 2>/dev/null)" = yes ] && break
+    sleep 0.1
+  done
   if ! alive; then
     wait_gateway
     log "starting metrics-server $version on $address:$port"
@@ -275,8 +285,7 @@ up() {
       </dev/null >>"$logfile" 2>&1 9>&- &
     echo $! >"$pidfile"
   fi
-  register
-  local i why="the APIService v1beta1.metrics.k8s.io is not Available after 90s"
+  local why="the APIService v1beta1.metrics.k8s.io is not Available after 90s"
   for ((i = 0; i < 900; i++)); do
     available && return 0
     alive || { why="metrics-server exited"; break; }
