@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -249,6 +249,7 @@ class FakeKube:
       removing fields a previous apply set and this one leaves out: the operator always
       applies whole objects, so the difference never shows in what the handlers read.
 
+    ``watch(callback)`` delivers every change as a watch event would, for the caches.
     ``acting_as(manager)`` is the same store written by someone else (a person's
     ``kubectl``, the Deployment controller). ``writes`` and ``events`` record what was done.
     ``refuse(kind, name, status, message)`` makes the next writes of that object fail as
@@ -262,6 +263,12 @@ class FakeKube:
         self._refusals: dict[tuple[str, str], tuple[int, str]] = {}
         self.writes: list[Write] = []
         self.events: list[dict[str, Any]] = []
+        self._watchers: list[Callable[[str, dict[str, Any], bool], None]] = []
+
+    def watch(self, watcher: Callable[[str, dict[str, Any], bool], None]) -> None:
+        """Call ``watcher(kind, object, deleted)`` after every change, as a watch delivers
+        it (here at once; on a real API server a moment later)."""
+        self._watchers.append(watcher)
 
     def acting_as(self, field_manager: str) -> FakeKube:
         """The same store, written with another field manager."""
@@ -343,7 +350,8 @@ class FakeKube:
         if key not in self._objects:
             return False
         self._record("delete", key, None, None)
-        del self._objects[key]
+        gone = self._objects.pop(key)
+        self._deliver(kind, gone, deleted=True)
         return True
 
     def event(
@@ -441,7 +449,12 @@ class FakeKube:
         meta["resourceVersion"] = str(next(self._versions))
         meta["managedFields"] = self._managed(managed, change, operation, subresource)
         self._objects[key] = new
+        self._deliver(kind, new, deleted=False)
         return copy.deepcopy(new)
+
+    def _deliver(self, kind: str, obj: dict[str, Any], *, deleted: bool) -> None:
+        for watcher in self._watchers:
+            watcher(kind, copy.deepcopy(obj), deleted)
 
     def _managed(
         self,

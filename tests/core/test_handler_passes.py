@@ -18,8 +18,13 @@ from kubernetes.client.exceptions import ApiException
 
 from pilotboat import API_VERSION
 from pilotboat.core import reasons
-from pilotboat.core.workload import ANNOTATION_REVISION, LABEL_VERSION, deployment_name
-from pilotboat.handlers import context
+from pilotboat.core.workload import (
+    ANNOTATION_REVISION,
+    LABEL_MANAGED_BY,
+    LABEL_VERSION,
+    deployment_name,
+)
+from pilotboat.handlers import cache, context
 from pilotboat.handlers.approvals import sync_approval
 from pilotboat.handlers.context import Reconcile, Runtime
 from pilotboat.handlers.databases import reconcile_owned_database
@@ -39,8 +44,22 @@ def kube() -> Iterator[FakeKube]:
     fake = FakeKube()
     before = context._runtime
     context.configure_runtime(Runtime(kube=fake))
+    cache.children.clear()  # what an earlier test's API server held is not this one's
+    cache.owners.clear()
+    fake.watch(watch_feeds_the_caches)
     yield fake
     context._runtime = before
+    cache.children.clear()
+    cache.owners.clear()
+
+
+def watch_feeds_the_caches(kind: str, obj: dict[str, Any], deleted: bool) -> None:
+    """What the operator's watches keep: its labelled children, and the Microservices."""
+    if kind == "Microservice":
+        cache.owners.seen(kind, obj, deleted=deleted)
+    elif kind in ("Deployment", "Service") and (obj["metadata"].get("labels") or {}).get(
+            LABEL_MANAGED_BY) == "pilotboat":
+        cache.children.seen(kind, obj, deleted=deleted)
 
 
 def people(kube: FakeKube) -> FakeKube:
@@ -393,3 +412,30 @@ def test_a_forged_status_field_reads_as_absent_and_is_written_back(kube: FakeKub
     writes = reconcile(kube)
     assert [(w.verb, w.field_manager) for w in status_writes(writes)] == [("patch", "pilotboat")]
     assert status(kube)["phase"] == "Healthy"
+
+
+def test_a_pass_starts_from_the_cache_never_older_than_its_own_last_status_write(
+    kube: FakeKube,
+) -> None:
+    from pilotboat.handlers.microservice import _loop
+
+    counting = CountingReads(kube)
+    context.configure_runtime(Runtime(kube=counting))  # type: ignore[arg-type]
+    people(kube).create(microservice())
+    created = kube.get("Microservice", NS, "orders")
+    assert created is not None
+    _loop._pass(NS, "orders", None)  # one pass, nothing scheduled after it
+    written = kube.get("Microservice", NS, "orders")
+    assert written is not None and written["status"]["phase"] == "Progressing"
+    assert counting.gets["Microservice"] == 0  # the watch delivered it: no GET
+
+    # The watch's event for the object before the status write comes late: it is older
+    # than what the write returned, so the next pass still starts from the write.
+    cache.owners.seen("Microservice", created)
+    found = cache.owners.get(counting, "Microservice", NS, "orders")  # type: ignore[arg-type]
+    assert found is not None and found["status"]["phase"] == "Progressing"
+    assert counting.gets["Microservice"] == 0
+
+    cache.owners.seen("Microservice", written, deleted=True)  # gone: asked of the API server
+    cache.owners.get(counting, "Microservice", NS, "orders")  # type: ignore[arg-type]
+    assert counting.gets["Microservice"] == 1

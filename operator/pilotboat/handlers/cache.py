@@ -7,6 +7,10 @@ API server only on a miss: an object the watch has not delivered yet, or one the
 does not label (a foreign ``web-canary`` that must be refused as ``ChildNotOwned``, never
 overwritten), so a miss is exactly as safe as before.
 
+:data:`owners` does the same for the Microservices themselves, fed by their watch events
+and by the object each status write returns, so a pass starts without a GET and never on a
+status older than the operator's own last write.
+
 The cache keeps a child without its ``metadata.managedFields`` (no pass reads them of a
 child), which is much of a Deployment's size. A hit may be one event old: the write a pass
 just made arrives with the next watch event, which visits the object again. Writes are
@@ -22,7 +26,7 @@ from typing import Any
 
 from pilotboat.handlers.ports import Kube
 
-__all__ = ["ChildCache", "children"]
+__all__ = ["ChildCache", "children", "owners"]
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -30,7 +34,8 @@ Key = tuple[str, str, str]  # kind, namespace, name
 class ChildCache:
     """Objects by kind, namespace and name, newest resourceVersion wins."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lean: bool = True) -> None:
+        self._lean = lean
         self._objects: dict[Key, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -47,7 +52,7 @@ class ChildCache:
             known = self._objects.get(key)
             if known is not None and _older(body, known):
                 return  # a late event of an older version
-            self._objects[key] = _lean(body)
+            self._objects[key] = _lean(body) if self._lean else body
 
     def get(self, kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as the watch last delivered it, else as the API server has it now."""
@@ -62,6 +67,11 @@ class ChildCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._objects)
+
+    def clear(self) -> None:
+        """Forget everything (a new API server: the in-memory one of the fast tests)."""
+        with self._lock:
+            self._objects.clear()
 
 
 def _lean(body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -85,3 +95,9 @@ def _older(body: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
 
 
 children = ChildCache()
+"""Deployments and Services the operator labelled."""
+
+owners = ChildCache(lean=False)
+"""Microservices, whole: a pass reads its object from here, as the watch or the operator's
+own last write left it (whichever is newer), and asks the API server only on a miss. Their
+``managedFields`` stay, since they tell the operator's status from a forged one."""

@@ -2,7 +2,8 @@
 object, on a fresh read, retried after a failure, and visited again when the pass asks to be.
 
 A pass is `reconcile(kube, body, rc) -> seconds | None`: it gets the object as the API
-server has it now and returns when to look again (None: only when something changes).
+server has it now (or, with `read`, as a watch-fed cache has it: the Microservices') and
+returns when to look again (None: only when something changes).
 
 Watch events only *enqueue* the object's key (as client-go's work queue does): a key that
 is already waiting is not added again, and a key whose pass is running is marked and runs
@@ -29,6 +30,7 @@ from pilotboat.handlers.requeue import Requeue
 __all__ = ["Pass", "ReconcileLoop", "WorkQueue"]
 
 Pass = Callable[[Kube, Mapping[str, Any], Reconcile], float | None]
+Read = Callable[[Kube, str, str], Mapping[str, Any] | None]
 Key = tuple[str, str]
 
 
@@ -99,11 +101,13 @@ class ReconcileLoop:
         retry_after: float,
         workers: int = 2,
         skip_deleting: bool = True,
+        read: Read | None = None,
     ) -> None:
         self._kind = kind
         self._reconcile = reconcile
         self._retry_after = retry_after
         self._skip_deleting = skip_deleting
+        self._read = read
         self._queue = WorkQueue()
         self._workers = workers
         self._started = False
@@ -159,7 +163,10 @@ class ReconcileLoop:
 
     def _pass(self, namespace: str, name: str, logger: Any) -> float | None:
         kube = runtime().kube
-        fresh = kube.get(self._kind, namespace, name)
+        if self._read is not None:
+            fresh = self._read(kube, namespace, name)
+        else:
+            fresh = kube.get(self._kind, namespace, name)
         if fresh is None:
             return None
         if self._skip_deleting and fresh["metadata"].get("deletionTimestamp"):

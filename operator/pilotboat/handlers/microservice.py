@@ -63,6 +63,7 @@ from pilotboat.handlers.analysis import (
     effective_template,
 )
 from pilotboat.handlers.cache import children as cache
+from pilotboat.handlers.cache import owners
 from pilotboat.handlers.children import ChildBackoff, child_refusal
 from pilotboat.handlers.commands import verified_commands
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
@@ -331,15 +332,26 @@ def _write_children(
 
 def _write_child(kube: Kube, rc: Reconcile, namespace: str, write: ChildWrite) -> None:
     if write.verb == "apply":
-        kube.apply(dict(write.body))
+        _remember(write.kind, kube.apply(dict(write.body)))
     elif write.verb == "patch":
-        kube.merge_patch(write.kind, namespace, write.name, dict(write.body))
+        _remember(write.kind, kube.merge_patch(write.kind, namespace, write.name,
+                                               dict(write.body)))  # fmt: skip
     else:
         kube.delete(write.kind, namespace, write.name)
+        cache.seen(write.kind, {"metadata": {"namespace": namespace, "name": write.name}},
+                   deleted=True)  # fmt: skip
     if write.event is not None:
         rc.event(write.event.reason, write.event.message, warning=write.event.warning)
     if write.note is not None:
         rc.log.info(write.note)
+
+
+def _remember(kind: str, written: Mapping[str, Any] | None) -> None:
+    """What a write returned is the child as it is now: the next pass reads it from the
+    cache instead of one watch event older."""
+    if written and ((written.get("metadata") or {}).get("labels") or {}).get(
+            LABEL_MANAGED_BY) == "pilotboat":
+        cache.seen(kind, written)
 
 
 _OPERATOR_FIELDS = tuple(
@@ -368,17 +380,25 @@ def _write_status(kube: Kube, rc: Reconcile, status: MicroserviceStatus) -> None
              if _pruned(desired.get(k)) != _pruned(current.get(k))}  # fmt: skip
     meta = rc.body["metadata"]
     if patch:
-        kube.merge_patch(
+        written = kube.merge_patch(
             str(rc.body["kind"]), meta["namespace"], meta["name"], {"status": patch},
             subresource="status",
         )  # fmt: skip
+        if written:
+            owners.seen("Microservice", written)  # the next pass starts from this status
         rc.log.info("status written", extra={"status": patch})
     metrics.release_observed(
         meta["namespace"], meta["name"], status.phase, status.canary_weight, status.actual_weight
     )
 
 
-_loop = ReconcileLoop("Microservice", reconcile_microservice, retry_after=5.0, workers=8)
+_loop = ReconcileLoop(
+    "Microservice",
+    reconcile_microservice,
+    retry_after=5.0,
+    workers=8,
+    read=lambda kube, namespace, name: owners.get(kube, "Microservice", namespace, name),
+)
 
 
 def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
@@ -391,6 +411,8 @@ def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
 def on_microservice_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
+    owners.seen("Microservice", event.get("object") or body,
+                deleted=event.get("type") == "DELETED")
     if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
         metrics.release_observed(body["metadata"]["namespace"], body["metadata"]["name"], None, 0)
         return
