@@ -102,12 +102,14 @@ def dry_run_children(kube: Kube, owner: Owner, spec: MicroserviceSpec) -> ChildR
     for child in children:
         child["metadata"].pop("ownerReferences", None)  # no UID before the object exists
         meta = child["metadata"]
-        existing = kube.get(str(child["kind"]), meta["namespace"], meta["name"])
-        if existing is not None and not controlled_by(existing, owner):
-            continue  # another's: never written, the reconciler says so (ChildNotOwned)
         try:
             kube.apply(child, dry_run=True)
         except ApiException as exc:
+            # Asked only now, so an admitted spec costs one request per child: another's
+            # object is never written, and the reconciler says so (ChildNotOwned).
+            existing = kube.get(str(child["kind"]), meta["namespace"], meta["name"])
+            if existing is not None and not controlled_by(existing, owner):
+                continue
             refusal = child_refusal(exc, child, spec)
             if refusal is not None:
                 return refusal
