@@ -29,8 +29,10 @@ Measured, one record per (tool, metric, N):
 * ``run_seconds``: the wall time of the whole run of one tool at one N.
 
 ``PILOTBOAT_BENCH_ARGO_TOOLS`` (default ``argo-rollouts,pilotboat``),
-``PILOTBOAT_BENCH_ARGO_REPLICAS`` (default 1) and ``PILOTBOAT_BENCH_ARGO_CONTROLLER_ARGS``
-(more flags for rollouts-controller, none by default) narrow or change the run. Both tools
+``PILOTBOAT_BENCH_ARGO_REPLICAS`` (default 1), ``PILOTBOAT_BENCH_ARGO_CONTROLLER_ARGS``
+(more flags for rollouts-controller, none by default) and
+``PILOTBOAT_BENCH_ARGO_PILOTBOAT_ARGS`` (more flags for ``pilotboat run``, e.g.
+``--no-webhooks``) narrow or change the run. Both tools
 run with their defaults otherwise; rollouts-controller's include a client-side limit of
 40 requests a second (``--qps 40 --burst 80``), Pilotboat (Kopf) has none. The first run builds
 the Argo Rollouts controller (about 7 CPU minutes) into ``~/.cache/pilotboat``.
@@ -82,6 +84,11 @@ def _counts() -> list[int]:
 def _argo_args() -> list[str]:
     """More flags for rollouts-controller (e.g. ``--qps 400 --burst 800``); none by default."""
     return os.environ.get("PILOTBOAT_BENCH_ARGO_CONTROLLER_ARGS", "").split()
+
+
+def _pilotboat_args() -> list[str]:
+    """More flags for ``pilotboat run`` (e.g. ``--no-webhooks``); none by default."""
+    return os.environ.get("PILOTBOAT_BENCH_ARGO_PILOTBOAT_ARGS", "").split()
 
 
 def _tools() -> list[str]:
@@ -194,7 +201,7 @@ class PilotboatProcess:
             kubeconfig,
             log_dir,
             ["--namespace", namespace, "--metrics-port", str(self.metrics_port),
-             "--metrics-address", "127.0.0.1"],
+             "--metrics-address", "127.0.0.1", *_pilotboat_args()],
         )  # fmt: skip
 
     def start(self) -> None:
@@ -654,6 +661,8 @@ class _Run:
                   "objects": self.count, "replicas": self.replicas}  # fmt: skip
         if self.tool.name == "argo-rollouts" and _argo_args():
             common["controller_args"] = " ".join(_argo_args())
+        if self.tool.name == "pilotboat" and _pilotboat_args():
+            common["controller_args"] = " ".join(_pilotboat_args())
         return common
 
     def _records(
