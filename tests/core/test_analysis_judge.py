@@ -362,3 +362,23 @@ def test_counters_are_read_from_the_windows_start_and_values_from_its_first_step
     starts = {("counter" if "in_flight" not in e else "value"): s for e, s, _, _ in asked}
     assert starts == {"counter": NOW - timedelta(seconds=16), "value": NOW - timedelta(seconds=12)}
     assert {(end, step) for _, _, end, step in asked} == {(NOW, 4.0)}
+
+
+def test_a_pod_born_in_the_window_counts_all_its_requests_and_errors() -> None:
+    """A range query over a canary pod that started in the window: Prometheus has no value
+    for it at the window's start. Its counters started at 0 with the pod, so every request
+    and error it served counts; before, a new pod's first window lost them all."""
+    import doctest
+
+    import pilotboat.adapters.prometheus as prometheus
+    from pilotboat.core.judge import Counts, counts_from_counters
+
+    assert doctest.testmod(prometheus).failed == 0
+    born = prometheus._series([
+        {"metric": {"pod": "web-canary-1"}, "values": [[130, "12"], [140, "20"]]},  # requests
+        {"metric": {"pod": "web-canary-1"}, "values": [[140, "3"]]},  # its first 5xx: 3
+    ], 120, 10)  # fmt: skip
+    assert counts_from_counters(born[1].values, born[0].values) == Counts(events=3, total=20)
+    old = prometheus._series([{"metric": {"pod": "web-stable-1"},
+                               "values": [[120, "100"], [130, "110"], [140, "125"]]}], 120, 10)
+    assert counts_from_counters((), old[0].values) == Counts(events=0, total=25)

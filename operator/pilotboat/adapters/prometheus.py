@@ -8,6 +8,7 @@ retry: a failed query is an error measurement, and ``consecutiveErrorLimit`` bou
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -75,7 +76,7 @@ class PrometheusProvider:
                 expression, start, end, f"{step:g}", params=params, timeout=self._timeout
             )
         )
-        return _series(result)
+        return _series(result, start.timestamp(), step)
 
     def _send(self, ask: Callable[[], _T]) -> _T:
         """`ask`'s answer; any failure as a :class:`MetricQueryError` saying why."""
@@ -161,15 +162,28 @@ def _source(labels: Any, index: int) -> str:
     return shown or f"series {index + 1}"
 
 
-def _series(result: Any) -> list[SampleSeries]:
-    """The series of a range query's ``data.result`` (a matrix), values oldest first."""
+def _series(result: Any, start: float | None = None, step: float = 0.0) -> list[SampleSeries]:
+    """The series of a range query's ``data.result`` (a matrix), values oldest first.
+
+    Prometheus leaves out the steps where a series had no value yet; a series whose first
+    value comes after the query's `start` (a pod born in the window, a labelled counter's
+    first event) gets a NaN in front, so that the judge can tell it began in the window
+    (:func:`pilotboat.core.judge.counter_increases`).
+
+    >>> [s.values for s in _series([{"metric": {"pod": "a"}, "values": [[100, "1"], [110, "3"]]},
+    ...                             {"metric": {"pod": "b"}, "values": [[110, "2"]]}], 100, 10)]
+    [(1.0, 3.0), (nan, 2.0)]
+    """
     if not isinstance(result, list):
         raise MetricQueryError(f"Prometheus returned an unexpected result: {result!r:.200}")
     found = []
     for index, one in enumerate(result):
         if not isinstance(one, dict) or "values" not in one:
             raise MetricQueryError("range query returned no matrix: expected series of values")
-        values = tuple(_number(v) for _, v in sorted(one["values"], key=lambda p: float(p[0])))
+        points = sorted(one["values"], key=lambda p: float(p[0]))
+        values = tuple(_number(v) for _, v in points)
+        if start is not None and points and float(points[0][0]) > start + step / 2:
+            values = (math.nan, *values)
         found.append(SampleSeries(_source(one.get("metric"), index), values))
     return found
 

@@ -430,12 +430,22 @@ def counter_increases(values: Sequence[float]) -> list[float]:
     every increment falls in exactly one window and none is extrapolated. A value below the
     one before is a restart, which counts from 0 again; non-finite values are left out.
 
+    A counter without a value at the window's start (a leading NaN) was born in the window:
+    a pod that started, or a labelled series that counts its first event (a pod's first
+    5xx), and counters start at 0, so its first value is an increase too. Without that, a
+    canary's first window lost every request its new pods served before their second
+    scrape, and every pod lost the first errors of each error series.
+
     >>> counter_increases([10, 12, 12, 15, 2, 4])
     [2.0, 0.0, 3.0, 2.0, 2.0]
-    >>> counter_increases([float("nan"), 5, 7])
-    [2.0]
+    >>> counter_increases([float("nan"), 5, 7])   # born in the window: 0, then 5, then 7
+    [5.0, 2.0]
+    >>> counter_increases([3, float("nan"), 7])   # a gap in the middle is only a gap
+    [4.0]
     """
     finite = _finite(values)
+    if finite and values and not math.isfinite(values[0]):
+        finite = [0.0, *finite]
     return [b - a if b >= a else b for a, b in zip(finite, finite[1:], strict=False)]
 
 
