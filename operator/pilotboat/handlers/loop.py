@@ -1,5 +1,6 @@
 """The reconcile loop every kind shares: a work queue of object keys, one pass at a time per
-object, on a fresh read, retried after a failure, and visited again when the pass asks to be.
+object, on a fresh read (the Microservices' from their watch-fed cache), retried after a
+failure, and visited again when the pass asks to be.
 
 A pass is `reconcile(kube, body, rc) -> seconds | None`: it gets the object as the API
 server has it now (or, with `read`, as a watch-fed cache has it: the Microservices') and
