@@ -199,7 +199,7 @@ def run(
     def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
         from pilotboat.handlers import kopf_settings
 
-        kopf_settings.apply(settings, kopf.get_default_registry(), verbose=verbose)
+        kopf_settings.apply(settings, kopf.get_default_registry())
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

@@ -3,20 +3,18 @@
 The operator's Kopf handlers are all event watchers (``@kopf.on.event``, which only enqueue
 keys or feed caches) and admission webhooks: no ``on.create``/``on.update``/``on.resume``, no
 daemons or timers. Kopf still builds every object's *diff base* on every event (a deep copy
-of the whole body, to tell what changed since a change handler last ran) and logs "Handler …
-succeeded." at INFO for every handler of every event. With hundreds of Microservices, their
-Deployments, ReplicaSets and Pods that was about a quarter of the operator's CPU. So:
+of the whole body, to tell what changed since a change handler last ran). With hundreds of
+Microservices, their Deployments, ReplicaSets and Pods that was the largest part of the
+operator's event loop. So :class:`NoDiffBase` stores and builds no diff base, and
+:func:`only_event_handlers` checks, at start, that no handler that would need one is
+registered.
 
-* :class:`NoDiffBase` stores and builds no diff base; :func:`only_event_handlers` checks, at
-  start, that no handler that would need one is registered;
-* Kopf's per-object log (``kopf.objects``) keeps its warnings and errors but not its
-  "succeeded" lines, unless the operator runs with ``--verbose``. The operator's own log
-  (``pilotboat``) is untouched.
+Kopf's "Handler … succeeded." lines stay: they are how an operator's log shows which
+replica acted (the leadership tests read them).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import kopf
@@ -51,10 +49,7 @@ def only_event_handlers(registry: kopf.OperatorRegistry) -> None:
         )
 
 
-def apply(settings: kopf.OperatorSettings, registry: kopf.OperatorRegistry, *,
-          verbose: bool) -> None:
+def apply(settings: kopf.OperatorSettings, registry: kopf.OperatorRegistry) -> None:
     """Set the operator's Kopf settings described in the module docstring."""
     only_event_handlers(registry)
     settings.persistence.diffbase_storage = NoDiffBase()
-    if not verbose:
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
