@@ -43,6 +43,20 @@ def test_a_deleted_child_is_asked_of_the_api_server() -> None:
     assert (cache.hits, cache.misses, len(cache)) == (0, 1, 0)
 
 
+def test_a_child_cache_keeps_only_what_the_operator_labelled() -> None:
+    cache = ChildCache(labelled="pilotboat")
+    foreign = deployment("12", 3)  # a person's web-stable: no managed-by label
+    cache.seen("Deployment", foreign)
+    assert len(cache) == 0  # served from the API server, where ChildNotOwned is found
+    ours = deployment("13", 3)
+    ours["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "pilotboat"}  # type: ignore[index]
+    cache.seen("Deployment", ours)
+    assert len(cache) == 1
+    cache.seen("Deployment", {"metadata": {"namespace": "shop", "name": "web-stable"}},
+               deleted=True)  # a deletion needs no labels
+    assert len(cache) == 0
+
+
 @pytest.mark.parametrize("module", [pilotboat.handlers.cache, pilotboat.handlers.loop])
 def test_the_examples_in_the_docstrings_hold(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]

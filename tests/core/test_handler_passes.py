@@ -20,7 +20,6 @@ from pilotboat import API_VERSION
 from pilotboat.core import reasons
 from pilotboat.core.workload import (
     ANNOTATION_REVISION,
-    LABEL_MANAGED_BY,
     LABEL_VERSION,
     deployment_name,
 )
@@ -57,8 +56,7 @@ def watch_feeds_the_caches(kind: str, obj: dict[str, Any], deleted: bool) -> Non
     """What the operator's watches keep: its labelled children, and the Microservices."""
     if kind == "Microservice":
         cache.owners.seen(kind, obj, deleted=deleted)
-    elif kind in ("Deployment", "Service") and (obj["metadata"].get("labels") or {}).get(
-            LABEL_MANAGED_BY) == "pilotboat":
+    elif kind in ("Deployment", "Service"):  # the cache keeps only the labelled ones
         cache.children.seen(kind, obj, deleted=deleted)
 
 

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from pilotboat.core.workload import LABEL_MANAGED_BY
 from pilotboat.handlers.ports import Kube
 
 __all__ = ["ChildCache", "children", "owners"]
@@ -34,8 +35,9 @@ Key = tuple[str, str, str]  # kind, namespace, name
 class ChildCache:
     """Objects by kind, namespace and name, newest resourceVersion wins."""
 
-    def __init__(self, *, lean: bool = True) -> None:
+    def __init__(self, *, lean: bool = True, labelled: str | None = None) -> None:
         self._lean = lean
+        self._labelled = labelled
         self._objects: dict[Key, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -45,6 +47,9 @@ class ChildCache:
         """What a watch event delivered."""
         meta = body.get("metadata") or {}
         key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        if not deleted and self._labelled is not None and (
+                (meta.get("labels") or {}).get(LABEL_MANAGED_BY) != self._labelled):
+            return  # not the operator's: never served from here (see the module docstring)
         with self._lock:
             if deleted:
                 self._objects.pop(key, None)
@@ -94,8 +99,9 @@ def _older(body: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
         return False  # resourceVersions are opaque in general; then the latest event wins
 
 
-children = ChildCache()
-"""Deployments and Services the operator labelled."""
+children = ChildCache(labelled="pilotboat")
+"""Deployments and Services the operator labelled (``app.kubernetes.io/managed-by:
+pilotboat``); an object without that label is never kept, whoever delivers it."""
 
 owners = ChildCache(lean=False)
 """Microservices, whole: a pass reads its object from here, as the watch or the operator's

@@ -349,8 +349,7 @@ def _write_child(kube: Kube, rc: Reconcile, namespace: str, write: ChildWrite) -
 def _remember(kind: str, written: Mapping[str, Any] | None) -> None:
     """What a write returned is the child as it is now: the next pass reads it from the
     cache instead of one watch event older."""
-    if written and ((written.get("metadata") or {}).get("labels") or {}).get(
-            LABEL_MANAGED_BY) == "pilotboat":
+    if written:
         cache.seen(kind, written)
 
 
