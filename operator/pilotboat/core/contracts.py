@@ -90,22 +90,14 @@ last documents seen (by digest), so the gate validates a contract once, not on e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema.exceptions import ValidationError as SchemaValidationError
-from jsonschema.protocols import Validator as SchemaValidator
-from openapi_spec_validator import (
-    OpenAPIV30SpecValidator,
-    OpenAPIV31SpecValidator,
-    OpenAPIV32SpecValidator,
-)
-from openapi_spec_validator.validation.validators import SpecValidator
-from referencing.exceptions import Unresolvable
 
 from pilotboat.api import MicroserviceSpec
 from pilotboat.core.limits import (
@@ -127,6 +119,14 @@ __all__ = [
     "expectations_for",
     "load_document",
 ]
+
+if TYPE_CHECKING:
+    # openapi_spec_validator and jsonschema are loaded by the first document validated
+    # (:func:`_validators`), not by importing this module: an operator whose services declare
+    # no contract never pays for them.
+    from jsonschema.exceptions import ValidationError as SchemaValidationError
+    from jsonschema.protocols import Validator as SchemaValidator
+    from openapi_spec_validator.validation.validators import SpecValidator
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
@@ -219,11 +219,22 @@ def _no_retrieval(cls: type[SpecValidator]) -> type[SpecValidator]:
     return type(cls.__name__, (cls,), {"resolver_handlers": _NoRetrieval()})
 
 
-_VALIDATORS: dict[str, type[SpecValidator]] = {
-    "3.0": _no_retrieval(OpenAPIV30SpecValidator),
-    "3.1": _no_retrieval(OpenAPIV31SpecValidator),
-    "3.2": _no_retrieval(OpenAPIV32SpecValidator),
-}
+@functools.cache
+def _validators() -> dict[str, type[SpecValidator]]:
+    """The specification's validator per OpenAPI minor version, loaded on first use."""
+    from openapi_spec_validator import (
+        OpenAPIV30SpecValidator,
+        OpenAPIV31SpecValidator,
+        OpenAPIV32SpecValidator,
+    )
+
+    return {
+        "3.0": _no_retrieval(OpenAPIV30SpecValidator),
+        "3.1": _no_retrieval(OpenAPIV31SpecValidator),
+        "3.2": _no_retrieval(OpenAPIV32SpecValidator),
+    }
+
+
 _EXPANDED = ("allOf", "anyOf", "oneOf", "not", "items")
 
 
@@ -317,11 +328,14 @@ def _validate(doc: dict[str, Any], version: str) -> None:
 
 
 def _check_specification(doc: dict[str, Any], version: str) -> None:
+    from referencing.exceptions import Unresolvable
+
     minor = ".".join(version.split(".")[:2])
-    cls = _VALIDATORS.get(minor)
+    validators = _validators()
+    cls = validators.get(minor)
     if cls is None:
         raise ContractError(
-            f"OpenAPI {version} is not supported (supported: {', '.join(_VALIDATORS)})"
+            f"OpenAPI {version} is not supported (supported: {', '.join(validators)})"
         )
     if (ref := _external_ref(doc)) is not None:
         raise ContractError(f"only local $refs are supported, not {ref!r}")

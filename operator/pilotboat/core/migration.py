@@ -37,17 +37,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pilotboat.core import reasons
-from pilotboat.core.sqllint import (
-    LintFinding,
-    blocking,
-    lint_backfill,
-    lint_contract,
-    lint_down,
-    lint_expand,
-    lint_verify,
-)
+
+if TYPE_CHECKING:
+    # The linter (pglast) is loaded by the first lint, not by importing this module: an
+    # operator with no SchemaMigration never pays for the parser.
+    from pilotboat.core.sqllint import LintFinding
 
 __all__ = [
     "Action",
@@ -259,6 +256,14 @@ def checksum(sql: str) -> str:
 
 def lint_migration(definition: MigrationDefinition) -> tuple[LintFinding, ...]:
     """Every finding of every phase of the definition, expand first."""
+    from pilotboat.core.sqllint import (
+        lint_backfill,
+        lint_contract,
+        lint_down,
+        lint_expand,
+        lint_verify,
+    )
+
     findings = list(lint_expand(definition.expand.sql))
     if definition.expand.down is not None:
         findings += lint_down(definition.expand.down)
@@ -337,6 +342,8 @@ def decide(
         )
     if observations.rolled_back:
         return _after_rollback(definition, applied)
+    from pilotboat.core.sqllint import blocking
+
     findings = lint_migration(definition)
     # Findings about phases already applied are history; the rest can still be stopped.
     refused = [

@@ -34,7 +34,6 @@ from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 
 from pilotboat import API_VERSION, GROUP, VERSION
@@ -45,7 +44,6 @@ from pilotboat.adapters.database import (
     DatabaseOwner,
     DatabaseUnavailable,
 )
-from pilotboat.adapters.postgres import PostgresEngine, role_dsn, role_names
 from pilotboat.api import DatabaseServerSpec, OwnedDatabaseSpec, ServerTls
 from pilotboat.core import reasons
 from pilotboat.core.conditions import DesiredCondition
@@ -200,10 +198,13 @@ def database_owner(meta: Mapping[str, Any]) -> DatabaseOwner:
 
 
 def database_engine() -> DatabaseEngine:
-    """The process's engine (one, so its settings are shared)."""
+    """The process's engine (one, so its settings are shared). psycopg is loaded here, by
+    the first OwnedDatabase or SchemaMigration pass, not when the handlers are imported."""
     extras = runtime().extras
     engine = extras.get("database_engine")
     if engine is None:
+        from pilotboat.adapters.postgres import PostgresEngine
+
         fresh: DatabaseEngine = PostgresEngine()
         engine = extras.setdefault("database_engine", fresh)
     return cast(DatabaseEngine, engine)
@@ -333,6 +334,8 @@ def _admin_dsn(kube: Kube, namespace: str, spec: OwnedDatabaseSpec) -> str:
     rootcert = _sslrootcert(kube, name, server.tls)
     if rootcert is not None:
         params["sslrootcert"] = rootcert
+    from psycopg.conninfo import make_conninfo
+
     return make_conninfo(**params)
 
 
@@ -357,6 +360,8 @@ def owner_dsn(kube: Kube, namespace: str, owned_database: str) -> str | None:
     dbname, user, password = values["dbname"], values["user"], values["password"]
     if not (dbname and user and password):
         return None
+    from pilotboat.adapters.postgres import role_dsn
+
     return role_dsn(admin_dsn, user=user, password=password, dbname=dbname)
 
 
@@ -368,6 +373,8 @@ class _Passwords:
 
 
 def _server_address(admin_dsn: str) -> tuple[str, str]:
+    from psycopg.conninfo import conninfo_to_dict
+
     params = conninfo_to_dict(admin_dsn)
     return str(params.get("host") or "localhost"), str(params.get("port") or "5432")
 
@@ -505,6 +512,8 @@ def _ensure_credentials_secret(
     """The three roles' passwords, each kept in its Secret (created once, never rotated):
     the owner's in the operator's namespace only, the runtime role's in the tenant's
     credentials Secret (the keys services read), the read-only role's beside it."""
+    from pilotboat.adapters.postgres import role_names
+
     meta = body["metadata"]
     names = role_names(role)
     owner = _ensure_secret(
@@ -610,6 +619,8 @@ def reconcile_owned_database(
         return _finalize(kube, body, rc, spec, engine)
 
     dbname, role = database_names(meta["namespace"], meta["name"], spec)
+    from pilotboat.adapters.postgres import role_names
+
     names = {"databaseName": dbname, "roleName": role_names(role).runtime}
     try:
         admin_dsn = _admin_dsn(kube, meta["namespace"], spec)
@@ -679,6 +690,8 @@ def _finalize(
     spec: OwnedDatabaseSpec,
     engine: DatabaseEngine,
 ) -> float | None:
+    from pilotboat.adapters.postgres import role_names
+
     meta = body["metadata"]
     if FINALIZER not in (meta.get("finalizers") or []):
         return None
