@@ -17,6 +17,11 @@ A Microservice or RolloutPolicy whose spec passes both has its analysis queries 
 variables the operator provides and render to PromQL that parses, so a misspelt
 ``{{ servise }}`` or an unclosed parenthesis fails here rather than at the first analysis
 step. Each is a line ``file: Kind/name: spec...signals.<signal>.query: why``.
+
+jsonschema and the SQL linter (with pglast) are imported by the checks that use them, not
+with this module: the command group imports every command's module, so ``pilotboat run``,
+which never lints, would otherwise carry them for the operator's lifetime
+(tests/core/test_lazy_imports.py).
 """
 
 from __future__ import annotations
@@ -26,10 +31,9 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import jsonschema
 import yaml
 from pydantic import ValidationError
 
@@ -40,15 +44,11 @@ from pilotboat.api.crd import custom_resource_definition
 from pilotboat.api.kind import KindDescriptor
 from pilotboat.api.migration import SchemaMigrationSpec
 from pilotboat.core.promql_check import spec_query_problems
-from pilotboat.core.sqllint import (
-    LintFinding,
-    Severity,
-    lint_backfill,
-    lint_contract,
-    lint_down,
-    lint_expand,
-    lint_verify,
-)
+
+if TYPE_CHECKING:
+    import jsonschema
+
+    from pilotboat.core.sqllint import LintFinding
 
 __all__ = ["Finding", "lint", "lint_document", "lint_file"]
 
@@ -65,12 +65,13 @@ class Finding:
     """The object's 1-based document number in its file (0 when not known)."""
     rule: str = ""
     """For a SQL finding, the linter's rule id (``PB001 drop-column``); empty otherwise."""
-    severity: str = Severity.REFUSE.value
-    """``refuse`` fails the lint; ``approve`` and ``warn`` are reported only."""
+    severity: str = "refuse"
+    """The SQL linter's :class:`~pilotboat.core.sqlrules.Severity` value: ``refuse`` fails
+    the lint; ``approve`` and ``warn`` are reported only."""
 
     @property
     def fails(self) -> bool:
-        return self.severity == Severity.REFUSE.value
+        return self.severity == "refuse"
 
     def __str__(self) -> str:
         if self.rule:
@@ -79,7 +80,7 @@ class Finding:
         return f"{self.file}: {self.object}: {self.field}: {self.message}"
 
 
-_VERDICTS = {Severity.APPROVE.value: "needs approval", Severity.WARN.value: "warning"}
+_VERDICTS = {"approve": "needs approval", "warn": "warning"}
 
 
 def _json_schema(node: Any) -> Any:
@@ -111,6 +112,8 @@ def _json_schema(node: Any) -> Any:
 
 @functools.cache
 def _validator(kind: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     descriptor = next(k for k in KINDS if k.kind == kind)
     crd = custom_resource_definition(descriptor)
     version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
@@ -152,13 +155,27 @@ def _model_findings(
 
 
 _SqlOf = Callable[[SchemaMigrationSpec], str | None]
-_SQL_PHASES: tuple[tuple[str, Callable[[str], tuple[LintFinding, ...]], _SqlOf], ...] = (
-    ("spec.expand", lint_expand, lambda s: s.expand.sql),
-    ("spec.expand.down", lint_down, lambda s: s.expand.down),
-    ("spec.backfill", lint_backfill, lambda s: s.backfill.sql if s.backfill else None),
-    ("spec.verify", lint_verify, lambda s: s.verify.sql if s.verify else None),
-    ("spec.contract", lint_contract, lambda s: s.contract.sql),
-)
+_SqlPhase = tuple[str, Callable[[str], tuple["LintFinding", ...]], _SqlOf]
+
+
+@functools.cache
+def _sql_phases() -> tuple[_SqlPhase, ...]:
+    """Each phase's field, linter and SQL; the linter (and pglast) load on the first call."""
+    from pilotboat.core.sqllint import (
+        lint_backfill,
+        lint_contract,
+        lint_down,
+        lint_expand,
+        lint_verify,
+    )
+
+    return (
+        ("spec.expand", lint_expand, lambda s: s.expand.sql),
+        ("spec.expand.down", lint_down, lambda s: s.expand.down),
+        ("spec.backfill", lint_backfill, lambda s: s.backfill.sql if s.backfill else None),
+        ("spec.verify", lint_verify, lambda s: s.verify.sql if s.verify else None),
+        ("spec.contract", lint_contract, lambda s: s.contract.sql),
+    )
 
 
 def _sql_findings(file: str, index: int, name: str, doc: Mapping[str, Any]) -> list[Finding]:
@@ -166,7 +183,7 @@ def _sql_findings(file: str, index: int, name: str, doc: Mapping[str, Any]) -> l
     spec = SchemaMigrationSpec.model_validate(doc.get("spec") or {})
     return [
         Finding(file, name, field, f.message, index, f.rule, f.severity.value)
-        for field, lint_phase, sql_of in _SQL_PHASES
+        for field, lint_phase, sql_of in _sql_phases()
         if (sql := sql_of(spec)) is not None
         for f in lint_phase(sql)
     ]
