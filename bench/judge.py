@@ -16,9 +16,10 @@ it would have at that instant (plus the last scrape, which a live query can miss
 window is judged twice, by ``judge.method: mannWhitney`` with the judge's defaults except
 ``step`` (4 s, two scrapes, so that 3 pods x 4 steps give 12 per-step mean latencies per
 track in a 16 s window, above the default ``minSamples`` of 10; errors are judged on the
-window's pooled counts, Fisher's exact test; saturation, which has no threshold, on each
-pod's CPU per request per step) and by the threshold judge alone, with the same
-thresholds (the examples': errors ``maxRatio`` 5%, p99 latency ``maxSeconds`` 0.5 s).
+window's pooled counts, Fisher's exact test; traffic and saturation, which have no
+threshold, on each pod's request rate and CPU per request per step) and by the threshold
+judge alone, with the same thresholds (the examples': errors ``maxRatio`` 5%, p99 latency
+``maxSeconds`` 0.5 s).
 Windows are 16 s, except for ``errors_plus_2_points``: at 15 requests a second per track,
 2% more errors cannot be told from chance in 16 s with 99% confidence (4.8 errors expected;
 the test needs 8 against a stable without errors), so that regression is judged on 48 s
@@ -106,8 +107,9 @@ WINDOW = _window_length(16)
 
 
 def _template(method: str, window: str) -> AnalysisTemplate:
-    # saturation has no threshold: only the statistical judge reads it (CPU per request)
-    signals = {**THRESHOLDS, "saturation": {}}
+    # traffic and saturation have no threshold: only the statistical judge reads them (each
+    # pod's request rate per step, and its CPU per request)
+    signals = {**THRESHOLDS, "traffic": {}, "saturation": {}}
     spec: dict[str, Any] = {"interval": window, "minSampleSize": 20, "signals": signals}
     if method == "mannWhitney":
         spec["judge"] = {"method": "mannWhitney", "step": STEP}
@@ -124,8 +126,8 @@ def _settings(window: str) -> dict[str, Any]:
         "min_samples": judge.min_samples,
         "step": judge.step,
         "window": window,
-        "signals": "errors on pooled counts (Fisher's exact), mean latency and CPU per request"
-        " per step (Mann-Whitney U), Bonferroni: each at p < 0.0033",
+        "signals": "errors on pooled counts (Fisher's exact), mean latency, request rate and"
+        " CPU per request per pod and step (Mann-Whitney U), Bonferroni: each at p < 0.0025",
         "thresholds": THRESHOLDS,
         "pods_per_track": PODS,
     }

@@ -19,8 +19,10 @@ from pilotboat.core.analysis import (
     SeriesReading,
     Verdict,
     judge,
+    judged_signals,
     plan_queries,
     queries_per_interval,
+    sampled_signals,
 )
 from pilotboat.core.judge import SignalVerdict
 
@@ -84,6 +86,7 @@ Track = tuple[SeriesReading, SeriesReading] | SeriesReading
 def measure(
     t: AnalysisTemplate,
     readings: dict[str, Any] | None = None,
+    canary_share: float | None = None,
     **series: tuple[Track, Track],
 ) -> Measurement:
     """Judge `series` (signal=(canary, stable), each a reading or a (counter, total) pair)
@@ -99,7 +102,7 @@ def measure(
                 sampled[f"{name}.{track}"], sampled[f"{name}.{track}.total"] = reading
             else:
                 sampled[f"{name}.{track}"] = reading
-    return judge(t, plan, given, NOW, series=sampled)
+    return judge(t, plan, given, NOW, series=sampled, canary_share=canary_share)
 
 
 def test_without_a_judge_nothing_is_sampled() -> None:
@@ -242,7 +245,7 @@ def test_a_threshold_is_a_hard_limit_whatever_the_score() -> None:
     assert m.message.startswith("error ratio 5.0% > 1.0% (stable 0.0%); score 100 >= 95: pass")
     (sample,) = m.samples
     assert (sample.canary, sample.verdict) == (0.05, Verdict.FAILED)
-    assert "error ratio no worse: 0% (0 of 240) vs stable 0% (0 of 240)" in sample.message
+    assert "error ratio not shown worse: 0% (0 of 240) vs stable 0% (0 of 240)" in sample.message
 
 
 def test_too_few_samples_are_inconclusive_never_a_pass() -> None:
@@ -382,3 +385,119 @@ def test_a_pod_born_in_the_window_counts_all_its_requests_and_errors() -> None:
     old = prometheus._series([{"metric": {"pod": "web-stable-1"},
                                "values": [[120, "100"], [130, "110"], [140, "125"]]}], 120, 10)
     assert counts_from_counters((), old[0].values) == Counts(events=0, total=25)
+
+
+# --- traffic under a route's weight -------------------------------------------------------
+
+# A route gives the canary 10 % of 100 requests a second: its one pod gets 10 a second, each
+# of the four stable pods 22.5. Twelve 10 s steps of each, with a little noise.
+NOISE = [0.0, 0.4, -0.3, 0.2, -0.1, 0.3, -0.4, 0.1, 0.0, -0.2, 0.3, -0.1]
+
+
+def _requests(per_second: float, pods: int, name: str) -> SeriesReading:
+    return counters(
+        *([(per_second + n * (1 + i % 2)) * 10 for n in NOISE] for i in range(pods)), name=name
+    )
+
+
+def test_traffic_under_a_route_is_judged_over_each_pods_share() -> None:
+    t = template({"traffic": {}}, step="10s")
+    healthy = (_requests(10.0, 1, "web-canary"), _requests(22.5, 4, "web-stable"))
+    # The per-pod rates alone say the canary lost more than half its traffic ...
+    raw = measure(t, traffic=healthy)
+    assert raw.judgements[0].verdict is SignalVerdict.FAIL
+    # ... but it gets what the route's 10 % gives it.
+    routed = measure(t, canary_share=0.10, traffic=healthy)
+    assert routed.judgements[0].verdict is SignalVerdict.PASS, routed.message
+    assert "routed share (canary 10%)" in routed.message
+    assert routed.judgements[0].canary_median == pytest.approx(100, rel=0.05)
+    # A canary that gets half of what the route gives it fails over its share as well.
+    starved = (_requests(5.0, 1, "web-canary"), _requests(23.75, 4, "web-stable"))
+    lost = measure(t, canary_share=0.10, traffic=starved)
+    assert lost.judgements[0].verdict is SignalVerdict.FAIL, lost.message
+    assert lost.verdict is Verdict.FAILED
+
+
+def test_traffic_shares_leave_a_replica_ratio_as_it_was() -> None:
+    t = template({"traffic": {}}, step="10s")
+    even = (_requests(20.0, 1, "web-canary"), _requests(20.0, 4, "web-stable"))
+    plain = measure(t, traffic=even).judgements[0]
+    shared = measure(t, canary_share=0.2, traffic=even).judgements[0]
+    assert plain.verdict is shared.verdict is SignalVerdict.PASS
+    assert plain.p_value == pytest.approx(shared.p_value)
+    # A share of 0 or 1 says nothing of what a pod should get: the rates stay as they are.
+    for share in (0.0, 1.0):
+        assert measure(t, canary_share=share, traffic=even).judgements[0].canary_median == (
+            plain.canary_median
+        )
+
+
+# --- the confidence is split among the signals that can fail the window ---------------------
+
+
+def test_a_signal_reported_with_weight_0_takes_no_share_of_the_confidence() -> None:
+    # 7 errors of 60 against none of 60: p = 0.0065, significant at 0.01 / 1, not at 0.01 / 2.
+    bad = error_counters([2.0, 2.0, 2.0, 1.0], per_step=15)
+    good = error_counters([0.0] * 4, name="web-stable", per_step=15)
+    latency = (latency_counters(LATENCY), latency_counters(LATENCY, name="web-stable"))
+    signals = {"errors": {}, "latency": {}}
+    both = measure(template(signals), errors=(bad, good), latency=latency)
+    errors_only = measure(
+        template(signals, weights={"latency": 0}), errors=(bad, good), latency=latency
+    )
+    p = both.judgements[0].p_value
+    assert p is not None and 0.005 < p < 0.01
+    assert both.judgements[0].verdict is SignalVerdict.PASS, both.message
+    assert "< 0.01" in errors_only.message and "< 0.005" not in errors_only.message
+    assert errors_only.judgements[0].verdict is SignalVerdict.FAIL, errors_only.message
+    assert errors_only.verdict is Verdict.FAILED
+
+
+# --- a window never reaches back past the step ---------------------------------------------
+
+
+def test_the_judges_window_is_cut_at_the_start_of_the_step() -> None:
+    t = template({"latency": {}}, step="4s", window="60s")
+    assert plan_queries(t, "cart", "shop", "v2", "v1", "10s").window == "1m"
+    young = plan_queries(t, "cart", "shop", "v2", "v1", "10s", step_age=26.5)
+    assert young.window == "24s" and young.step == "4s"
+    # never shorter than the interval the thresholds measure
+    assert plan_queries(t, "cart", "shop", "v2", "v1", "10s", step_age=3.0).window == "10s"
+    # a step older than the window leaves it whole
+    assert plan_queries(t, "cart", "shop", "v2", "v1", "10s", step_age=600.0).window == "1m"
+
+
+# --- all four signals under the judge; a series nobody exports --------------------------------
+
+
+def test_with_the_judge_and_no_signals_all_four_are_judged() -> None:
+    from pilotboat.handlers.analysis import effective_template
+
+    spec = AnalysisTemplate.model_validate({"judge": {"method": "mannWhitney"}})
+    judged = effective_template(spec)
+    assert [name for name, _ in sampled_signals(judged)] == [
+        "errors", "latency", "traffic", "saturation"
+    ]
+    # the thresholds stay hard limits on errors and latency
+    assert [name for name, _ in judged_signals(judged)] == ["errors", "latency"]
+    plain = effective_template(AnalysisTemplate.model_validate({"interval": "1m"}))
+    assert [name for name, _ in judged_signals(plain)] == ["errors", "latency"]
+    assert sampled_signals(plain) == ()
+
+
+def test_a_signal_neither_track_exports_is_reported_and_not_scored() -> None:
+    t = template({"errors": {}, "saturation": {}})
+    nothing = SeriesReading(())
+    errors = (error_counters([0.0] * 6), error_counters([0.0] * 6, name="web-stable"))
+    m = measure(t, errors=errors, saturation=((nothing, nothing), (nothing, nothing)))
+    by_signal = {j.signal: j for j in m.judgements}
+    assert by_signal["saturation"].scored is False
+    assert "neither track exports" in by_signal["saturation"].explanation
+    assert m.verdict is Verdict.SUCCESSFUL, m.message
+    assert m.scorecard is not None and m.scorecard.explanation.startswith("score 100 >= 95")
+    # ... but a canary without the series its stable exports is inconclusive, as ever
+    cpu = counters([0.5] * 6, name="web-stable")
+    requests = counters([20.0] * 6, name="web-stable")
+    half = measure(t, errors=errors, saturation=((nothing, nothing), (cpu, requests)))
+    assert {j.signal: j for j in half.judgements}["saturation"].scored is True
+    assert half.verdict is Verdict.INCONCLUSIVE, half.message

@@ -155,11 +155,16 @@ def measure(
     *,
     canary_revision: str,
     stable_revision: str,
+    canary_share: float | None = None,
+    step_age: float | None = None,
 ) -> Measurement:
     """Measure the canary's golden signals over the `interval` that ends at `now`.
 
     Each track is named by its version and its revision (the pods' ``pilotboat.dev/revision``
-    label), which the default queries select on.
+    label), which the default queries select on. ``canary_share`` is the share of all
+    requests a route gives the canary (see :func:`pilotboat.core.analysis.judge`), ``step_age``
+    how long ago the release's current step began (the judge's window never reaches back
+    past it: :func:`pilotboat.core.analysis.plan_queries`).
 
     Runs :func:`pilotboat.core.analysis.plan_queries`' queries (and, for the statistical
     judge, its range queries) through `provider` and judges them. Never raises: any failure
@@ -170,7 +175,7 @@ def measure(
     try:
         plan = plan_queries(
             template, service, namespace, canary_version, stable_version, interval,
-            canary_revision=canary_revision, stable_revision=stable_revision,
+            canary_revision=canary_revision, stable_revision=stable_revision, step_age=step_age,
         )  # fmt: skip
     except ValueError as exc:  # an interval no duration parser accepts
         return Measurement(now, interval, None, (), Verdict.ERROR, f"analysis interval: {exc}")
@@ -180,4 +185,4 @@ def measure(
         lambda error: Reading(error=error),
     )
     series, sampled = read_samples(provider, plan, now, down)
-    return judge(template, plan, readings, now, sent + sampled, series)
+    return judge(template, plan, readings, now, sent + sampled, series, canary_share)

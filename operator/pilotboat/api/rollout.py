@@ -357,8 +357,9 @@ class AnalysisJudge(SpecModel):
         ge=0.5,
         lt=1,
         description="How sure a window's verdict must be that the canary is worse, all signals"
-        " together: each of the n judged signals fails only at p < (1 - confidence) / n"
-        " (Bonferroni), so a healthy canary fails a window at most 1 - confidence of the time.",
+        " together: each of the n scored signals (weight above 0) fails only at p <"
+        " (1 - confidence) / n (Bonferroni), so a healthy canary fails a window at most"
+        " 1 - confidence of the time.",
     )
     tolerance: float = Field(
         default=0.1,

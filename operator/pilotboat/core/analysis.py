@@ -86,6 +86,7 @@ from pilotboat.api.rollout import (
 )
 from pilotboat.core.judge import (
     ABSOLUTE_FLOORS,
+    TEST_NAME,
     Criteria,
     Direction,
     Scorecard,
@@ -130,6 +131,7 @@ __all__ = [
     "plan_queries",
     "template_limit_problems",
     "judge",
+    "per_routed_share",
     "assess_run",
 ]
 
@@ -442,11 +444,14 @@ def plan_queries(
     *,
     canary_revision: str = "",
     stable_revision: str = "",
+    step_age: float | None = None,
 ) -> QueryPlan:
     """Render every query of one interval; a template error is kept on its :class:`Query`.
 
     Each track's query reads its ``version`` and ``revision`` (the default queries select on
     ``revision``; a revision left out is ``""``, the series without the label).
+    ``step_age`` is how long ago the release's current step began, in seconds: the judge's
+    samples never reach back past it (:func:`_sampling`).
 
     >>> plan = plan_queries(
     ...     AnalysisTemplate.model_validate({"signals": {"errors": {"maxRatio": 0.01,
@@ -473,7 +478,7 @@ def plan_queries(
     judge_spec = template.judge
     if judge_spec is None or not sampled_signals(template):
         return QueryPlan(window, tuple(queries))
-    step, span, problem = _sampling(judge_spec, window)
+    step, span, problem = _sampling(judge_spec, window, step_age)
     samples = []
     for name, spec in sampled_signals(template):
         counted = _counted(name, spec)
@@ -494,10 +499,25 @@ def plan_queries(
     return QueryPlan(window, tuple(queries), tuple(samples), step, span)
 
 
-def _sampling(judge_spec: AnalysisJudge, interval: str) -> tuple[str, str, str | None]:
-    """The judge's step and window as PromQL durations, and why they cannot be used, if so."""
+def _sampling(
+    judge_spec: AnalysisJudge, interval: str, step_age: float | None = None
+) -> tuple[str, str, str | None]:
+    """The judge's step and window as PromQL durations, and why they cannot be used, if so.
+
+    A window that would reach back past the start of the release's current step
+    (``step_age`` seconds ago) is cut to the whole judge steps since then, so that samples
+    of the weight before, or of the canary before its pods were ready, never mix in; never
+    shorter than one judge step, nor than the interval.
+
+    >>> j = AnalysisJudge.model_validate({"method": "mannWhitney", "step": "4s", "window": "60s"})
+    >>> _sampling(j, "10s"), _sampling(j, "10s", step_age=26.5), _sampling(j, "10s", 7.0)
+    (('4s', '1m', None), ('4s', '24s', None), ('4s', '10s', None))
+    """
     step = parse_duration(judge_spec.step)
     window = parse_duration(judge_spec.window or interval)
+    if step_age is not None and step > 0 and window > step_age:
+        whole_steps = step * math.floor(step_age / step)
+        window = max(whole_steps, step, min(window, parse_duration(interval)))
     shown = format_duration(step), format_duration(window)
     if window < step:
         return *shown, f"judge.step {shown[0]} is longer than the window {shown[1]}"
@@ -706,9 +726,14 @@ def judge(
     now: datetime,
     queries: int = 0,
     series: Mapping[str, SeriesReading] | None = None,
+    canary_share: float | None = None,
 ) -> Measurement:
     """The verdict on one interval, given a reading for each query of `plan` and, for the
     statistical judge, a series reading for each of its sample queries.
+
+    ``canary_share`` is the share of all requests a route (Gateway API) gives the canary, 0
+    to 1; the judge compares traffic over each pod's share (:func:`per_routed_share`). None
+    under a replica ratio, where every ready pod gets the same share.
 
     A query missing from `readings` (or `series`) counts as one that failed; a query that
     could not be rendered is an Error naming the problem. `queries` is recorded as the number
@@ -762,6 +787,7 @@ def judge(
             series_reading,
             gate,
             parse_duration(plan.step) if plan.step else 1.0,
+            canary_share,
         )
         return Measurement(
             now, plan.interval, size, merged, verdict, message, queries, judgements, card.score,
@@ -838,18 +864,49 @@ def _worst(verdicts: Sequence[Verdict]) -> Verdict:
 _Judged = tuple[GoldenSignalSample, str | None]
 
 
+def per_routed_share(
+    canary: Mapping[str, Sequence[float]],
+    stable: Mapping[str, Sequence[float]],
+    canary_share: float,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each pod's request rates over the share of all requests the route gives that pod.
+
+    A route (Gateway API) gives the canary a weight ``w`` whatever the pods: each of its
+    ``c`` pods should get ``w / c`` of the requests and each of the ``s`` stable pods
+    ``(1 - w) / s``. Per-pod rates of a healthy canary at 10 % with one pod against four
+    stable pods differ by half; over their shares both tracks estimate the service's whole
+    request rate, so they are equal when the canary gets what its weight gives it and lower
+    only when it loses traffic. Under a replica ratio every ready pod gets the same share
+    and the rates need no scaling.
+
+    >>> c, s = per_routed_share({"c1": [10.0]}, {"s1": [45.0], "s2": [45.0]}, 0.1)
+    >>> c, s
+    ({'c1': [100.0]}, {'s1': [100.0], 's2': [100.0]})
+    """
+    if not 0.0 < canary_share < 1.0 or not canary or not stable:
+        return {p: list(v) for p, v in canary.items()}, {p: list(v) for p, v in stable.items()}
+    per_canary_pod = canary_share / len(canary)
+    per_stable_pod = (1.0 - canary_share) / len(stable)
+    return (
+        {pod: [v / per_canary_pod for v in values] for pod, values in canary.items()},
+        {pod: [v / per_stable_pod for v in values] for pod, values in stable.items()},
+    )
+
+
 def _sampled_signal(
     name: Signal,
     spec: _AnySignal,
     criteria: Criteria,
     series_reading: Callable[[str], SeriesReading],
     step: float,
+    canary_share: float | None = None,
 ) -> tuple[_Judged, SignalJudgement | None]:
     """One signal's samples compared; a failed range query is an Error naming it.
 
     A counted signal (:func:`_counted`) is judged from its counters: errors on pooled counts,
     latency on per-step means, saturation on per-step CPU seconds per request, traffic on
-    per-step rates; any other on its values."""
+    per-step rates (over each pod's routed share, :func:`per_routed_share`, when a route's
+    ``canary_share`` is given); any other on its values."""
     counted = _counted(name, spec)
     keys = [(f"{name}.canary", ""), (f"{name}.stable", "stable ")]
     if counted and name in DEFAULT_SAMPLE_TOTALS:
@@ -866,6 +923,15 @@ def _sampled_signal(
             message = f"{track}{label} samples: {error}"
             sample = GoldenSignalSample(name, None, None, Verdict.ERROR, message)
             return (sample, error), None
+    if counted and not any(readings[key].series for key, _ in keys):
+        # The service exports no such series (no process_cpu_seconds_total, no histogram):
+        # nothing says the canary is better or worse, so the signal is reported, not scored.
+        missing = f"{label}: neither track exports the series it is read from: not scored"
+        j = SignalJudgement(
+            name, label, TEST_NAME, 0, 0, None, None, None, None, None, None,
+            SignalVerdict.INCONCLUSIVE, missing, scored=False,
+        )  # fmt: skip
+        return (GoldenSignalSample(name, None, None, Verdict.INCONCLUSIVE, missing), None), j
 
     def by_pod(key: str) -> dict[str, list[float]]:
         found: dict[str, list[float]] = {}
@@ -904,6 +970,10 @@ def _sampled_signal(
                 }
                 for track in ("canary", "stable")
             }
+            if canary_share is not None and 0.0 < canary_share < 1.0:
+                scaled = per_routed_share(per_step["canary"], per_step["stable"], canary_share)
+                per_step = {"canary": scaled[0], "stable": scaled[1]}
+                label = f"request rate over each pod's routed share (canary {canary_share:.0%})"
         else:
             per_step = {track: by_pod(f"{name}.{track}") for track in ("canary", "stable")}
         pooled = [v for values in per_step["stable"].values() for v in values]
@@ -937,6 +1007,7 @@ def _judge_by_score(
     series_reading: Callable[[str], SeriesReading],
     gate: _Gate | None,
     step: float = 1.0,
+    canary_share: float | None = None,
 ) -> tuple[Verdict, str, tuple[GoldenSignalSample, ...], tuple[SignalJudgement, ...], Scorecard]:
     """The statistical judge's verdict on one interval.
 
@@ -951,18 +1022,25 @@ def _judge_by_score(
     merged: list[_Judged] = []
     judgements: list[SignalJudgement] = []
     signals = sampled_signals(template)
+    weights = _weights(spec)
+    # Only a scored signal (weight above 0) can fail the window: the confidence is split
+    # among those, and a signal reported only is tested at the same level.
+    scored = sum(1 for name, _ in signals if weights.get(name, 1.0) > 0)
+    # (a signal that turns out not to be exported still counts here: the split is fixed
+    # before any sample is read, so that what a window holds cannot change its level)
     for name, signal_spec in signals:
         if gate is not None:
             verdict, message, cause = gate
             sampled: _Judged = (GoldenSignalSample(name, None, None, verdict, message), cause)
         else:
             sampled, found = _sampled_signal(
-                name, signal_spec, _criteria(spec, name, len(signals)), series_reading, step
+                name, signal_spec, _criteria(spec, name, scored), series_reading, step,
+                canary_share,
             )
             if found is not None:
                 judgements.append(found)
         merged.append(_merge(thresholds.get(name), sampled))
-    card = score(judgements, _weights(spec), spec.pass_score, spec.marginal_score)
+    card = score(judgements, weights, spec.pass_score, spec.marginal_score)
     samples = tuple(sample for sample, _ in merged)
     if gate is not None:
         return gate[0], gate[1], samples, (), card

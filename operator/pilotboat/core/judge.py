@@ -163,7 +163,9 @@ class SignalJudgement:
     is that as a share of the stable's median (``None`` when that is 0). ``statistic`` is
     scipy's U for the canary sample. For a test of pooled counts (:func:`compare_proportions`)
     the "medians" are the pooled ratios, ``n_canary`` and ``n_stable`` the totals (requests)
-    and ``statistic`` the canary's event count (errors).
+    and ``statistic`` the canary's event count (errors). ``scored`` is False for a signal
+    neither track exports (no series at all): it is reported, and :func:`score` leaves it
+    out as it does a signal of weight 0.
     """
 
     signal: str
@@ -179,6 +181,7 @@ class SignalJudgement:
     relative: float | None
     verdict: SignalVerdict
     explanation: str
+    scored: bool = True
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ def compare_samples(
     if p >= criteria.alpha:
         return judgement(
             SignalVerdict.PASS,
-            f"{label} no worse: {medians}, {evidence} >= {criteria.alpha:.2g}, {n}",
+            f"{label} not shown worse: {medians}, {evidence} >= {criteria.alpha:.2g}, {n}",
             statistic,
             p,
         )
@@ -551,7 +554,7 @@ def _proportions(
     if p >= criteria.alpha:
         return judgement(
             SignalVerdict.PASS,
-            f"{label} no worse: {ratios}, {evidence} >= {criteria.alpha:.2g}, {n}",
+            f"{label} not shown worse: {ratios}, {evidence} >= {criteria.alpha:.2g}, {n}",
             p,
         )
     allowed = max(criteria.tolerance * rs, criteria.floor)
@@ -626,7 +629,8 @@ def score(
 ) -> Scorecard:
     """All signals' verdict, Kayenta-style: the weighted share of the conclusive signals that
     passed, 0 to 100. A signal's weight is 1 unless `weights` says otherwise; weight 0 is
-    reported but not scored. Inconclusive signals are left out of the score, so they can
+    reported but not scored, as is a signal neither track exports (``scored`` False).
+    Inconclusive signals are left out of the score, so they can
     neither pass nor fail the canary, but while any is left out the verdict is at best
     Marginal. No conclusive signal at all is Inconclusive.
 
@@ -647,7 +651,7 @@ def score(
     weights = weights or {}
 
     def weight(j: SignalJudgement) -> float:
-        return float(weights.get(j.signal, 1.0))
+        return float(weights.get(j.signal, 1.0)) if j.scored else 0.0
 
     scored = [j for j in judgements if weight(j) > 0]
     conclusive = [j for j in scored if j.verdict is not SignalVerdict.INCONCLUSIVE]

@@ -38,6 +38,7 @@ from pilotboat.core.rollout import AnalysisOutcome
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "JUDGED_DEFAULT_TEMPLATE",
     "StepAnalysis",
     "analyse_background",
     "analyse_step",
@@ -54,14 +55,22 @@ DEFAULT_SIGNALS = {
     "latency": {"quantile": 0.99, "maxRatioToStable": 1.5},
 }
 DEFAULT_TEMPLATE = AnalysisTemplate.model_validate({"signals": DEFAULT_SIGNALS})
+# With the statistical judge and no signals declared, all four golden signals are judged:
+# errors and latency with the thresholds above as hard limits, traffic (the canary must not
+# lose the requests its weight gives it) and saturation (CPU per request) by the judge alone.
+JUDGED_DEFAULT_SIGNALS = {**DEFAULT_SIGNALS, "traffic": {}, "saturation": {}}
+JUDGED_DEFAULT_TEMPLATE = AnalysisTemplate.model_validate({"signals": JUDGED_DEFAULT_SIGNALS})
 
 
 def effective_template(template: AnalysisTemplate | None) -> AnalysisTemplate:
-    """The template a step judges by: the strategy's, with default signals when it has none."""
+    """The template a step judges by: the strategy's, with default signals when it has none
+    (all four when ``judge.method`` is mannWhitney)."""
     if template is None:
         return DEFAULT_TEMPLATE
     if template.signals is None:
-        return template.model_copy(update={"signals": DEFAULT_TEMPLATE.signals})
+        judged = template.judge is not None and template.judge.method == "mannWhitney"
+        default = JUDGED_DEFAULT_TEMPLATE if judged else DEFAULT_TEMPLATE
+        return template.model_copy(update={"signals": default.signals})
     return template
 
 
@@ -99,6 +108,11 @@ def _recorded(records: Sequence[Mapping[str, Any]], interval: str) -> list[Measu
     ]
 
 
+def _age(now: _dt.datetime, started_at: float | None) -> float | None:
+    """Seconds since ``started_at`` (a timestamp), if known."""
+    return now.timestamp() - started_at if started_at is not None else None
+
+
 def _provider(url: str, cache: dict[str, MetricProvider]) -> MetricProvider:
     if url not in cache:
         cache[url] = prometheus_provider(url)
@@ -115,6 +129,8 @@ def _measure_now(
     now: _dt.datetime,
     prometheus_url: str | None,
     providers: dict[str, MetricProvider],
+    canary_share: float | None = None,
+    step_age: float | None = None,
 ) -> Measurement:
     """One measurement of the canary against the stable (`versions` and `revisions`: canary,
     stable) over the `interval` before `now`; an error measurement without a Prometheus."""
@@ -127,6 +143,7 @@ def _measure_now(
     return measure(
         _provider(prometheus_url, providers), template, service, namespace, *versions,
         interval, now, canary_revision=revisions[0], stable_revision=revisions[1],
+        canary_share=canary_share, step_age=step_age,
     )  # fmt: skip
 
 
@@ -146,6 +163,7 @@ def analyse_step(
     prometheus_url: str | None,
     providers: dict[str, MetricProvider],
     now: _dt.datetime,
+    canary_share: float | None = None,
 ) -> StepAnalysis:
     """Measure if an interval has passed since the last measurement of this step; assess.
 
@@ -182,6 +200,7 @@ def analyse_step(
         measured = _measure_now(
             template, service, namespace, (canary_version, stable_version),
             (canary_revision, stable_revision), interval, now, prometheus_url, providers,
+            canary_share, _age(now, step_started_at),
         )  # fmt: skip
         queries = measured.queries
         records.append(
@@ -238,7 +257,7 @@ def judgement_record(
             {
                 "signal": j.signal,
                 "test": j.test,
-                "weight": weights.get(j.signal, 1.0),
+                "weight": weights.get(j.signal, 1.0) if j.scored else 0.0,
                 "canarySamples": j.n_canary,
                 "stableSamples": j.n_stable,
                 "canaryMedian": _finite(j.canary_median),
@@ -270,6 +289,7 @@ def analyse_background(
     prometheus_url: str | None,
     providers: dict[str, MetricProvider],
     now: _dt.datetime,
+    canary_share: float | None = None,
 ) -> StepAnalysis:
     """Background analysis (:mod:`pilotboat.core.background`): measure when due (one
     interval after the later of the step's start and the last background measurement, so a
@@ -299,6 +319,7 @@ def analyse_background(
         measured = _measure_now(
             template, service, namespace, (canary_version, stable_version),
             (canary_revision, stable_revision), interval, now, prometheus_url, providers,
+            canary_share, _age(now, step_started_at),
         )  # fmt: skip
         queries = measured.queries
         verdict = measured.verdict.value

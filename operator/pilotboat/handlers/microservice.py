@@ -269,8 +269,10 @@ def _canary_and_stable(
     observed: ReleaseObservation, strategy: CanaryStrategy, spec: MicroserviceSpec
 ) -> dict[str, Any]:
     """What an analysis measures, and where: the template, both tracks' versions and
-    revisions, the Prometheus to ask, and the time the step started."""
+    revisions, the Prometheus to ask, the time the step started, and the canary's share of
+    the requests when a route (Gateway API) sets it."""
     prometheus = strategy.analysis.prometheus if strategy.analysis else None
+    routed = strategy.traffic_routing.gateway_api is not None
     return {
         "template": effective_template(strategy.analysis),
         "step_started_at": release_state(observed.status).step_started_at,
@@ -284,6 +286,7 @@ def _canary_and_stable(
                            else runtime().prometheus_url),
         "providers": runtime().providers,
         "now": _dt.datetime.fromtimestamp(observed.now, _dt.UTC),
+        "canary_share": observed.status.actual_weight / 100 if routed else None,
     }  # fmt: skip
 
 
