@@ -437,3 +437,74 @@ def test_a_pass_starts_from_the_cache_never_older_than_its_own_last_status_write
     cache.owners.seen("Microservice", written, deleted=True)  # gone: asked of the API server
     cache.owners.get(counting, "Microservice", NS, "orders")  # type: ignore[arg-type]
     assert counting.gets["Microservice"] == 1
+
+
+# --- analysis under a route --------------------------------------------------------------------
+
+
+class RoutedTraffic:
+    """A metric provider for a release routed at 10 %: 100 requests a second in all, the one
+    canary pod gets 10 a second, each of the four stable pods 22.5 (what the route gives
+    them), as request counters per pod; it remembers the range queries it was asked."""
+
+    def __init__(self, canary_revision: str) -> None:
+        self.canary_revision = canary_revision
+        self.ranges: list[str] = []
+
+    def query(self, expression: str, at: Any) -> float | None:
+        return 400.0  # the canary's requests in the window: above minSampleSize
+
+    def query_range(self, expression: str, start: Any, end: Any, step: float) -> list[Any]:
+        from pilotboat.core.analysis import SampleSeries
+
+        self.ranges.append(expression)
+        points = int((end - start).total_seconds() // step) + 1
+        noise = [0.0, 0.3, -0.2, 0.1, -0.3, 0.2, 0.0, -0.1, 0.2, -0.2, 0.1]
+
+        def counter(per_second: float) -> tuple[float, ...]:
+            total, values = 1000.0, [1000.0]
+            for i in range(points - 1):
+                total += (per_second + noise[i % len(noise)]) * step
+                values.append(total)
+            return tuple(values)
+
+        if f'revision="{self.canary_revision}"' in expression:
+            return [SampleSeries("orders-canary-0", counter(10.0))]
+        return [SampleSeries(f"orders-stable-{i}", counter(22.5)) for i in range(4)]
+
+
+def test_a_routed_canarys_traffic_is_judged_over_the_share_the_route_gives_it(
+    kube: FakeKube,
+) -> None:
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "orders-route", "namespace": NS},
+             "spec": {"rules": [{"backendRefs": [{"name": "orders-stable", "port": 8080}]}]}}
+    people(kube).create(route)
+    canary = {"steps": [{"setWeight": 10}, {"analysis": {"intervals": 1}}],
+              "trafficRouting": {"gatewayAPI": {"httpRoute": "orders-route", "port": 8080}},
+              "analysis": {"interval": "40s", "minSampleSize": 20,
+                           "prometheus": {"address": "http://prometheus.test:9090"},
+                           "signals": {"traffic": {}},
+                           "judge": {"method": "mannWhitney", "step": "4s"}}}  # fmt: skip
+    people(kube).create(microservice(rollout={"canary": canary}))
+    reconcile(kube)
+    controller_reports(kube, STABLE)
+    reconcile(kube)
+    new_version(kube)
+    reconcile(kube)
+    reconcile(kube)
+    controller_reports(kube, CANARY)
+    reconcile(kube, now=NOW + 1)
+    assert status(kube)["actualWeight"] == 10
+    revision = kube.get("Deployment", NS, CANARY)["spec"]["template"]["metadata"]["labels"][
+        "pilotboat.dev/revision"]  # fmt: skip
+    provider = RoutedTraffic(revision)
+    context.runtime().providers["http://prometheus.test:9090"] = provider
+    for second in (2, 3, 60, 61, 62):  # the analysis step starts, then its interval passes
+        reconcile(kube, now=NOW + second)
+    assert provider.ranges, "the judge asked for no samples"
+    (traffic,) = status(kube)["analysis"]["history"]
+    assert traffic["signal"] == "traffic" and "routed share (canary 10%)" in traffic["message"]
+    assert traffic["verdict"] == "Successful", traffic["message"]
+    assert traffic["value"] == pytest.approx(100, rel=0.05)  # the canary's over its share
+    assert status(kube)["release"]["promoting"] is True  # the analysis passed: promoted
