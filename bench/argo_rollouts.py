@@ -16,6 +16,11 @@ Measured, one record per (tool, metric, N):
   ReplicaSet; Pilotboat: the stable Deployment), seen by a watch; p50/p99 over the N;
 * ``image_change_to_canary_pod_seconds``: the image patch → the first pod of the new image
   exists (not yet scheduled or ready);
+* ``single_image_change_to_canary_pod_seconds``: then, with the N paused, the images of
+  ``PILOTBOAT_BENCH_ARGO_SINGLES`` objects (default 30) changed again, one at a time a
+  second apart (a new revision in the middle of a release, which both tools answer with a
+  canary of it): each patch → the first pod of that image; the latency one change sees on a
+  cluster that holds N releases, not a burst's queue;
 * ``controller_rss_bytes``: VmRSS of the controller process, idle, once the N are Healthy,
   and once the N canaries are paused;
 * ``api_requests_per_reconcile``: Argo Rollouts counts its requests to the API server
@@ -89,6 +94,10 @@ def _argo_args() -> list[str]:
 def _pilotboat_args() -> list[str]:
     """More flags for ``pilotboat run`` (e.g. ``--no-webhooks``); none by default."""
     return os.environ.get("PILOTBOAT_BENCH_ARGO_PILOTBOAT_ARGS", "").split()
+
+
+def _singles() -> int:
+    return int(os.environ.get("PILOTBOAT_BENCH_ARGO_SINGLES", "30"))
 
 
 def _tools() -> list[str]:
@@ -600,11 +609,25 @@ class _Run:
             self.tool.group, "v1alpha1", self.namespace, self.tool.plural, body
         )
 
-    def _change_image(self, name: str) -> Any:
+    def _change_image(self, name: str, tag: str = "v2") -> Any:
         return self.custom.patch_namespaced_custom_object(
             self.tool.group, "v1alpha1", self.namespace, self.tool.plural, name,
-            self.tool.image_patch(f"{IMAGE}:v2"),
+            self.tool.image_patch(f"{IMAGE}:{tag}"),
         )  # fmt: skip
+
+    def _one_at_a_time(self, seen: FirstSeen, gap: float = 1.0) -> _Phase:
+        """Change the image of the first few objects to v3, one at a time `gap` seconds
+        apart; wait until the watch saw each one's first v3 pod."""
+        singles = _Phase()
+        names = self.names[: min(_singles(), self.count)]
+        t0 = time.monotonic()
+        for name in names:
+            singles.started[name] = time.monotonic()
+            self._change_image(name, "v3")
+            time.sleep(gap)
+        if _wait_until(lambda: all(n in seen.times for n in names), 60 * self.scale) is not None:
+            singles.seconds_until_all = time.monotonic() - t0
+        return singles
 
     def measure(self, kubeconfig: Path, logs: Path, *, proxy: bool) -> Iterator[dict[str, Any]]:
         run_started, load_before = time.monotonic(), os.getloadavg()[0]
@@ -618,6 +641,8 @@ class _Run:
         )
         workloads = FirstSeen(workload_list, self.namespace, _workload_key(self.tool))
         canaries = FirstSeen(self.core.list_namespaced_pod, self.namespace, _pod_key(f"{IMAGE}:v2"))
+        again = FirstSeen(self.core.list_namespaced_pod, self.namespace, _pod_key(f"{IMAGE}:v3"))
+        singles = _Phase()
         readings = _Readings()
         controller: Controller | None = None
         try:
@@ -629,6 +654,7 @@ class _Run:
             readings.take(controller, counting)
             workloads.start()
             canaries.start()
+            again.start()
             created = self._burst(self._create, workloads, "Healthy")
             time.sleep(10)
             readings.rss["healthy"] = controller.rss_bytes()
@@ -637,15 +663,24 @@ class _Run:
             readings.rss["paused"] = controller.rss_bytes()
             readings.take(controller, counting)
             phases = self._phases()
+            singles = self._one_at_a_time(again)
         finally:
             workloads.stop()
             canaries.stop()
+            again.stop()
             deleted = self._delete_namespace()
             if controller is not None:
                 controller.stop()
             if counting is not None:
                 counting.stop()
         yield from self._records(created, workloads, changed, canaries, readings, phases)
+        if singles.started:
+            yield {
+                **self._common(),
+                "via_proxy": proxy,
+                **_latencies("single_image_change_to_canary_pod_seconds", singles, again.times),
+                "gap_seconds": 1.0,
+            }
         yield {
             **self._common(),
             "metric": "run_seconds",
