@@ -226,15 +226,21 @@ def test_errors_are_judged_on_pooled_counts() -> None:
     assert m.message.endswith("n=480/480 requests")
 
 
-def test_weights_make_a_failed_signal_marginal() -> None:
-    t = template({"latency": {}, "errors": {}}, weights={"errors": 4})
-    m = measure(
-        t,
-        latency=(latency_counters([v * 1.5 for v in LATENCY]), latency_counters(LATENCY)),
-        errors=(error_counters([0.0] * 12), error_counters([0.0] * 12)),
-    )
+def test_weights_make_a_failed_signal_that_is_not_critical_marginal() -> None:
+    series = {
+        "latency": (latency_counters([v * 1.5 for v in LATENCY]), latency_counters(LATENCY)),
+        "errors": (error_counters([0.0] * 12), error_counters([0.0] * 12)),
+    }
+    signals = {"latency": {}, "errors": {}}
+    m = measure(template(signals, weights={"errors": 4}, critical=["errors"]), **series)
     assert m.verdict is Verdict.INCONCLUSIVE
     assert m.message.startswith("score 80 < 95: marginal (latency failed)")
+    # every scored signal is critical unless `critical` says otherwise
+    m = measure(template(signals, weights={"errors": 4}), **series)
+    assert m.verdict is Verdict.FAILED
+    assert m.message.startswith("score 80, but latency failed, a critical signal: fail")
+    # without weights one failure of two scores 50: a fail by the score alone
+    assert measure(template(signals, critical=[]), **series).verdict is Verdict.FAILED
 
 
 def test_a_threshold_is_a_hard_limit_whatever_the_score() -> None:

@@ -293,6 +293,7 @@ class GoldenSignals(SpecModel):
 
 
 JudgeMethod = Literal["threshold", "mannWhitney"]
+SignalName = Literal["errors", "latency", "traffic", "saturation"]
 SignalDirection = Literal["increase", "decrease", "either"]
 
 _WEIGHT = "Weight of {} in the score; 1 when unset, 0 to report it without scoring it."
@@ -390,6 +391,14 @@ class AnalysisJudge(SpecModel):
     )
     directions: SignalDirections | None = Field(
         default=None, description="Which change of each signal is worse."
+    )
+    critical: list[SignalName] | None = Field(
+        default=None,
+        max_length=4,
+        description="Signals whose failed test fails the window whatever the score (Kayenta's"
+        " critical metrics); every signal of weight above 0 when unset, none when empty (the"
+        " score alone decides: with four signals of equal weight one failure scores 75,"
+        " which is marginal).",
     )
     pass_score: float = Field(
         default=95.0,

@@ -1040,7 +1040,7 @@ def _judge_by_score(
             if found is not None:
                 judgements.append(found)
         merged.append(_merge(thresholds.get(name), sampled))
-    card = score(judgements, weights, spec.pass_score, spec.marginal_score)
+    card = score(judgements, weights, spec.pass_score, spec.marginal_score, spec.critical)
     samples = tuple(sample for sample, _ in merged)
     if gate is not None:
         return gate[0], gate[1], samples, (), card

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -626,6 +626,7 @@ def score(
     weights: Mapping[str, float] | None = None,
     pass_score: float = DEFAULT_PASS_SCORE,
     marginal_score: float = DEFAULT_MARGINAL_SCORE,
+    critical: Collection[str] | None = (),
 ) -> Scorecard:
     """All signals' verdict, Kayenta-style: the weighted share of the conclusive signals that
     passed, 0 to 100. A signal's weight is 1 unless `weights` says otherwise; weight 0 is
@@ -633,6 +634,10 @@ def score(
     Inconclusive signals are left out of the score, so they can
     neither pass nor fail the canary, but while any is left out the verdict is at best
     Marginal. No conclusive signal at all is Inconclusive.
+
+    A *critical* signal (Kayenta's critical metrics) that fails fails the whole verdict,
+    whatever the score: with four golden signals of equal weight one failure scores 75, which
+    is only marginal. ``critical`` names them; None makes every scored signal critical.
 
     >>> def j(signal, verdict):
     ...     return SignalJudgement(signal, signal, TEST_NAME, 12, 12, 0, 0, None, None,
@@ -647,11 +652,25 @@ def score(
     'score 100, but latency inconclusive: marginal'
     >>> score([j("errors", "Inconclusive")]).verdict.value
     'Inconclusive'
+    >>> four = [j("errors", "Fail"), j("latency", "Pass"), j("traffic", "Pass"),
+    ...         j("saturation", "Pass")]
+    >>> score(four).explanation
+    'score 75 < 95: marginal (errors failed)'
+    >>> score(four, critical=None).explanation
+    'score 75, but errors failed, a critical signal: fail'
     """
     weights = weights or {}
 
     def weight(j: SignalJudgement) -> float:
         return float(weights.get(j.signal, 1.0)) if j.scored else 0.0
+
+    failed_critical = [
+        j.signal
+        for j in judgements
+        if weight(j) > 0
+        and j.verdict is SignalVerdict.FAIL
+        and (critical is None or j.signal in critical)
+    ]
 
     scored = [j for j in judgements if weight(j) > 0]
     conclusive = [j for j in scored if j.verdict is not SignalVerdict.INCONCLUSIVE]
@@ -663,6 +682,11 @@ def score(
     value = 100.0 * sum(weight(j) for j in conclusive if j.verdict is SignalVerdict.PASS) / total
     shown = f"{value:.0f}" if value == round(value) else f"{value:.1f}"
     failed = ", ".join(j.signal for j in conclusive if j.verdict is SignalVerdict.FAIL)
+    if failed_critical and value >= marginal_score:
+        names = ", ".join(failed_critical)
+        kind = "a critical signal" if len(failed_critical) == 1 else "critical signals"
+        explanation = f"score {shown}, but {names} failed, {kind}: fail"
+        return Scorecard(value, ScoreVerdict.FAIL, explanation)
     if value < marginal_score:
         return Scorecard(
             value, ScoreVerdict.FAIL, f"score {shown} < {marginal_score:g}: fail ({failed} failed)"
