@@ -98,3 +98,40 @@ def test_the_cache_answers_what_the_watch_delivered_and_asks_on_a_miss() -> None
     cache.seen("Deployment", body("orders", "13"), deleted=True)
     assert cache.get(kube, "Deployment", "shop", "orders") is None  # type: ignore[arg-type]
     assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_an_object_deleted_during_its_pass_is_forgotten_after_that_pass() -> None:
+    """The pass in flight read the object before it went and reports it when it ends; the
+    pass queued by the deletion runs after it, finds nothing, and forgets the object."""
+    from pilotboat.handlers import context
+    from pilotboat.handlers.loop import ReconcileLoop
+
+    context.configure_runtime(context.Runtime(kube=None))  # type: ignore[arg-type]
+    store: dict[tuple[str, str], dict[str, Any]] = {
+        ("shop", "cart"): {"kind": "Microservice", "metadata": {"namespace": "shop",
+                                                                 "name": "cart"}}}
+    known: dict[tuple[str, str], str] = {}
+    reading, release, reported = threading.Event(), threading.Event(), threading.Event()
+
+    def reconcile(kube: Any, body: Any, rc: Any) -> None:
+        reading.set()
+        release.wait(5)
+        known[("shop", "cart")] = "Degraded"  # what the pass saw, reported as it ends
+        reported.set()
+
+    def forget(namespace: str, name: str) -> None:
+        known.pop((namespace, name), None)
+
+    loop = ReconcileLoop("Microservice", reconcile, retry_after=1.0, workers=2,
+                         read=lambda kube, ns, name: store.get((ns, name)), gone=forget)
+    loop.enqueue("shop", "cart")
+    assert reading.wait(5)
+    del store[("shop", "cart")]  # the DELETED event: gone from the cache, queued once more
+    forget("shop", "cart")
+    loop.enqueue("shop", "cart")
+    release.set()
+    assert reported.wait(5)
+    deadline = time.monotonic() + 5
+    while known and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert known == {}

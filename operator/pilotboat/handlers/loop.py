@@ -103,12 +103,14 @@ class ReconcileLoop:
         workers: int = 2,
         skip_deleting: bool = True,
         read: Read | None = None,
+        gone: Callable[[str, str], None] | None = None,
     ) -> None:
         self._kind = kind
         self._reconcile = reconcile
         self._retry_after = retry_after
         self._skip_deleting = skip_deleting
         self._read = read
+        self._gone = gone
         self._queue = WorkQueue()
         self._workers = workers
         self._started = False
@@ -168,9 +170,8 @@ class ReconcileLoop:
             fresh = self._read(kube, namespace, name)
         else:
             fresh = kube.get(self._kind, namespace, name)
-        if fresh is None:
-            return None
-        if self._skip_deleting and fresh["metadata"].get("deletionTimestamp"):
+        if fresh is None or (self._skip_deleting and fresh["metadata"].get("deletionTimestamp")):
+            self._forget(namespace, name)
             return None
         rc = Reconcile.start(kube, fresh, logger)
         try:
@@ -178,6 +179,13 @@ class ReconcileLoop:
                 return self._reconcile(kube, fresh, rc)
         except Exception as exc:
             if isinstance(exc, ApiException) and exc.status == 404:
-                return None  # deleted while the pass ran
+                self._forget(namespace, name)  # deleted while the pass ran
+                return None
             rc.log.exception("reconcile failed; retrying in %ss", self._retry_after)
             return self._retry_after
+
+    def _forget(self, namespace: str, name: str) -> None:
+        """The object is gone or going: what the process keeps of it goes too. This runs in
+        a pass, so after any pass of the object that was running when it went."""
+        if self._gone is not None:
+            self._gone(namespace, name)

@@ -400,6 +400,7 @@ _loop = ReconcileLoop(
     retry_after=5.0,
     workers=8,
     read=lambda kube, namespace, name: owners.get(kube, "Microservice", namespace, name),
+    gone=lambda namespace, name: metrics.release_observed(namespace, name, None, 0),
 )
 
 
@@ -416,8 +417,9 @@ def on_microservice_event(
     owners.seen("Microservice", event.get("object") or body,
                 deleted=event.get("type") == "DELETED")
     if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
+        # Forgotten now, and once more by a pass queued behind any pass still running
+        # (which read the object before it went, and would report its phase again).
         metrics.release_observed(body["metadata"]["namespace"], body["metadata"]["name"], None, 0)
-        return
     _reconcile_guarded(body["metadata"]["namespace"], body["metadata"]["name"], logger)
 
 

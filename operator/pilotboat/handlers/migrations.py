@@ -474,6 +474,7 @@ _loop = ReconcileLoop(
     lambda kube, body, rc: reconcile_migration(kube, body, rc, database_engine()),
     retry_after=_FAILED_RETRY,
     workers=4,
+    gone=metrics.migration_forgotten,
 )
 _reconcile_named = _loop.run
 
@@ -513,6 +514,7 @@ def on_migration_event(
     if event.get("type") == "DELETED":
         _index(meta["namespace"], meta["name"], None)
         metrics.migration_forgotten(meta["namespace"], meta["name"])
+        _loop.enqueue(meta["namespace"], meta["name"])  # and again behind a pass still running
         return
     _index(meta["namespace"], meta["name"], body.get("spec"))
     _reconcile_named(meta["namespace"], meta["name"], logger)
