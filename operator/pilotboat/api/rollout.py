@@ -479,6 +479,11 @@ class AnalysisTemplate(SpecModel):
         description="How measurements are judged; thresholds only (method threshold) when unset.",
     )
 
+    @property
+    def statistical(self) -> bool:
+        """Judged by the statistical judge (``judge.method: mannWhitney``), not thresholds only."""
+        return self.judge is not None and self.judge.method == "mannWhitney"
+
 
 SurgePercent = Annotated[str, Field(pattern=r"^(100|[1-9]?[0-9])%$", max_length=4)]
 SurgeCount = Annotated[int, Field(strict=True, ge=0, le=1000)]

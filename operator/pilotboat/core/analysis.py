@@ -383,9 +383,7 @@ def judged_signals(template: AnalysisTemplate) -> tuple[tuple[Signal, _AnySignal
 def sampled_signals(template: AnalysisTemplate) -> tuple[tuple[Signal, _AnySignal], ...]:
     """The signals the statistical judge compares: every declared one, thresholds or not,
     when ``judge.method`` is mannWhitney; none otherwise."""
-    if template.judge is None or template.judge.method != "mannWhitney":
-        return ()
-    if template.signals is None:
+    if not template.statistical or template.signals is None:
         return ()
     found = []
     for name in SIGNALS:

@@ -68,8 +68,7 @@ def effective_template(template: AnalysisTemplate | None) -> AnalysisTemplate:
     if template is None:
         return DEFAULT_TEMPLATE
     if template.signals is None:
-        judged = template.judge is not None and template.judge.method == "mannWhitney"
-        default = JUDGED_DEFAULT_TEMPLATE if judged else DEFAULT_TEMPLATE
+        default = JUDGED_DEFAULT_TEMPLATE if template.statistical else DEFAULT_TEMPLATE
         return template.model_copy(update={"signals": default.signals})
     return template
 
@@ -241,7 +240,7 @@ def judgement_record(
     """``status.analysis.judgement`` (:class:`pilotboat.api.microservice.JudgementRecord`)
     from a measurement the statistical judge scored; ``None`` for any other."""
     spec, card = template.judge, measured.scorecard
-    if spec is None or spec.method != "mannWhitney" or card is None:
+    if spec is None or not template.statistical or card is None:
         return None
     chosen = spec.weights.model_dump() if spec.weights is not None else {}
     weights = {name: float(w) for name, w in chosen.items() if w is not None}
