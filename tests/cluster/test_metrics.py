@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from pilotboat.adapters.kube import Kube
 from pilotboat.handlers.webhooks import webhook_configuration_name
 from pilotboat.testing import OperatorProcess
 from tests.cluster.test_migrations import given_database_with_orders, schema_migration, workload
+from tests.cluster.test_query_admission import TYPO
 from tests.fixtures.postgres import PostgresServer
 from tests.manifests import microservice
 from tests.story import Story
@@ -145,3 +147,50 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
     story.wait_gone("Microservice", "cart")
     story.wait_for("Microservice", "cart", lambda _: value(
         samples(base), "pilotboat_releases", phase="Degraded") == 0, what="forgotten")
+
+
+def _reviews(base: str) -> dict[str, float]:
+    return {webhook: value(samples(base), "pilotboat_admission_review_duration_seconds_count",
+                           webhook=webhook)
+            for webhook in ("microservice-children", "database-claim", "microservice-queries")}
+
+
+def test_a_microservice_s_webhooks_are_called_only_when_they_have_something_to_check(
+    observed_operator: tuple[OperatorProcess, str], kube: Kube, private_namespace: str,
+) -> None:
+    _, base = observed_operator
+    story = Story(kube, private_namespace)
+    # Until the API server calls this operator's webhooks (their configuration is new)
+    deadline, version = time.monotonic() + 60, 0
+    while _reviews(base)["microservice-children"] == 0:
+        assert time.monotonic() < deadline, "the children webhook was never called"
+        version += 1
+        story.apply(microservice("warm", version=f"v{version}", replicas=0))
+        time.sleep(0.5)
+
+    def after(change: Callable[[], object]) -> dict[str, float]:
+        before = _reviews(base)
+        change()
+        time.sleep(1)  # a review the API server would make is answered before the write returns
+        return {webhook: n - before[webhook] for webhook, n in _reviews(base).items()}
+
+    # A create: its children are dry-run; no database claimed and no analysis signals
+    assert after(lambda: story.given(microservice("plain", replicas=0))) == {
+        "microservice-children": 1, "database-claim": 0, "microservice-queries": 0}
+    # Labels alone render the same children: nothing to check
+    assert after(lambda: kube.merge_patch("Microservice", private_namespace, "plain", {
+        "metadata": {"labels": {"team": "payments"}}})) == {
+        "microservice-children": 0, "database-claim": 0, "microservice-queries": 0}
+    # A spec with analysis signals and a claimed database: every check is made
+    signals = {"canary": {"steps": [{"setWeight": 50}], "analysis": {
+        "signals": {"errors": {"maxRatio": 0.05}}}}}
+    assert after(lambda: story.apply(microservice(
+        "plain", replicas=0, rollout=signals, database={"ownedDatabase": "orders"}))) == {
+        "microservice-children": 1, "database-claim": 1, "microservice-queries": 1}
+    # ... and a bad query is still refused, naming its field
+    bad = {"canary": {"steps": [{"setWeight": 50}], "analysis": {
+        "signals": {"errors": {"maxRatio": 0.05, "query": TYPO}}}}}
+    with pytest.raises(ApiException) as refused:
+        kube.apply(microservice("plain", replicas=0, rollout=bad) | {
+            "metadata": {"name": "plain", "namespace": private_namespace}})
+    assert "spec.rollout.canary.analysis.signals.errors.query" in str(refused.value.body)

@@ -235,6 +235,9 @@ def run(
             # record (lower priority) does not pause its successor.
             settings.peering.priority = int(time.time())
 
+    from pilotboat.adapters.memory import Trimmer
+
+    Trimmer().start()  # the start's temporaries, then each burst's, go back to the system
     try:
         _operate(kopf, ready, namespaces, peering, liveness)
     finally:

@@ -24,6 +24,8 @@ Series:
   sent to the API server, by HTTP method and response class (``2xx``, ``4xx``, ``error`` for
   no response); Kopf's own watch requests (a list and a watch per watched kind, renewed every
   ``server_timeout``) are not among them;
+* ``pilotboat_admission_review_duration_seconds{webhook}``: admission reviews each webhook
+  answered, and how long its check took;
 * ``pilotboat_leader``: 1 while this process acts (it holds the Lease, or runs without leader
   election), 0 while it stands by;
 * ``pilotboat_build_info{version,api_version,python,kopf}``: always 1, for joins and for
@@ -50,6 +52,7 @@ from pilotboat import API_VERSION
 
 __all__ = [
     "REGISTRY",
+    "admission_reviewed",
     "analysis_verdict",
     "count_requests",
     "leading",
@@ -116,6 +119,14 @@ _API_REQUESTS = Counter(
     "Requests the operator's Kubernetes client sent to the API server, by method and response"
     " class (Kopf's watches are not counted).",
     ["method", "code"],
+    registry=REGISTRY,
+)
+_ADMISSIONS = Histogram(
+    "pilotboat_admission_review_duration_seconds",
+    "Admission reviews the operator's webhooks answered, by webhook, and how long each check"
+    " took (the API server calls a webhook only for requests its matchConditions select).",
+    ["webhook"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
 _LEADER = Gauge(
@@ -231,6 +242,10 @@ def count_requests(api_client: Any) -> None:
 
 def leading(yes: bool) -> None:
     _LEADER.set(1 if yes else 0)
+
+
+def admission_reviewed(webhook: str, seconds: float) -> None:
+    _ADMISSIONS.labels(webhook).observe(seconds)
 
 
 def analysis_verdict(verdict: str) -> None:

@@ -89,6 +89,7 @@ import logging
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ from pilotboat.core import reasons
 from pilotboat.core.limits import ADMISSION_TIMEOUT_SECONDS, MAX_ADMISSION_DEPTH, clip_json_depth
 from pilotboat.core.promql_check import QueryProblem, spec_query_problems
 from pilotboat.core.workload import Owner
+from pilotboat.handlers import metrics
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval, contract_author_patch
 from pilotboat.handlers.children import ChildRefusal, dry_run_children
 from pilotboat.handlers.command_webhook import COMMAND_MATCH, COMMAND_WEBHOOK
@@ -144,6 +146,10 @@ CHILDREN_WEBHOOK = "microservice-children"
 AUTHOR_WEBHOOK = "contract-author"
 QUERIES_WEBHOOK = "microservice-queries"
 POLICY_QUERIES_WEBHOOK = "rolloutpolicy-queries"
+_WEBHOOKS = frozenset({
+    APPROVAL_WEBHOOK, CLAIM_WEBHOOK, FLAG_WEBHOOK, LINT_WEBHOOK, OVERRIDE_WEBHOOK,
+    CHILDREN_WEBHOOK, AUTHOR_WEBHOOK, QUERIES_WEBHOOK, POLICY_QUERIES_WEBHOOK, COMMAND_WEBHOOK,
+})  # fmt: skip
 
 SERVING_CERT_DAYS = 1
 """Validity of a serving certificate issued from the chart's CA."""
@@ -163,6 +169,27 @@ def _carries_override(obj: str) -> str:
 
 
 _OVERRIDE_MATCH = f"{_carries_override('object')} || {_carries_override('oldObject')}"
+
+
+def _has(path: str) -> str:
+    """CEL: every field of the dotted ``path`` is set (``has()`` field by field, so a
+    missing parent is false, not an error).
+
+    >>> _has("object.spec.database")
+    'has(object.spec) && has(object.spec.database)'
+    """
+    parts = path.split(".")
+    return " && ".join(f"has({'.'.join(parts[:n])})" for n in range(2, len(parts) + 1))
+
+
+# The API server calls a Microservice's validating webhooks only when they have something
+# to check: the claim for a spec that claims an OwnedDatabase, the queries for a spec that
+# declares analysis signals, the children for a create or a changed spec (a change to the
+# labels alone renders the same children, which were admitted).
+_CLAIM_MATCH = _has("object.spec.database.ownedDatabase")
+_QUERIES_MATCH = _has("object.spec.rollout.canary.analysis.signals")
+_CHILDREN_MATCH = ("oldObject == null || !has(object.spec) || !has(oldObject.spec)"
+                   " || object.spec != oldObject.spec")  # fmt: skip
 
 
 def webhook_configuration_name(namespaces: Sequence[str], peering: str | None) -> str:
@@ -190,7 +217,7 @@ def _glob_regex(pattern: str) -> str:
 
 
 def namespace_match_expression(namespaces: Sequence[str]) -> str | None:
-    """CEL over the admission request selecting the namespaces Kopf watches (globs, ``!x``).
+    r"""CEL over the admission request selecting the namespaces Kopf watches (globs, ``!x``).
 
     >>> namespace_match_expression(["t-*", "!t-skip"])
     "(request.namespace.matches('^t\\\\-.*$')) && !(request.namespace.matches('^t\\\\-skip$'))"
@@ -293,6 +320,12 @@ def _configurations(
     override["matchConditions"] = [*match, {"name": "override", "expression": _OVERRIDE_MATCH}]
     commands = webhook(COMMAND_WEBHOOK, "microservices/status", "Ignore")
     commands["matchConditions"] = [*match, {"name": "commands", "expression": COMMAND_MATCH}]
+    claim = webhook(CLAIM_WEBHOOK, "microservices", "Ignore")
+    claim["matchConditions"] = [*match, {"name": "claims-a-database", "expression": _CLAIM_MATCH}]
+    children = webhook(CHILDREN_WEBHOOK, "microservices", "Ignore")
+    children["matchConditions"] = [*match, {"name": "spec-changed", "expression": _CHILDREN_MATCH}]
+    queries = webhook(QUERIES_WEBHOOK, "microservices", "Ignore")
+    queries["matchConditions"] = [*match, {"name": "has-signals", "expression": _QUERIES_MATCH}]
     labels = {"app.kubernetes.io/managed-by": "pilotboat"}
     return [
         {
@@ -311,11 +344,11 @@ def _configurations(
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": name, "labels": labels},
             "webhooks": [
-                webhook(CLAIM_WEBHOOK, "microservices", "Ignore"),
-                webhook(CHILDREN_WEBHOOK, "microservices", "Ignore"),
+                claim,
+                children,
                 webhook(FLAG_WEBHOOK, "featureflags", "Ignore"),
                 webhook(LINT_WEBHOOK, "schemamigrations", "Ignore"),
-                webhook(QUERIES_WEBHOOK, "microservices", "Ignore"),
+                queries,
                 webhook(POLICY_QUERIES_WEBHOOK, "rolloutpolicies", "Ignore"),
             ],
         },
@@ -486,7 +519,18 @@ class PilotboatWebhookServer(kopf.WebhookServer):
     async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
         """Kopf's, except that a request nested too deeply for Python's JSON reader is read
         cut at ``MAX_ADMISSION_DEPTH`` rather than answered with an error (which the API
-        server would take as no answer: with ``failurePolicy: Ignore``, as admitted)."""
+        server would take as no answer: with ``failurePolicy: Ignore``, as admitted).
+        Each review is counted by webhook (a path no webhook has counts as ``other``)."""
+        started = time.perf_counter()
+        path = str(request.match_info.get("id") or "")
+        try:
+            return await PilotboatWebhookServer._answer(fn, request)
+        finally:
+            metrics.admission_reviewed(path if path in _WEBHOOKS else "other",
+                                       time.perf_counter() - started)
+
+    @staticmethod
+    async def _answer(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
         text = await request.text()
         try:
             json.loads(text)
