@@ -8,12 +8,13 @@ The webhooks:
 * ``database-claim`` (validating, ``failurePolicy: Ignore``) refuses a Microservice that
   claims an OwnedDatabase owned by another service, naming the owner. ``Ignore`` because
   the Microservice reconciler enforces the same rule (:func:`database_claim`); the webhook
-  only says no earlier, at ``kubectl apply`` time;
+  only says no earlier, at ``kubectl apply`` time. Called only for a spec that claims one;
 * ``microservice-children`` (validating, ``failurePolicy: Ignore``) renders the
   Microservice's Deployment and Service and asks the API server, by a server-side dry run
   that stores nothing, whether it would take them; a refusal names the Microservice's own
   field (``spec.env[0].name: Invalid value …``). ``Ignore`` because the reconciler reports
-  the same refusal as ``Ready=False ChildRejected`` (:mod:`pilotboat.handlers.children`);
+  the same refusal as ``Ready=False ChildRejected`` (:mod:`pilotboat.handlers.children`).
+  Called for a create and for a changed spec only: labels alone render the same children;
 * ``featureflag-valid`` (validating, ``failurePolicy: Ignore``) refuses a FeatureFlag that
   flagd could not serve, naming each field (:func:`pilotboat.api.flag.feature_flag_problems`);
   ``Ignore`` for the same reason: the operator does not render a flag it would refuse;
@@ -38,7 +39,8 @@ The webhooks:
   template variable the operator does not provide (``{{ servise }}``) or rendered PromQL that
   does not parse, naming each field (:mod:`pilotboat.core.promql_check`). A template over a
   limit on untrusted input is admitted with a warning: the analysis pauses naming the limit.
-  ``Ignore``, as a bad query is an Error measurement that pauses the release anyway;
+  ``Ignore``, as a bad query is an Error measurement that pauses the release anyway. The
+  Microservice one is called only for a spec that declares analysis signals;
 * ``breaking-change-override`` (mutating, ``failurePolicy: Fail``, called only for requests
   whose object carries or carried the override annotations) stamps who allowed a breaking
   contract change (:func:`pilotboat.handlers.contracts.admit_override`).
