@@ -19,6 +19,7 @@ import kubernetes
 
 from bench import (
     adoption,
+    argo_rollback,
     argo_rollouts,
     background,
     failover,
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     **failover.BENCHMARKS,
     **flags.BENCHMARKS,
     **argo_rollouts.BENCHMARKS,
+    **argo_rollback.BENCHMARKS,
     **judge.BENCHMARKS,
 }
 

@@ -38,7 +38,7 @@ from pilotboat.testing import OperatorProcess
 __all__ = ["BENCHMARKS"]
 
 INTERVAL = "5s"
-RUNS = 3
+RUNS = int(os.environ.get("PILOTBOAT_BENCH_ROLLBACK_RUNS", "3"))
 
 
 def _analysis(prometheus: LocalPrometheus) -> dict[str, Any]:
@@ -132,14 +132,18 @@ def turn_bad_and_time(
     return elapsed, _status(story, name)
 
 
+def prometheus_url() -> str:
+    """The local Prometheus (``hack/prometheus.sh``) the stand-ins are scraped by."""
+    return f"http://127.0.0.1:{os.environ.get('PILOTBOAT_PROMETHEUS_PORT', '19090')}"
+
+
 @contextmanager
 def operator_on_standins(
     kube: Kube, kubeconfig: Path, prefix: str
 ) -> Iterator[tuple[Story, LocalPrometheus]]:
     """A namespace of its own (`prefix`-random), the operator as a process watching it and
     the local Prometheus (started if it was not up); all of it gone afterwards."""
-    port = os.environ.get("PILOTBOAT_PROMETHEUS_PORT", "19090")
-    prometheus = LocalPrometheus(f"http://127.0.0.1:{port}", STATE / "prometheus" / "targets")
+    prometheus = LocalPrometheus(prometheus_url(), STATE / "prometheus" / "targets")
     started_prometheus = not prometheus.is_up()
     prometheus.start()
     ns = f"{prefix}-{secrets.token_hex(3)}"
