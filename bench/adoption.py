@@ -37,18 +37,11 @@ from tests.fixtures.customers import Customers, wait_routed
 from tests.fixtures.real_node import require_real_node
 from tests.story import Story
 
+from bench.rollback import wait_for
 from pilotboat.adapters.kube import Kube
 from pilotboat.testing import OperatorProcess
 
 __all__ = ["BENCHMARKS"]
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not {what} after {timeout}s")
-        time.sleep(0.25)
 
 
 def adoption_dropped_requests(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
@@ -67,7 +60,7 @@ def adoption_dropped_requests(kube: Kube, kubeconfig: Path) -> Iterator[dict[str
             operator.start()
             try:
                 story.apply(original_deployment("v1"), SERVICE)
-                _wait(lambda: _replicas(story, ORIGINAL) == (3, 3), 120, "original ready")
+                wait_for(lambda: _replicas(story, ORIGINAL) == (3, 3), 120, "original ready")
                 service = story.get("Service", ORIGINAL)
                 assert service is not None
                 url = f"http://{service['spec']['clusterIP']}/"
@@ -77,13 +70,13 @@ def adoption_dropped_requests(kube: Kube, kubeconfig: Path) -> Iterator[dict[str
                     time.sleep(2)
                     started = time.monotonic()
                     story.apply(adopting())
-                    _wait(lambda: _replicas(story, ORIGINAL)[0] == 0
+                    wait_for(lambda: _replicas(story, ORIGINAL)[0] == 0
                           and _replicas(story, NAME) == (3, 3), 180, "adopted")
                     took = time.monotonic() - started
                     time.sleep(5)
                 with Customers(url, RATE) as leaving:
                     kube.delete("Microservice", ns, NAME)
-                    _wait(lambda: story.get("Deployment", NAME) is None, 180, "handed back")
+                    wait_for(lambda: story.get("Deployment", NAME) is None, 180, "handed back")
                     time.sleep(5)
             finally:
                 dep = story.get("Deployment", NAME)

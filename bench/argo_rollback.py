@@ -9,7 +9,8 @@ Pilotboat's default errors signal renders for it, and fails at more than 5 %
 process of this machine watching one namespace (built by ``hack/argo-rollouts/build.sh``).
 The pods are on KWOK nodes; echo processes stand in for them, scraped by Prometheus with the
 labels the query selects, and customers send them requests split by the weight of the
-Rollout's current step. Once the analysis has passed a measurement the canary turns bad
+Rollout's current step. Once the analysis has passed a measurement, and after the same
+drawn delay for both tools (:func:`bench.rollback.phase_delay`), the canary turns bad
 (``ERROR_RATIO=0.5``, t0); the run ends when the Rollout is aborted and its canary
 ReplicaSet is scaled to 0 (t1). Reported for each tool: median and max of t1 - t0.
 """
@@ -33,6 +34,7 @@ from tests.story import Story
 
 from bench import rollback
 from bench.argo_rollouts import ArgoRolloutsProcess, _argo_dir, _argo_version, _install_argo_crds
+from bench.rollback import wait_for
 from pilotboat.adapters.kube import Kube
 from pilotboat.core.analysis import DEFAULT_QUERIES
 
@@ -173,15 +175,9 @@ class _ArgoTraffic(Traffic):
             self.weight = self.argo.weight(self.name)
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not {what} after {timeout}s")
-        time.sleep(0.05)
-
-
-def _argo_run(argo: _Argo, story: Story, prometheus: LocalPrometheus, name: str) -> float:
+def _argo_run(
+    argo: _Argo, story: Story, prometheus: LocalPrometheus, name: str, delay: float
+) -> float:
     ns = story.namespace
     canary_port = free_port()
     with echo("v1") as stable, ExitStack() as healthy:
@@ -192,15 +188,16 @@ def _argo_run(argo: _Argo, story: Story, prometheus: LocalPrometheus, name: str)
         ):
             argo.apply(_template(ns, name, prometheus.url), "analysistemplates")
             argo.apply(_rollout(name, "v1"), "rollouts")
-            _wait(lambda: (argo.get("rollouts", name).get("status") or {}).get("phase")
+            wait_for(lambda: (argo.get("rollouts", name).get("status") or {}).get("phase")
                   == "Healthy", 90, "Healthy")
             with _ArgoTraffic(argo, story, name, stable, canary):
                 argo.apply(_rollout(name, "v2"), "rollouts")
-                _wait(lambda: argo.passed_a_measurement(name), 120, "judged healthy")
+                wait_for(lambda: argo.passed_a_measurement(name), 120, "judged healthy")
+                time.sleep(delay)
                 healthy.close()  # the healthy canary stops; a bad one takes its port
                 with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
                     t0 = time.monotonic()
-                    _wait(lambda: argo.rolled_back(name), 120, "rolled back")
+                    wait_for(lambda: argo.rolled_back(name), 120, "rolled back")
                     return time.monotonic() - t0
     raise AssertionError("unreachable")
 
@@ -237,7 +234,8 @@ def rollback_side_by_side(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, An
             try:
                 argo, story = _Argo(kube, ns), Story(kube, ns)
                 for run in range(RUNS):
-                    argo_seconds.append(_argo_run(argo, story, prometheus, f"payments-{run}"))
+                    argo_seconds.append(_argo_run(argo, story, prometheus, f"payments-{run}",
+                                                  rollback.phase_delay(run)))
             finally:
                 controller.stop()
     finally:

@@ -10,12 +10,14 @@ process is restarted on the same port with ``ERROR_RATIO=0.5`` (t0: from its fir
 on, half its requests fail, ten times the 5% threshold). The run ends when status says
 canaryWeight 0 and the canary Deployment is scaled to 0 replicas (t1). Reported: median and
 max of t1 - t0 over the runs, the interval, and the Prometheus queries one measurement
-sends.
+sends. The canary turns bad a drawn delay after the measurement it passed
+(:func:`phase_delay`), so that runs sample every phase of the interval.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import statistics
 import tempfile
@@ -32,6 +34,7 @@ from tests.story import Story
 
 from pilotboat.adapters.kube import Kube
 from pilotboat.api import AnalysisTemplate
+from pilotboat.api.common import parse_duration
 from pilotboat.core.analysis import queries_per_interval
 from pilotboat.testing import OperatorProcess
 
@@ -92,7 +95,8 @@ def _rolled_back(story: Story, name: str) -> bool:
     )
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` every 50 ms; TimeoutError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -104,12 +108,20 @@ Service = Callable[[str, str, LocalPrometheus], dict[str, Any]]
 Passed = Callable[[Story, str], bool]
 
 
+def phase_delay(run: int) -> float:
+    """Seconds to wait, after the healthy canary was judged, before it turns bad: drawn
+    from [0, INTERVAL) by the run's number, the same for every tool, so that the failure
+    falls anywhere in the analysis interval (a real one does not wait for a measurement)."""
+    return random.Random(run).uniform(0, parse_duration(INTERVAL))
+
+
 def turn_bad_and_time(
-    story: Story, prometheus: LocalPrometheus, name: str, service: Service, passed: Passed
+    story: Story, prometheus: LocalPrometheus, name: str, service: Service, passed: Passed,
+    delay: float = 0.0,
 ) -> tuple[float, dict[str, Any]]:
-    """One release of `service` (v1 -> v2) over echo stand-ins: once `passed` says the
-    healthy canary was judged, the canary turns bad (ERROR_RATIO 0.5 on its port); seconds
-    until the operator has rolled back, and the status then."""
+    """One release of `service` (v1 -> v2) over echo stand-ins: `delay` seconds after
+    `passed` says the healthy canary was judged, the canary turns bad (ERROR_RATIO 0.5 on
+    its port); seconds until the operator has rolled back, and the status then."""
     v1, v2 = (standin_labels(story.namespace, service(name, v, prometheus)) for v in ("v1", "v2"))
     canary_port = free_port()
     target = f"{story.namespace}-{name}"
@@ -120,14 +132,15 @@ def turn_bad_and_time(
             prometheus.scraped(f"{target}-v2", canary, v2),
         ):
             story.given(service(name, "v1", prometheus))
-            _wait(lambda: _status(story, name).get("phase") == "Healthy", 90, "Healthy")
+            wait_for(lambda: _status(story, name).get("phase") == "Healthy", 90, "Healthy")
             with Traffic(story, name, stable, canary, rate=30):
                 story.apply(service(name, "v2", prometheus))
-                _wait(lambda: passed(story, name), 120, "judged healthy")
+                wait_for(lambda: passed(story, name), 120, "judged healthy")
+                time.sleep(delay)
                 healthy.close()  # the healthy canary stops; a bad one takes its port
                 with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
                     t0 = time.monotonic()
-                    _wait(lambda: _rolled_back(story, name), 120, "rolled back")
+                    wait_for(lambda: _rolled_back(story, name), 120, "rolled back")
                     elapsed = time.monotonic() - t0
     return elapsed, _status(story, name)
 
@@ -166,12 +179,16 @@ def time_to_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
     """Seconds from the canary turning bad to all traffic on stable, over RUNS releases."""
     seconds: list[float] = []
     queries: list[int] = []
+    verdicts: list[list[str]] = []
     with operator_on_standins(kube, kubeconfig, "bench-rollback") as (story, prometheus):
         for run in range(RUNS):
             elapsed, status = turn_bad_and_time(
-                story, prometheus, f"payments-{run}", _service, _passed_a_measurement)
+                story, prometheus, f"payments-{run}", _service, _passed_a_measurement,
+                phase_delay(run))
             seconds.append(elapsed)
-            queries.append(int((status.get("analysis") or {}).get("queries") or 0))
+            analysis = status.get("analysis") or {}
+            queries.append(int(analysis.get("queries") or 0))
+            verdicts.append([str(m.get("verdict")) for m in analysis.get("measurements") or []])
     planned = queries_per_interval(AnalysisTemplate.model_validate(_analysis(prometheus)))
     yield {
         "metric": "time_to_rollback_seconds",
@@ -179,6 +196,7 @@ def time_to_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
         "median": round(statistics.median(seconds), 2),
         "max": round(max(seconds), 2),
         "all": [round(s, 2) for s in seconds],
+        "verdicts": verdicts,  # each run's measurements of the step, in order
         "analysis_interval": INTERVAL,
         "error_ratio_threshold": 0.05,
         "canary_error_ratio": 0.5,
