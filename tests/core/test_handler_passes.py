@@ -196,11 +196,12 @@ def test_a_pass_with_nothing_new_writes_nothing(kube: FakeKube) -> None:
 def test_a_version_change_starts_the_canary_at_the_first_steps_weight(kube: FakeKube) -> None:
     released(kube)
     new_version(kube)
-    started = reconcile(kube)
+    started = reconcile(kube)  # the canary is created at the first step's weight at once
     assert child_writes(started) == [("apply", "Deployment", CANARY, "pilotboat")]
-    assert (status(kube)["canaryWeight"], status(kube)["currentStepIndex"]) == (0, 0)
-    writes = reconcile(kube)  # the start asks to be looked at again at once
-    assert child_writes(writes) == [("apply", "Deployment", CANARY, "pilotboat")]
+    assert (status(kube)["canaryWeight"], status(kube)["currentStepIndex"]) == (25, 0)
+    assert reasons.ROLLOUT_STARTED in [e["reason"] for e in kube.events]
+    writes = reconcile(kube)  # the start asks to be looked at again at once: the step waits
+    assert child_writes(writes) == []
     canary = kube.get("Deployment", NS, CANARY)
     assert canary is not None
     assert canary["spec"]["replicas"] == 1, "25 % of 4 replicas"

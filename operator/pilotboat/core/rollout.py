@@ -244,7 +244,7 @@ def decide(
         )
 
     if state.revision != obs.desired_revision:
-        return _start(
+        begun = _start(
             _handled(state, obs, "promote", "promoteFull", "abort", "retry"),
             obs,
             version,
@@ -252,6 +252,13 @@ def decide(
             now,
             retried=False,
         )
+        if step_kind(steps[0]) != "setWeight":
+            return begun
+        # The canary is created at the first step's weight (as Argo Rollouts scales its new
+        # ReplicaSet at once), so its pods start a pass sooner; the step itself is walked by
+        # the next pass, as always.
+        first = int(steps[0].set_weight or 0)
+        return replace(begun, state=replace(begun.state, canary_weight=first))
 
     if _pending(obs, state, "abort"):
         state = _handled(state, obs, "abort")
