@@ -233,7 +233,7 @@ def decide(
                 ReleaseState(handled_commands=state.handled_commands), obs, "retry", "abort"
             )
             retried = _start(fresh, obs, version, stable_version, now, retried=True)
-            return replace(retried, command="retry")
+            return replace(_at_first_weight(steps, retried), command="retry")
         state = _handled(state, obs, "abort", "promote", "promoteFull")
         why = state.rollback_reason or f"{version} was rolled back"
         return Decision(
@@ -252,13 +252,7 @@ def decide(
             now,
             retried=False,
         )
-        if step_kind(steps[0]) != "setWeight":
-            return begun
-        # The canary is created at the first step's weight (as Argo Rollouts scales its new
-        # ReplicaSet at once), so its pods start a pass sooner; the step itself is walked by
-        # the next pass, as always.
-        first = int(steps[0].set_weight or 0)
-        return replace(begun, state=replace(begun.state, canary_weight=first))
+        return _at_first_weight(steps, begun)
 
     if _pending(obs, state, "abort"):
         state = _handled(state, obs, "abort")
@@ -323,6 +317,16 @@ def _start(
         requeue_after=0,
         events=(ReleaseEvent(reasons.ROLLOUT_STARTED, message),),
     )
+
+
+def _at_first_weight(steps: Sequence[CanaryStep], begun: Decision) -> Decision:
+    """A start whose first step is a setWeight creates the canary at that weight (as Argo
+    Rollouts scales its new ReplicaSet at once), so its pods start a pass sooner than at 0
+    replicas; the step itself is walked by the next pass, as always."""
+    if step_kind(steps[0]) != "setWeight":
+        return begun
+    first = int(steps[0].set_weight or 0)
+    return replace(begun, state=replace(begun.state, canary_weight=first))
 
 
 def _advance(state: ReleaseState, now: float) -> ReleaseState:
