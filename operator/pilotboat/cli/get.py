@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -153,23 +155,39 @@ def _watch(kube: Kube, namespace: str | None, names: Sequence[str], output: str,
            all_namespaces: bool, rows: list[dict[str, Any]], timeout: float | None) -> None:
     seen = {_key(r): r for r in rows}
     deadline = None if timeout is None else time.monotonic() + timeout
-    while deadline is None or time.monotonic() < deadline:
-        pause = WATCH_INTERVAL if deadline is None else min(WATCH_INTERVAL,
-                                                             deadline - time.monotonic())
-        time.sleep(max(pause, 0))
-        rows = _rows(kube, namespace, names)
-        changed = changed_rows(seen, rows)
-        seen = {_key(r): r for r in rows}
-        if changed:
-            table = render(rows, output, all_namespaces=all_namespaces, header=False,
-                           listing=False)
-            if output in ("table", "wide"):  # widths as if the whole table were printed
-                keys = {_key(r) for r in changed}
-                table = [line for line, r in zip(table, rows, strict=True) if _key(r) in keys]
-            else:
-                table = render(changed, output, listing=False)
-            for line in table:
-                click.echo(line)
+    # Ctrl-C sets `stopped` instead of raising wherever the process happens to be (inside
+    # the Kubernetes client a KeyboardInterrupt can be caught and retried): the watch ends
+    # at its next wait, at most one list call later.
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            pause = WATCH_INTERVAL if deadline is None else min(WATCH_INTERVAL,
+                                                                 deadline - time.monotonic())
+            if stopped.wait(max(pause, 0)):
+                return
+            _print_changes(kube, namespace, names, output, all_namespaces, seen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_changes(kube: Kube, namespace: str | None, names: Sequence[str], output: str,
+                   all_namespaces: bool, seen: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Print the rows that changed since `seen`, and remember the rows now in `seen`."""
+    rows = _rows(kube, namespace, names)
+    changed = changed_rows(seen, rows)
+    seen.clear()
+    seen.update({_key(r): r for r in rows})
+    if changed:
+        table = render(rows, output, all_namespaces=all_namespaces, header=False,
+                       listing=False)
+        if output in ("table", "wide"):  # widths as if the whole table were printed
+            keys = {_key(r) for r in changed}
+            table = [line for line, r in zip(table, rows, strict=True) if _key(r) in keys]
+        else:
+            table = render(changed, output, listing=False)
+        for line in table:
+            click.echo(line)
 
 
 @click.command()
