@@ -43,6 +43,8 @@ from pilotboat.testing import OperatorProcess
 
 __all__ = ["BENCHMARKS"]
 
+POLL = 0.25  # seconds between looks at the Deployments (fewer reads beside the customers)
+
 
 def adoption_dropped_requests(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
@@ -60,7 +62,8 @@ def adoption_dropped_requests(kube: Kube, kubeconfig: Path) -> Iterator[dict[str
             operator.start()
             try:
                 story.apply(original_deployment("v1"), SERVICE)
-                wait_for(lambda: _replicas(story, ORIGINAL) == (3, 3), 120, "original ready")
+                wait_for(lambda: _replicas(story, ORIGINAL) == (3, 3), 120, "original ready",
+                         every=POLL)
                 service = story.get("Service", ORIGINAL)
                 assert service is not None
                 url = f"http://{service['spec']['clusterIP']}/"
@@ -71,12 +74,13 @@ def adoption_dropped_requests(kube: Kube, kubeconfig: Path) -> Iterator[dict[str
                     started = time.monotonic()
                     story.apply(adopting())
                     wait_for(lambda: _replicas(story, ORIGINAL)[0] == 0
-                          and _replicas(story, NAME) == (3, 3), 180, "adopted")
+                             and _replicas(story, NAME) == (3, 3), 180, "adopted", every=POLL)
                     took = time.monotonic() - started
                     time.sleep(5)
                 with Customers(url, RATE) as leaving:
                     kube.delete("Microservice", ns, NAME)
-                    wait_for(lambda: story.get("Deployment", NAME) is None, 180, "handed back")
+                    wait_for(lambda: story.get("Deployment", NAME) is None, 180, "handed back",
+                             every=POLL)
                     time.sleep(5)
             finally:
                 dep = story.get("Deployment", NAME)

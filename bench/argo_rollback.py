@@ -18,7 +18,6 @@ ReplicaSet is scaled to 0 (t1). Reported for each tool: median and max of t1 - t
 from __future__ import annotations
 
 import secrets
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +42,7 @@ __all__ = ["BENCHMARKS"]
 GROUP, VERSION = "argoproj.io", "v1alpha1"
 INTERVAL = rollback.INTERVAL
 RUNS = rollback.RUNS
-MAX_RATIO = 0.05
+MAX_RATIO = rollback.MAX_RATIO
 REVISION = {"v1": "argo-v1", "v2": "argo-v2"}  # the stand-ins' revision label, per version
 
 
@@ -195,26 +194,11 @@ def _argo_run(
                 wait_for(lambda: argo.passed_a_measurement(name), 120, "judged healthy")
                 time.sleep(delay)
                 healthy.close()  # the healthy canary stops; a bad one takes its port
-                with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
+                with echo("v2", port=canary_port, ERROR_RATIO=str(rollback.CANARY_ERROR_RATIO)):
                     t0 = time.monotonic()
                     wait_for(lambda: argo.rolled_back(name), 120, "rolled back")
                     return time.monotonic() - t0
     raise AssertionError("unreachable")
-
-
-def _record(tool: str, version: str, seconds: list[float]) -> dict[str, Any]:
-    return {
-        "tool": tool,
-        "tool_version": version,
-        "metric": "time_to_rollback_seconds",
-        "runs": len(seconds),
-        "median": round(statistics.median(seconds), 2),
-        "max": round(max(seconds), 2),
-        "all": [round(s, 2) for s in seconds],
-        "analysis_interval": INTERVAL,
-        "error_ratio_threshold": MAX_RATIO,
-        "canary_error_ratio": 0.5,
-    }
 
 
 def rollback_side_by_side(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
@@ -242,7 +226,8 @@ def rollback_side_by_side(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, An
         kube.delete("Namespace", None, ns)
         if started_prometheus:
             prometheus.stop()
-    yield _record("argo-rollouts", _argo_version(), argo_seconds)
+    yield {"tool": "argo-rollouts", "tool_version": _argo_version(),
+           **rollback.summary("time_to_rollback_seconds", argo_seconds)}
     for record in rollback.time_to_rollback(kube, kubeconfig):
         yield {"tool": "pilotboat", "tool_version": "work tree", **record}
 

@@ -13,7 +13,6 @@ interval. The real-node version of this is tests/cluster/test_background_analysi
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,11 @@ from tests.manifests import microservice
 from tests.story import Story
 
 from bench.rollback import (
-    INTERVAL,
     RUNS,
     _analysis,
     _status,
     operator_on_standins,
+    summary,
     turn_bad_and_time,
 )
 from pilotboat.adapters.kube import Kube
@@ -66,17 +65,7 @@ def background_analysis_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[
             elapsed, _ = turn_bad_and_time(story, prometheus, f"billing-{run}", _service,
                                            _passed_in_the_pause)
             seconds.append(elapsed)
-    yield {
-        "metric": "background_analysis_rollback_s",
-        "runs": len(seconds),
-        "median": round(statistics.median(seconds), 2),
-        "max": round(max(seconds), 2),
-        "all": [round(s, 2) for s in seconds],
-        "analysis_interval": INTERVAL,
-        "step": "pause untilPromoted",
-        "error_ratio_threshold": 0.05,
-        "canary_error_ratio": 0.5,
-    }
+    yield {**summary("background_analysis_rollback_s", seconds), "step": "pause untilPromoted"}
 
 
 BENCHMARKS: dict[str, Callable[[Kube, Path], Iterator[dict[str, Any]]]] = {

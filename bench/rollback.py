@@ -42,6 +42,8 @@ __all__ = ["BENCHMARKS"]
 
 INTERVAL = "5s"
 RUNS = int(os.environ.get("PILOTBOAT_BENCH_ROLLBACK_RUNS", "3"))
+MAX_RATIO = 0.05
+CANARY_ERROR_RATIO = 0.5
 
 
 def _analysis(prometheus: LocalPrometheus) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def _analysis(prometheus: LocalPrometheus) -> dict[str, Any]:
         "consecutiveErrorLimit": 3,
         "prometheus": {"address": prometheus.url},
         "signals": {
-            "errors": {"maxRatio": 0.05},
+            "errors": {"maxRatio": MAX_RATIO},
             "latency": {"quantile": 0.99, "maxSeconds": 0.25},
         },
     }
@@ -95,13 +97,29 @@ def _rolled_back(story: Story, name: str) -> bool:
     )
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` every 50 ms; TimeoutError naming `what` after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.05
+) -> None:
+    """Poll `predicate` every `every` seconds; TimeoutError naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"not {what} after {timeout}s")
-        time.sleep(0.05)
+        time.sleep(every)
+
+
+def summary(metric: str, seconds: list[float]) -> dict[str, Any]:
+    """The record of a rollback benchmark's runs: median, max and every run's seconds."""
+    return {
+        "metric": metric,
+        "runs": len(seconds),
+        "median": round(statistics.median(seconds), 2),
+        "max": round(max(seconds), 2),
+        "all": [round(s, 2) for s in seconds],
+        "analysis_interval": INTERVAL,
+        "error_ratio_threshold": MAX_RATIO,
+        "canary_error_ratio": CANARY_ERROR_RATIO,
+    }
 
 
 Service = Callable[[str, str, LocalPrometheus], dict[str, Any]]
@@ -138,7 +156,7 @@ def turn_bad_and_time(
                 wait_for(lambda: passed(story, name), 120, "judged healthy")
                 time.sleep(delay)
                 healthy.close()  # the healthy canary stops; a bad one takes its port
-                with echo("v2", port=canary_port, ERROR_RATIO="0.5"):
+                with echo("v2", port=canary_port, ERROR_RATIO=str(CANARY_ERROR_RATIO)):
                     t0 = time.monotonic()
                     wait_for(lambda: _rolled_back(story, name), 120, "rolled back")
                     elapsed = time.monotonic() - t0
@@ -191,15 +209,8 @@ def time_to_rollback(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
             verdicts.append([str(m.get("verdict")) for m in analysis.get("measurements") or []])
     planned = queries_per_interval(AnalysisTemplate.model_validate(_analysis(prometheus)))
     yield {
-        "metric": "time_to_rollback_seconds",
-        "runs": len(seconds),
-        "median": round(statistics.median(seconds), 2),
-        "max": round(max(seconds), 2),
-        "all": [round(s, 2) for s in seconds],
+        **summary("time_to_rollback_seconds", seconds),
         "verdicts": verdicts,  # each run's measurements of the step, in order
-        "analysis_interval": INTERVAL,
-        "error_ratio_threshold": 0.05,
-        "canary_error_ratio": 0.5,
         "prometheus_queries_per_interval": max(queries, default=planned),
         "prometheus_queries_per_interval_planned": planned,
     }
