@@ -297,7 +297,11 @@ def _configurations(
             }  # fmt: skip
         return {"url": f"{base_url}/{handler}", "caBundle": client_config.get("caBundle")}
 
-    def webhook(handler: str, plural: str, failure: str) -> dict[str, Any]:
+    def webhook(
+        handler: str, plural: str, failure: str, when: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One webhook; `when` (name, CEL) narrows the requests the API server sends it."""
+        condition = [{"name": when[0], "expression": when[1]}] if when else []
         return {
             "name": f"{handler}.{GROUP}",
             "clientConfig": client(handler),
@@ -315,19 +319,9 @@ def _configurations(
             "matchPolicy": "Equivalent",
             "timeoutSeconds": 10,
             "admissionReviewVersions": ["v1"],
-            "matchConditions": match,
+            "matchConditions": [*match, *condition],
         }
 
-    override = webhook(OVERRIDE_WEBHOOK, "microservices", "Fail")
-    override["matchConditions"] = [*match, {"name": "override", "expression": _OVERRIDE_MATCH}]
-    commands = webhook(COMMAND_WEBHOOK, "microservices/status", "Ignore")
-    commands["matchConditions"] = [*match, {"name": "commands", "expression": COMMAND_MATCH}]
-    claim = webhook(CLAIM_WEBHOOK, "microservices", "Ignore")
-    claim["matchConditions"] = [*match, {"name": "claims-a-database", "expression": _CLAIM_MATCH}]
-    children = webhook(CHILDREN_WEBHOOK, "microservices", "Ignore")
-    children["matchConditions"] = [*match, {"name": "spec-changed", "expression": _CHILDREN_MATCH}]
-    queries = webhook(QUERIES_WEBHOOK, "microservices", "Ignore")
-    queries["matchConditions"] = [*match, {"name": "has-signals", "expression": _QUERIES_MATCH}]
     labels = {"app.kubernetes.io/managed-by": "pilotboat"}
     return [
         {
@@ -336,9 +330,10 @@ def _configurations(
             "metadata": {"name": name, "labels": labels},
             "webhooks": [
                 webhook(APPROVAL_WEBHOOK, "migrationapprovals", "Fail"),
-                override,
+                webhook(OVERRIDE_WEBHOOK, "microservices", "Fail", ("override", _OVERRIDE_MATCH)),
                 webhook(AUTHOR_WEBHOOK, "schemamigrations", "Ignore"),
-                commands,
+                webhook(COMMAND_WEBHOOK, "microservices/status", "Ignore",
+                        ("commands", COMMAND_MATCH)),
             ],
         },
         {
@@ -346,11 +341,14 @@ def _configurations(
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": name, "labels": labels},
             "webhooks": [
-                claim,
-                children,
+                webhook(CLAIM_WEBHOOK, "microservices", "Ignore",
+                        ("claims-a-database", _CLAIM_MATCH)),
+                webhook(CHILDREN_WEBHOOK, "microservices", "Ignore",
+                        ("spec-changed", _CHILDREN_MATCH)),
                 webhook(FLAG_WEBHOOK, "featureflags", "Ignore"),
                 webhook(LINT_WEBHOOK, "schemamigrations", "Ignore"),
-                queries,
+                webhook(QUERIES_WEBHOOK, "microservices", "Ignore",
+                        ("has-signals", _QUERIES_MATCH)),
                 webhook(POLICY_QUERIES_WEBHOOK, "rolloutpolicies", "Ignore"),
             ],
         },
