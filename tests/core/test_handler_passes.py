@@ -9,8 +9,11 @@ on a real API server; these run in milliseconds.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -28,6 +31,7 @@ from pilotboat.handlers.approvals import sync_approval
 from pilotboat.handlers.context import Reconcile, Runtime
 from pilotboat.handlers.databases import reconcile_owned_database
 from pilotboat.handlers.flags import on_feature_flag_event, on_microservice_for_its_flags
+from pilotboat.handlers.loop import LookAgain
 from pilotboat.handlers.microservice import reconcile_microservice
 from pilotboat.testing import FakeKube, Write
 
@@ -226,6 +230,83 @@ def test_a_foreign_child_is_refused_and_never_written(kube: FakeKube) -> None:
     assert [(e["reason"], e["type"]) for e in kube.events] == [
         (reasons.CHILD_NOT_OWNED, "Warning")
     ]
+
+
+def gets(kube: FakeKube) -> list[tuple[str, str]]:
+    """Record every GET the handlers make from now on, as (kind, name)."""
+    asked: list[tuple[str, str]] = []
+    read = kube.get
+
+    def get(kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        asked.append((kind, name))
+        return read(kind, namespace, name)
+
+    kube.get = get  # type: ignore[method-assign]
+    return asked
+
+
+def test_a_child_found_absent_is_not_asked_for_again_on_every_pass(kube: FakeKube) -> None:
+    released(kube)  # its passes found no canary
+    asked = gets(kube)
+    reconcile(kube)
+    reconcile(kube)
+    assert ("Deployment", CANARY) not in asked
+    new_version(kube)
+    asked.clear()
+    writes = reconcile(kube)  # creating it: asked once more, then written
+    assert ("Deployment", CANARY) in asked
+    assert child_writes(writes) == [("apply", "Deployment", CANARY, "pilotboat")]
+
+
+def test_a_foreign_child_made_after_the_last_pass_is_refused_and_never_written(
+    kube: FakeKube,
+) -> None:
+    """No watch event tells of an object without the operator's label: the canary found
+    absent passes ago is asked for again before it is created."""
+    released(kube)
+    people(kube).create({"apiVersion": "apps/v1", "kind": "Deployment",
+                         "metadata": {"name": CANARY, "namespace": NS},
+                         "spec": {"replicas": 1}})  # fmt: skip
+    new_version(kube)
+    before = len(kube.writes)
+    with pytest.raises(LookAgain):
+        reconcile(kube)
+    assert kube.writes[before:] == []  # neither the canary nor status
+    writes = reconcile(kube)
+    assert child_writes(writes) == []
+    assert condition(kube, reasons.READY) == ("False", reasons.CHILD_NOT_OWNED)
+    foreign = kube.get("Deployment", NS, CANARY)
+    assert foreign is not None and foreign["spec"] == {"replicas": 1}
+
+
+def test_events_posted_aside_are_all_posted_before_the_status_they_explain(
+    kube: FakeKube,
+) -> None:
+    """The operator posts a pass's Events on other threads while the pass goes on; the
+    status write waits for them, so `kubectl describe` never shows a status unexplained."""
+    order: list[str] = []
+    post, patch = kube.event, kube.merge_patch
+
+    def event(involved: dict[str, Any], **kw: Any) -> None:
+        time.sleep(0.05)  # an API server taking its time
+        order.append(f"event {kw['reason']} on {threading.current_thread().name}")
+        post(involved, **kw)
+
+    def merge_patch(kind: str, *args: Any, **kw: Any) -> dict[str, Any]:
+        order.append(f"status of {kind}" if kw.get("subresource") == "status" else "patch")
+        return patch(kind, *args, **kw)
+
+    kube.event = event  # type: ignore[method-assign]
+    kube.merge_patch = merge_patch  # type: ignore[method-assign]
+    people(kube).create(microservice())
+    body = kube.get("Microservice", NS, "orders")
+    assert body is not None
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="events") as poster:
+        rc = Reconcile.start(kube, body, poster=poster)
+        reconcile_microservice(kube, body, rc, now=NOW)
+    events = [o for o in order if o.startswith("event")]
+    assert len(events) == 3 and all(" on events_" in e for e in events), order
+    assert order[-1] == "status of Microservice", order
 
 
 def test_promote_past_the_pause_makes_stable_run_the_new_revision(kube: FakeKube) -> None:

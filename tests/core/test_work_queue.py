@@ -135,3 +135,44 @@ def test_an_object_deleted_during_its_pass_is_forgotten_after_that_pass() -> Non
     while known and time.monotonic() < deadline:
         time.sleep(0.01)
     assert known == {}
+
+
+def test_a_pass_that_must_look_again_runs_again_at_once_without_a_retry_delay() -> None:
+    from pilotboat.handlers import context
+    from pilotboat.handlers.loop import LookAgain, ReconcileLoop
+
+    context.configure_runtime(context.Runtime(kube=None))  # type: ignore[arg-type]
+    body = {"kind": "Microservice", "metadata": {"namespace": "shop", "name": "cart"}}
+    passes: list[float] = []
+    second = threading.Event()
+
+    def reconcile(kube: Any, body: Any, rc: Any) -> None:
+        passes.append(time.monotonic())
+        if len(passes) == 1:
+            raise LookAgain("orders-canary appeared since the last pass")
+        second.set()
+
+    loop = ReconcileLoop("Microservice", reconcile, retry_after=60.0, workers=1,
+                         read=lambda kube, ns, name: body)
+    loop.enqueue("shop", "cart")
+    assert second.wait(10), "the pass was not run again (a retry waits 60 s)"
+    assert len(passes) == 2
+
+
+def test_urgent_keys_go_first_and_the_others_still_get_a_fair_share() -> None:
+    q = WorkQueue()
+    for i in range(8):
+        q.add(("shop", f"status-{i}"))
+    for i in range(8):
+        q.add(("shop", f"new-{i}"), urgent=True)
+    q.add(("shop", "status-7"), urgent=True)  # its spec changed while it waited: moves up
+    taken = [q.get()[1] for _ in range(len(q))]
+    assert taken[:3] == ["new-0", "new-1", "new-2"]
+    assert taken.index("status-7") < taken.index("status-2"), "moved to the urgent lane"
+    assert taken[3] == "status-0", "every fourth key comes from the others"
+    assert sorted(taken) == sorted([f"status-{i}" for i in range(8)] +
+                                   [f"new-{i}" for i in range(8)]), "each key exactly once"
+    q.add(("shop", "new-0"), urgent=True)  # worked on: marked, and urgent when it comes back
+    q.add(("shop", "status-0"))
+    q.done(("shop", "new-0"))
+    assert q.get() == ("shop", "new-0")

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -180,6 +181,7 @@ def run(
             prometheus_url=prometheus_url,
             operator_namespace=operator_namespace,
             extras={"webhooks": webhooks},
+            event_poster=ThreadPoolExecutor(max_workers=4, thread_name_prefix="events"),
         )
     )
     if webhooks:

@@ -11,6 +11,14 @@ overwritten), so a miss is exactly as safe as before.
 and by the object each status write returns, so a pass starts without a GET and never on a
 status older than the operator's own last write.
 
+A child the API server answered 404 for is remembered as absent (with the time it was
+asked), so a Microservice without a canary does not ask for ``web-canary`` on every pass;
+the watch's first event of the child replaces the mark. A foreign object of that name
+created later carries no label, so no event tells of it: before the operator *creates* a
+child it last saw absent in an earlier pass, it asks again (:meth:`ChildCache.absent_before`
+and :func:`pilotboat.handlers.microservice._write_children`), so an object it does not own is
+still refused, never overwritten.
+
 The cache keeps a child without its ``metadata.managedFields`` (no pass reads them of a
 child), which is much of a Deployment's size. A hit may be one event old: the write a pass
 just made arrives with the next watch event, which visits the object again. Writes are
@@ -21,7 +29,9 @@ any informer-fed controller.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pilotboat.core.workload import LABEL_MANAGED_BY
@@ -32,13 +42,24 @@ __all__ = ["ChildCache", "children", "owners"]
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
-class ChildCache:
-    """Objects by kind, namespace and name, newest resourceVersion wins."""
+@dataclass(frozen=True)
+class _Absent:
+    """The API server answered 404 for the key at ``since`` (``time.monotonic()``)."""
 
-    def __init__(self, *, lean: bool = True, labelled: str | None = None) -> None:
+    since: float
+
+
+class ChildCache:
+    """Objects by kind, namespace and name, newest resourceVersion wins; with
+    ``remember_absent``, also the keys the API server last answered 404 for."""
+
+    def __init__(
+        self, *, lean: bool = True, labelled: str | None = None, remember_absent: bool = False
+    ) -> None:
         self._lean = lean
         self._labelled = labelled
-        self._objects: dict[Key, Mapping[str, Any]] = {}
+        self._remember_absent = remember_absent
+        self._objects: dict[Key, Mapping[str, Any] | _Absent] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -55,23 +76,55 @@ class ChildCache:
                 self._objects.pop(key, None)
                 return
             known = self._objects.get(key)
-            if known is not None and _older(body, known):
+            if isinstance(known, Mapping) and _older(body, known):
                 return  # a late event of an older version
             self._objects[key] = _lean(body) if self._lean else body
 
     def get(self, kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as the watch last delivered it, else as the API server has it now."""
+        key = (kind, namespace, name)
         with self._lock:
-            found = self._objects.get((kind, namespace, name))
+            found = self._objects.get(key)
             if found is not None:
                 self.hits += 1
-                return dict(found)
+                return None if isinstance(found, _Absent) else dict(found)
             self.misses += 1
-        return kube.get(kind, namespace, name)
+        got = kube.get(kind, namespace, name)
+        if got is None and self._remember_absent:
+            with self._lock:  # an event that came meanwhile is newer than this 404
+                self._objects.setdefault(key, _Absent(time.monotonic()))
+        return got
+
+    def absent_before(self, kind: str, namespace: str, name: str, moment: float) -> bool:
+        """Whether the object is known here only as absent, from a 404 older than `moment`
+        (``time.monotonic()``): then only the API server can tell whether someone else
+        created it since.
+
+        >>> from pilotboat.testing import FakeKube
+        >>> cache, kube = ChildCache(remember_absent=True), FakeKube()
+        >>> cache.get(kube, "Deployment", "shop", "web-canary") is None
+        True
+        >>> cache.absent_before("Deployment", "shop", "web-canary", time.monotonic())
+        True
+        >>> cache.absent_before("Deployment", "shop", "web-canary", 0.0)
+        False
+        """
+        with self._lock:
+            found = self._objects.get((kind, namespace, name))
+        return isinstance(found, _Absent) and found.since < moment
+
+    def generation(self, kind: str, namespace: str, name: str) -> int | None:
+        """The ``metadata.generation`` of the object kept, or None when none is."""
+        with self._lock:
+            found = self._objects.get((kind, namespace, name))
+        if not isinstance(found, Mapping):
+            return None
+        return int((found.get("metadata") or {}).get("generation") or 0)
 
     def __len__(self) -> int:
+        """The objects kept (keys known absent are not counted)."""
         with self._lock:
-            return len(self._objects)
+            return sum(1 for found in self._objects.values() if not isinstance(found, _Absent))
 
     def clear(self) -> None:
         """Forget everything (a new API server: the in-memory one of the fast tests)."""
@@ -99,9 +152,10 @@ def _older(body: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
         return False  # resourceVersions are opaque in general; then the latest event wins
 
 
-children = ChildCache(labelled="pilotboat")
+children = ChildCache(labelled="pilotboat", remember_absent=True)
 """Deployments and Services the operator labelled (``app.kubernetes.io/managed-by:
-pilotboat``); an object without that label is never kept, whoever delivers it."""
+pilotboat``); an object without that label is never kept, whoever delivers it. A 404 is
+remembered (see the module docstring)."""
 
 owners = ChildCache(lean=False)
 """Microservices, whole: a pass reads its object from here, as the watch or the operator's

@@ -6,6 +6,8 @@ import datetime as _dt
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor, Future
+from concurrent.futures import wait as _wait_for
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,14 @@ class Runtime:
     operator_namespace: str = "pilotboat-system"
     providers: dict[str, MetricProvider] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Threads that post a pass's Events side by side while the pass goes on (the pass waits
+    # for them before it writes status, so an Event never comes after the status it
+    # explains); None posts each in the pass's own thread, one after the other.
+    event_poster: Executor | None = None
+
+
+EVENT_POST_TIMEOUT_SECONDS = 30.0
+"""How long a pass waits for its Events to be posted before it writes status."""
 
 
 _runtime: Runtime | None = None
@@ -79,9 +89,16 @@ class Reconcile:
     correlation_id: str
     log: logging.LoggerAdapter[Any]
     emitted: set[str] = field(default_factory=set)
+    poster: Executor | None = None
+    posting: list[Future[None]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, kube: Kube, body: Mapping[str, Any], parent: Any = None) -> Reconcile:
+    def start(
+        cls, kube: Kube, body: Mapping[str, Any], parent: Any = None, *,
+        poster: Executor | None = None,
+    ) -> Reconcile:
+        """A pass begins; with `poster`, its Events are posted by those threads while it goes
+        on (it must `flush` before it writes what they explain)."""
         meta = body["metadata"]
         cid = uuid.uuid4().hex[:12]
         ref = {
@@ -92,13 +109,19 @@ class Reconcile:
             "uid": meta.get("uid"),
         }
         log = _ObjectLog(_log, {"object": ref, "correlation_id": cid})
-        return cls(kube, body, cid, log)
+        return cls(kube, body, cid, log, poster=poster)
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:
         """An Event on the object, and the same line in the log with the correlation id."""
         self.emitted.add(reason)
         level = logging.WARNING if warning else logging.INFO
         self.log.log(level, "%s: %s", reason, message, extra={"reason": reason})
+        if self.poster is None:
+            self._post(reason, message, warning)
+        else:
+            self.posting.append(self.poster.submit(self._post, reason, message, warning))
+
+    def _post(self, reason: str, message: str, warning: bool) -> None:
         try:
             self.kube.event(
                 dict(self.body),
@@ -108,6 +131,12 @@ class Reconcile:
             )
         except Exception:  # an Event is a report; failing to post one must not stop the work
             self.log.exception("could not post event %s", reason)
+
+    def flush(self) -> None:
+        """Wait until the Events of this pass are posted (or given up on)."""
+        posting, self.posting = self.posting, []
+        if posting:
+            _wait_for(posting, timeout=EVENT_POST_TIMEOUT_SECONDS)
 
     def write_status(
         self,
@@ -136,6 +165,7 @@ class Reconcile:
                     self.event(want.reason, want.message, warning=want.status == "False" and warn)
         meta = self.body["metadata"]
         patch = {"status": {k: new_status.get(k) for k in {*fields, "conditions"}}}
+        self.flush()
         self.kube.merge_patch(
             str(self.body["kind"]), meta["namespace"], meta["name"], patch, subresource="status"
         )

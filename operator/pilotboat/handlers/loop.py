@@ -28,7 +28,7 @@ from pilotboat.handlers.context import Reconcile, runtime
 from pilotboat.handlers.ports import Kube
 from pilotboat.handlers.requeue import Requeue
 
-__all__ = ["Pass", "ReconcileLoop", "WorkQueue"]
+__all__ = ["LookAgain", "Pass", "ReconcileLoop", "WorkQueue"]
 
 Pass = Callable[[Kube, Mapping[str, Any], Reconcile], float | None]
 Read = Callable[[Kube, str, str], Mapping[str, Any] | None]
@@ -39,6 +39,11 @@ class WorkQueue:
     """Keys in the order they came, each at most once; a key is never handed to two workers
     at a time, and a key added while it is being worked on comes back once that work ends.
 
+    A key added as *urgent* (a new object, a changed spec: what a person just asked for)
+    goes before the others, which wait for the Deployment controller's news and the
+    operator's own status writes; one key in :data:`FAIR_SHARE` is still taken from the
+    others, so a stream of urgent keys never starves them.
+
     >>> q = WorkQueue()
     >>> q.add(("ns", "a")); q.add(("ns", "b")); q.add(("ns", "a"))
     >>> q.get()
@@ -48,31 +53,49 @@ class WorkQueue:
     ('ns', 'b')
     >>> q.done(("ns", "a")); q.get()
     ('ns', 'a')
+    >>> q = WorkQueue()
+    >>> q.add(("ns", "c")); q.add(("ns", "d")); q.add(("ns", "d"), urgent=True); q.get()
+    ('ns', 'd')
+    >>> q.get()
+    ('ns', 'c')
     """
 
+    FAIR_SHARE = 4
+
     def __init__(self) -> None:
+        self._urgent: deque[Key] = deque()
         self._order: deque[Key] = deque()
-        self._waiting: set[Key] = set()
+        self._waiting: dict[Key, bool] = {}  # key → whether it waits in the urgent lane
         self._working: set[Key] = set()
-        self._again: set[Key] = set()
+        self._again: dict[Key, bool] = {}  # key → urgent, for keys added while worked on
+        self._taken = 0
         self._cond = threading.Condition()
 
-    def add(self, key: Key) -> None:
+    def add(self, key: Key, *, urgent: bool = False) -> None:
         with self._cond:
             if key in self._working:
-                self._again.add(key)
+                self._again[key] = self._again.get(key, False) or urgent
             elif key not in self._waiting:
-                self._waiting.add(key)
-                self._order.append(key)
-                self._cond.notify()
+                self._line_up(key, urgent)
+            elif urgent and not self._waiting[key]:
+                self._order.remove(key)  # waiting behind others: moves up
+                self._line_up(key, urgent)
+
+    def _line_up(self, key: Key, urgent: bool) -> None:
+        self._waiting[key] = urgent
+        (self._urgent if urgent else self._order).append(key)
+        self._cond.notify()
 
     def get(self) -> Key:
         """The next key; blocks until there is one."""
         with self._cond:
-            while not self._order:
+            while not self._urgent and not self._order:
                 self._cond.wait()
-            key = self._order.popleft()
-            self._waiting.discard(key)
+            self._taken += 1
+            fair_turn = self._taken % self.FAIR_SHARE == 0
+            lane = self._urgent if self._urgent and not (fair_turn and self._order) else self._order
+            key = lane.popleft()
+            del self._waiting[key]
             self._working.add(key)
             return key
 
@@ -80,15 +103,19 @@ class WorkQueue:
         with self._cond:
             self._working.discard(key)
             if key in self._again:
-                self._again.discard(key)
+                urgent = self._again.pop(key)
                 if key not in self._waiting:
-                    self._waiting.add(key)
-                    self._order.append(key)
-                    self._cond.notify()
+                    self._line_up(key, urgent)
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._order)
+            return len(self._urgent) + len(self._order)
+
+
+class LookAgain(Exception):  # noqa: N818 - it is an instruction, not an error
+    """Raised by a pass that found the world no longer as it observed it, before writing
+    what that observation planned: the pass ends (its status unwritten) and the object is
+    visited again at once, from what is there now."""
 
 
 class ReconcileLoop:
@@ -104,6 +131,7 @@ class ReconcileLoop:
         skip_deleting: bool = True,
         read: Read | None = None,
         gone: Callable[[str, str], None] | None = None,
+        events_aside: bool = False,
     ) -> None:
         self._kind = kind
         self._reconcile = reconcile
@@ -111,6 +139,7 @@ class ReconcileLoop:
         self._skip_deleting = skip_deleting
         self._read = read
         self._gone = gone
+        self._events_aside = events_aside  # post Events on the runtime's event_poster
         self._queue = WorkQueue()
         self._workers = workers
         self._started = False
@@ -119,10 +148,11 @@ class ReconcileLoop:
         self._running_cond = threading.Condition()
         self._requeue = Requeue(self.enqueue)
 
-    def enqueue(self, namespace: str, name: str) -> None:
-        """Visit the object soon, on a worker (at most once more however often it is asked)."""
+    def enqueue(self, namespace: str, name: str, *, urgent: bool = False) -> None:
+        """Visit the object soon, on a worker (at most once more however often it is asked);
+        `urgent` before the keys that are not (see :class:`WorkQueue`)."""
         self._start()
-        self._queue.add((namespace, name))
+        self._queue.add((namespace, name), urgent=urgent)
 
     def schedule(self, namespace: str, name: str, after: float) -> None:
         """Visit the object after `after` seconds (an earlier visit already due wins)."""
@@ -173,10 +203,17 @@ class ReconcileLoop:
         if fresh is None or (self._skip_deleting and fresh["metadata"].get("deletionTimestamp")):
             self._forget(namespace, name)
             return None
-        rc = Reconcile.start(kube, fresh, logger)
+        poster = runtime().event_poster if self._events_aside else None
+        rc = Reconcile.start(kube, fresh, logger, poster=poster)
         try:
             with metrics.reconciling(self._kind):
-                return self._reconcile(kube, fresh, rc)
+                try:
+                    return self._reconcile(kube, fresh, rc)
+                finally:
+                    rc.flush()  # a pass ends with its Events posted
+        except LookAgain as again:
+            rc.log.info("%s; looking again now", again)
+            return 0.0
         except Exception as exc:
             if isinstance(exc, ApiException) and exc.status == 404:
                 self._forget(namespace, name)  # deleted while the pass ran

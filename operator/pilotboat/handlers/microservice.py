@@ -64,13 +64,13 @@ from pilotboat.handlers.analysis import (
 )
 from pilotboat.handlers.cache import children as cache
 from pilotboat.handlers.cache import owners
-from pilotboat.handlers.children import ChildBackoff, child_refusal
+from pilotboat.handlers.children import ChildBackoff, child_refusal, controlled_by
 from pilotboat.handlers.commands import verified_commands
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.contracts import contract_gate
 from pilotboat.handlers.databases import database_claim
 from pilotboat.handlers.faults import crash_point
-from pilotboat.handlers.loop import ReconcileLoop
+from pilotboat.handlers.loop import LookAgain, ReconcileLoop
 from pilotboat.handlers.migrations import migrations_blocking
 from pilotboat.handlers.ports import Kube
 
@@ -84,6 +84,7 @@ def reconcile_microservice(
 ) -> float | None:
     """Bring the children of one Microservice in line with its spec and release state;
     write status. Returns when to look again (seconds), if time alone can change things."""
+    started = time.monotonic()
     observed = _observe(kube, body, time.time() if now is None else now)
     observed = replace(
         observed,
@@ -92,7 +93,7 @@ def reconcile_microservice(
         background=_measure_background(rc, observed),
     )
     plan = plan_release(observed)
-    plan = _write_children(kube, rc, observed, plan)
+    plan = _write_children(kube, rc, observed, plan, started)
     if plan.hold is None and observed.adopted is not None and observed.spec is not None:
         scale_adopted(kube, rc, observed.owner, observed.spec, observed.adopted,
                       observed.children.stable, observed.children.canary)
@@ -305,7 +306,7 @@ def _log_measured(rc: Reconcile, result: StepAnalysis, what: str, *, background:
 
 
 def _write_children(
-    kube: Kube, rc: Reconcile, observed: ReleaseObservation, plan: ReleasePlan
+    kube: Kube, rc: Reconcile, observed: ReleaseObservation, plan: ReleasePlan, started: float
 ) -> ReleasePlan:
     """Write the plan's children in order. Returns the plan the pass ends with: this one,
     or, when the API server refused a child, the plan for that refusal (its back-off starts)."""
@@ -313,10 +314,10 @@ def _write_children(
         return plan
     try:
         for write in plan.traffic:
-            _write_child(kube, rc, observed.owner.namespace, write)
+            _write_child(kube, rc, observed.owner, write, started)
         crash_point("microservice.after-service")
         for write in plan.workloads:
-            _write_child(kube, rc, observed.owner.namespace, write)
+            _write_child(kube, rc, observed.owner, write, started)
         crash_point("microservice.after-deployment")
     except ApiException as exc:
         assert observed.spec is not None
@@ -333,7 +334,12 @@ def _write_children(
     return plan
 
 
-def _write_child(kube: Kube, rc: Reconcile, namespace: str, write: ChildWrite) -> None:
+def _write_child(
+    kube: Kube, rc: Reconcile, owner: Owner, write: ChildWrite, started: float
+) -> None:
+    namespace = owner.namespace
+    if write.verb == "apply" and cache.absent_before(write.kind, namespace, write.name, started):
+        _still_absent(kube, owner, write)
     if write.verb == "apply":
         _remember(write.kind, kube.apply(dict(write.body)))
     elif write.verb == "patch":
@@ -347,6 +353,18 @@ def _write_child(kube: Kube, rc: Reconcile, namespace: str, write: ChildWrite) -
         rc.event(write.event.reason, write.event.message, warning=write.event.warning)
     if write.note is not None:
         rc.log.info(write.note)
+
+
+def _still_absent(kube: Kube, owner: Owner, write: ChildWrite) -> None:
+    """Before creating a child last seen absent in an earlier pass, ask whether someone
+    else has created one of that name since (no watch event tells of an object without the
+    operator's label); if so, this pass ends unwritten and the next one refuses it."""
+    existing = kube.get(write.kind, owner.namespace, write.name)
+    if existing is None or controlled_by(existing, owner):
+        return
+    cache.seen(write.kind, {"metadata": {"namespace": owner.namespace, "name": write.name}},
+               deleted=True)  # fmt: skip
+    raise LookAgain(f"{write.kind} {write.name} appeared since the last pass")
 
 
 def _remember(kind: str, written: Mapping[str, Any] | None) -> None:
@@ -381,6 +399,7 @@ def _write_status(kube: Kube, rc: Reconcile, status: MicroserviceStatus) -> None
     patch = {k: desired.get(k) for k in _OPERATOR_FIELDS
              if _pruned(desired.get(k)) != _pruned(current.get(k))}  # fmt: skip
     meta = rc.body["metadata"]
+    rc.flush()  # the Events that explain this status are posted before it
     if patch:
         written = kube.merge_patch(
             str(rc.body["kind"]), meta["namespace"], meta["name"], {"status": patch},
@@ -401,26 +420,34 @@ _loop = ReconcileLoop(
     workers=8,
     read=lambda kube, namespace, name: owners.get(kube, "Microservice", namespace, name),
     gone=lambda namespace, name: metrics.release_observed(namespace, name, None, 0),
+    events_aside=True,  # _write_status flushes them first
 )
 
 
-def _reconcile_guarded(namespace: str, name: str, logger: Any = None) -> None:
+def _reconcile_guarded(
+    namespace: str, name: str, logger: Any = None, *, urgent: bool = False
+) -> None:
     """Visit the Microservice soon: its key joins the work queue (a burst of events for one
     object is one or two passes; see :mod:`pilotboat.handlers.loop`)."""
-    _loop.enqueue(namespace, name)
+    _loop.enqueue(namespace, name, urgent=urgent)
 
 
 @kopf.on.event(GROUP, VERSION, "microservices")
 def on_microservice_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
+    meta = body["metadata"]
+    # A new Microservice, or a changed spec, is what someone just asked for: its pass goes
+    # before those that follow the Deployment controller's news.
+    known = owners.generation("Microservice", meta["namespace"], meta["name"])
+    urgent = known != int(meta.get("generation") or 0)
     owners.seen("Microservice", event.get("object") or body,
                 deleted=event.get("type") == "DELETED")
     if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
         # Forgotten now, and once more by a pass queued behind any pass still running
         # (which read the object before it went, and would report its phase again).
-        metrics.release_observed(body["metadata"]["namespace"], body["metadata"]["name"], None, 0)
-    _reconcile_guarded(body["metadata"]["namespace"], body["metadata"]["name"], logger)
+        metrics.release_observed(meta["namespace"], meta["name"], None, 0)
+    _reconcile_guarded(meta["namespace"], meta["name"], logger, urgent=urgent)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: "pilotboat"})
