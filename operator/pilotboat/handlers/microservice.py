@@ -99,7 +99,7 @@ def reconcile_microservice(
                       observed.children.stable, observed.children.canary)
     for event in plan.events:
         rc.event(event.reason, event.message, warning=event.warning)
-    crash_point("microservice.before-status")
+    crash_point("microservice.before-status", rc.flush)
     _write_status(kube, rc, plan.status)
     return plan.next_look
 
@@ -315,10 +315,10 @@ def _write_children(
     try:
         for write in plan.traffic:
             _write_child(kube, rc, observed.owner, write, started)
-        crash_point("microservice.after-service")
+        crash_point("microservice.after-service", rc.flush)
         for write in plan.workloads:
             _write_child(kube, rc, observed.owner, write, started)
-        crash_point("microservice.after-deployment")
+        crash_point("microservice.after-deployment", rc.flush)
     except ApiException as exc:
         assert observed.spec is not None
         refusal = child_refusal(exc, getattr(exc, "applied_object", None) or {}, observed.spec)
