@@ -32,6 +32,7 @@ from kubernetes.client import ApiClient
 from pilotboat.adapters.kube import Kube
 from pilotboat.adapters.prometheus import PrometheusProvider, measure, prometheus_provider
 from pilotboat.api import MicroserviceSpec
+from pilotboat.api.common import parse_duration
 from pilotboat.api.microservice import AnalysisStatus
 from pilotboat.api.rollout import AnalysisStep, AnalysisTemplate
 from pilotboat.core.analysis import (
@@ -143,12 +144,21 @@ class Release:
             canary_revision=self.revisions["canary"], stable_revision=self.revisions["stable"],
         )  # fmt: skip
 
-    def warm_up(self, template: AnalysisTemplate, timeout: float = 45) -> None:
+    def warm_up(self, template: AnalysisTemplate, timeout: float = 45, *,
+                erring: bool = False) -> None:
         """Wait until a window holds enough requests and every signal has a value on both
-        tracks; the verdict is not looked at."""
+        tracks; the verdict is not looked at. With `erring`, also until the canary's errors
+        show, and then one window more: a pod's first 5xx series is born inside a window,
+        which counts only part of it, so the windows measured next all hold it whole."""
         deadline = time.monotonic() + timeout
         while True:
             m = self.measure(template)
+            if erring and not any(s.signal == "errors" and (s.canary or 0) > 0
+                                  for s in m.samples):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no canary errors after {timeout}s: {m.message}")
+                time.sleep(0.5)
+                continue
             sized = (m.sample_size or 0) >= template.min_sample_size
             valued = all(
                 s.canary is not None
@@ -158,6 +168,8 @@ class Release:
                 for s in m.samples
             )
             if sized and valued and m.samples:
+                if erring:
+                    time.sleep(parse_duration(INTERVAL))
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no full window of data after {timeout}s: {m.message}")
@@ -210,7 +222,7 @@ def test_a_canary_failing_a_fifth_of_its_requests_is_failed_with_the_numbers(
     release.stable("v1")
     release.canary("v2", error_ratio=0.2)
     with release.customers():
-        release.warm_up(template)
+        release.warm_up(template, erring=True)
         verdict, measurements = release.analyse(template, step)
     assert verdict.phase is RunPhase.FAILED, verdict.summary
     assert verdict.summary.endswith(", 2 of 2 checks failed")
