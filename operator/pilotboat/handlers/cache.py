@@ -80,6 +80,11 @@ class ChildCache:
                 return  # a late event of an older version
             self._objects[key] = _lean(body) if self._lean else body
 
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """Drop what is known of the object (kept or known absent): the next read asks."""
+        with self._lock:
+            self._objects.pop((kind, namespace, name), None)
+
     def get(self, kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as the watch last delivered it, else as the API server has it now."""
         key = (kind, namespace, name)

@@ -15,7 +15,6 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,45 +94,26 @@ def child_refusal(
 
 
 def dry_run_children(kube: Kube, owner: Owner, spec: MicroserviceSpec) -> ChildRefusal | None:
-    """Ask the API server, storing nothing, whether it takes the children ``spec`` renders.
-
-    The children are asked at once (one request each, side by side), so an admission waits
-    for the slower of the two instead of their sum; the Deployment's refusal is still the
-    one told when both are refused."""
+    """Ask the API server, storing nothing, whether it takes the children ``spec`` renders."""
     children = [
         render_deployment(owner, spec, track="stable", replicas=spec.replicas),
         render_service(owner, spec),
     ]
     for child in children:
         child["metadata"].pop("ownerReferences", None)  # no UID before the object exists
-    answers = [_dry_runs.submit(_dry_run, kube, child) for child in children]
-    for child, answer in zip(children, answers, strict=True):
-        exc = answer.result()
-        if exc is None:
-            continue
         meta = child["metadata"]
-        # Asked only now, so an admitted spec costs one request per child: another's
-        # object is never written, and the reconciler says so (ChildNotOwned).
-        existing = kube.get(str(child["kind"]), meta["namespace"], meta["name"])
-        if existing is not None and not controlled_by(existing, owner):
-            continue
-        refusal = child_refusal(exc, child, spec)
-        if refusal is not None:
-            return refusal
-        raise exc
-    return None
-
-
-_dry_runs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dry-run")
-"""Threads that send the children's dry runs (two per admission review)."""
-
-
-def _dry_run(kube: Kube, child: dict[str, Any]) -> ApiException | None:
-    """The API server's refusal of ``child`` by a server-side dry run, or None."""
-    try:
-        kube.apply(child, dry_run=True)
-    except ApiException as exc:
-        return exc
+        try:
+            kube.apply(child, dry_run=True)
+        except ApiException as exc:
+            # Asked only now, so an admitted spec costs one request per child: another's
+            # object is never written, and the reconciler says so (ChildNotOwned).
+            existing = kube.get(str(child["kind"]), meta["namespace"], meta["name"])
+            if existing is not None and not controlled_by(existing, owner):
+                continue
+            refusal = child_refusal(exc, child, spec)
+            if refusal is not None:
+                return refusal
+            raise
     return None
 
 

@@ -338,17 +338,16 @@ def _write_child(
     kube: Kube, rc: Reconcile, owner: Owner, write: ChildWrite, started: float
 ) -> None:
     namespace = owner.namespace
-    if write.verb == "apply" and cache.absent_before(write.kind, namespace, write.name, started):
-        _still_absent(kube, owner, write)
     if write.verb == "apply":
+        if cache.absent_before(write.kind, namespace, write.name, started):
+            _still_absent(kube, owner, write)
         _remember(write.kind, kube.apply(dict(write.body)))
     elif write.verb == "patch":
         _remember(write.kind, kube.merge_patch(write.kind, namespace, write.name,
                                                dict(write.body)))  # fmt: skip
     else:
         kube.delete(write.kind, namespace, write.name)
-        cache.seen(write.kind, {"metadata": {"namespace": namespace, "name": write.name}},
-                   deleted=True)  # fmt: skip
+        cache.forget(write.kind, namespace, write.name)
     if write.event is not None:
         rc.event(write.event.reason, write.event.message, warning=write.event.warning)
     if write.note is not None:
@@ -362,8 +361,7 @@ def _still_absent(kube: Kube, owner: Owner, write: ChildWrite) -> None:
     existing = kube.get(write.kind, owner.namespace, write.name)
     if existing is None or controlled_by(existing, owner):
         return
-    cache.seen(write.kind, {"metadata": {"namespace": owner.namespace, "name": write.name}},
-               deleted=True)  # fmt: skip
+    cache.forget(write.kind, owner.namespace, write.name)
     raise LookAgain(f"{write.kind} {write.name} appeared since the last pass")
 
 
@@ -443,7 +441,7 @@ def on_microservice_event(
     urgent = known != int(meta.get("generation") or 0)
     owners.seen("Microservice", event.get("object") or body,
                 deleted=event.get("type") == "DELETED")
-    if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
+    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
         # Forgotten now, and once more by a pass queued behind any pass still running
         # (which read the object before it went, and would report its phase again).
         metrics.release_observed(meta["namespace"], meta["name"], None, 0)
