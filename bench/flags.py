@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import statistics
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from tests.manifests import microservice
 from tests.story import Story
 
+from bench import runs_record
 from pilotboat import API_VERSION
 from pilotboat.adapters.kube import Kube
 from pilotboat.testing import OperatorProcess
@@ -114,14 +114,7 @@ def time_to_pods(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
         kube.delete("Namespace", None, ns)
     for metric, seconds in (("flag_to_configmap_seconds", to_configmap),
                             ("flag_to_pod_seconds", to_pod)):
-        yield {
-            "metric": metric,
-            "runs": len(seconds),
-            "median": round(statistics.median(seconds), 2),
-            "max": round(max(seconds), 2),
-            "all": [round(s, 2) for s in seconds],
-            "kubelet_sync_frequency": "10s",
-        }
+        yield runs_record(metric, seconds, kubelet_sync_frequency="10s")
 
 
 BENCHMARKS = {"flag_propagation": time_to_pods}

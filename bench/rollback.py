@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from tests.fixtures.standins import Traffic, echo, free_port, standin_labels
 from tests.manifests import microservice
 from tests.story import Story
 
+from bench import runs_record
 from pilotboat.adapters.kube import Kube
 from pilotboat.api import AnalysisTemplate
 from pilotboat.api.common import parse_duration
@@ -110,16 +110,8 @@ def wait_for(
 
 def summary(metric: str, seconds: list[float]) -> dict[str, Any]:
     """The record of a rollback benchmark's runs: median, max and every run's seconds."""
-    return {
-        "metric": metric,
-        "runs": len(seconds),
-        "median": round(statistics.median(seconds), 2),
-        "max": round(max(seconds), 2),
-        "all": [round(s, 2) for s in seconds],
-        "analysis_interval": INTERVAL,
-        "error_ratio_threshold": MAX_RATIO,
-        "canary_error_ratio": CANARY_ERROR_RATIO,
-    }
+    return runs_record(metric, seconds, analysis_interval=INTERVAL,
+                       error_ratio_threshold=MAX_RATIO, canary_error_ratio=CANARY_ERROR_RATIO)
 
 
 Service = Callable[[str, str, LocalPrometheus], dict[str, Any]]
