@@ -187,6 +187,9 @@ _STEPS = "rollout.canary.steps"
 INVALID: list[tuple[str, type[BaseModel], dict[str, Any], str]] = [
     ("missing image", MicroserviceSpec, _with(MICROSERVICE, "image", _REMOVE), "image"),
     ("empty image", MicroserviceSpec, _with(MICROSERVICE, "image", ""), "image"),
+    # The tag's \w is ASCII in the distribution grammar (Go), as the CRD's pattern says.
+    ("non-ASCII tag", MicroserviceSpec, _with(MICROSERVICE, "image", "shop/payments:v\u00e9"),
+     "image"),
     ("bad version", MicroserviceSpec, _with(MICROSERVICE, "version", "v2 beta"), "version"),
     ("negative replicas", MicroserviceSpec, _with(MICROSERVICE, "replicas", -1), "replicas"),
     ("too many replicas", MicroserviceSpec, _with(MICROSERVICE, "replicas", 1001), "replicas"),
