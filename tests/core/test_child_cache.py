@@ -5,6 +5,8 @@ leaves out its managedFields."""
 from __future__ import annotations
 
 import doctest
+import threading
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,26 @@ def test_a_child_cache_keeps_only_what_the_operator_labelled() -> None:
     cache.seen("Deployment", {"metadata": {"namespace": "shop", "name": "web-stable"}},
                deleted=True)  # a deletion needs no labels
     assert len(cache) == 0
+
+
+def test_the_misses_of_one_pass_are_asked_side_by_side_and_the_hits_not_at_all() -> None:
+    cache, kube = ChildCache(remember_absent=True), FakeKube()
+    cache.seen("Deployment", deployment("12", 3))
+    misses = [("Deployment", "shop", "web-canary"), ("Service", "shop", "web")]
+    together = threading.Barrier(len(misses), timeout=5)  # broken unless both ask at once
+    asked: list[tuple[str, str, str]] = []
+
+    class SlowKube:
+        def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            asked.append((kind, namespace, name))
+            together.wait()
+            return kube.get(kind, namespace, name)
+
+    found = cache.get_many(SlowKube(), [("Deployment", "shop", "web-stable"), *misses])  # type: ignore[arg-type]
+    assert sorted(asked) == sorted(misses)
+    assert found[("Deployment", "shop", "web-stable")]["spec"] == {"replicas": 3}  # type: ignore[index]
+    assert [found[key] for key in misses] == [None, None]
+    assert (cache.hits, cache.misses) == (1, 2)
 
 
 @pytest.mark.parametrize("module", [pilotboat.handlers.cache, pilotboat.handlers.loop])

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["run"]
 
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+CONNECTIONS = 32
+"""Kept-alive connections to the API server: one for every thread that may ask at once (the
+reconcile loops' 15 workers, 4 Event posters, 4 cache readers, 4 admission checks, Kopf's
+sync handlers). The client's default, five per CPU, had threads open, and then drop, a new
+TLS connection when the pool was full."""
 
 
 @click.command()
@@ -264,6 +269,7 @@ def _api_client(kubernetes: Any, kubeconfig: str | None, context: str | None) ->
     except (kubernetes.config.ConfigException, OSError) as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise click.ClickException(f"cannot load the kubeconfig {where}: {exc}") from None
+    config.connection_pool_maxsize = CONNECTIONS
     return kubernetes.client.ApiClient(config)
 
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,10 @@ from pilotboat.handlers.ports import Kube
 __all__ = ["ChildCache", "children", "owners"]
 
 Key = tuple[str, str, str]  # kind, namespace, name
+
+READERS = 4
+"""Threads that ask the API server for the misses of one :meth:`ChildCache.get_many` at once."""
+_readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="cache-reads")
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,39 @@ class ChildCache:
             with self._lock:  # an event that came meanwhile is newer than this 404
                 self._objects.setdefault(key, _Absent(time.monotonic()))
         return got
+
+    def get_many(self, kube: Kube, keys: Iterable[Key]) -> dict[Key, dict[str, Any] | None]:
+        """:meth:`get` of every key; the misses are asked of the API server side by side (a
+        new Microservice's first pass misses its Deployments and Service, and under load
+        each GET waits its turn at the API server).
+
+        >>> from pilotboat.testing import FakeKube
+        >>> cache, kube = ChildCache(remember_absent=True), FakeKube()
+        >>> keys = [("Deployment", "shop", "web"), ("Service", "shop", "web")]
+        >>> cache.get_many(kube, keys) == dict.fromkeys(keys)
+        True
+        >>> cache.misses, cache.get_many(kube, keys) == dict.fromkeys(keys), cache.hits
+        (2, True, 2)
+        """
+        wanted = list(dict.fromkeys(keys))
+        found: dict[Key, dict[str, Any] | None] = {}
+        missed: list[Key] = []
+        with self._lock:
+            for key in wanted:
+                kept = self._objects.get(key)
+                if kept is None:
+                    missed.append(key)
+                else:
+                    found[key] = None if isinstance(kept, _Absent) else dict(kept)
+        if len(missed) == 1:
+            found[missed[0]] = self.get(kube, *missed[0])
+        elif missed:
+            for key, got in zip(missed, _readers.map(lambda k: self.get(kube, *k), missed),
+                                strict=True):
+                found[key] = got
+        with self._lock:
+            self.hits += len(wanted) - len(missed)
+        return {key: found[key] for key in wanted}
 
     def absent_before(self, kind: str, namespace: str, name: str, moment: float) -> bool:
         """Whether the object is known here only as absent, from a 404 older than `moment`

@@ -186,10 +186,14 @@ def _children(
     names = [s["metadata"]["name"] for s in router.services(owner, spec)]
     route = router.route_ref
     ns = owner.namespace
+    stable = ("Deployment", ns, deployment_name(owner.name, "stable"))
+    canary = ("Deployment", ns, deployment_name(owner.name, "canary"))
+    services = [("Service", ns, name) for name in names]
+    found = cache.get_many(kube, [stable, canary, *services])
     return ObservedChildren(
-        stable=cache.get(kube, "Deployment", ns, deployment_name(owner.name, "stable")),
-        canary=cache.get(kube, "Deployment", ns, deployment_name(owner.name, "canary")),
-        services={name: cache.get(kube, "Service", ns, name) for name in names},
+        stable=found[stable],
+        canary=found[canary],
+        services={key[2]: found[key] for key in services},
         route=kube.get(route[0], ns, route[1]) if route else None,
     )
 
