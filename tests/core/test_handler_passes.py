@@ -178,9 +178,9 @@ def test_the_fake_keeps_status_to_its_subresource_and_names_who_wrote_it(kube: F
 def test_create_writes_the_stable_deployment_and_the_service_as_pilotboat(kube: FakeKube) -> None:
     people(kube).create(microservice())
     writes = reconcile(kube)
-    assert child_writes(writes) == [
-        ("apply", "Service", "orders", "pilotboat"),
+    assert child_writes(writes) == [  # no pods yet for traffic to leave: the pods go first
         ("apply", "Deployment", STABLE, "pilotboat"),
+        ("apply", "Service", "orders", "pilotboat"),
     ]
     assert [(w.verb, w.field_manager) for w in status_writes(writes)] == [("patch", "pilotboat")]
     stable = kube.get("Deployment", NS, STABLE)

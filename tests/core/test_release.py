@@ -212,6 +212,17 @@ def test_a_release_walks_its_steps(
     assert plan.next_look == next_look
 
 
+def test_a_first_deploy_writes_the_deployment_before_the_service_and_a_release_traffic_first(
+) -> None:
+    nothing = observe(spec("v1"))
+    first = plan_release(replace(nothing, children=replace(nothing.children, services={})))
+    assert [(w.verb, w.kind) for w in first.writes] == [
+        ("apply", "Deployment"), ("apply", "Service")]
+    # Once pods exist, traffic moves before the pods it leaves do.
+    aborted = plan_release(replace(FAILED, children=replace(FAILED.children, services={})))
+    assert [w.kind for w in aborted.writes] == ["Service", "Deployment"]
+
+
 def test_a_setweight_step_moves_the_target_and_scales_the_tracks() -> None:
     plan = plan_release(WEIGHT)
     assert (plan.status.canary_weight, plan.status.current_step_index) == (25, 1)

@@ -3,8 +3,9 @@
 `plan_release(observation) -> ReleasePlan` is the whole decision of a pass. The handler
 gathers one :class:`ReleaseObservation` (the spec and trusted status as models, the children
 as the API server has them, the database claim, the release gates, the analysis, the time),
-asks for the plan, and applies it: the children's writes in order (traffic first), the
-Events, the status once, and when to look again. Nothing here reads a clock or the network.
+asks for the plan, and applies it: the children's writes in order (traffic first; on a first
+deploy, the Deployment first), the Events, the status once, and when to look again. Nothing
+here reads a clock or the network.
 
 A plan either *holds* (`ReleasePlan.hold` names why: the spec is invalid, the database is not
 ready, a child is another's, a gate is closed, the API server refused a child) and writes
@@ -183,17 +184,27 @@ class ChildWrite:
 
 @dataclass(frozen=True)
 class ReleasePlan:
-    """What one pass does, in order: `traffic`, then `workloads`, then `events`, then `status`."""
+    """What one pass does, in order: the children's `writes`, then `events`, then `status`."""
 
     status: MicroserviceStatus
     traffic: tuple[ChildWrite, ...] = ()
     """Services and the route: traffic moves before the pods it leaves do."""
     workloads: tuple[ChildWrite, ...] = ()
+    pods_first: bool = False
+    """The workloads go before the traffic: no pods exist yet for traffic to leave, and the
+    new ones start while the Service is written."""
     events: tuple[ReleaseEvent, ...] = ()
     next_look: float | None = None
     """Seconds until time alone can change the plan (None: only a change will)."""
     hold: str | None = None
     """Why nothing but status is written (a condition reason); None: the release walks."""
+
+    @property
+    def writes(self) -> tuple[ChildWrite, ...]:
+        """The children's writes in the order they are made."""
+        if self.pods_first:
+            return self.workloads + self.traffic
+        return self.traffic + self.workloads
 
 
 # --- observations read before the plan ------------------------------------------------
@@ -502,6 +513,7 @@ def _walk_release(obs: ReleaseObservation) -> ReleasePlan:
         status,
         traffic=services + route,
         workloads=workloads,
+        pods_first=stable is None and canary is None,
         events=events + flips,
         next_look=_next_look(decision, obs.analysis, obs.background),
     )

@@ -317,12 +317,9 @@ def _write_children(
     if plan.hold is not None:
         return plan
     try:
-        for write in plan.traffic:
+        for write in plan.writes:
             _write_child(kube, rc, observed.owner, write, started)
-        crash_point("microservice.after-service", rc.flush)
-        for write in plan.workloads:
-            _write_child(kube, rc, observed.owner, write, started)
-        crash_point("microservice.after-deployment", rc.flush)
+            crash_point(f"microservice.after-{write.kind.lower()}", rc.flush)
     except ApiException as exc:
         assert observed.spec is not None
         refusal = child_refusal(exc, getattr(exc, "applied_object", None) or {}, observed.spec)
