@@ -104,12 +104,12 @@ def condition(plan: ReleasePlan, type_: str) -> tuple[str, str]:
 
 
 def writes(plan: ReleasePlan) -> list[tuple[str, str, str]]:
-    return [(w.verb, w.kind, w.name) for w in (*plan.traffic, *plan.workloads)]
+    return [(w.verb, w.kind, w.name) for w in plan.writes]
 
 
 def reasons(plan: ReleasePlan) -> list[str]:
     """The Events of a pass, in order: those of the children's writes, then the plan's."""
-    told = [w.event.reason for w in (*plan.traffic, *plan.workloads) if w.event]
+    told = [w.event.reason for w in plan.writes if w.event]
     return told + [e.reason for e in plan.events]
 
 

@@ -119,24 +119,15 @@ class ChildCache:
         (2, True, 2)
         """
         wanted = list(dict.fromkeys(keys))
-        found: dict[Key, dict[str, Any] | None] = {}
-        missed: list[Key] = []
         with self._lock:
-            for key in wanted:
-                kept = self._objects.get(key)
-                if kept is None:
-                    missed.append(key)
-                else:
-                    found[key] = None if isinstance(kept, _Absent) else dict(kept)
-        if len(missed) == 1:
-            found[missed[0]] = self.get(kube, *missed[0])
-        elif missed:
-            for key, got in zip(missed, _readers.map(lambda k: self.get(kube, *k), missed),
-                                strict=True):
-                found[key] = got
-        with self._lock:
-            self.hits += len(wanted) - len(missed)
-        return {key: found[key] for key in wanted}
+            missed = [key for key in wanted if key not in self._objects]
+
+        def ask(key: Key) -> dict[str, Any] | None:
+            return self.get(kube, *key)
+
+        asked = dict(zip(missed, _readers.map(ask, missed) if len(missed) > 1
+                         else map(ask, missed), strict=True))  # fmt: skip
+        return {key: asked[key] if key in asked else ask(key) for key in wanted}
 
     def absent_before(self, kind: str, namespace: str, name: str, moment: float) -> bool:
         """Whether the object is known here only as absent, from a 404 older than `moment`
