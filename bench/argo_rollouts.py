@@ -21,6 +21,8 @@ Measured, one record per (tool, metric, N):
   second apart (a new revision in the middle of a release, which both tools answer with a
   canary of it): each patch → the first pod of that image; the latency one change sees on a
   cluster that holds N releases, not a burst's queue;
+* ``single_create_to_workload_seconds``: then as many new objects created one at a time a
+  second apart, each create → its workload, on a cluster that holds N objects;
 * ``controller_rss_bytes``: VmRSS of the controller process, idle, once the N are Healthy,
   and once the N canaries are paused;
 * ``api_requests_per_reconcile``: Argo Rollouts counts its requests to the API server
@@ -615,15 +617,16 @@ class _Run:
             self.tool.image_patch(f"{IMAGE}:{tag}"),
         )  # fmt: skip
 
-    def _one_at_a_time(self, seen: FirstSeen, gap: float = 1.0) -> _Phase:
-        """Change the image of the first few objects to v3, one at a time `gap` seconds
-        apart; wait until the watch saw each one's first v3 pod."""
+    def _one_at_a_time(
+        self, act: Callable[[str], Any], names: list[str], seen: FirstSeen, gap: float = 1.0
+    ) -> _Phase:
+        """`act` on each of `names`, one at a time `gap` seconds apart; wait until the watch
+        saw each one's result."""
         singles = _Phase()
-        names = self.names[: min(_singles(), self.count)]
         t0 = time.monotonic()
         for name in names:
             singles.started[name] = time.monotonic()
-            self._change_image(name, "v3")
+            act(name)
             time.sleep(gap)
         if _wait_until(lambda: all(n in seen.times for n in names), 60 * self.scale) is not None:
             singles.seconds_until_all = time.monotonic() - t0
@@ -642,7 +645,7 @@ class _Run:
         workloads = FirstSeen(workload_list, self.namespace, _workload_key(self.tool))
         canaries = FirstSeen(self.core.list_namespaced_pod, self.namespace, _pod_key(f"{IMAGE}:v2"))
         again = FirstSeen(self.core.list_namespaced_pod, self.namespace, _pod_key(f"{IMAGE}:v3"))
-        singles = _Phase()
+        singles, single_creates = _Phase(), _Phase()
         readings = _Readings()
         controller: Controller | None = None
         try:
@@ -663,7 +666,13 @@ class _Run:
             readings.rss["paused"] = controller.rss_bytes()
             readings.take(controller, counting)
             phases = self._phases()
-            singles = self._one_at_a_time(again)
+            few = min(_singles(), self.count)
+            singles = self._one_at_a_time(
+                lambda name: self._change_image(name, "v3"), self.names[:few], again
+            )
+            single_creates = self._one_at_a_time(
+                self._create, [f"one-{i:04d}" for i in range(few)], workloads
+            )
         finally:
             workloads.stop()
             canaries.stop()
@@ -679,6 +688,13 @@ class _Run:
                 **self._common(),
                 "via_proxy": proxy,
                 **_latencies("single_image_change_to_canary_pod_seconds", singles, again.times),
+                "gap_seconds": 1.0,
+            }
+        if single_creates.started:
+            yield {
+                **self._common(),
+                "via_proxy": proxy,
+                **_latencies("single_create_to_workload_seconds", single_creates, workloads.times),
                 "gap_seconds": 1.0,
             }
         yield {
@@ -855,8 +871,9 @@ def argo_rollouts(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
     proxy = os.environ.get("PILOTBOAT_BENCH_ARGO_PROXY", "0") == "1"
     if "argo-rollouts" in tools:
         _install_argo_crds(kube)
-    # Stable and canary pods of every object at the pause, and a surge's worth to spare.
-    _bench_nodes(kube, math.ceil(max(counts) * replicas * 2 * 1.25))
+    # Stable and canary pods of every object at the pause, a surge's worth to spare, and the
+    # pods of the objects created one at a time at the end.
+    _bench_nodes(kube, math.ceil((max(counts) * 2 * 1.25 + _singles()) * replicas))
     try:
         for count in counts:
             for name in tools:

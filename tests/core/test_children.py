@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from pilotboat.api import MicroserviceSpec
-from pilotboat.handlers.children import ChildBackoff, child_refusal
+from pilotboat.core.workload import Owner
+from pilotboat.handlers.children import ChildBackoff, child_refusal, dry_run_children
+from pilotboat.testing import FakeKube
 
 SPEC = MicroserviceSpec.model_validate(
     {"image": "shop/orders:1", "version": "v1", "env": [{"name": "1BAD", "value": "x"}]}
@@ -67,3 +71,41 @@ def test_attempts_back_off_doubling_and_start_over_on_a_new_generation() -> None
     assert backoff.failed("u", 2, now=140) == 5
     backoff.succeeded("u")
     assert backoff.wait("u", 2, now=141) is None
+
+
+VALID = MicroserviceSpec.model_validate({"image": "shop/orders:1", "version": "v1"})
+OWNER = Owner("orders", "shop", "uid-orders")
+
+
+def test_admission_asks_for_the_deployment_and_service_side_by_side_and_stores_nothing() -> None:
+    kube = FakeKube()
+    together = threading.Barrier(2, timeout=5)  # broken unless both are asked at once
+    asked: list[str] = []
+
+    class SideBySide:
+        def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+            assert dry_run
+            asked.append(obj["kind"])
+            together.wait()
+            return kube.apply(obj, dry_run=True)
+
+        def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            return kube.get(kind, namespace, name)
+
+    assert dry_run_children(SideBySide(), OWNER, VALID) is None  # type: ignore[arg-type]
+    assert sorted(asked) == ["Deployment", "Service"]
+    assert kube.writes == [] and kube.list("Deployment") == kube.list("Service") == []
+
+
+def test_when_both_children_are_refused_the_deployments_refusal_is_the_answer() -> None:
+    kube = FakeKube()
+    kube.refuse("Deployment", "orders", 422, "the Deployment is invalid")
+    kube.refuse("Service", "orders", 422, "the Service is invalid")
+
+    refusal = dry_run_children(kube, OWNER, VALID)
+
+    assert refusal is not None and refusal.kind == "Deployment"
+    kube = FakeKube()
+    kube.refuse("Service", "orders", 422, "the Service is invalid")
+    refusal = dry_run_children(kube, OWNER, VALID)
+    assert refusal is not None and refusal.kind == "Service"
