@@ -39,7 +39,9 @@ Measured, one record per (tool, metric, N):
 ``PILOTBOAT_BENCH_ARGO_REPLICAS`` (default 1), ``PILOTBOAT_BENCH_ARGO_CONTROLLER_ARGS``
 (more flags for rollouts-controller, none by default) and
 ``PILOTBOAT_BENCH_ARGO_PILOTBOAT_ARGS`` (more flags for ``pilotboat run``, e.g.
-``--no-webhooks``) narrow or change the run. Both tools
+``--no-webhooks``) narrow or change the run; ``PILOTBOAT_BENCH_ARGO_HEALTHY_ONLY=1`` ends
+each run once the N are Healthy (create → workload, RSS idle and Healthy, requests): the
+memory of a large N without the hour its release and singles would take. Both tools
 run with their defaults otherwise; rollouts-controller's include a client-side limit of
 40 requests a second (``--qps 40 --burst 80``), Pilotboat (Kopf) has none. The first run builds
 the Argo Rollouts controller (about 7 CPU minutes) into ``~/.cache/pilotboat``.
@@ -100,6 +102,12 @@ def _pilotboat_args() -> list[str]:
 
 def _singles() -> int:
     return int(os.environ.get("PILOTBOAT_BENCH_ARGO_SINGLES", "30"))
+
+
+def _healthy_only() -> bool:
+    """``PILOTBOAT_BENCH_ARGO_HEALTHY_ONLY=1``: stop each run once the N are Healthy (the
+    create burst, RSS idle and Healthy, requests): a large N's memory without its release."""
+    return os.environ.get("PILOTBOAT_BENCH_ARGO_HEALTHY_ONLY", "0") == "1"
 
 
 def _tools() -> list[str]:
@@ -646,6 +654,7 @@ class _Run:
         canaries = FirstSeen(self.core.list_namespaced_pod, self.namespace, _pod_key(f"{IMAGE}:v2"))
         again = FirstSeen(self.core.list_namespaced_pod, self.namespace, _pod_key(f"{IMAGE}:v3"))
         singles, single_creates = _Phase(), _Phase()
+        changed: _Phase | None = None
         readings = _Readings()
         controller: Controller | None = None
         try:
@@ -661,18 +670,22 @@ class _Run:
             created = self._burst(self._create, workloads, "Healthy")
             time.sleep(10)
             readings.rss["healthy"] = controller.rss_bytes()
-            changed = self._burst(self._change_image, canaries, "Paused")
-            time.sleep(10)
-            readings.rss["paused"] = controller.rss_bytes()
-            readings.take(controller, counting)
-            phases = self._phases()
-            few = min(_singles(), self.count)
-            singles = self._one_at_a_time(
-                lambda name: self._change_image(name, "v3"), self.names[:few], again
-            )
-            single_creates = self._one_at_a_time(
-                self._create, [f"one-{i:04d}" for i in range(few)], workloads
-            )
+            if _healthy_only():
+                readings.take(controller, counting)
+                phases = self._phases()
+            else:
+                changed = self._burst(self._change_image, canaries, "Paused")
+                time.sleep(10)
+                readings.rss["paused"] = controller.rss_bytes()
+                readings.take(controller, counting)
+                phases = self._phases()
+                few = min(_singles(), self.count)
+                singles = self._one_at_a_time(
+                    lambda name: self._change_image(name, "v3"), self.names[:few], again
+                )
+                single_creates = self._one_at_a_time(
+                    self._create, [f"one-{i:04d}" for i in range(few)], workloads
+                )
         finally:
             workloads.stop()
             canaries.stop()
@@ -720,7 +733,7 @@ class _Run:
         self,
         created: _Phase,
         workloads: FirstSeen,
-        changed: _Phase,
+        changed: _Phase | None,
         canaries: FirstSeen,
         readings: _Readings,
         phases: dict[str, int],
@@ -730,13 +743,15 @@ class _Run:
             **common,
             **_latencies("create_to_workload_seconds", created, workloads.times),
             "seconds_until_all_healthy": _round(created.seconds_until_phase),
+            **({"phases_at_end": phases} if changed is None else {}),
         }
-        yield {
-            **common,
-            **_latencies("image_change_to_canary_pod_seconds", changed, canaries.times),
-            "seconds_until_all_paused": _round(changed.seconds_until_phase),
-            "phases_at_end": phases,
-        }
+        if changed is not None:
+            yield {
+                **common,
+                **_latencies("image_change_to_canary_pod_seconds", changed, canaries.times),
+                "seconds_until_all_paused": _round(changed.seconds_until_phase),
+                "phases_at_end": phases,
+            }
         yield {
             **common,
             "metric": "controller_rss_bytes",
@@ -873,7 +888,8 @@ def argo_rollouts(kube: Kube, kubeconfig: Path) -> Iterator[dict[str, Any]]:
         _install_argo_crds(kube)
     # Stable and canary pods of every object at the pause, a surge's worth to spare, and the
     # pods of the objects created one at a time at the end.
-    _bench_nodes(kube, math.ceil((max(counts) * 2 * 1.25 + _singles()) * replicas))
+    per_object = 1.25 if _healthy_only() else 2 * 1.25
+    _bench_nodes(kube, math.ceil((max(counts) * per_object + _singles()) * replicas))
     try:
         for count in counts:
             for name in tools:
