@@ -12,6 +12,7 @@ import pytest
 
 import pilotboat.handlers.cache
 import pilotboat.handlers.loop
+import pilotboat.handlers.microservice
 from pilotboat.handlers.cache import ChildCache
 from pilotboat.testing import FakeKube
 
@@ -79,7 +80,9 @@ def test_the_misses_of_one_pass_are_asked_side_by_side_and_the_hits_not_at_all()
     assert (cache.hits, cache.misses) == (1, 2)
 
 
-@pytest.mark.parametrize("module", [pilotboat.handlers.cache, pilotboat.handlers.loop])
+@pytest.mark.parametrize(
+    "module", [pilotboat.handlers.cache, pilotboat.handlers.loop, pilotboat.handlers.microservice]
+)
 def test_the_examples_in_the_docstrings_hold(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

@@ -521,6 +521,40 @@ def test_a_pass_starts_from_the_cache_never_older_than_its_own_last_status_write
     assert counting.gets["Microservice"] == 1
 
 
+def test_a_status_writes_own_watch_event_starts_no_pass_and_anything_newer_does(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilotboat.handlers import microservice as handler
+
+    queued: list[str] = []
+    monkeypatch.setattr(handler, "_reconcile_guarded",
+                        lambda namespace, name, logger=None, **_: queued.append(name))  # fmt: skip
+
+    def delivered(obj: dict[str, Any]) -> None:
+        event: Any = {"type": "MODIFIED", "object": obj}
+        handler.on_microservice_event(event=event, body=obj, logger=None)  # type: ignore[arg-type]
+
+    people(kube).create(microservice())
+    before = kube.get("Microservice", NS, "orders")
+    assert before is not None
+    reconcile(kube)  # writes the children and the status
+    written = kube.get("Microservice", NS, "orders")
+    assert written is not None and written["status"]["phase"] == "Progressing"
+    delivered(written)
+    assert queued == []  # the pass that wrote it saw all of it
+    delivered(written)  # the same version once more (a watch restarted): looked at again
+    assert queued == ["orders"]
+
+    # A person's command lands between a pass's read and its status write: the write
+    # returns it, so its event is news even if the command's own event was folded into it.
+    command(kube, "promote")
+    reconcile_microservice(kube, before, Reconcile.start(kube, before), now=NOW + 1)
+    after = kube.get("Microservice", NS, "orders")
+    assert after is not None and after["status"]["commands"]["promote"] == "t1"
+    delivered(after)
+    assert queued == ["orders", "orders"]
+
+
 # --- analysis under a route --------------------------------------------------------------------
 
 

@@ -9,7 +9,10 @@ overwritten), so a miss is exactly as safe as before.
 
 :data:`owners` does the same for the Microservices themselves, fed by their watch events
 and by the object each status write returns, so a pass starts without a GET and never on a
-status older than the operator's own last write.
+status older than the operator's own last write. The watch event that brings a status
+write back is no news when nothing but that write changed the object since the pass read
+it (:meth:`ChildCache.wrote`, :meth:`ChildCache.echo`): it starts no pass, as a
+controller-runtime predicate would drop it.
 
 A child the API server answered 404 for is remembered as absent (with the time it was
 asked), so a Microservice without a canary does not ask for ``web-canary`` on every pass;
@@ -65,6 +68,7 @@ class ChildCache:
         self._labelled = labelled
         self._remember_absent = remember_absent
         self._objects: dict[Key, Mapping[str, Any] | _Absent] = {}
+        self._echoes: dict[Key, str] = {}  # key → resourceVersion of a settled own write
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -79,11 +83,46 @@ class ChildCache:
         with self._lock:
             if deleted:
                 self._objects.pop(key, None)
+                self._echoes.pop(key, None)
                 return
             known = self._objects.get(key)
             if isinstance(known, Mapping) and _older(body, known):
                 return  # a late event of an older version
             self._objects[key] = _lean(body) if self._lean else body
+
+    def wrote(self, kind: str, body: Mapping[str, Any], *, settled: bool) -> None:
+        """What the operator's own write returned, kept as :meth:`seen` keeps an event.
+        ``settled``: the object is the one the writing pass read with only that pass's
+        change on it, so the watch event that brings this version back is no news to a
+        pass (:meth:`echo`)."""
+        self.seen(kind, body)
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        version = meta.get("resourceVersion")
+        with self._lock:
+            if settled and version:
+                self._echoes[key] = str(version)
+            else:
+                self._echoes.pop(key, None)
+
+    def echo(self, kind: str, body: Mapping[str, Any]) -> bool:
+        """Whether ``body``, as a watch delivered it, is the version of a settled own write
+        (:meth:`wrote`). Asked once per event: any event clears the mark, so whatever
+        comes after the echo is news again.
+
+        >>> c = ChildCache()
+        >>> mine = {"metadata": {"namespace": "ns", "name": "web", "resourceVersion": "7"}}
+        >>> c.wrote("Microservice", mine, settled=True)
+        >>> c.echo("Microservice", mine), c.echo("Microservice", mine)
+        (True, False)
+        >>> c.wrote("Microservice", mine, settled=False); c.echo("Microservice", mine)
+        False
+        """
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        with self._lock:
+            version = self._echoes.pop(key, None)
+        return version is not None and version == str(meta.get("resourceVersion"))
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """Drop what is known of the object (kept or known absent): the next read asks."""
@@ -164,6 +203,7 @@ class ChildCache:
         """Forget everything (a new API server: the in-memory one of the fast tests)."""
         with self._lock:
             self._objects.clear()
+            self._echoes.clear()
 
 
 def _lean(body: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -404,12 +404,36 @@ def _write_status(kube: Kube, rc: Reconcile, status: MicroserviceStatus) -> None
             str(rc.body["kind"]), meta["namespace"], meta["name"], {"status": patch},
             subresource="status",
         )  # fmt: skip
-        if written:
-            owners.seen("Microservice", written)  # the next pass starts from this status
+        if written:  # the next pass starts from this status
+            owners.wrote("Microservice", written, settled=_only_status_moved(rc.body, written))
         rc.log.info("status written", extra={"status": patch})
     metrics.release_observed(
         meta["namespace"], meta["name"], status.phase, status.canary_weight, status.actual_weight
     )
+
+
+def _only_status_moved(read: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether ``written`` is ``read`` with only the operator's status fields changed: then
+    the pass that read it has seen everything else in it, and the watch event of
+    ``written`` needs no pass of its own. Anything else moved (a spec, a label, the people's
+    ``status.commands``), and its own event may have been folded into that one.
+
+    >>> read = {"metadata": {"resourceVersion": "1"}, "spec": {"version": "v1"}}
+    >>> _only_status_moved(read, {"metadata": {"resourceVersion": "2"},
+    ...     "spec": {"version": "v1"}, "status": {"phase": "Healthy"}})
+    True
+    >>> _only_status_moved(read, {"metadata": {"resourceVersion": "3"},
+    ...     "spec": {"version": "v2"}, "status": {"phase": "Healthy"}})
+    False
+    """
+
+    def rest(obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items()
+                if k not in ("resourceVersion", "managedFields")}  # fmt: skip
+        status = {k: v for k, v in (obj.get("status") or {}).items() if k not in _OPERATOR_FIELDS}
+        return {**obj, "metadata": meta, "status": status}
+
+    return rest(read) == rest(written)
 
 
 _loop = ReconcileLoop(
@@ -440,12 +464,15 @@ def on_microservice_event(
     # before those that follow the Deployment controller's news.
     known = owners.generation("Microservice", meta["namespace"], meta["name"])
     urgent = known != int(meta.get("generation") or 0)
-    owners.seen("Microservice", event.get("object") or body,
-                deleted=event.get("type") == "DELETED")
+    raw = event.get("object") or body
+    echo = event.get("type") == "MODIFIED" and owners.echo("Microservice", raw)
+    owners.seen("Microservice", raw, deleted=event.get("type") == "DELETED")
     if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
         # Forgotten now, and once more by a pass queued behind any pass still running
         # (which read the object before it went, and would report its phase again).
         metrics.release_observed(meta["namespace"], meta["name"], None, 0)
+    if echo:
+        return  # the operator's own status write, back: the pass that wrote it saw the rest
     _reconcile_guarded(meta["namespace"], meta["name"], logger, urgent=urgent)
 
 
