@@ -76,7 +76,7 @@ class ChildCache:
     def seen(self, kind: str, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """What a watch event delivered."""
         meta = body.get("metadata") or {}
-        key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        key = _key_of(kind, meta)
         if not deleted and self._labelled is not None and (
                 (meta.get("labels") or {}).get(LABEL_MANAGED_BY) != self._labelled):
             return  # not the operator's: never served from here (see the module docstring)
@@ -97,7 +97,7 @@ class ChildCache:
         pass (:meth:`echo`)."""
         self.seen(kind, body)
         meta = body.get("metadata") or {}
-        key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        key = _key_of(kind, meta)
         version = meta.get("resourceVersion")
         with self._lock:
             if settled and version:
@@ -119,7 +119,7 @@ class ChildCache:
         False
         """
         meta = body.get("metadata") or {}
-        key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        key = _key_of(kind, meta)
         with self._lock:
             version = self._echoes.pop(key, None)
         return version is not None and version == str(meta.get("resourceVersion"))
@@ -204,6 +204,11 @@ class ChildCache:
         with self._lock:
             self._objects.clear()
             self._echoes.clear()
+
+
+def _key_of(kind: str, meta: Mapping[str, Any]) -> Key:
+    """The cache key of an object of ``kind`` with metadata ``meta``."""
+    return (kind, str(meta.get("namespace")), str(meta.get("name")))
 
 
 def _lean(body: Mapping[str, Any]) -> Mapping[str, Any]:
