@@ -9,6 +9,7 @@ on a real API server; these run in milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -532,7 +533,7 @@ def test_a_status_writes_own_watch_event_starts_no_pass_and_anything_newer_does(
 
     def delivered(obj: dict[str, Any]) -> None:
         event: Any = {"type": "MODIFIED", "object": obj}
-        handler.on_microservice_event(event=event, body=obj, logger=None)  # type: ignore[arg-type]
+        asyncio.run(handler.on_microservice_event(event=event, body=obj, logger=None))  # type: ignore[arg-type]
 
     people(kube).create(microservice())
     before = kube.get("Microservice", NS, "orders")
@@ -624,3 +625,23 @@ def test_a_routed_canarys_traffic_is_judged_over_the_share_the_route_gives_it(
     assert traffic["verdict"] == "Successful", traffic["message"]
     assert traffic["value"] == pytest.approx(100, rel=0.05)  # the canary's over its share
     assert status(kube)["release"]["promoting"] is True  # the analysis passed: promoted
+
+
+def test_pod_and_microservice_events_reach_migration_handlers_only_when_waited_on() -> None:
+    from pilotboat.core.workload import LABEL_NAME
+    from pilotboat.handlers import migrations
+
+    pod: Any = {"kind": "Pod", "metadata": {"namespace": NS, "name": "orders-7f9-x2",
+                                            "labels": {LABEL_NAME: "orders"}}}  # fmt: skip
+    service: Any = microservice()
+    service["metadata"]["namespace"] = NS
+    try:
+        assert not migrations._labelled_service_waited_on(body=pod)
+        assert not migrations._microservice_waited_on(body=service)
+        migrations._index(NS, "add-total", {"requiredBy": {"service": "orders", "version": "v2"}})
+        assert migrations._labelled_service_waited_on(body=pod)
+        assert migrations._microservice_waited_on(body=service)
+        migrations._index(NS, "add-total", None)  # the migration is gone
+        assert not migrations._labelled_service_waited_on(body=pod)
+    finally:
+        migrations._index(NS, "add-total", None)

@@ -217,7 +217,19 @@ def on_feature_flag_event(body: kopf.Body, **_: Any) -> None:
     _sync_namespace(runtime().kube, body["metadata"]["namespace"])
 
 
-@kopf.on.event(GROUP, VERSION, "microservices", id="flag-files")
+def _reads_flags_or_had_a_file(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> bool:
+    """Kopf's filter: a service that reads no flags (or is gone) and was seen without a flag
+    file since it last read some has nothing to write or remove, and its event (a status
+    write, above all) costs no handler call. Asked on Kopf's event loop."""
+    meta = body["metadata"]
+    gone = event.get("type") == "DELETED" or bool(meta.get("deletionTimestamp"))
+    if (body.get("spec") or {}).get("flags") and not gone:
+        return True
+    with _locks_guard:
+        return (str(meta["namespace"]), str(meta["name"])) not in _without_flag_files
+
+
+@kopf.on.event(GROUP, VERSION, "microservices", id="flag-files", when=_reads_flags_or_had_a_file)
 def on_microservice_for_its_flags(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """A service's flags or splits may have changed: its file, and every flag's status."""
     meta = body["metadata"]

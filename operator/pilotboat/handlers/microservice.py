@@ -455,8 +455,14 @@ def _reconcile_guarded(
     _loop.enqueue(namespace, name, urgent=urgent)
 
 
+# The watch handlers below only update caches and queue keys (no API call, nothing that
+# blocks), so they are coroutines: Kopf runs them on its event loop instead of handing each
+# event to a thread. Those that read the API server (the OwnedDatabase's claimants) stay
+# functions, which Kopf runs on its threads.
+
+
 @kopf.on.event(GROUP, VERSION, "microservices")
-def on_microservice_event(
+async def on_microservice_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
     meta = body["metadata"]
@@ -477,7 +483,7 @@ def on_microservice_event(
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: "pilotboat"})
-def on_child_deployment_event(
+async def on_child_deployment_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
     _child_event("Deployment", event, body)
@@ -485,7 +491,7 @@ def on_child_deployment_event(
 
 
 @kopf.on.event("apps", "v1", "deployments", annotations={ANNOTATION_ADOPTED_BY: kopf.PRESENT})
-def on_adopted_deployment_event(
+async def on_adopted_deployment_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
     """A change to an adopted Deployment (to its template: a release) visits the
@@ -496,7 +502,7 @@ def on_adopted_deployment_event(
 
 
 @kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: "pilotboat"})
-def on_child_service_event(
+async def on_child_service_event(
     event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:
     _child_event("Service", event, body)
@@ -526,7 +532,9 @@ def on_owned_database_for_its_claimants(body: kopf.Body, logger: kopf.Logger, **
 
 
 @kopf.on.event(GROUP, VERSION, "schemamigrations")
-def on_schema_migration_for_its_service(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+async def on_schema_migration_for_its_service(
+    body: kopf.Body, logger: kopf.Logger, **_: Any
+) -> None:
     service = ((body.get("spec") or {}).get("requiredBy") or {}).get("service")
     if service:
         _reconcile_guarded(body["metadata"]["namespace"], service, logger)

@@ -529,20 +529,48 @@ def _poke(index: dict[tuple[str, str], set[str]], namespace: str, key: str | Non
         reconcile_soon(namespace, name)
 
 
-@kopf.on.event("", "v1", "pods", labels={LABEL_NAME: kopf.PRESENT})
-def on_service_pod_event(body: kopf.Body, **_: Any) -> None:
+def _waited_on(namespace: Any, service: Any) -> bool:
+    """Whether a SchemaMigration names ``service`` in ``requiredBy``."""
+    with _locks_guard:
+        return bool(service) and bool(_by_service.get((str(namespace), str(service))))
+
+
+def _labelled_service_waited_on(body: kopf.Body, **_: Any) -> bool:
+    """Kopf's filter for pods and ReplicaSets: a migration waits on the service in their
+    ``LABEL_NAME``. Asked on Kopf's event loop, so the events of a service no migration
+    waits on cost no handler call, no thread and no log line."""
+    meta = body["metadata"]
+    return _waited_on(meta["namespace"], (meta.get("labels") or {}).get(LABEL_NAME))
+
+
+def _microservice_waited_on(body: kopf.Body, **_: Any) -> bool:
+    return _waited_on(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+# These handlers only look up an index and queue keys (no API call, nothing that blocks), so
+# they are coroutines: Kopf runs them on its event loop instead of handing each event to a
+# thread.
+
+
+@kopf.on.event(
+    "", "v1", "pods", labels={LABEL_NAME: kopf.PRESENT}, when=_labelled_service_waited_on
+)
+async def on_service_pod_event(body: kopf.Body, **_: Any) -> None:
     meta = body["metadata"]
     _poke(_by_service, meta["namespace"], (meta.get("labels") or {}).get(LABEL_NAME))
 
 
-@kopf.on.event("apps", "v1", "replicasets", labels={LABEL_NAME: kopf.PRESENT})
-def on_service_replicaset_event(body: kopf.Body, **_: Any) -> None:
+@kopf.on.event(
+    "apps", "v1", "replicasets", labels={LABEL_NAME: kopf.PRESENT},
+    when=_labelled_service_waited_on,
+)
+async def on_service_replicaset_event(body: kopf.Body, **_: Any) -> None:
     meta = body["metadata"]
     _poke(_by_service, meta["namespace"], (meta.get("labels") or {}).get(LABEL_NAME))
 
 
-@kopf.on.event(GROUP, VERSION, "microservices")
-def on_required_service_event(body: kopf.Body, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, "microservices", when=_microservice_waited_on)
+async def on_required_service_event(body: kopf.Body, **_: Any) -> None:
     _poke(_by_service, body["metadata"]["namespace"], body["metadata"]["name"])
 
 
