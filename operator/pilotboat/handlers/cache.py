@@ -31,6 +31,7 @@ any informer-fed controller.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -80,15 +81,17 @@ class ChildCache:
         if not deleted and self._labelled is not None and (
                 (meta.get("labels") or {}).get(LABEL_MANAGED_BY) != self._labelled):
             return  # not the operator's: never served from here (see the module docstring)
-        with self._lock:
-            if deleted:
+        if deleted:
+            with self._lock:
                 self._objects.pop(key, None)
                 self._echoes.pop(key, None)
-                return
+            return
+        kept: Mapping[str, Any] = _compact(_lean(body) if self._lean else body)
+        with self._lock:
             known = self._objects.get(key)
             if isinstance(known, Mapping) and _older(body, known):
                 return  # a late event of an older version
-            self._objects[key] = _lean(body) if self._lean else body
+            self._objects[key] = kept
 
     def wrote(self, kind: str, body: Mapping[str, Any], *, settled: bool) -> None:
         """What the operator's own write returned, kept as :meth:`seen` keeps an event.
@@ -222,6 +225,31 @@ def _lean(body: Mapping[str, Any]) -> Mapping[str, Any]:
     if "managedFields" not in meta:
         return body
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+_SHORT = 64
+"""Strings up to this length are kept once per process (see :func:`_compact`)."""
+
+
+def _compact(value: Any) -> Any:
+    """A copy of ``value`` whose keys and short strings are each kept once per process.
+
+    A watch event's JSON is read into new strings every time: each Deployment held its own
+    ``"metadata"``, ``"apiVersion"``, ``"apps/v1"``, ``"True"`` and a hundred more. Kept
+    once (:func:`sys.intern`), a cached Deployment takes less than half the memory, which at
+    thousands of objects is most of the operator's (docs/benchmarks.md).
+
+    >>> a, b = _compact({"kind": "Deployment"}), _compact({"kind": "Deployment"})
+    >>> a == {"kind": "Deployment"}, next(iter(a)) is next(iter(b)), a["kind"] is b["kind"]
+    (True, True, True)
+    """
+    if isinstance(value, Mapping):
+        return {sys.intern(str(k)): _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    if isinstance(value, str) and len(value) <= _SHORT:
+        return sys.intern(value)
+    return value
 
 
 def _older(body: Mapping[str, Any], than: Mapping[str, Any]) -> bool:

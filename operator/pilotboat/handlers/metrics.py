@@ -175,6 +175,8 @@ _MIGRATION_BLOCKED = Gauge(
 
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
+_phase_tally: _Tally[str] = _Tally()  # phase → how many of _phases have it
+_weighted: set[tuple[str, str]] = set()  # the Microservices whose weights are exported
 _blocked: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
 _migration_phase: dict[tuple[str, str], tuple[str, float]] = {}
 
@@ -198,28 +200,30 @@ def release_observed(
     namespace: str, name: str, phase: str | None, weight: int, actual: int = 0
 ) -> None:
     """The phase and canary weights (target, actual) a Microservice's status now says
-    (phase None: it is gone)."""
+    (phase None: it is gone). The tally of phases is kept as it changes, so a call costs the
+    same with 5 Microservices or 5,000."""
+    key = (namespace, name)
     with _lock:
-        before = _phases.get((namespace, name))
+        before = _phases.get(key)
         if before is not None and before != phase:
             _PHASE.remove(namespace, name, before)
+        if before is not None:
+            _phase_tally[before] -= 1
         if phase is None:
-            _phases.pop((namespace, name), None)
-            if (namespace, name) in _weights():
+            _phases.pop(key, None)
+            if key in _weighted:
+                _weighted.discard(key)
                 _WEIGHT.remove(namespace, name)
                 _ACTUAL.remove(namespace, name)
         else:
-            _phases[(namespace, name)] = phase
+            _phases[key] = phase
+            _phase_tally[phase] += 1
+            _weighted.add(key)
             _PHASE.labels(namespace, name, phase).set(1)
             _WEIGHT.labels(namespace, name).set(weight)
             _ACTUAL.labels(namespace, name).set(actual)
-        tally = _Tally(_phases.values())
-        for known in {"Healthy", "Progressing", "Paused", "Degraded", *tally}:
-            _RELEASES.labels(known).set(tally.get(known, 0))
-
-
-def _weights() -> set[tuple[str, ...]]:
-    return {tuple(s.labels.values()) for m in _WEIGHT.collect() for s in m.samples}
+        for known in {"Healthy", "Progressing", "Paused", "Degraded", *_phase_tally}:
+            _RELEASES.labels(known).set(_phase_tally.get(known, 0))
 
 
 def count_requests(api_client: Any) -> None:
