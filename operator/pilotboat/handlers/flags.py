@@ -236,9 +236,9 @@ def on_microservice_for_its_flags(event: kopf.RawEvent, body: kopf.Body, **_: An
     kube = runtime().kube
     key = (str(meta["namespace"]), str(meta["name"]))
     gone = event.get("type") == "DELETED" or bool(meta.get("deletionTimestamp"))
+    if not _reads_flags_or_had_a_file(event, body):
+        return  # Kopf's filter, asked again for a direct call or an event that raced this one
     if not (body.get("spec") or {}).get("flags") or gone:
-        if key in _without_flag_files:
-            return  # seen without a flag file since it last read flags: nothing to remove
         if kube.get("ConfigMap", meta["namespace"], flag_config_map_name(meta["name"])) is None:
             with _locks_guard:
                 _without_flag_files.add(key)

@@ -176,7 +176,6 @@ _MIGRATION_BLOCKED = Gauge(
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
 _phase_tally: _Tally[str] = _Tally()  # phase → how many of _phases have it
-_weighted: set[tuple[str, str]] = set()  # the Microservices whose weights are exported
 _blocked: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
 _migration_phase: dict[tuple[str, str], tuple[str, float]] = {}
 
@@ -211,14 +210,12 @@ def release_observed(
             _phase_tally[before] -= 1
         if phase is None:
             _phases.pop(key, None)
-            if key in _weighted:
-                _weighted.discard(key)
+            if before is not None:  # its weights were exported with its phase
                 _WEIGHT.remove(namespace, name)
                 _ACTUAL.remove(namespace, name)
         else:
             _phases[key] = phase
             _phase_tally[phase] += 1
-            _weighted.add(key)
             _PHASE.labels(namespace, name, phase).set(1)
             _WEIGHT.labels(namespace, name).set(weight)
             _ACTUAL.labels(namespace, name).set(actual)

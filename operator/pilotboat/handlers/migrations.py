@@ -538,7 +538,7 @@ def _waited_on(namespace: Any, service: Any) -> bool:
 def _labelled_service_waited_on(body: kopf.Body, **_: Any) -> bool:
     """Kopf's filter for pods and ReplicaSets: a migration waits on the service in their
     ``LABEL_NAME``. Asked on Kopf's event loop, so the events of a service no migration
-    waits on cost no handler call, no thread and no log line."""
+    waits on cost no handler call and no log line."""
     meta = body["metadata"]
     return _waited_on(meta["namespace"], (meta.get("labels") or {}).get(LABEL_NAME))
 
