@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -49,3 +52,45 @@ def test_a_context_the_kubeconfig_lacks_is_one_line_and_a_non_zero_exit(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-context" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_its_own_webhook_configurations_go_with_the_namespace_they_serve(
+    kube: Kube, private_namespace: str, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Run for one namespace by name, the operator's configurations are owned by that
+    Namespace: deleted with it by the garbage collector, not left for the API server to
+    match every Microservice write against; one deleted under a running operator comes
+    back."""
+    from pilotboat.handlers.webhooks import webhook_configuration_name
+
+    name = webhook_configuration_name([private_namespace], None)
+    kinds = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+    uid = kube.get("Namespace", None, private_namespace)["metadata"]["uid"]  # type: ignore[index]
+    own = OperatorProcess(kubeconfig, tmp_path, ["--namespace", private_namespace],
+                          env={"PILOTBOAT_WEBHOOK_CHECK_SECONDS": "1"})
+    own.start()
+    try:
+        for kind in kinds:
+            found = _wait_for(lambda kind=kind: kube.get(kind, None, name), 60)
+            assert found is not None, f"{kind} {name} was never registered"
+            assert found["metadata"]["ownerReferences"] == [
+                {"apiVersion": "v1", "kind": "Namespace", "name": private_namespace,
+                 "uid": uid}], kind
+        kube.delete("ValidatingWebhookConfiguration", None, name)
+        assert _wait_for(lambda: kube.get(kinds[0], None, name), 60) is not None, (
+            "a configuration deleted under the running operator was not registered again")
+    finally:
+        own.stop()
+    kube.delete("Namespace", None, private_namespace)
+    gone = _wait_for(lambda: all(kube.get(k, None, name) is None for k in kinds) or None, 180)
+    assert gone, "the webhook configurations outlived the namespace they served"
+
+
+def _wait_for(probe: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.5)
+    return None

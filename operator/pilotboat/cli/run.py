@@ -222,6 +222,7 @@ def run(
                 port=webhook_port or None,
                 service=service_ref or None,
                 ca_secret=ca_ref or None,
+                owners=_webhooks.owning_namespaces(namespaces, peering),
             )
 
     ready, standby = threading.Event(), threading.Event()

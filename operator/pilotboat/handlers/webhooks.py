@@ -57,6 +57,15 @@ Kopf's managed mode, so that each configuration
 
 The configurations stay when the operator stops: removing them would open a window in
 which approvals are created without a stamp (and any stamp a client wrote would pass).
+They go with the namespaces they serve: a configuration named after namespaces the
+operator watches by name (``pilotboat run --namespace shop``, no glob, no peering) is
+*owned* by those Namespaces (``metadata.ownerReferences``, :func:`owning_namespaces`), so
+Kubernetes' garbage collector deletes it once the last of them is deleted. Without that,
+every operator run for a namespace since deleted (a test's, a benchmark's, a team's
+sandbox) left a configuration behind whose ``matchConditions`` the API server still
+evaluated, in CEL, on every write of a Microservice in the cluster. A running operator
+looks every :data:`REGISTRATION_CHECK_SECONDS` and registers again a configuration that is
+gone (its namespace deleted and made again under it, or deleted by hand).
 
 **The chart's registration** (``--webhook-service`` with ``--webhook-ca-secret``, what the
 Helm chart runs) is the other way: the chart renders the configurations itself, from
@@ -88,6 +97,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import subprocess
 import tempfile
@@ -130,11 +140,13 @@ __all__ = [
     "ADMISSION_WORKERS",
     "SERVING_CERT_DAYS",
     "SERVING_CERT_RENEW_SECONDS",
+    "REGISTRATION_CHECK_SECONDS",
     "PilotboatWebhookServer",
     "ServiceRef",
     "chart_webhooks",
     "parse_ref",
     "namespace_match_expression",
+    "owning_namespaces",
     "webhook_configuration_name",
 ]
 
@@ -157,6 +169,10 @@ SERVING_CERT_DAYS = 1
 """Validity of a serving certificate issued from the chart's CA."""
 SERVING_CERT_RENEW_SECONDS = 8 * 3600.0
 """How often the operator issues itself a new one (well before the last one expires)."""
+
+REGISTRATION_CHECK_SECONDS = float(os.environ.get("PILOTBOAT_WEBHOOK_CHECK_SECONDS") or 30)
+"""How often an operator that registers its own configurations checks they are still there
+(the environment variable is for tests)."""
 
 ADMISSION_WORKERS = 4
 """Threads that run admission checks, and nothing else."""
@@ -208,6 +224,24 @@ def webhook_configuration_name(namespaces: Sequence[str], peering: str | None) -
         return "pilotboat-clusterwide"
     digest = hashlib.sha256(",".join(sorted(namespaces)).encode()).hexdigest()[:10]
     return f"pilotboat-ns-{digest}"
+
+
+def owning_namespaces(namespaces: Sequence[str], peering: str | None) -> list[str]:
+    """The Namespaces that own the configuration an operator registers itself: those it
+    watches, when it watches them by name and has no peering name (which names an operator
+    that outlives namespaces); none otherwise.
+
+    >>> owning_namespaces(["shop", "pay,shop"], None)
+    ['pay', 'shop']
+    >>> owning_namespaces(["shop"], "prod"), owning_namespaces(["t-*"], None)
+    ([], [])
+    >>> owning_namespaces(["shop", "!sandbox"], None), owning_namespaces([], None)
+    ([], [])
+    """
+    patterns = sorted({p.strip() for arg in namespaces for p in arg.split(",") if p.strip()})
+    if peering or not patterns or any(set(p) & set("*?!") for p in patterns):
+        return []
+    return patterns
 
 
 def _glob_regex(pattern: str) -> str:
@@ -440,6 +474,7 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         port: int | None = None,
         service: ServiceRef | None = None,
         ca_secret: ServiceRef | None = None,
+        owners: Sequence[str] = (),
     ) -> None:
         if (service is None) != (ca_secret is None):
             raise ValueError("--webhook-service and --webhook-ca-secret go together")
@@ -464,14 +499,47 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         self._directory = directory
         self._service = service
         self._ca_secret = ca_secret
+        self._owners = list(owners)
 
     def _register(self, client_config: Mapping[str, Any]) -> None:
         if self._service is not None:
             self._point_service_here()
             return
+        owners = self._owner_references()
         for configuration in _configurations(self._name, client_config, self._namespaces):
+            if owners:
+                configuration["metadata"]["ownerReferences"] = owners
             self._kube.apply(configuration)
-        _log.info("webhooks registered as %s at %s", self._name, client_config.get("url"))
+        _log.info("webhooks registered as %s at %s", self._name, client_config.get("url"),
+                  extra={"owners": [o["name"] for o in owners]})  # fmt: skip
+
+    def _owner_references(self) -> list[dict[str, Any]]:
+        """The owning Namespaces as owner references, or none unless every one of them
+        exists (a configuration must not go with some of its namespaces while the others
+        still need it)."""
+        references = []
+        for name in self._owners:
+            found = self._kube.get("Namespace", None, name)
+            if found is None or found["metadata"].get("deletionTimestamp"):
+                return []
+            references.append({"apiVersion": "v1", "kind": "Namespace", "name": name,
+                               "uid": found["metadata"]["uid"]})  # fmt: skip
+        return references
+
+    def _still_registered(self, client_config: Mapping[str, Any]) -> None:
+        """Register again if either configuration is gone."""
+        kinds = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+        if any(self._kube.get(kind, None, self._name) is None for kind in kinds):
+            _log.warning("webhook configuration %s is gone; registering it again", self._name)
+            self._register(client_config)
+
+    async def _keep_registered(self, client_config: Mapping[str, Any]) -> None:
+        while True:
+            await asyncio.sleep(REGISTRATION_CHECK_SECONDS)
+            try:
+                await asyncio.to_thread(self._still_registered, client_config)
+            except Exception:  # noqa: BLE001 - the next look tries again
+                _log.exception("checking the webhook configurations failed")
 
     def _point_service_here(self) -> None:
         """The webhook Service's EndpointSlice: this replica's address and port."""
@@ -507,13 +575,19 @@ class PilotboatWebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         renewal = asyncio.create_task(self._renew_forever()) if self._service else None
+        checking: asyncio.Task[None] | None = None
         try:
             async for client_config in super().__call__(fn):
                 await asyncio.to_thread(self._register, client_config)
+                if self._service is None:
+                    if checking is not None:
+                        checking.cancel()
+                    checking = asyncio.create_task(self._keep_registered(client_config))
                 yield client_config
         finally:
-            if renewal is not None:
-                renewal.cancel()
+            for task in (renewal, checking):
+                if task is not None:
+                    task.cancel()
 
     @staticmethod
     async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
