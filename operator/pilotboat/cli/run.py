@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["run"]
 
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-CONNECTIONS = 32
+CONNECTIONS = 48
 """Kept-alive connections to the API server: one for every thread that may ask at once (the
-reconcile loops' 15 workers, 4 Event posters, 4 cache readers, 4 admission checks, Kopf's
-sync handlers). The client's default, five per CPU, had threads open, and then drop, a new
+reconcile loops' 15 workers, a first deploy's Service writer and SchemaMigration list beside
+each Microservice worker, 4 Event posters, 4 cache readers, 4 admission checks, Kopf's sync
+handlers). The client's default, five per CPU, had threads open, and then drop, a new
 TLS connection when the pool was full."""
 
 

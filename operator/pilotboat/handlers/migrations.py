@@ -22,6 +22,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -410,14 +411,22 @@ def _write_status(
 # --- for the Microservice reconciler ----------------------------------------------------------
 
 
-def migrations_blocking(kube: Kube, namespace: str, service: str, version: str) -> list[str]:
+def migrations_blocking(
+    kube: Kube,
+    namespace: str,
+    service: str,
+    version: str,
+    listed: Future[list[dict[str, Any]]] | None = None,
+) -> list[str]:
     """Why a rollout of ``service`` to ``version`` must wait: one message per migration.
 
     Empty when every SchemaMigration that names this service version in ``requiredBy`` has
-    its expand (and backfill, if it has one) applied.
+    its expand (and backfill, if it has one) applied. ``listed``: the namespace's
+    SchemaMigrations, asked for earlier in the same pass (else they are listed now).
     """
     messages = []
-    for migration in kube.list("SchemaMigration", namespace):
+    migrations = listed.result() if listed is not None else kube.list("SchemaMigration", namespace)
+    for migration in migrations:
         spec = migration.get("spec") or {}
         required = spec.get("requiredBy") or {}
         if required.get("service") != service or required.get("version") != version:
