@@ -65,7 +65,9 @@ every operator run for a namespace since deleted (a test's, a benchmark's, a tea
 sandbox) left a configuration behind whose ``matchConditions`` the API server still
 evaluated, in CEL, on every write of a Microservice in the cluster. A running operator
 looks every :data:`REGISTRATION_CHECK_SECONDS` and registers again a configuration that is
-gone (its namespace deleted and made again under it, or deleted by hand).
+gone (its namespace deleted and made again under it, or deleted by hand). An operator
+whose configuration no namespace owns (cluster-wide, globs, a peering name, the chart's
+``webhooks.registration=operator`` with its create-and-patch-only grant) registers once.
 
 **The chart's registration** (``--webhook-service`` with ``--webhook-ca-secret``, what the
 Helm chart runs) is the other way: the chart renders the configurations itself, from
@@ -111,6 +113,7 @@ from typing import Any, TypeVar, cast
 import aiohttp.web
 import kopf
 import yaml
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from pilotboat import GROUP, VERSION
@@ -519,7 +522,11 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         still need it)."""
         references = []
         for name in self._owners:
-            found = self._kube.get("Namespace", None, name)
+            try:
+                found = self._kube.get("Namespace", None, name)
+            except ApiException as exc:  # may not read Namespaces: registered as before
+                _log.info("webhook configurations not owned by their namespaces: %s", exc.reason)
+                return []
             if found is None or found["metadata"].get("deletionTimestamp"):
                 return []
             references.append({"apiVersion": "v1", "kind": "Namespace", "name": name,
@@ -579,7 +586,7 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         try:
             async for client_config in super().__call__(fn):
                 await asyncio.to_thread(self._register, client_config)
-                if self._service is None:
+                if self._owners:  # what the garbage collector may delete, it may bring back
                     if checking is not None:
                         checking.cancel()
                     checking = asyncio.create_task(self._keep_registered(client_config))
