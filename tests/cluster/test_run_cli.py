@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -65,32 +62,23 @@ def test_its_own_webhook_configurations_go_with_the_namespace_they_serve(
 
     name = webhook_configuration_name([private_namespace], None)
     kinds = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+    story = Story(kube, private_namespace)  # the configurations are cluster-scoped
     uid = kube.get("Namespace", None, private_namespace)["metadata"]["uid"]  # type: ignore[index]
     own = OperatorProcess(kubeconfig, tmp_path, ["--namespace", private_namespace],
                           env={"PILOTBOAT_WEBHOOK_CHECK_SECONDS": "1"})
     own.start()
     try:
         for kind in kinds:
-            found = _wait_for(lambda kind=kind: kube.get(kind, None, name), 60)
-            assert found is not None, f"{kind} {name} was never registered"
+            found = story.wait_for(kind, name, lambda o: o is not None, what="registered")
+            assert found is not None
             assert found["metadata"]["ownerReferences"] == [
                 {"apiVersion": "v1", "kind": "Namespace", "name": private_namespace,
                  "uid": uid}], kind
-        kube.delete("ValidatingWebhookConfiguration", None, name)
-        assert _wait_for(lambda: kube.get(kinds[0], None, name), 60) is not None, (
-            "a configuration deleted under the running operator was not registered again")
+        kube.delete(kinds[0], None, name)
+        story.wait_for(kinds[0], name, lambda o: o is not None, what="registered again")
     finally:
         own.stop()
     kube.delete("Namespace", None, private_namespace)
-    gone = _wait_for(lambda: all(kube.get(k, None, name) is None for k in kinds) or None, 180)
-    assert gone, "the webhook configurations outlived the namespace they served"
-
-
-def _wait_for(probe: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.5)
-    return None
+    for kind in kinds:
+        story.wait_for(kind, name, lambda o: o is None, timeout=180,
+                       what="deleted with the namespace it served")
