@@ -80,6 +80,11 @@ __all__ = ["reconcile_microservice"]
 WORKERS = 8
 """Passes over Microservices at a time."""
 
+_aside = ThreadPoolExecutor(max_workers=2 * WORKERS, thread_name_prefix="pass-aside")
+"""Where a first pass sends what it need not wait for in turn: its SchemaMigration list
+(beside its children's reads) and its Services (beside its Deployment); at most two per
+worker at once."""
+
 _backoff = ChildBackoff()
 
 
@@ -220,9 +225,6 @@ def _flag_basis(kube: Kube, namespace: str, name: str) -> str | None:
     return flag_basis(FeatureFlagSpec.model_validate(flag["spec"]))
 
 
-_early_lists = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="early-lists")
-
-
 def _list_migrations_early(
     kube: Kube, body: Mapping[str, Any]
 ) -> Future[list[dict[str, Any]]] | None:
@@ -232,7 +234,7 @@ def _list_migrations_early(
     the first Deployment. Later passes list them only when a release starts, as before."""
     if (body.get("status") or {}).get("observedGeneration"):
         return None
-    return _early_lists.submit(kube.list, "SchemaMigration", body["metadata"]["namespace"])
+    return _aside.submit(kube.list, "SchemaMigration", body["metadata"]["namespace"])
 
 
 def _release_gates(
@@ -368,10 +370,6 @@ def _write_in_turn(
         crash_point(f"microservice.after-{write.kind.lower()}", rc.flush)
 
 
-_traffic_writers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="traffic-writes")
-"""Where a first deploy writes its Services while its pass writes the Deployment."""
-
-
 def _write_side_by_side(
     kube: Kube, rc: Reconcile, owner: Owner, plan: ReleasePlan, started: float
 ) -> None:
@@ -379,7 +377,7 @@ def _write_side_by_side(
     Services are written while the Deployment is, one round trip instead of two in the pass
     every new Microservice starts with. The first refusal in the plan's order is raised,
     once both sides are done."""
-    traffic = _traffic_writers.submit(_write_in_turn, kube, rc, owner, plan.traffic, started)
+    traffic = _aside.submit(_write_in_turn, kube, rc, owner, plan.traffic, started)
     try:
         _write_in_turn(kube, rc, owner, plan.workloads, started)
     except Exception:

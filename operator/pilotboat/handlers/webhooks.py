@@ -229,6 +229,15 @@ def webhook_configuration_name(namespaces: Sequence[str], peering: str | None) -
     return f"pilotboat-ns-{digest}"
 
 
+def _patterns(namespaces: Sequence[str]) -> list[str]:
+    """The namespace patterns of ``--namespace`` (repeated, or comma-separated), in order.
+
+    >>> _patterns(["shop, pay", "t-*"])
+    ['shop', 'pay', 't-*']
+    """
+    return [p.strip() for arg in namespaces for p in arg.split(",") if p.strip()]
+
+
 def owning_namespaces(namespaces: Sequence[str], peering: str | None) -> list[str]:
     """The Namespaces that own the configuration an operator registers itself: those it
     watches, when it watches them by name and has no peering name (which names an operator
@@ -241,7 +250,7 @@ def owning_namespaces(namespaces: Sequence[str], peering: str | None) -> list[st
     >>> owning_namespaces(["shop", "!sandbox"], None), owning_namespaces([], None)
     ([], [])
     """
-    patterns = sorted({p.strip() for arg in namespaces for p in arg.split(",") if p.strip()})
+    patterns = sorted(set(_patterns(namespaces)))
     if peering or not patterns or any(set(p) & set("*?!") for p in patterns):
         return []
     return patterns
@@ -263,7 +272,7 @@ def namespace_match_expression(namespaces: Sequence[str]) -> str | None:
     >>> namespace_match_expression([]) is None
     True
     """
-    patterns = [p.strip() for arg in namespaces for p in arg.split(",") if p.strip()]
+    patterns = _patterns(namespaces)
     if not patterns:
         return None
 
