@@ -642,6 +642,7 @@ class _Run:
 
     def measure(self, kubeconfig: Path, logs: Path, *, proxy: bool) -> Iterator[dict[str, Any]]:
         run_started, load_before = time.monotonic(), os.getloadavg()[0]
+        others = self._other_webhooks()
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": self.namespace}})  # fmt: skip
         counting = CountingProxy(kubeconfig, logs) if proxy else None
@@ -718,6 +719,9 @@ class _Run:
             "via_proxy": proxy,
             # The machine's 1-minute load before and after: others may share the cluster.
             "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            # Admission webhooks already registered before the run (another operator's, or
+            # left behind): the API server weighs each against every write they match.
+            "webhooks_before": others,
         }
 
     def _common(self) -> dict[str, Any]:
@@ -758,6 +762,14 @@ class _Run:
             **{f"rss_{when}_mib": round(rss / 2**20, 1) for when, rss in readings.rss.items()},
         }
         yield {**common, **_requests(readings, self.count)}
+
+    def _other_webhooks(self) -> int:
+        """Webhooks of the cluster's admission configurations, mutating and validating."""
+        return sum(
+            len(configuration.get("webhooks") or [])
+            for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+            for configuration in self.kube.list(kind, None)
+        )
 
     def _delete_namespace(self) -> bool:
         """Delete with the controller still running (it may hold finalizers); True once gone."""

@@ -28,6 +28,7 @@ import yaml
 from hypothesis import settings
 
 from pilotboat.adapters.kube import Kube
+from pilotboat.handlers.webhooks import webhook_configuration_name
 from pilotboat.testing import OperatorProcess
 from tests.story import Story
 
@@ -235,6 +236,13 @@ def operator(kubeconfig: Path, kube: Kube) -> Iterator[OperatorProcess]:
         secrets_ = kube.list("Secret", OPERATOR_NAMESPACE, labels=session)
     except urllib3.exceptions.HTTPError:
         return  # the API server is gone
+    # Its webhook configurations: an operator leaves them when it stops, and one for a
+    # glob no Namespace owns, so no garbage collector takes them. Left on a long-lived
+    # local cluster, the API server would test their namespace conditions on every
+    # Microservice write from then on (and `make bench` would measure that).
+    configuration = webhook_configuration_name([SHARED_OPERATOR_NAMESPACES], None)
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        kube.delete(kind, None, configuration)
     for server in servers:
         kube.delete("DatabaseServer", None, server["metadata"]["name"])
     for secret in secrets_:
