@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -11,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from pilotboat.api import MicroserviceSpec
 from pilotboat.core.workload import Owner
 from pilotboat.handlers.children import ChildBackoff, child_refusal, dry_run_children
+from pilotboat.handlers.webhooks import ADMISSION_WORKERS
 from pilotboat.testing import FakeKube
 
 SPEC = MicroserviceSpec.model_validate(
@@ -95,6 +97,28 @@ def test_admission_asks_for_the_deployment_and_service_side_by_side_and_stores_n
     assert dry_run_children(SideBySide(), OWNER, VALID) is None  # type: ignore[arg-type]
     assert sorted(asked) == ["Deployment", "Service"]
     assert kube.writes == [] and kube.list("Deployment") == kube.list("Service") == []
+
+
+def test_every_review_the_admission_pool_runs_at_once_asks_for_both_children_at_once() -> None:
+    reviews = ADMISSION_WORKERS
+    together = threading.Barrier(2 * reviews, timeout=5)  # broken if any child waits its turn
+    kube = FakeKube()
+
+    class AllAtOnce:
+        def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+            together.wait()
+            return kube.apply(obj, dry_run=True)
+
+        def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            return kube.get(kind, namespace, name)
+
+    with ThreadPoolExecutor(max_workers=reviews) as admission:
+        answers = list(admission.map(
+            lambda i: dry_run_children(AllAtOnce(), Owner(f"s{i}", "shop", ""), VALID),  # type: ignore[arg-type]
+            range(reviews)))  # fmt: skip
+
+    assert answers == [None] * reviews
+    assert not together.broken
 
 
 def test_when_both_children_are_refused_the_deployments_refusal_is_the_answer() -> None:

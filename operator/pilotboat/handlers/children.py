@@ -36,7 +36,12 @@ __all__ = [
 
 _REFUSED = (400, 422)
 
-_dry_runs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dry-runs")
+DRY_RUN_THREADS = 8
+"""Two for each thread of the admission pool (``ADMISSION_WORKERS`` in
+:mod:`pilotboat.handlers.webhooks`), so that every review in progress asks for its
+Deployment and its Service at once, however many run side by side."""
+
+_dry_runs = ThreadPoolExecutor(max_workers=DRY_RUN_THREADS, thread_name_prefix="dry-runs")
 """Where :func:`dry_run_children` asks for its children side by side (its own threads: the
 admission pool's are the callers, and a pool that waits on itself can run out)."""
 
