@@ -642,7 +642,7 @@ class _Run:
 
     def measure(self, kubeconfig: Path, logs: Path, *, proxy: bool) -> Iterator[dict[str, Any]]:
         run_started, load_before = time.monotonic(), os.getloadavg()[0]
-        others = self._other_webhooks()
+        webhooks_before = self._webhooks_registered()
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": self.namespace}})  # fmt: skip
         counting = CountingProxy(kubeconfig, logs) if proxy else None
@@ -721,7 +721,7 @@ class _Run:
             "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             # Admission webhooks already registered before the run (another operator's, or
             # left behind): the API server weighs each against every write they match.
-            "webhooks_before": others,
+            "webhooks_before": webhooks_before,
         }
 
     def _common(self) -> dict[str, Any]:
@@ -763,7 +763,7 @@ class _Run:
         }
         yield {**common, **_requests(readings, self.count)}
 
-    def _other_webhooks(self) -> int:
+    def _webhooks_registered(self) -> int:
         """Webhooks of the cluster's admission configurations, mutating and validating."""
         return sum(
             len(configuration.get("webhooks") or [])

@@ -79,46 +79,46 @@ VALID = MicroserviceSpec.model_validate({"image": "shop/orders:1", "version": "v
 OWNER = Owner("orders", "shop", "uid-orders")
 
 
+class Meeting:
+    """A Kube whose dry runs wait at `together` (a barrier that breaks unless as many are
+    asked at once as it has parties), then answer as `kube` does."""
+
+    def __init__(self, kube: FakeKube, together: threading.Barrier) -> None:
+        self.kube = kube
+        self.together = together
+        self.asked: list[str] = []
+
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        assert dry_run
+        self.asked.append(obj["kind"])
+        self.together.wait()
+        return self.kube.apply(obj, dry_run=True)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get(kind, namespace, name)
+
+
 def test_admission_asks_for_the_deployment_and_service_side_by_side_and_stores_nothing() -> None:
     kube = FakeKube()
-    together = threading.Barrier(2, timeout=5)  # broken unless both are asked at once
-    asked: list[str] = []
+    side_by_side = Meeting(kube, threading.Barrier(2, timeout=5))
 
-    class SideBySide:
-        def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-            assert dry_run
-            asked.append(obj["kind"])
-            together.wait()
-            return kube.apply(obj, dry_run=True)
-
-        def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-            return kube.get(kind, namespace, name)
-
-    assert dry_run_children(SideBySide(), OWNER, VALID) is None  # type: ignore[arg-type]
-    assert sorted(asked) == ["Deployment", "Service"]
+    assert dry_run_children(side_by_side, OWNER, VALID) is None  # type: ignore[arg-type]
+    assert sorted(side_by_side.asked) == ["Deployment", "Service"]
     assert kube.writes == [] and kube.list("Deployment") == kube.list("Service") == []
 
 
 def test_every_review_the_admission_pool_runs_at_once_asks_for_both_children_at_once() -> None:
     reviews = ADMISSION_WORKERS
-    together = threading.Barrier(2 * reviews, timeout=5)  # broken if any child waits its turn
-    kube = FakeKube()
-
-    class AllAtOnce:
-        def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-            together.wait()
-            return kube.apply(obj, dry_run=True)
-
-        def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-            return kube.get(kind, namespace, name)
+    all_at_once = Meeting(FakeKube(), threading.Barrier(2 * reviews, timeout=5))
 
     with ThreadPoolExecutor(max_workers=reviews) as admission:
         answers = list(admission.map(
-            lambda i: dry_run_children(AllAtOnce(), Owner(f"s{i}", "shop", ""), VALID),  # type: ignore[arg-type]
+            lambda i: dry_run_children(all_at_once, Owner(f"s{i}", "shop", ""), VALID),  # type: ignore[arg-type]
             range(reviews)))  # fmt: skip
 
     assert answers == [None] * reviews
-    assert not together.broken
+    assert not all_at_once.together.broken
+    assert sorted(all_at_once.asked) == ["Deployment"] * reviews + ["Service"] * reviews
 
 
 def test_when_both_children_are_refused_the_deployments_refusal_is_the_answer() -> None:
