@@ -162,12 +162,28 @@ def test_globs_need_cluster_wide_bindings_said_out_loud(helm: str) -> None:
                 and d["roleRef"]["name"].startswith("pilotboat-operator")]
 
 
-@pytest.mark.parametrize("namespaces", [[], ["shop", "shop-b"], ["shop-*", "!shop-sandbox"]],
-                         ids=["cluster-wide", "names", "globs"])
-def test_the_charts_webhook_configurations_are_the_operators(helm: str,
-                                                             namespaces: list[str]) -> None:
+def _namespace_scoping(hook: dict[str, Any]) -> set[str]:
+    """What limits a webhook to the watched namespaces: its namespaceSelector, its CEL
+    condition `watched-namespaces`, or nothing."""
+    conditions = {c["name"] for c in hook.get("matchConditions") or []}
+    return ({"namespaceSelector"} & hook.keys()) | ({"watched-namespaces"} & conditions)
+
+
+@pytest.mark.parametrize(("namespaces", "scope"), [
+    ([], None),
+    (["shop", "shop-b"], "namespaceSelector"),
+    (["shop", "!shop-sandbox"], "namespaceSelector"),
+    (["!shop-sandbox"], "namespaceSelector"),
+    (["shop-*", "!shop-sandbox"], "watched-namespaces"),
+    (["shop", "shop-?"], "watched-namespaces"),
+], ids=["cluster-wide", "names", "names-and-exclusions", "exclusions-only", "globs",
+        "a-name-and-a-glob"])
+def test_the_charts_webhook_configurations_are_the_operators(
+    helm: str, namespaces: list[str], scope: str | None
+) -> None:
     """What the chart registers is, webhook for webhook, what the operator would register
-    itself for the same namespaces, called through the webhook Service: one source."""
+    itself for the same namespaces, called through the webhook Service: one source. Names
+    are scoped by a namespaceSelector, globs by the CEL condition `watched-namespaces`."""
     import base64
 
     from pilotboat.handlers.webhooks import ServiceRef, _configurations
@@ -187,6 +203,8 @@ def test_the_charts_webhook_configurations_are_the_operators(helm: str,
         got = _named(docs, want["kind"], "pilotboat-pilotboat")
         assert conditions_always(got["webhooks"]) == conditions_always(want["webhooks"]), (
             want["kind"])
+        for hook in got["webhooks"]:
+            assert _namespace_scoping(hook) == ({scope} if scope else set()), hook["name"]
     assert {d["kind"] for d in expected} == {"MutatingWebhookConfiguration",
                                              "ValidatingWebhookConfiguration"}
 

@@ -67,10 +67,44 @@ true
 {{- end }}
 {{- end }}
 
-{{/* CEL selecting the watched namespaces in an admission request: the same expression as
-pilotboat.handlers.webhooks.namespace_match_expression (a test compares them). Empty when
-every namespace is watched. */}}
+{{/* The webhooks' namespaceSelector (JSON) on the label kubernetes.io/metadata.name, which
+the API server sets on every Namespace, when every watched namespace is a name or a !name:
+the same selector as pilotboat.handlers.webhooks.namespace_selector (a test compares them).
+Empty when one is a glob (pilotboat.namespaceMatch selects them) or every namespace is
+watched. */}}
+{{- define "pilotboat.namespaceSelector" -}}
+{{- $include := list }}
+{{- $exclude := list }}
+{{- $glob := false }}
+{{- range .Values.watchNamespaces }}
+{{- range splitList "," . }}
+{{- $p := trim . }}
+{{- if regexMatch `[*?]` $p }}
+{{- $glob = true }}
+{{- else if hasPrefix "!" $p }}
+{{- $exclude = append $exclude (trimPrefix "!" $p) }}
+{{- else if $p }}
+{{- $include = append $include $p }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (not $glob) (or $include $exclude) }}
+{{- $expressions := list }}
+{{- range $operator, $values := dict "In" $include "NotIn" $exclude }}
+{{- if $values }}
+{{- $expressions = append $expressions (dict "key" "kubernetes.io/metadata.name" "operator" $operator "values" ($values | uniq | sortAlpha)) }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "matchExpressions" $expressions) }}
+{{- end }}
+{{- end }}
+
+{{/* CEL selecting the watched namespaces in an admission request when one of them is a
+glob: the same expression as pilotboat.handlers.webhooks.namespace_match_expression (a test
+compares them). Empty when pilotboat.namespaceSelector selects them or every namespace is
+watched. */}}
 {{- define "pilotboat.namespaceMatch" -}}
+{{- if not (include "pilotboat.namespaceSelector" .) }}
 {{- $include := list }}
 {{- $exclude := list }}
 {{- range .Values.watchNamespaces }}
@@ -93,5 +127,6 @@ every namespace is watched. */}}
 {{- if not $include }}{{ $include = list "true" }}{{ end }}
 {{- printf "(%s)" (join " || " $include) }}
 {{- if $exclude }}{{ printf " && !(%s)" (join " || " $exclude) }}{{ end }}
+{{- end }}
 {{- end }}
 {{- end }}
