@@ -718,3 +718,18 @@ def test_pod_and_microservice_events_reach_migration_handlers_only_when_waited_o
         assert not migrations._labelled_service_waited_on(body=pod)
     finally:
         migrations._index(NS, "add-total", None)
+
+
+def test_a_first_deploy_writes_the_status_its_writes_leave_and_the_next_pass_writes_none(
+    kube: FakeKube,
+) -> None:
+    """The first pass creates the Deployment: its status says so (not "does not exist
+    yet"), so the pass the new Deployment's events start has no status of its own to write."""
+    people(kube).create(microservice())
+    first = reconcile(kube)
+    assert len(status_writes(first)) == 1
+    assert status(kube)["message"] == "stable is rolling out v1"
+    available = next(c for c in status(kube)["conditions"] if c["type"] == "Available")
+    assert "does not exist" not in available["message"]
+    assert {e["reason"] for e in kube.events} >= {"DeploymentCreated", "ServiceCreated"}
+    assert status_writes(reconcile(kube)) == []
