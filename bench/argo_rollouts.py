@@ -3,7 +3,8 @@
 For each N (``PILOTBOAT_BENCH_ARGO_COUNTS``, default ``100,1000``) and each tool, in a
 namespace of its own: start the controller as a process of this machine on the local control
 plane (Argo Rollouts' ``rollouts-controller`` built by ``hack/argo-rollouts/build.sh``, or
-``pilotboat run``), create N equivalent objects at once (Rollouts or Microservices: one
+``pilotboat run``), create N equivalent apps at once (Microservices, or Rollouts each with
+the Service a Microservice renders for itself, created first as Helm orders them: one
 replica, steps setWeight 20, pause until promoted, setWeight 50; replica-ratio canary, no
 traffic router), wait until all are Healthy, change every image, wait until all are paused
 at the pause step, delete the namespace and stop the controller. The other tool is not
@@ -12,8 +13,9 @@ N, so the cluster's three shared fake nodes keep their room.
 
 Measured, one record per (tool, metric, N):
 
-* ``create_to_workload_seconds``: create → the workload exists (Argo Rollouts: the Rollout's
-  ReplicaSet; Pilotboat: the stable Deployment), seen by a watch; p50/p99 over the N;
+* ``create_to_workload_seconds``: the app's first create → the workload exists (Argo
+  Rollouts: the Rollout's ReplicaSet; Pilotboat: the stable Deployment), seen by a watch;
+  p50/p99 over the N (``PILOTBOAT_BENCH_ARGO_SERVICES=0``: Rollouts without Services);
 * ``image_change_to_canary_pod_seconds``: the image patch → the first pod of the new image
   exists (not yet scheduled or ready);
 * ``single_image_change_to_canary_pod_seconds``: then, with the N paused, the images of
@@ -108,6 +110,12 @@ def _healthy_only() -> bool:
     """``PILOTBOAT_BENCH_ARGO_HEALTHY_ONLY=1``: stop each run once the N are Healthy (the
     create burst, RSS idle and Healthy, requests): a large N's memory without its release."""
     return os.environ.get("PILOTBOAT_BENCH_ARGO_HEALTHY_ONLY", "0") == "1"
+
+
+def _app_services() -> bool:
+    """``PILOTBOAT_BENCH_ARGO_SERVICES=0``: create the Rollouts alone, without the Service
+    each app needs (the runs before 12-03 18:30 did; see :func:`_argo_app`)."""
+    return os.environ.get("PILOTBOAT_BENCH_ARGO_SERVICES", "1") != "0"
 
 
 def _tools() -> list[str]:
@@ -299,6 +307,8 @@ class Tool:
     group: str
     plural: str
     manifest: Callable[[str, str, int], dict[str, Any]]
+    app: Callable[[str, str, int], list[dict[str, Any]]]
+    """Everything a user applies for one app, in order; the last is ``manifest``'s object."""
     image_patch: Callable[[str], dict[str, Any]]
     workload: str  # "replicasets" or "deployments": the kind the watch reads
     owner_kind: str
@@ -330,6 +340,33 @@ def _rollout(name: str, image: str, replicas: int) -> dict[str, Any]:
             },
         },
     }
+
+
+def _app_service(name: str) -> dict[str, Any]:
+    """The Service an app's traffic comes through: the one a Microservice renders for itself
+    (ClusterIP, port http 8080, over both tracks' pods), which an Argo Rollouts user applies
+    beside the Rollout."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {NAME_LABEL: name}},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {NAME_LABEL: name},
+            "ports": [{"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}],
+        },
+    }
+
+
+def _argo_app(name: str, image: str, replicas: int) -> list[dict[str, Any]]:
+    """What an Argo Rollouts user applies for one app: its Service, then its Rollout (Helm's
+    order: Services before workloads, kinds it does not know last). A Microservice is both
+    at once, the operator writing the Service; without the Service here the two tools would
+    not end with the same objects, and every Service a cluster creates waits on one lock of
+    the API server's address allocator (Kubernetes 1.33 on), which only Pilotboat's side
+    would pay for. ``PILOTBOAT_BENCH_ARGO_SERVICES=0``: the Rollout alone."""
+    rollout = _rollout(name, image, replicas)
+    return [_app_service(name), rollout] if _app_services() else [rollout]
 
 
 def _microservice(name: str, image: str, replicas: int) -> dict[str, Any]:
@@ -392,6 +429,7 @@ TOOLS: dict[str, Tool] = {
         group="argoproj.io",
         plural="rollouts",
         manifest=_rollout,
+        app=_argo_app,
         image_patch=_argo_image_patch,
         workload="replicasets",
         owner_kind="Rollout",
@@ -403,6 +441,7 @@ TOOLS: dict[str, Tool] = {
         group="pilotboat.dev",
         plural="microservices",
         manifest=_microservice,
+        app=lambda name, image, replicas: [_microservice(name, image, replicas)],
         image_patch=_pilotboat_image_patch,
         workload="deployments",
         owner_kind="Microservice",
@@ -614,7 +653,10 @@ class _Run:
         return burst
 
     def _create(self, name: str) -> Any:
-        body = self.tool.manifest(name, f"{IMAGE}:v1", self.replicas)
+        """Create one app, as a user applies it (the clock runs from the first object)."""
+        *others, body = self.tool.app(name, f"{IMAGE}:v1", self.replicas)
+        for other in others:  # the Service, the only other kind an app has here
+            self.core.create_namespaced_service(self.namespace, other)
         return self.custom.create_namespaced_custom_object(
             self.tool.group, "v1alpha1", self.namespace, self.tool.plural, body
         )
@@ -726,7 +768,9 @@ class _Run:
 
     def _common(self) -> dict[str, Any]:
         common = {"tool": self.tool.name, "tool_version": self.tool.version,
-                  "objects": self.count, "replicas": self.replicas}  # fmt: skip
+                  "objects": self.count, "replicas": self.replicas,
+                  # The kinds created for each app, in order.
+                  "app": [o["kind"] for o in self.tool.app("x", f"{IMAGE}:v1", 1)]}  # fmt: skip
         if self.tool.name == "argo-rollouts" and _argo_args():
             common["controller_args"] = " ".join(_argo_args())
         if self.tool.name == "pilotboat" and _pilotboat_args():
