@@ -82,3 +82,34 @@ def test_its_own_webhook_configurations_go_with_the_namespace_they_serve(
     for kind in kinds:
         story.wait_for(kind, name, lambda o: o is None, timeout=180,
                        what="deleted with the namespace it served")
+
+
+def test_a_configuration_registered_again_after_its_namespace_went_goes_when_the_operator_stops(
+    kube: Kube, private_namespace: str, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The namespace is deleted under a running operator: the garbage collector takes the
+    configurations with it, the operator's check registers them again, unowned (nothing
+    left to own them). Stopped, the operator deletes them: no namespace they serve exists,
+    and nothing else ever would."""
+    from pilotboat.handlers.webhooks import webhook_configuration_name
+
+    name = webhook_configuration_name([private_namespace], None)
+    kinds = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+    story = Story(kube, private_namespace)
+    own = OperatorProcess(kubeconfig, tmp_path, ["--namespace", private_namespace],
+                          env={"PILOTBOAT_WEBHOOK_CHECK_SECONDS": "1"})
+    own.start()
+    try:
+        for kind in kinds:
+            story.wait_for(kind, name, lambda o: o is not None, what="registered")
+        kube.delete("Namespace", None, private_namespace)
+        story.wait_for("Namespace", private_namespace, lambda o: o is None, timeout=180,
+                       what="the namespace gone")  # fmt: skip
+        for kind in kinds:
+            story.wait_for(kind, name,
+                           lambda o: o is not None and not o["metadata"].get("ownerReferences"),
+                           timeout=180, what="registered again, unowned")  # fmt: skip
+    finally:
+        own.stop()
+    for kind in kinds:
+        assert kube.get(kind, None, name) is None, f"{kind} {name} left behind"

@@ -74,3 +74,64 @@ def test_a_configuration_that_is_gone_is_registered_again() -> None:
     kube.delete("ValidatingWebhookConfiguration", None, "pilotboat-ns-test")
     server._still_registered(CLIENT)
     assert kube.get("ValidatingWebhookConfiguration", None, "pilotboat-ns-test") is not None
+
+
+def test_registered_again_while_its_namespace_is_gone_it_is_owned_once_the_namespace_is_back(
+) -> None:
+    """The garbage collector took the configuration with its namespace, and the operator's
+    check registered it again before the operator stopped: unowned. Once the namespace
+    exists again, the next check gives it its owner."""
+    kube = FakeKube()
+    server = _server(kube, ["shop"])
+    server._register(CLIENT)  # the namespace is gone: registered unowned
+    assert _owners(kube) == [None, None]
+    server._still_registered(CLIENT)
+    assert _owners(kube) == [None, None]  # still nothing that could own it
+    uid = _namespace(kube, "shop")
+    server._still_registered(CLIENT)
+    owner = [{"apiVersion": "v1", "kind": "Namespace", "name": "shop", "uid": uid}]
+    assert _owners(kube) == [owner, owner]
+
+
+@pytest.mark.parametrize("namespace_exists", [False, True])
+def test_on_the_way_out_an_unowned_configuration_goes_only_if_none_of_its_namespaces_exists(
+    namespace_exists: bool,
+) -> None:
+    kube = FakeKube()
+    server = _server(kube, ["shop"])
+    server._register(CLIENT)  # unowned: the namespace was gone
+    if namespace_exists:
+        _namespace(kube, "shop")  # made again since: the configuration protects it
+    server._let_go()
+    left = [kube.get(kind, None, "pilotboat-ns-test") is not None for kind in KINDS]
+    assert left == [namespace_exists, namespace_exists]
+
+
+def test_on_the_way_out_an_owned_configuration_is_left_to_the_garbage_collector() -> None:
+    kube = FakeKube()
+    _namespace(kube, "shop")
+    server = _server(kube, ["shop"])
+    server._register(CLIENT)
+    kube.delete("Namespace", None, "shop")
+    server._let_go()
+    assert all(kube.get(kind, None, "pilotboat-ns-test") is not None for kind in KINDS)
+
+
+def test_on_the_way_out_a_client_that_may_not_read_namespaces_leaves_them() -> None:
+    kube = _NoNamespaces()
+    server = _server(kube, ["shop"])
+    server._register(CLIENT)
+    server._let_go()
+    assert all(kube.get(kind, None, "pilotboat-ns-test") is not None for kind in KINDS)
+
+
+def test_on_the_way_out_a_namespace_being_deleted_protects_nothing() -> None:
+    kube = FakeKube()
+    server = _server(kube, ["shop"])
+    server._register(CLIENT)
+    _namespace(kube, "shop")
+    kube.acting_as("pilotboat").merge_patch(
+        "Namespace", None, "shop", {"metadata": {"deletionTimestamp": "2026-12-03T19:00:00Z"}}
+    )
+    server._let_go()
+    assert all(kube.get(kind, None, "pilotboat-ns-test") is None for kind in KINDS)

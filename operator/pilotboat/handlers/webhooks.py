@@ -68,7 +68,9 @@ every operator run for a namespace since deleted (a test's, a benchmark's, a tea
 sandbox) left a configuration behind whose ``matchConditions`` the API server still
 evaluated, in CEL, on every write of a Microservice in the cluster. A running operator
 looks every :data:`REGISTRATION_CHECK_SECONDS` and registers again a configuration that is
-gone (its namespace deleted and made again under it, or deleted by hand). An operator
+gone (its namespace deleted and made again under it, or deleted by hand), owned again once
+its namespaces exist; registered again while they were gone, it is unowned, and the
+operator deletes it when it stops if none of them exists then (:meth:`_let_go`). An operator
 whose configuration no namespace owns (cluster-wide, globs, a peering name, the chart's
 ``webhooks.registration=operator`` with its create-and-patch-only grant) registers once.
 
@@ -508,6 +510,13 @@ def _read_ca(kube: Kube, secret: ServiceRef) -> tuple[bytes, bytes]:
     return base64.b64decode(data["ca.crt"]), base64.b64decode(data["ca.key"])
 
 
+_CONFIGURATION_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+
+
+def _owned(configuration: Mapping[str, Any]) -> bool:
+    return bool((configuration.get("metadata") or {}).get("ownerReferences"))
+
+
 class PilotboatWebhookServer(kopf.WebhookServer):
     """Kopf's HTTPS webhook server that registers Pilotboat's own webhook configurations,
     or, with ``service`` and ``ca_secret`` (the chart's registration), registers nothing,
@@ -581,11 +590,35 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         return references
 
     def _still_registered(self, client_config: Mapping[str, Any]) -> None:
-        """Register again if either configuration is gone."""
-        kinds = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
-        if any(self._kube.get(kind, None, self._name) is None for kind in kinds):
+        """Register again if either configuration is gone, or is unowned while its
+        namespaces could own it now (registered again while they were being deleted, and
+        made again since)."""
+        found = [self._kube.get(kind, None, self._name) for kind in _CONFIGURATION_KINDS]
+        if any(configuration is None for configuration in found):
             _log.warning("webhook configuration %s is gone; registering it again", self._name)
             self._register(client_config)
+        elif not all(_owned(c) for c in found if c is not None) and self._owner_references():
+            _log.info("webhook configuration %s is owned by its namespaces again", self._name)
+            self._register(client_config)
+
+    def _let_go(self) -> None:
+        """On the way out: delete this operator's configurations if they are unowned and no
+        namespace they serve exists any longer (or each is being deleted). Registered again
+        while its namespaces were being deleted (the garbage collector had taken the owned
+        one), a configuration has no owner to go with, and nothing else would ever delete
+        it; while one of its namespaces lives, it stays (the module's doc says why)."""
+        try:
+            for name in self._owners:
+                found = self._kube.get("Namespace", None, name)
+                if found is not None and not found["metadata"].get("deletionTimestamp"):
+                    return
+            for kind in _CONFIGURATION_KINDS:
+                configuration = self._kube.get(kind, None, self._name)
+                if configuration is not None and not _owned(configuration):
+                    self._kube.delete(kind, None, self._name)
+                    _log.info("deleted %s %s: none of its namespaces exists", kind, self._name)
+        except ApiException as exc:  # may not read Namespaces: left as before
+            _log.info("webhook configurations left in place: %s", exc.reason)
 
     async def _keep_registered(self, client_config: Mapping[str, Any]) -> None:
         while True:
@@ -642,6 +675,8 @@ class PilotboatWebhookServer(kopf.WebhookServer):
             for task in (renewal, checking):
                 if task is not None:
                     task.cancel()
+            if self._owners and self._service is None:
+                self._let_go()  # blocking, briefly: the loop is on its way out
 
     @staticmethod
     async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
