@@ -37,6 +37,11 @@ def _owners(kube: FakeKube) -> list[list[Any]]:
             for kind in KINDS]
 
 
+def _left(kube: FakeKube) -> list[bool]:
+    """Whether each configuration is still there."""
+    return [kube.get(kind, None, "pilotboat-ns-test") is not None for kind in KINDS]
+
+
 def _namespace(kube: FakeKube, name: str) -> str:
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     found = kube.get("Namespace", None, name)
@@ -103,8 +108,7 @@ def test_on_the_way_out_an_unowned_configuration_goes_only_if_none_of_its_namesp
     if namespace_exists:
         _namespace(kube, "shop")  # made again since: the configuration protects it
     server._let_go()
-    left = [kube.get(kind, None, "pilotboat-ns-test") is not None for kind in KINDS]
-    assert left == [namespace_exists, namespace_exists]
+    assert _left(kube) == [namespace_exists, namespace_exists]
 
 
 def test_on_the_way_out_an_owned_configuration_is_left_to_the_garbage_collector() -> None:
@@ -114,7 +118,7 @@ def test_on_the_way_out_an_owned_configuration_is_left_to_the_garbage_collector(
     server._register(CLIENT)
     kube.delete("Namespace", None, "shop")
     server._let_go()
-    assert all(kube.get(kind, None, "pilotboat-ns-test") is not None for kind in KINDS)
+    assert _left(kube) == [True, True]
 
 
 def test_on_the_way_out_a_client_that_may_not_read_namespaces_leaves_them() -> None:
@@ -122,7 +126,7 @@ def test_on_the_way_out_a_client_that_may_not_read_namespaces_leaves_them() -> N
     server = _server(kube, ["shop"])
     server._register(CLIENT)
     server._let_go()
-    assert all(kube.get(kind, None, "pilotboat-ns-test") is not None for kind in KINDS)
+    assert _left(kube) == [True, True]
 
 
 def test_on_the_way_out_a_namespace_being_deleted_protects_nothing() -> None:
@@ -134,4 +138,4 @@ def test_on_the_way_out_a_namespace_being_deleted_protects_nothing() -> None:
         "Namespace", None, "shop", {"metadata": {"deletionTimestamp": "2026-12-03T19:00:00Z"}}
     )
     server._let_go()
-    assert all(kube.get(kind, None, "pilotboat-ns-test") is None for kind in KINDS)
+    assert _left(kube) == [False, False]
