@@ -21,6 +21,7 @@ from pilotboat.core.release import (
     desired_revision,
     gates_due,
     plan_release,
+    status_as_written,
     wanted_services,
 )
 from pilotboat.core.rollout import AnalysisOutcome
@@ -524,3 +525,38 @@ def test_conditions_docstring_examples_hold() -> None:
     import pilotboat.core.conditions
 
     assert doctest.testmod(pilotboat.core.conditions).failed == 0
+
+
+def _created(of: MicroserviceSpec) -> dict[str, Any]:
+    """The stable Deployment as its create returned it: no controller has seen it yet."""
+    obj = render_deployment(OWNER, of, track="stable", replicas=of.replicas)
+    obj["metadata"]["generation"] = 1
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("case", "after_stable", "takes_it"),
+    [
+        ("the first deploy's writes, as returned", "created", True),
+        ("a Deployment of another revision: a further write", "other", False),
+        ("the Deployment still missing: a further write", None, False),
+    ],
+)
+def test_a_first_deploys_status_is_the_one_its_writes_leave_when_they_leave_nothing_to_do(
+    case: str, after_stable: str | None, takes_it: bool
+) -> None:
+    first = spec("v1")
+    plan = plan_release(observe(first))
+    assert plan.pods_first, case
+    stable = {"created": _created(first), "other": _created(spec("v9")), None: None}
+    after = status_as_written(plan, observe(first, stable=stable[after_stable]))
+    assert (after.status.message == "stable is rolling out v1") is takes_it, case
+    assert after.writes == plan.writes and after.events == plan.events, case
+    assert after.status == plan.status or takes_it, case
+
+
+def test_only_a_first_deploys_plan_takes_the_status_its_writes_leave() -> None:
+    plan = plan_release(observe(OLD, stable=deployment(OLD, "stable", replicas=4)))
+    assert not plan.pods_first
+    after = status_as_written(plan, observe(OLD, stable=_created(OLD)))
+    assert after is plan

@@ -71,6 +71,7 @@ __all__ = [
     "router_of",
     "routing_of",
     "sent_by",
+    "status_as_written",
     "track_revision",
     "track_version",
     "wanted_services",
@@ -517,6 +518,21 @@ def _walk_release(obs: ReleaseObservation) -> ReleasePlan:
         events=events + flips,
         next_look=_next_look(decision, obs.analysis, obs.background),
     )
+
+
+def status_as_written(plan: ReleasePlan, after: ReleaseObservation) -> ReleasePlan:
+    """A first deploy's ``plan`` with the status its writes leave: ``after`` is the pass's
+    observation with the children as the writes returned them. The pass the new Deployment's
+    watch events start then finds that status already written instead of writing a second
+    one (a Microservice status write is the API server's costliest request in a create
+    burst). Only when ``after`` plans no further write and no hold: else its status would
+    tell of writes not made, and ``plan``'s stands. Any other plan is returned as it is."""
+    if not plan.pods_first or plan.hold is not None:
+        return plan
+    settled = plan_release(after)
+    if settled.writes or settled.hold is not None:
+        return plan
+    return replace(plan, status=settled.status)
 
 
 def _runs_spec(stable: Mapping[str, Any] | None, revision: str, spec: MicroserviceSpec) -> bool:

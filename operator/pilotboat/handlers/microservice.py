@@ -45,6 +45,7 @@ from pilotboat.core.release import (
     plan_release,
     release_state,
     router_of,
+    status_as_written,
     track_revision,
     track_version,
 )
@@ -363,20 +364,12 @@ def _write_children(
 
 
 def _as_written(kube: Kube, observed: ReleaseObservation, plan: ReleasePlan) -> ReleasePlan:
-    """A first deploy's plan with the status its writes leave: planned again on the children
-    it wrote (as the API server returned them, from the cache). The next pass, which the new
-    Deployment's watch events start, then finds that status already written instead of
-    writing a second one: the costliest request of a create burst for the API server (a
-    whole Microservice decoded, validated and encoded again), once less per Microservice.
-    Taken only when the second plan would write nothing more: else its status would tell of
-    writes not made, and this plan's stands."""
-    if not plan.pods_first or plan.hold is not None or observed.spec is None:
+    """A first deploy's plan with the status its writes leave (`status_as_written`), on the
+    children it wrote as the API server returned them (from the cache)."""
+    if not plan.pods_first or observed.spec is None:
         return plan
     children = _children(kube, observed.owner, observed.spec, observed.strategy)
-    after = plan_release(replace(observed, children=children))
-    if after.writes or after.hold is not None:
-        return plan
-    return replace(plan, status=after.status)
+    return status_as_written(plan, replace(observed, children=children))
 
 
 def _write_in_turn(
