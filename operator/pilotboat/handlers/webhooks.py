@@ -579,15 +579,20 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         references = []
         for name in self._owners:
             try:
-                found = self._kube.get("Namespace", None, name)
+                found = self._living_namespace(name)
             except ApiException as exc:  # may not read Namespaces: registered as before
                 _log.info("webhook configurations not owned by their namespaces: %s", exc.reason)
                 return []
-            if found is None or found["metadata"].get("deletionTimestamp"):
+            if found is None:
                 return []
             references.append({"apiVersion": "v1", "kind": "Namespace", "name": name,
                                "uid": found["metadata"]["uid"]})  # fmt: skip
         return references
+
+    def _living_namespace(self, name: str) -> dict[str, Any] | None:
+        """The Namespace ``name``, unless it is gone or being deleted."""
+        found = self._kube.get("Namespace", None, name)
+        return None if found is None or found["metadata"].get("deletionTimestamp") else found
 
     def _still_registered(self, client_config: Mapping[str, Any]) -> None:
         """Register again if either configuration is gone, or is unowned while its
@@ -608,10 +613,8 @@ class PilotboatWebhookServer(kopf.WebhookServer):
         one), a configuration has no owner to go with, and nothing else would ever delete
         it; while one of its namespaces lives, it stays (the module's doc says why)."""
         try:
-            for name in self._owners:
-                found = self._kube.get("Namespace", None, name)
-                if found is not None and not found["metadata"].get("deletionTimestamp"):
-                    return
+            if any(self._living_namespace(name) is not None for name in self._owners):
+                return
             for kind in _CONFIGURATION_KINDS:
                 configuration = self._kube.get(kind, None, self._name)
                 if configuration is not None and not _owned(configuration):
