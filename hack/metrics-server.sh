@@ -3,8 +3,10 @@
 # API server's aggregated `metrics.k8s.io` API, reading CPU and memory of the real node's pods
 # from its kubelet (/metrics/resource), so a HorizontalPodAutoscaler acts on real pod metrics.
 #   hack/metrics-server.sh up      build once (cache: ~/.cache/pilotboat/bin/metrics-server-VERSION),
-#                                  make its certificates, register it (RBAC, Service, EndpointSlice,
-#                                  APIService), start it, wait until the APIService is Available
+#                                  make its certificates, register its RBAC, Service and
+#                                  EndpointSlice, start it, wait until the Service's ClusterIP
+#                                  leads to it, then register the APIService and wait until it
+#                                  is Available
 #   hack/metrics-server.sh down    unregister it (when the API server answers), stop it; one line
 #                                  on stdout per thing done ("metrics: ..."); exit 0 when it
 #                                  does not run
@@ -116,7 +118,8 @@ EOF
 }
 
 # What upstream's manifests/base installs, for the user system:metrics-server instead of a
-# ServiceAccount, and a Service without selector whose one endpoint is this host.
+# ServiceAccount, and a Service without selector whose one endpoint is this host. The
+# APIService comes later (register_apiservice), once the Service's ClusterIP leads here.
 register() {
   kubectl apply --server-side --force-conflicts --field-manager=pilotboat-hack -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
@@ -193,7 +196,17 @@ ports:
 endpoints:
 - addresses: ["$address"]
   conditions: {ready: true}
----
+EOF
+}
+
+# The API server's availability check dials the ClusterIP without verifying the certificate
+# and keeps its connection open. Dialled before kube-proxy's rules lead the ClusterIP here,
+# it reaches whatever answers on the default route (in a sandbox: an egress proxy answering
+# 404 to everything) and stays there: the APIService is "FailedDiscoveryCheck ... 404" for as
+# long as that connection lives. So the APIService is written only after via_cluster_ip has
+# seen our own certificate through the ClusterIP.
+register_apiservice() {
+  kubectl apply --server-side --force-conflicts --field-manager=pilotboat-hack -f - >/dev/null <<EOF
 apiVersion: apiregistration.k8s.io/v1
 kind: APIService
 metadata:
@@ -207,6 +220,18 @@ spec:
   service: {name: metrics-server, namespace: kube-system, port: 443}
   caBundle: $(base64 -w0 <"$pki/ca.crt")
 EOF
+}
+
+# via_cluster_ip: an HTTPS answer (any status) through the Service's ClusterIP, from a server
+# whose certificate is of the cluster CA for metrics-server.kube-system.svc; that is,
+# kube-proxy leads the ClusterIP to this metrics-server.
+via_cluster_ip() {
+  local ip code
+  ip="$(kubectl get service metrics-server -n kube-system -o jsonpath='{.spec.clusterIP}' 2>/dev/null)"
+  [ -n "$ip" ] || return 1
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$pki/ca.crt" \
+    --resolve "metrics-server.kube-system.svc:443:$ip" https://metrics-server.kube-system.svc/livez)"
+  [ -n "$code" ] && [ "$code" != 000 ]
 }
 
 # An APIService that does not answer breaks discovery: namespaces could not be deleted and
@@ -285,12 +310,22 @@ up() {
       </dev/null >>"$logfile" 2>&1 9>&- &
     echo $! >"$pidfile"
   fi
-  local why="the APIService v1beta1.metrics.k8s.io is not Available after 90s"
-  for ((i = 0; i < 900; i++)); do
-    available && return 0
+  local why="" routed=""
+  for ((i = 0; i < 600; i++)); do
+    via_cluster_ip && { routed=1; break; }
     alive || { why="metrics-server exited"; break; }
     sleep 0.1
   done
+  if [ -n "$routed" ]; then
+    register_apiservice
+    why="the APIService v1beta1.metrics.k8s.io is not Available after 90s"
+    for ((i = 0; i < 900; i++)); do
+      available && return 0
+      alive || { why="metrics-server exited"; break; }
+      sleep 0.1
+    done
+  fi
+  [ -n "$why" ] || why="the Service kube-system/metrics-server does not lead to it after 60s"
   kubectl get apiservice v1beta1.metrics.k8s.io -o jsonpath='{.status.conditions}{"\n"}' >&2 || true
   tail -n 20 "$logfile" >&2 || true
   # Not left registered without an answer (see unregister); `down` stops what may still run.
