@@ -222,12 +222,11 @@ spec:
 EOF
 }
 
-# via_cluster_ip: an HTTPS answer (any status) through the Service's ClusterIP, from a server
-# whose certificate is of the cluster CA for metrics-server.kube-system.svc; that is,
+# via_cluster_ip IP: an HTTPS answer (any status) through the Service's ClusterIP IP, from a
+# server whose certificate is of the cluster CA for metrics-server.kube-system.svc; that is,
 # kube-proxy leads the ClusterIP to this metrics-server.
 via_cluster_ip() {
-  local ip code
-  ip="$(kubectl get service metrics-server -n kube-system -o jsonpath='{.spec.clusterIP}' 2>/dev/null)"
+  local ip=$1 code
   [ -n "$ip" ] || return 1
   code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$pki/ca.crt" \
     --resolve "metrics-server.kube-system.svc:443:$ip" https://metrics-server.kube-system.svc/livez)"
@@ -263,6 +262,19 @@ ours() {
 }
 
 alive() { [ -n "$(ours)" ]; }
+
+# while_alive TENTHS COMMAND...: 0 once COMMAND succeeds, 1 when metrics-server is gone
+# first, 2 after TENTHS tenths of a second.
+while_alive() {
+  local tenths=$1 i
+  shift
+  for ((i = 0; i < tenths; i++)); do
+    "$@" && return 0
+    alive || return 1
+    sleep 0.1
+  done
+  return 2
+}
 
 wait_gateway() {
   local i
@@ -310,22 +322,16 @@ up() {
       </dev/null >>"$logfile" 2>&1 9>&- &
     echo $! >"$pidfile"
   fi
-  local why="" routed=""
-  for ((i = 0; i < 600; i++)); do
-    via_cluster_ip && { routed=1; break; }
-    alive || { why="metrics-server exited"; break; }
-    sleep 0.1
-  done
-  if [ -n "$routed" ]; then
+  local ip rc=0 why="the Service kube-system/metrics-server does not lead to it after 60s"
+  ip="$(kubectl get service metrics-server -n kube-system -o jsonpath='{.spec.clusterIP}' 2>/dev/null)"
+  while_alive 600 via_cluster_ip "$ip" || rc=$?
+  if [ "$rc" -eq 0 ]; then
     register_apiservice
     why="the APIService v1beta1.metrics.k8s.io is not Available after 90s"
-    for ((i = 0; i < 900; i++)); do
-      available && return 0
-      alive || { why="metrics-server exited"; break; }
-      sleep 0.1
-    done
+    while_alive 900 available || rc=$?
+    [ "$rc" -ne 0 ] || return 0
   fi
-  [ -n "$why" ] || why="the Service kube-system/metrics-server does not lead to it after 60s"
+  [ "$rc" -ne 1 ] || why="metrics-server exited"
   kubectl get apiservice v1beta1.metrics.k8s.io -o jsonpath='{.status.conditions}{"\n"}' >&2 || true
   tail -n 20 "$logfile" >&2 || true
   # Not left registered without an answer (see unregister); `down` stops what may still run.
