@@ -321,7 +321,8 @@ class FakeKube:
         key = self._key(obj["kind"], meta.get("namespace"), meta["name"])
         self._check_refusal(obj["kind"], meta["name"], applied=obj)
         current = self._objects.get(key)
-        self._check_version(key, current, obj)
+        if current is not None:  # an apply that creates ignores a resourceVersion
+            self._check_version(key, current, obj)
         if dry_run:
             return copy.deepcopy(_merge(current or {}, obj))
         self._record("apply", key, subresource, obj)

@@ -12,6 +12,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from pilotboat.adapters.kube import Kube
+from pilotboat.api import MicroserviceSpec
+from pilotboat.core.workload import Owner, render_deployment, render_service
+from pilotboat.handlers.children import CREATE_ONLY, create_only
 from pilotboat.testing import OperatorProcess
 from tests.manifests import microservice
 from tests.story import Story
@@ -181,3 +184,30 @@ def test_a_foreign_object_with_a_childs_name_is_never_adopted_changed_or_deleted
     assert not after["metadata"].get("ownerReferences")
     assert all(m["manager"] != "pilotboat" for m in after["metadata"]["managedFields"])
     assert any(e["reason"] == "ChildNotOwned" for e in story.events("web"))
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Service"])
+def test_a_create_only_apply_creates_and_never_writes_over_an_existing_object(
+    kube: Kube, private_namespace: str, kind: str
+) -> None:
+    """What the operator's writes of a child it observed absent rely on: the real API server
+    creates the object from a server-side apply carrying `CREATE_ONLY`, and refuses the same
+    apply (409) once an object of that name exists, leaving it as it was."""
+    spec = MicroserviceSpec.model_validate(microservice("web", replicas=1)["spec"])
+    owner = Owner("web", private_namespace, "")
+    child = (render_deployment(owner, spec, track="stable", replicas=1) if kind == "Deployment"
+             else render_service(owner, spec))  # fmt: skip
+    child["metadata"].pop("ownerReferences", None)
+    made = kube.apply(create_only(child))
+    assert made["metadata"]["resourceVersion"] != CREATE_ONLY
+    with pytest.raises(ApiException) as refused:
+        kube.apply(create_only({**child, "metadata": {**child["metadata"],
+                                                     "labels": {"changed": "yes"}}}))
+    assert refused.value.status == 409
+    after = kube.get(kind, private_namespace, "web")
+    assert after is not None
+    assert after["metadata"]["uid"] == made["metadata"]["uid"]
+    assert after["metadata"].get("generation") == made["metadata"].get("generation")
+    assert "changed" not in (after["metadata"].get("labels") or {})
+    assert [m["manager"] for m in after["metadata"]["managedFields"]
+            if m["operation"] == "Apply"] == ["pilotboat-tests"]  # fmt: skip

@@ -29,6 +29,7 @@ from pilotboat.core.workload import (
 )
 from pilotboat.handlers import cache, context
 from pilotboat.handlers.approvals import sync_approval
+from pilotboat.handlers.children import CREATE_ONLY
 from pilotboat.handlers.context import Reconcile, Runtime
 from pilotboat.handlers.databases import reconcile_owned_database
 from pilotboat.handlers.flags import on_feature_flag_event, on_microservice_for_its_flags
@@ -296,6 +297,13 @@ def test_a_foreign_child_is_refused_and_never_written(kube: FakeKube) -> None:
                          "metadata": {"name": STABLE, "namespace": NS},
                          "spec": {"replicas": 1}})  # fmt: skip
     people(kube).create(microservice())
+    before = len(kube.writes)
+    with pytest.raises(LookAgain):  # the first pass asks nothing: its create-only write is refused
+        reconcile(kube)
+    assert [(w.verb, w.kind) for w in kube.writes[before:]] in (
+        [], [("apply", "Service"), ("delete", "Service")],  # the Service went beside it
+    )
+    assert kube.get("Service", NS, "orders") is None, "nothing of the pass is left"
     writes = reconcile(kube)
     assert child_writes(writes) == []
     assert condition(kube, reasons.READY) == ("False", reasons.CHILD_NOT_OWNED)
@@ -304,6 +312,32 @@ def test_a_foreign_child_is_refused_and_never_written(kube: FakeKube) -> None:
     assert [(e["reason"], e["type"]) for e in kube.events] == [
         (reasons.CHILD_NOT_OWNED, "Warning")
     ]
+
+
+def test_a_first_pass_asks_for_no_child_and_only_creates(kube: FakeKube) -> None:
+    """A new Microservice's children do not exist: its first pass reads none of them and
+    writes each with a server-side apply that only creates (a resourceVersion no object
+    has), so a name taken meanwhile is refused by the API server, never written over."""
+    people(kube).create(microservice())
+    asked = gets(kube)
+    applied: list[dict[str, Any]] = []
+    apply = kube.apply
+
+    def recording(obj: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        applied.append(obj)
+        return apply(obj, **kw)
+
+    kube.apply = recording  # type: ignore[method-assign]
+    writes = reconcile(kube)
+    assert [key for key in asked if key[0] in ("Deployment", "Service")] == []
+    assert sorted(child_writes(writes)) == [("apply", "Deployment", STABLE, "pilotboat"),
+                                            ("apply", "Service", "orders", "pilotboat")]
+    assert {o["kind"]: o["metadata"]["resourceVersion"] for o in applied} == {
+        "Deployment": CREATE_ONLY, "Service": CREATE_ONLY}
+    assert status(kube)["observedGeneration"] == 1
+    asked.clear()
+    reconcile(kube)  # a later pass asks for what the cache lacks, as before
+    assert ("Deployment", CANARY) in asked
 
 
 def gets(kube: FakeKube) -> list[tuple[str, str]]:
@@ -327,8 +361,8 @@ def test_a_child_found_absent_is_not_asked_for_again_on_every_pass(kube: FakeKub
     assert ("Deployment", CANARY) not in asked
     new_version(kube)
     asked.clear()
-    writes = reconcile(kube)  # creating it: asked once more, then written
-    assert ("Deployment", CANARY) in asked
+    writes = reconcile(kube)  # creating it: not asked, written create-only
+    assert ("Deployment", CANARY) not in asked
     assert child_writes(writes) == [("apply", "Deployment", CANARY, "pilotboat")]
 
 
@@ -336,7 +370,7 @@ def test_a_foreign_child_made_after_the_last_pass_is_refused_and_never_written(
     kube: FakeKube,
 ) -> None:
     """No watch event tells of an object without the operator's label: the canary found
-    absent passes ago is asked for again before it is created."""
+    absent passes ago is created by a write that only creates, which the API server refuses."""
     released(kube)
     people(kube).create({"apiVersion": "apps/v1", "kind": "Deployment",
                          "metadata": {"name": CANARY, "namespace": NS},

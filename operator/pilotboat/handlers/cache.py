@@ -17,10 +17,17 @@ controller-runtime predicate would drop it.
 A child the API server answered 404 for is remembered as absent (with the time it was
 asked), so a Microservice without a canary does not ask for ``web-canary`` on every pass;
 the watch's first event of the child replaces the mark. A foreign object of that name
-created later carries no label, so no event tells of it: before the operator *creates* a
-child it last saw absent in an earlier pass, it asks again (:meth:`ChildCache.absent_before`
-and :func:`pilotboat.handlers.microservice._write_children`), so an object it does not own is
-still refused, never overwritten.
+created later carries no label, so no event tells of it: the operator *creates* a child it
+observed absent with a server-side apply that only creates
+(:data:`pilotboat.handlers.children.CREATE_ONLY`), which the API server refuses when an
+object of that name exists, whoever's. Such a name is then :meth:`ChildCache.contested`:
+every later read of it asks the API server, which tells whose it is.
+
+A Microservice's first pass (it has no status yet) does not ask at all for the children
+the cache does not hold (``get_many(..., assume_absent=True)``): a new object's children do
+not exist, almost always, and the create-only write finds out when one does. A later pass
+asks as before, so a foreign ``web-canary`` that the first pass had no reason to write is
+found by the second.
 
 The cache keeps a child without its ``metadata.managedFields`` (no pass reads them of a
 child), which is much of a Deployment's size. A hit may be one event old: the write a pass
@@ -46,6 +53,9 @@ __all__ = ["ChildCache", "children", "owners"]
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
+CONTESTED = 4096
+"""Names kept as contested at most (:meth:`ChildCache.contested`); each comes of a taken name."""
+
 READERS = 4
 """Threads that ask the API server for the misses of one :meth:`ChildCache.get_many` at once."""
 _readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="cache-reads")
@@ -70,6 +80,7 @@ class ChildCache:
         self._remember_absent = remember_absent
         self._objects: dict[Key, Mapping[str, Any] | _Absent] = {}
         self._echoes: dict[Key, str] = {}  # key → resourceVersion of a settled own write
+        self._contested: dict[Key, None] = {}  # keys always asked of the API server
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -85,6 +96,7 @@ class ChildCache:
             with self._lock:
                 self._objects.pop(key, None)
                 self._echoes.pop(key, None)
+                self._contested.pop(key, None)
             return
         kept: Mapping[str, Any] = _compact(_lean(body) if self._lean else body)
         with self._lock:
@@ -92,6 +104,7 @@ class ChildCache:
             if isinstance(known, Mapping) and _older(body, known):
                 return  # a late event of an older version
             self._objects[key] = kept
+            self._contested.pop(key, None)  # held now: whose it is is in it
 
     def wrote(self, kind: str, body: Mapping[str, Any], *, settled: bool) -> None:
         """What the operator's own write returned, kept as :meth:`seen` keeps an event.
@@ -132,6 +145,19 @@ class ChildCache:
         with self._lock:
             self._objects.pop((kind, namespace, name), None)
 
+    def contested(self, kind: str, namespace: str, name: str) -> None:
+        """An object of that name exists though a pass observed it absent (its create-only
+        write was refused): forget what is known of it, and have every read of it ask the
+        API server until the watch delivers it as the operator's (a foreign object never
+        comes). At most :data:`CONTESTED` names are kept, the oldest dropped first."""
+        key = (kind, namespace, name)
+        with self._lock:
+            self._objects.pop(key, None)
+            self._contested.pop(key, None)
+            self._contested[key] = None
+            while len(self._contested) > CONTESTED:
+                del self._contested[next(iter(self._contested))]
+
     def get(self, kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as the watch last delivered it, else as the API server has it now."""
         key = (kind, namespace, name)
@@ -147,10 +173,13 @@ class ChildCache:
                 self._objects.setdefault(key, _Absent(time.monotonic()))
         return got
 
-    def get_many(self, kube: Kube, keys: Iterable[Key]) -> dict[Key, dict[str, Any] | None]:
-        """:meth:`get` of every key; the misses are asked of the API server side by side (a
-        new Microservice's first pass misses its Deployments and Service, and under load
-        each GET waits its turn at the API server).
+    def get_many(
+        self, kube: Kube, keys: Iterable[Key], *, assume_absent: bool = False
+    ) -> dict[Key, dict[str, Any] | None]:
+        """:meth:`get` of every key; the misses are asked of the API server side by side
+        (under load each GET waits its turn at the API server). With ``assume_absent`` (a
+        new Microservice's first pass) a miss is read as absent without asking, unless its
+        name is :meth:`contested`; nothing is remembered of it.
 
         >>> from pilotboat.testing import FakeKube
         >>> cache, kube = ChildCache(remember_absent=True), FakeKube()
@@ -163,31 +192,20 @@ class ChildCache:
         wanted = list(dict.fromkeys(keys))
         with self._lock:
             missed = [key for key in wanted if key not in self._objects]
+            if assume_absent:
+                missed = [key for key in missed if key in self._contested]
+                assumed = {key: None for key in wanted
+                           if key not in self._objects and key not in self._contested}
+            else:
+                assumed = {}
 
         def ask(key: Key) -> dict[str, Any] | None:
             return self.get(kube, *key)
 
         asked = dict(zip(missed, _readers.map(ask, missed) if len(missed) > 1
                          else map(ask, missed), strict=True))  # fmt: skip
-        return {key: asked[key] if key in asked else ask(key) for key in wanted}
-
-    def absent_before(self, kind: str, namespace: str, name: str, moment: float) -> bool:
-        """Whether the object is known here only as absent, from a 404 older than `moment`
-        (``time.monotonic()``): then only the API server can tell whether someone else
-        created it since.
-
-        >>> from pilotboat.testing import FakeKube
-        >>> cache, kube = ChildCache(remember_absent=True), FakeKube()
-        >>> cache.get(kube, "Deployment", "shop", "web-canary") is None
-        True
-        >>> cache.absent_before("Deployment", "shop", "web-canary", time.monotonic())
-        True
-        >>> cache.absent_before("Deployment", "shop", "web-canary", 0.0)
-        False
-        """
-        with self._lock:
-            found = self._objects.get((kind, namespace, name))
-        return isinstance(found, _Absent) and found.since < moment
+        return {key: asked[key] if key in asked else assumed[key] if key in assumed else ask(key)
+                for key in wanted}  # fmt: skip
 
     def generation(self, kind: str, namespace: str, name: str) -> int | None:
         """The ``metadata.generation`` of the object kept, or None when none is."""
@@ -207,6 +225,7 @@ class ChildCache:
         with self._lock:
             self._objects.clear()
             self._echoes.clear()
+            self._contested.clear()
 
 
 def _key_of(kind: str, meta: Mapping[str, Any]) -> Key:

@@ -28,13 +28,32 @@ from pilotboat.handlers.ports import Kube
 
 __all__ = [
     "ChildBackoff",
+    "CREATE_ONLY",
     "ChildRefusal",
     "child_refusal",
     "controlled_by",
+    "create_only",
     "dry_run_children",
 ]
 
 _REFUSED = (400, 422)
+
+CREATE_ONLY = "18446744073709551615"
+"""A ``metadata.resourceVersion`` no object has (the largest the API server parses). A
+server-side apply carrying it creates the object when there is none (a create ignores it)
+and, when one of that name exists, whoever's, is refused with 409 Conflict: the
+resourceVersion of an update must match the object's. So a child the operator observed
+absent is created without asking first whether someone made one since, and never written
+over (``tests/cluster/test_child_rejected.py`` has the real API server show both)."""
+
+
+def create_only(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` as a server-side apply that only creates (:data:`CREATE_ONLY`).
+
+    >>> create_only({"kind": "Service", "metadata": {"name": "web"}})["metadata"]
+    {'name': 'web', 'resourceVersion': '18446744073709551615'}
+    """
+    return {**body, "metadata": {**body["metadata"], "resourceVersion": CREATE_ONLY}}
 
 DRY_RUN_THREADS = 8
 """Two for each thread of the admission pool (``ADMISSION_WORKERS`` in

@@ -66,7 +66,11 @@ from pilotboat.handlers.analysis import (
 )
 from pilotboat.handlers.cache import children as cache
 from pilotboat.handlers.cache import owners
-from pilotboat.handlers.children import ChildBackoff, child_refusal, controlled_by
+from pilotboat.handlers.children import (
+    ChildBackoff,
+    child_refusal,
+    create_only,
+)
 from pilotboat.handlers.commands import verified_commands
 from pilotboat.handlers.context import Reconcile, describe_validation_error, runtime
 from pilotboat.handlers.contracts import contract_gate
@@ -94,7 +98,6 @@ def reconcile_microservice(
 ) -> float | None:
     """Bring the children of one Microservice in line with its spec and release state;
     write status. Returns when to look again (seconds), if time alone can change things."""
-    started = time.monotonic()
     migrations = _list_migrations_early(kube, body)
     observed = _observe(kube, body, time.time() if now is None else now)
     observed = replace(
@@ -104,7 +107,7 @@ def reconcile_microservice(
         background=_measure_background(rc, observed),
     )
     plan = plan_release(observed)
-    plan = _as_written(kube, observed, _write_children(kube, rc, observed, plan, started))
+    plan = _as_written(kube, body, observed, _write_children(kube, rc, observed, plan))
     if plan.hold is None and observed.adopted is not None and observed.spec is not None:
         scale_adopted(kube, rc, observed.owner, observed.spec, observed.adopted,
                       observed.children.stable, observed.children.canary)
@@ -146,7 +149,7 @@ def _observe(kube: Kube, body: Mapping[str, Any], now: float) -> ReleaseObservat
         spec=spec,
         strategy=strategy,
         database=_database(kube, owner, spec),
-        children=_children(kube, owner, spec, strategy),
+        children=_children(kube, owner, spec, strategy, first=_first_pass(body)),
         flag_bases=_flag_bases(kube, owner.namespace, status, strategy),
         rejection=_backoff.pending(owner.uid, generation),
         verified_commands=verified_commands(kube, body),
@@ -190,8 +193,20 @@ def _database(kube: Kube, owner: Owner, spec: MicroserviceSpec) -> DatabaseAcces
     return DatabaseAccess(claim.allowed, claim.secret_name, claim.reason, claim.message)
 
 
+def _first_pass(body: Mapping[str, Any]) -> bool:
+    """Whether this is a Microservice's first pass (no status written yet): its children,
+    unless the cache holds them, are read as absent without asking (their writes only
+    create, see :func:`_write_child`)."""
+    return not (body.get("status") or {}).get("observedGeneration")
+
+
 def _children(
-    kube: Kube, owner: Owner, spec: MicroserviceSpec, strategy: CanaryStrategy | None
+    kube: Kube,
+    owner: Owner,
+    spec: MicroserviceSpec,
+    strategy: CanaryStrategy | None,
+    *,
+    first: bool = False,
 ) -> ObservedChildren:
     router = router_of(strategy)
     names = [s["metadata"]["name"] for s in router.services(owner, spec)]
@@ -200,7 +215,7 @@ def _children(
     stable = ("Deployment", ns, deployment_name(owner.name, "stable"))
     canary = ("Deployment", ns, deployment_name(owner.name, "canary"))
     services = [("Service", ns, name) for name in names]
-    found = cache.get_many(kube, [stable, canary, *services])
+    found = cache.get_many(kube, [stable, canary, *services], assume_absent=first)
     return ObservedChildren(
         stable=found[stable],
         canary=found[canary],
@@ -233,7 +248,7 @@ def _list_migrations_early(
     release starting, for the namespace's SchemaMigrations after them: the list is asked
     for at the start instead, side by side with the children, one round trip less before
     the first Deployment. Later passes list them only when a release starts, as before."""
-    if (body.get("status") or {}).get("observedGeneration"):
+    if not _first_pass(body):
         return None
     return _aside.submit(kube.list, "SchemaMigration", body["metadata"]["namespace"])
 
@@ -337,17 +352,18 @@ def _log_measured(rc: Reconcile, result: StepAnalysis, what: str, *, background:
 
 
 def _write_children(
-    kube: Kube, rc: Reconcile, observed: ReleaseObservation, plan: ReleasePlan, started: float
+    kube: Kube, rc: Reconcile, observed: ReleaseObservation, plan: ReleasePlan
 ) -> ReleasePlan:
     """Write the plan's children in order. Returns the plan the pass ends with: this one,
     or, when the API server refused a child, the plan for that refusal (its back-off starts)."""
     if plan.hold is not None:
         return plan
+    absent = _observed_absent(observed)
     try:
         if plan.pods_first and plan.traffic and plan.workloads:
-            _write_side_by_side(kube, rc, observed.owner, plan, started)
+            _write_side_by_side(kube, rc, observed.owner, plan, absent)
         else:
-            _write_in_turn(kube, rc, observed.owner, plan.writes, started)
+            _write_in_turn(kube, rc, observed.owner, plan.writes, absent)
     except ApiException as exc:
         assert observed.spec is not None
         refusal = child_refusal(exc, getattr(exc, "applied_object", None) or {}, observed.spec)
@@ -363,46 +379,95 @@ def _write_children(
     return plan
 
 
-def _as_written(kube: Kube, observed: ReleaseObservation, plan: ReleasePlan) -> ReleasePlan:
+def _observed_absent(observed: ReleaseObservation) -> frozenset[tuple[str, str]]:
+    """The children (kind, name) the pass observed absent: writing one only creates it."""
+    children, name = observed.children, observed.owner.name
+    absent = {("Service", svc) for svc, found in children.services.items() if found is None}
+    if children.stable is None:
+        absent.add(("Deployment", deployment_name(name, "stable")))
+    if children.canary is None:
+        absent.add(("Deployment", deployment_name(name, "canary")))
+    return frozenset(absent)
+
+
+def _as_written(
+    kube: Kube, body: Mapping[str, Any], observed: ReleaseObservation, plan: ReleasePlan
+) -> ReleasePlan:
     """A first deploy's plan with the status its writes leave (`status_as_written`), on the
     children it wrote as the API server returned them (from the cache)."""
     if not plan.pods_first or observed.spec is None:
         return plan
-    children = _children(kube, observed.owner, observed.spec, observed.strategy)
+    children = _children(kube, observed.owner, observed.spec, observed.strategy,
+                         first=_first_pass(body))  # fmt: skip
     return status_as_written(plan, replace(observed, children=children))
 
 
 def _write_in_turn(
-    kube: Kube, rc: Reconcile, owner: Owner, writes: Sequence[ChildWrite], started: float
+    kube: Kube,
+    rc: Reconcile,
+    owner: Owner,
+    writes: Sequence[ChildWrite],
+    absent: frozenset[tuple[str, str]],
+    created: list[ChildWrite] | None = None,
 ) -> None:
+    """Write one after the other. With ``created`` (the side of :func:`_write_side_by_side`
+    that runs aside), the writes that created a child are added to it, and their Events and
+    crash points left to the caller."""
     for write in writes:
-        _write_child(kube, rc, owner, write, started)
-        crash_point(f"microservice.after-{write.kind.lower()}", rc.flush)
+        if _write_child(kube, rc, owner, write, absent, tell=created is None):
+            if created is not None:
+                created.append(write)
+        if created is None:
+            crash_point(f"microservice.after-{write.kind.lower()}", rc.flush)
 
 
 def _write_side_by_side(
-    kube: Kube, rc: Reconcile, owner: Owner, plan: ReleasePlan, started: float
+    kube: Kube, rc: Reconcile, owner: Owner, plan: ReleasePlan, absent: frozenset[tuple[str, str]]
 ) -> None:
     """The first deploy (``pods_first``: no pods yet, so no traffic to move first): the
     Services are written while the Deployment is, one round trip instead of two in the pass
     every new Microservice starts with. The first refusal in the plan's order is raised,
-    once both sides are done."""
-    traffic = _aside.submit(_write_in_turn, kube, rc, owner, plan.traffic, started)
+    once both sides are done. When the Deployment's name is taken (someone else's object,
+    found by its create-only write), the Services this pass created are deleted again, their
+    Events untold: a pass that meets a taken name leaves nothing of its own behind, and no
+    Service of this Microservice sends traffic to pods it does not own."""
+    created: list[ChildWrite] = []
+    traffic = _aside.submit(_write_in_turn, kube, rc, owner, plan.traffic, absent, created)
     try:
-        _write_in_turn(kube, rc, owner, plan.workloads, started)
+        _write_in_turn(kube, rc, owner, plan.workloads, absent)
+    except LookAgain as taken:
+        wait([traffic])
+        for write in created:
+            kube.delete(write.kind, owner.namespace, write.name)
+            cache.forget(write.kind, owner.namespace, write.name)
+            rc.log.info("%s %s deleted again: %s", write.kind, write.name, taken)
+        raise
     except Exception:
         wait([traffic])  # the pass ends with both sides done, whichever failed
         raise
     traffic.result()
+    for write in plan.traffic:
+        if write in created:
+            _tell(rc, write)
+        crash_point(f"microservice.after-{write.kind.lower()}", rc.flush)
 
 
 def _write_child(
-    kube: Kube, rc: Reconcile, owner: Owner, write: ChildWrite, started: float
-) -> None:
+    kube: Kube,
+    rc: Reconcile,
+    owner: Owner,
+    write: ChildWrite,
+    absent: frozenset[tuple[str, str]],
+    *,
+    tell: bool = True,
+) -> bool:
+    """Carry out one write, and tell it (its Event or log line) unless ``tell`` is False
+    and it created the child; True when it created the child (it was observed absent)."""
     namespace = owner.namespace
-    if write.verb == "apply":
-        if cache.absent_before(write.kind, namespace, write.name, started):
-            _still_absent(kube, owner, write)
+    creates = write.verb == "apply" and (write.kind, write.name) in absent
+    if creates:
+        _remember(write.kind, _create(kube, owner, write))
+    elif write.verb == "apply":
         _remember(write.kind, kube.apply(dict(write.body)))
     elif write.verb == "patch":
         _remember(write.kind, kube.merge_patch(write.kind, namespace, write.name,
@@ -410,21 +475,31 @@ def _write_child(
     else:
         kube.delete(write.kind, namespace, write.name)
         cache.forget(write.kind, namespace, write.name)
+    if tell or not creates:
+        _tell(rc, write)
+    return creates
+
+
+def _tell(rc: Reconcile, write: ChildWrite) -> None:
     if write.event is not None:
         rc.event(write.event.reason, write.event.message, warning=write.event.warning)
     if write.note is not None:
         rc.log.info(write.note)
 
 
-def _still_absent(kube: Kube, owner: Owner, write: ChildWrite) -> None:
-    """Before creating a child last seen absent in an earlier pass, ask whether someone
-    else has created one of that name since (no watch event tells of an object without the
-    operator's label); if so, this pass ends unwritten and the next one refuses it."""
-    existing = kube.get(write.kind, owner.namespace, write.name)
-    if existing is None or controlled_by(existing, owner):
-        return
-    cache.forget(write.kind, owner.namespace, write.name)
-    raise LookAgain(f"{write.kind} {write.name} appeared since the last pass")
+def _create(kube: Kube, owner: Owner, write: ChildWrite) -> dict[str, Any]:
+    """Create a child the pass observed absent, by a server-side apply that only creates
+    (:data:`CREATE_ONLY`): an object of that name made since, or one the cache did not
+    hold and the first pass did not ask for, is refused by the API server (409), never
+    written over. Then the name is contested (every read asks the API server, which tells
+    whose it is) and the pass ends unwritten, to be planned again at once."""
+    try:
+        return kube.apply(create_only(write.body))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    cache.contested(write.kind, owner.namespace, write.name)
+    raise LookAgain(f"{write.kind} {write.name} exists though this pass found none")
 
 
 def _remember(kind: str, written: Mapping[str, Any] | None) -> None:
