@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 import pilotboat.handlers.cache
+import pilotboat.handlers.children
 import pilotboat.handlers.loop
 import pilotboat.handlers.microservice
+import pilotboat.handlers.prefetch
 from pilotboat.handlers.cache import ChildCache
 from pilotboat.testing import FakeKube
 
@@ -81,7 +83,9 @@ def test_the_misses_of_one_pass_are_asked_side_by_side_and_the_hits_not_at_all()
 
 
 @pytest.mark.parametrize(
-    "module", [pilotboat.handlers.cache, pilotboat.handlers.loop, pilotboat.handlers.microservice]
+    "module",
+    [pilotboat.handlers.cache, pilotboat.handlers.children, pilotboat.handlers.loop,
+     pilotboat.handlers.microservice, pilotboat.handlers.prefetch],
 )
 def test_the_examples_in_the_docstrings_hold(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]

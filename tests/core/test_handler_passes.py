@@ -35,6 +35,7 @@ from pilotboat.handlers.databases import reconcile_owned_database
 from pilotboat.handlers.flags import on_feature_flag_event, on_microservice_for_its_flags
 from pilotboat.handlers.loop import LookAgain
 from pilotboat.handlers.microservice import reconcile_microservice
+from pilotboat.handlers.webhooks import rendered_children_check
 from pilotboat.testing import FakeKube, Write
 
 NS = "shop"
@@ -248,15 +249,19 @@ def test_a_first_deploy_refused_on_either_side_names_the_child_in_the_plans_orde
     assert len(status_writes(writes)) == 1
 
 
+def migration_for(service: str, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION, "kind": "SchemaMigration",
+        "metadata": {"name": "add-total", "namespace": NS},
+        "spec": {"database": "orders-db", "requiredBy": {"service": service, "version": version},
+                 "expand": {"sql": "ALTER TABLE orders ADD COLUMN total bigint"}},
+    }  # fmt: skip
+
+
 def test_a_migration_the_first_version_requires_holds_the_first_deploy(kube: FakeKube) -> None:
     """The first pass asks for the SchemaMigrations at its start, beside the children: what
     it finds there still holds the release."""
-    people(kube).create({
-        "apiVersion": API_VERSION, "kind": "SchemaMigration",
-        "metadata": {"name": "add-total", "namespace": NS},
-        "spec": {"database": "orders-db", "requiredBy": {"service": "orders", "version": "v1"},
-                 "expand": {"sql": "ALTER TABLE orders ADD COLUMN total bigint"}},
-    })  # fmt: skip
+    people(kube).create(migration_for("orders", "v1"))
     people(kube).create(microservice())
     writes = reconcile(kube)
     assert child_writes(writes) == []
@@ -767,3 +772,31 @@ def test_a_first_deploy_writes_the_status_its_writes_leave_and_the_next_pass_wri
     assert "does not exist" not in available["message"]
     assert {e["reason"] for e in kube.events} >= {"DeploymentCreated", "ServiceCreated"}
     assert status_writes(reconcile(kube)) == []
+
+
+def test_a_first_pass_takes_the_schema_migrations_admission_asked_for(kube: FakeKube) -> None:
+    """The admission webhook that dry-runs a new Microservice's children asks for the
+    namespace's SchemaMigrations beside them; the object's first pass takes that answer
+    (by UID) and asks the API server nothing before its first Deployment."""
+    people(kube).create(migration_for("orders", "v1"))
+    people(kube).create(microservice())
+    body = kube.get("Microservice", NS, "orders")
+    assert body is not None
+    listed: list[str] = []
+    list_ = kube.list
+
+    def recording(kind: str, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        listed.append(kind)
+        return list_(kind, *args, **kw)
+
+    kube.list = recording  # type: ignore[method-assign]
+    asyncio.run(rendered_children_check(body=body, warnings=[], operation="CREATE"))
+    assert listed == ["SchemaMigration"]
+    writes = reconcile(kube)
+    assert listed == ["SchemaMigration"], "the pass listed again"
+    assert child_writes(writes) == [], "the migration admission saw holds the first deploy"
+    assert "SchemaMigration add-total: expand not applied yet" in status(kube)["message"]
+
+    people(kube).create(microservice("billing"))  # no webhook ran for it: the pass asks
+    reconcile(kube, "billing")
+    assert listed == ["SchemaMigration", "SchemaMigration"]

@@ -51,7 +51,7 @@ from pilotboat.core.release import (
 )
 from pilotboat.core.status_trust import USER_STATUS_FIELDS, trusted_status
 from pilotboat.core.workload import LABEL_MANAGED_BY, Owner, deployment_name, pod_revision
-from pilotboat.handlers import metrics
+from pilotboat.handlers import metrics, prefetch
 from pilotboat.handlers.adoption import (
     AdoptionRefused,
     adopted_spec,
@@ -250,6 +250,9 @@ def _list_migrations_early(
     the first Deployment. Later passes list them only when a release starts, as before."""
     if not _first_pass(body):
         return None
+    asked = prefetch.take_schema_migrations(body["metadata"]["uid"])
+    if asked is not None:  # by the admission webhook, beside its dry runs
+        return asked
     return _aside.submit(kube.list, "SchemaMigration", body["metadata"]["namespace"])
 
 

@@ -129,7 +129,7 @@ from pilotboat.core import reasons
 from pilotboat.core.limits import ADMISSION_TIMEOUT_SECONDS, MAX_ADMISSION_DEPTH, clip_json_depth
 from pilotboat.core.promql_check import QueryProblem, spec_query_problems
 from pilotboat.core.workload import Owner
-from pilotboat.handlers import metrics
+from pilotboat.handlers import metrics, prefetch
 from pilotboat.handlers.approvals import ApprovalRefused, admit_approval, contract_author_patch
 from pilotboat.handlers.children import ChildRefusal, dry_run_children
 from pilotboat.handlers.command_webhook import COMMAND_MATCH, COMMAND_WEBHOOK
@@ -822,8 +822,14 @@ def _pod_template_error(error: Mapping[str, Any]) -> bool:
 @kopf.on.validate(
     GROUP, VERSION, "microservices", id=CHILDREN_WEBHOOK, operations=["CREATE", "UPDATE"]
 )
-async def rendered_children_check(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+async def rendered_children_check(
+    body: kopf.Body, warnings: list[str], operation: str | None = None, dryrun: bool = False,
+    **_: Any,
+) -> None:
     meta = body["metadata"]
+    if operation == "CREATE" and not dryrun:  # the first pass's one read, asked meanwhile
+        prefetch.schema_migrations_for(runtime().kube, str(meta["namespace"]),
+                                       str(meta.get("uid") or ""))  # fmt: skip
 
     def check() -> ChildRefusal | None:
         try:
@@ -843,6 +849,7 @@ async def rendered_children_check(body: kopf.Body, warnings: list[str], **_: Any
 
     refusal = await _check(CHILDREN_WEBHOOK, check, fail_closed=False, warnings=warnings)
     if refusal is not None:
+        prefetch.take_schema_migrations(str(meta.get("uid") or ""))  # no pass will come
         raise kopf.AdmissionError(refusal.message, code=422)
 
 
