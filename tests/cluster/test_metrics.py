@@ -111,7 +111,6 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
     story.wait_for("SchemaMigration", "customer-column",
                    lambda o: ((o or {}).get("status") or {}).get("phase") == "AwaitingContract",
                    timeout=60)
-
     found = samples(base)
     assert value(found, "pilotboat_reconciles_total", kind="Microservice", result="ok") >= 3
     assert value(found, "pilotboat_reconciles_total", kind="SchemaMigration", result="ok") >= 2
@@ -149,6 +148,38 @@ def test_metrics_after_a_paused_and_aborted_release_and_a_held_migration(
         samples(base), "pilotboat_releases", phase="Degraded") == 0, what="forgotten")
 
 
+def _until_the_webhooks_are_called(base: str, story: Story) -> None:
+    """Until the API server calls this operator's webhooks (their configuration is new)."""
+    deadline, version = time.monotonic() + 60, 0
+    while _reviews(base)["microservice-children"] == 0:
+        assert time.monotonic() < deadline, "the children webhook was never called"
+        version += 1
+        story.apply(microservice("warm", version=f"v{version}", replicas=0))
+        time.sleep(0.5)
+
+
+def test_a_new_microservice_s_first_pass_takes_the_schema_migrations_admission_asked_for(
+    observed_operator: tuple[OperatorProcess, str], kube: Kube, private_namespace: str,
+) -> None:
+    _, base = observed_operator
+    story = Story(kube, private_namespace)
+    _until_the_webhooks_are_called(base, story)
+    story.wait_for("Microservice", "warm", lambda o: ((o or {}).get("status") or {}).get(
+        "observedGeneration"), what="the warm-up's first pass")
+
+    def lists() -> tuple[float, float]:
+        found = samples(base)
+        return tuple(value(found, "pilotboat_first_pass_schema_migrations_total", source=source)
+                     for source in ("admission", "pass"))  # type: ignore[return-value]
+
+    before = lists()
+    story.given(microservice("fresh", version="v1", replicas=0))
+    story.wait_for("Microservice", "fresh", lambda o: ((o or {}).get("status") or {}).get(
+        "observedGeneration") == 1, what="its first pass")
+    admission, passes = (now - then for now, then in zip(lists(), before, strict=True))
+    assert (admission, passes) == (1, 0)
+
+
 def _reviews(base: str) -> dict[str, float]:
     return {webhook: value(samples(base), "pilotboat_admission_review_duration_seconds_count",
                            webhook=webhook)
@@ -160,13 +191,7 @@ def test_a_microservice_s_webhooks_are_called_only_when_they_have_something_to_c
 ) -> None:
     _, base = observed_operator
     story = Story(kube, private_namespace)
-    # Until the API server calls this operator's webhooks (their configuration is new)
-    deadline, version = time.monotonic() + 60, 0
-    while _reviews(base)["microservice-children"] == 0:
-        assert time.monotonic() < deadline, "the children webhook was never called"
-        version += 1
-        story.apply(microservice("warm", version=f"v{version}", replicas=0))
-        time.sleep(0.5)
+    _until_the_webhooks_are_called(base, story)
 
     def after(change: Callable[[], object]) -> dict[str, float]:
         before = _reviews(base)

@@ -129,6 +129,13 @@ _ADMISSIONS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+_FIRST_PASS_LISTS = Counter(
+    "pilotboat_first_pass_schema_migrations",
+    "New Microservices' first passes, by where their SchemaMigration list came from:"
+    " admission (asked beside the children's dry runs) or the pass (asked by it).",
+    ["source"],
+    registry=REGISTRY,
+)
 _LEADER = Gauge(
     "pilotboat_leader",
     "1 while this process acts, 0 while it stands by for the Lease.",
@@ -243,6 +250,10 @@ def count_requests(api_client: Any) -> None:
 
 def leading(yes: bool) -> None:
     _LEADER.set(1 if yes else 0)
+
+
+def first_pass_listed(source: str) -> None:
+    _FIRST_PASS_LISTS.labels(source).inc()
 
 
 def admission_reviewed(webhook: str, seconds: float) -> None:

@@ -251,6 +251,7 @@ def _list_migrations_early(
     if not _first_pass(body):
         return None
     asked = prefetch.take_schema_migrations(body["metadata"]["uid"])
+    metrics.first_pass_listed("pass" if asked is None else "admission")
     if asked is not None:  # by the admission webhook, beside its dry runs
         return asked
     return _aside.submit(kube.list, "SchemaMigration", body["metadata"]["namespace"])
