@@ -158,12 +158,21 @@ def _until_the_webhooks_are_called(base: str, story: Story) -> None:
         time.sleep(0.5)
 
 
-def test_a_new_microservice_s_first_pass_takes_the_schema_migrations_admission_asked_for(
+@pytest.fixture
+def called(
     observed_operator: tuple[OperatorProcess, str], kube: Kube, private_namespace: str,
-) -> None:
+) -> tuple[str, Story]:
+    """The operator's metrics address and a story, once the API server calls its webhooks."""
     _, base = observed_operator
     story = Story(kube, private_namespace)
     _until_the_webhooks_are_called(base, story)
+    return base, story
+
+
+def test_a_new_microservice_s_first_pass_takes_the_schema_migrations_admission_asked_for(
+    called: tuple[str, Story],
+) -> None:
+    base, story = called
     story.wait_for("Microservice", "warm", lambda o: ((o or {}).get("status") or {}).get(
         "observedGeneration"), what="the warm-up's first pass")
 
@@ -187,11 +196,9 @@ def _reviews(base: str) -> dict[str, float]:
 
 
 def test_a_microservice_s_webhooks_are_called_only_when_they_have_something_to_check(
-    observed_operator: tuple[OperatorProcess, str], kube: Kube, private_namespace: str,
+    called: tuple[str, Story], kube: Kube, private_namespace: str,
 ) -> None:
-    _, base = observed_operator
-    story = Story(kube, private_namespace)
-    _until_the_webhooks_are_called(base, story)
+    base, story = called
 
     def after(change: Callable[[], object]) -> dict[str, float]:
         before = _reviews(base)
