@@ -14,14 +14,14 @@ write back is no news when nothing but that write changed the object since the p
 it (:meth:`ChildCache.wrote`, :meth:`ChildCache.echo`): it starts no pass, as a
 controller-runtime predicate would drop it.
 
-A child the API server answered 404 for is remembered as absent (with the time it was
-asked), so a Microservice without a canary does not ask for ``web-canary`` on every pass;
-the watch's first event of the child replaces the mark. A foreign object of that name
-created later carries no label, so no event tells of it: the operator *creates* a child it
-observed absent with a server-side apply that only creates
-(:data:`pilotboat.handlers.children.CREATE_ONLY`), which the API server refuses when an
-object of that name exists, whoever's. Such a name is then :meth:`ChildCache.contested`:
-every later read of it asks the API server, which tells whose it is.
+A child the API server answered 404 for is remembered as absent, so a Microservice without
+a canary does not ask for ``web-canary`` on every pass; the watch's first event of the
+child replaces the mark. A foreign object of that name created later carries no label, so
+no event tells of it: the operator *creates* a child it observed absent with a server-side
+apply that only creates (:data:`pilotboat.handlers.children.CREATE_ONLY`), which the API
+server refuses when an object of that name exists, whoever's. Such a name is then
+:meth:`ChildCache.contested`: every later read of it asks the API server, which tells whose
+it is.
 
 A Microservice's first pass (it has no status yet) does not ask at all for the children
 the cache does not hold (``get_many(..., assume_absent=True)``): a new object's children do
@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from pilotboat.core.workload import LABEL_MANAGED_BY
@@ -61,11 +59,11 @@ READERS = 4
 _readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="cache-reads")
 
 
-@dataclass(frozen=True)
 class _Absent:
-    """The API server answered 404 for the key at ``since`` (``time.monotonic()``)."""
+    """The API server answered 404 for the key (:data:`_ABSENT`, the one instance)."""
 
-    since: float
+
+_ABSENT = _Absent()
 
 
 class ChildCache:
@@ -170,7 +168,7 @@ class ChildCache:
         got = kube.get(kind, namespace, name)
         if got is None and self._remember_absent:
             with self._lock:  # an event that came meanwhile is newer than this 404
-                self._objects.setdefault(key, _Absent(time.monotonic()))
+                self._objects.setdefault(key, _ABSENT)
         return got
 
     def get_many(
@@ -192,19 +190,16 @@ class ChildCache:
         wanted = list(dict.fromkeys(keys))
         with self._lock:
             missed = [key for key in wanted if key not in self._objects]
-            if assume_absent:
-                missed = [key for key in missed if key in self._contested]
-                assumed = {key: None for key in wanted
-                           if key not in self._objects and key not in self._contested}
-            else:
-                assumed = {}
+            assumed = ({key for key in missed if key not in self._contested}
+                       if assume_absent else set())  # fmt: skip
+        missed = [key for key in missed if key not in assumed]
 
         def ask(key: Key) -> dict[str, Any] | None:
             return self.get(kube, *key)
 
         asked = dict(zip(missed, _readers.map(ask, missed) if len(missed) > 1
                          else map(ask, missed), strict=True))  # fmt: skip
-        return {key: asked[key] if key in asked else assumed[key] if key in assumed else ask(key)
+        return {key: asked[key] if key in asked else None if key in assumed else ask(key)
                 for key in wanted}  # fmt: skip
 
     def generation(self, kind: str, namespace: str, name: str) -> int | None:

@@ -87,8 +87,8 @@ WORKERS = 8
 
 _aside = ThreadPoolExecutor(max_workers=2 * WORKERS, thread_name_prefix="pass-aside")
 """Where a first pass sends what it need not wait for in turn: its SchemaMigration list
-(beside its children's reads) and its Services (beside its Deployment); at most two per
-worker at once."""
+(when admission did not ask for it) and its Services (beside its Deployment); at most two
+per worker at once."""
 
 _backoff = ChildBackoff()
 
@@ -244,10 +244,10 @@ def _flag_basis(kube: Kube, namespace: str, name: str) -> str | None:
 def _list_migrations_early(
     kube: Kube, body: Mapping[str, Any]
 ) -> Future[list[dict[str, Any]]] | None:
-    """A Microservice's first pass asks for its children (none cached yet) and, its first
-    release starting, for the namespace's SchemaMigrations after them: the list is asked
-    for at the start instead, side by side with the children, one round trip less before
-    the first Deployment. Later passes list them only when a release starts, as before."""
+    """A Microservice's first pass starts its first release, which asks for the
+    namespace's SchemaMigrations: the list the admission webhook asked for beside its dry
+    runs (:mod:`pilotboat.handlers.prefetch`), else one asked at the pass's start. Later
+    passes list them only when a release starts, as before."""
     if not _first_pass(body):
         return None
     asked = prefetch.take_schema_migrations(body["metadata"]["uid"])
